@@ -1,0 +1,3 @@
+module github.com/gantry/gantry/api
+
+go 1.26

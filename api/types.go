@@ -1,0 +1,191 @@
+// Package api holds Gantry's wire types and a Go client for its REST API.
+//
+// The shapes follow the Databricks Model Serving REST API (snake_case JSON),
+// so scripts written for Databricks serving endpoints work against Gantry
+// with a changed host and token. The package depends on the standard library
+// only, the way github.com/hashicorp/nomad/api serves Nomad users.
+package api
+
+// Endpoint states (EndpointState.Ready).
+const (
+	EndpointReady    = "READY"
+	EndpointNotReady = "NOT_READY"
+)
+
+// Config update states (EndpointState.ConfigUpdate).
+const (
+	ConfigNotUpdating    = "NOT_UPDATING"
+	ConfigInProgress     = "IN_PROGRESS"
+	ConfigUpdateFailed   = "UPDATE_FAILED"
+	ConfigUpdateCanceled = "UPDATE_CANCELED"
+)
+
+// Served entity deployment states (ServedEntityState.Deployment).
+const (
+	DeploymentCreating   = "DEPLOYMENT_CREATING"
+	DeploymentReady      = "DEPLOYMENT_READY"
+	DeploymentRecovering = "DEPLOYMENT_RECOVERING"
+	DeploymentFailed     = "DEPLOYMENT_FAILED"
+	DeploymentAborted    = "DEPLOYMENT_ABORTED"
+)
+
+// Workload sizes and types accepted in ServedEntity.
+const (
+	WorkloadSmall  = "Small"
+	WorkloadMedium = "Medium"
+	WorkloadLarge  = "Large"
+
+	WorkloadCPU            = "CPU"
+	WorkloadGPUSmall       = "GPU_SMALL"
+	WorkloadGPUMedium      = "GPU_MEDIUM"
+	WorkloadGPULarge       = "GPU_LARGE"
+	WorkloadMultiGPUMedium = "MULTIGPU_MEDIUM"
+)
+
+// Permission levels.
+const (
+	CanView   = "CAN_VIEW"
+	CanQuery  = "CAN_QUERY"
+	CanManage = "CAN_MANAGE"
+)
+
+// CreateEndpointRequest is the body of POST /api/2.0/serving-endpoints.
+type CreateEndpointRequest struct {
+	Name   string          `json:"name"`
+	Config *EndpointConfig `json:"config"`
+	Tags   []Tag           `json:"tags,omitempty"`
+}
+
+// Endpoint is a serving endpoint as the API returns it.
+type Endpoint struct {
+	Name                 string          `json:"name"`
+	ID                   string          `json:"id"`
+	Creator              string          `json:"creator,omitempty"`
+	CreationTimestamp    int64           `json:"creation_timestamp"`
+	LastUpdatedTimestamp int64           `json:"last_updated_timestamp"`
+	State                EndpointState   `json:"state"`
+	Config               *EndpointConfig `json:"config,omitempty"`
+	PendingConfig        *PendingConfig  `json:"pending_config,omitempty"`
+	Tags                 []Tag           `json:"tags"`
+	PermissionLevel      string          `json:"permission_level,omitempty"`
+	EndpointURL          string          `json:"endpoint_url,omitempty"`
+}
+
+// EndpointState is an endpoint's readiness and the state of its config update.
+type EndpointState struct {
+	Ready        string `json:"ready"`
+	ConfigUpdate string `json:"config_update"`
+	// Message says why an update failed; a Gantry extension.
+	Message string `json:"message,omitempty"`
+}
+
+// EndpointConfig is what PUT .../config takes and what Endpoint.Config shows.
+type EndpointConfig struct {
+	ServedEntities    []ServedEntity     `json:"served_entities"`
+	TrafficConfig     *TrafficConfig     `json:"traffic_config,omitempty"`
+	AutoCaptureConfig *AutoCaptureConfig `json:"auto_capture_config,omitempty"`
+	ConfigVersion     int                `json:"config_version,omitempty"`
+}
+
+// PendingConfig is a config that is rolling out while the current one serves.
+type PendingConfig struct {
+	EndpointConfig
+	StartTime int64 `json:"start_time"`
+}
+
+// ServedEntity is one model version served by an endpoint.
+//
+// Optional numbers and booleans are pointers so that "unset" and "zero" stay
+// distinct, as in Nomad's api.Job.
+type ServedEntity struct {
+	Name                      string            `json:"name,omitempty"`
+	EntityName                string            `json:"entity_name"`
+	EntityVersion             string            `json:"entity_version"`
+	WorkloadSize              string            `json:"workload_size,omitempty"`
+	WorkloadType              string            `json:"workload_type,omitempty"`
+	ScaleToZeroEnabled        *bool             `json:"scale_to_zero_enabled,omitempty"`
+	MinProvisionedConcurrency *int              `json:"min_provisioned_concurrency,omitempty"`
+	MaxProvisionedConcurrency *int              `json:"max_provisioned_concurrency,omitempty"`
+	EnvironmentVars           map[string]string `json:"environment_vars,omitempty"`
+
+	// Read-only fields, filled in by the server.
+	State        *ServedEntityState `json:"state,omitempty"`
+	ScaledToZero *bool              `json:"scaled_to_zero,omitempty"`
+	Replicas     *Replicas          `json:"replicas,omitempty"`
+}
+
+// ServedEntityState is the deployment state of a served entity.
+type ServedEntityState struct {
+	Deployment             string `json:"deployment"`
+	DeploymentStateMessage string `json:"deployment_state_message,omitempty"`
+}
+
+// Replicas counts a served entity's replicas.
+type Replicas struct {
+	Desired int `json:"desired"`
+	Ready   int `json:"ready"`
+}
+
+// TrafficConfig splits an endpoint's traffic between its served entities.
+type TrafficConfig struct {
+	Routes []Route `json:"routes"`
+}
+
+// Route sends a percentage of traffic to one served entity.
+type Route struct {
+	ServedModelName   string `json:"served_model_name"`
+	TrafficPercentage int    `json:"traffic_percentage"`
+}
+
+// AutoCaptureConfig turns on inference tables.
+type AutoCaptureConfig struct {
+	CatalogName     string `json:"catalog_name,omitempty"`
+	SchemaName      string `json:"schema_name,omitempty"`
+	TableNamePrefix string `json:"table_name_prefix,omitempty"`
+	Enabled         *bool  `json:"enabled,omitempty"`
+}
+
+// Tag is a key/value label on an endpoint.
+type Tag struct {
+	Key   string `json:"key"`
+	Value string `json:"value,omitempty"`
+}
+
+// ListEndpointsResponse is the answer of GET /api/2.0/serving-endpoints.
+type ListEndpointsResponse struct {
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// ModelVersion describes one uploaded model version.
+type ModelVersion struct {
+	Name      string   `json:"name"`
+	Version   string   `json:"version"`
+	Flavors   []string `json:"flavors"`
+	Signature *Schema  `json:"signature,omitempty"`
+	SizeBytes int64    `json:"size_bytes"`
+	// CreationTimestamp is in milliseconds since the epoch.
+	CreationTimestamp int64 `json:"creation_timestamp"`
+}
+
+// Schema is an MLflow model signature: input and output column specs.
+type Schema struct {
+	Inputs  []ColSpec `json:"inputs,omitempty"`
+	Outputs []ColSpec `json:"outputs,omitempty"`
+}
+
+// ColSpec is one column of an MLflow signature.
+type ColSpec struct {
+	Name     string `json:"name,omitempty"`
+	Type     string `json:"type"`
+	Required *bool  `json:"required,omitempty"`
+}
+
+// UploadModelResponse is the answer to a model upload.
+type UploadModelResponse struct {
+	Version string `json:"version"`
+}
+
+// ListModelsResponse is the answer of GET /api/2.0/gantry/models.
+type ListModelsResponse struct {
+	Models []ModelVersion `json:"models"`
+}

@@ -1,0 +1,119 @@
+// Package mlmodel reads MLflow model directories: the MLmodel file, its
+// flavors and its signature.
+package mlmodel
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/gantry/gantry/api"
+	"gopkg.in/yaml.v3"
+)
+
+// FileName is the name of the file that makes a directory an MLflow model.
+const FileName = "MLmodel"
+
+// Model is a parsed MLmodel file.
+type Model struct {
+	// Flavors maps a flavor name (xgboost, python_function, ...) to its
+	// settings as written in the file.
+	Flavors map[string]map[string]any
+	// Signature is nil when the model was saved without one.
+	Signature *api.Schema
+	// RunID and ModelUUID are copied through for metadata; either may be empty.
+	RunID     string
+	ModelUUID string
+}
+
+type fileModel struct {
+	Flavors   map[string]map[string]any `yaml:"flavors"`
+	Signature *struct {
+		// MLflow writes the column specs as JSON strings inside the YAML.
+		Inputs  string `yaml:"inputs"`
+		Outputs string `yaml:"outputs"`
+	} `yaml:"signature"`
+	RunID     string `yaml:"run_id"`
+	ModelUUID string `yaml:"model_uuid"`
+}
+
+// Parse reads the contents of an MLmodel file.
+func Parse(b []byte) (*Model, error) {
+	var f fileModel
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("MLmodel is not valid YAML: %w", err)
+	}
+	if len(f.Flavors) == 0 {
+		return nil, errors.New("MLmodel names no flavors")
+	}
+	for name, conf := range f.Flavors {
+		if conf == nil {
+			return nil, fmt.Errorf("MLmodel flavor %q has no settings", name)
+		}
+	}
+	m := &Model{Flavors: f.Flavors, RunID: f.RunID, ModelUUID: f.ModelUUID}
+	if f.Signature != nil {
+		s := &api.Schema{}
+		if err := parseCols(f.Signature.Inputs, &s.Inputs); err != nil {
+			return nil, fmt.Errorf("MLmodel signature inputs: %w", err)
+		}
+		if err := parseCols(f.Signature.Outputs, &s.Outputs); err != nil {
+			return nil, fmt.Errorf("MLmodel signature outputs: %w", err)
+		}
+		m.Signature = s
+	}
+	return m, nil
+}
+
+func parseCols(s string, into *[]api.ColSpec) error {
+	if s == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(s), into); err != nil {
+		return fmt.Errorf("not a JSON list of column specs: %w", err)
+	}
+	for i, c := range *into {
+		if c.Type == "" {
+			return fmt.Errorf("column %d has no type", i)
+		}
+	}
+	return nil
+}
+
+// Load reads dir/MLmodel.
+func Load(dir string) (*Model, error) {
+	b, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		return nil, fmt.Errorf("read MLmodel: %w", err)
+	}
+	return Parse(b)
+}
+
+// FlavorNames lists the model's flavors in sorted order.
+func (m *Model) FlavorNames() []string {
+	names := make([]string, 0, len(m.Flavors))
+	for n := range m.Flavors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// InputNames lists the signature's input column names in order, or nil when
+// the model has no signature or its inputs are unnamed.
+func (m *Model) InputNames() []string {
+	if m.Signature == nil {
+		return nil
+	}
+	names := make([]string, 0, len(m.Signature.Inputs))
+	for _, c := range m.Signature.Inputs {
+		if c.Name == "" {
+			return nil
+		}
+		names = append(names, c.Name)
+	}
+	return names
+}

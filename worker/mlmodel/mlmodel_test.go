@@ -1,0 +1,58 @@
+package mlmodel
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `artifact_path: model
+flavors:
+  python_function:
+    data: model.json
+    loader_module: mlflow.xgboost
+    python_version: 3.11.2
+  xgboost:
+    code: null
+    data: model.json
+    model_class: xgboost.core.Booster
+    model_format: json
+    xgb_version: 1.7.4
+model_uuid: 0123
+run_id: abc
+signature:
+  inputs: '[{"type": "double", "name": "age", "required": true}, {"type": "double", "name": "amount", "required": true}]'
+  outputs: '[{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1]}}]'
+`
+
+func TestParse(t *testing.T) {
+	m, err := Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(m.FlavorNames(), ","); got != "python_function,xgboost" {
+		t.Errorf("flavors = %s", got)
+	}
+	if got := strings.Join(m.InputNames(), ","); got != "age,amount" {
+		t.Errorf("inputs = %s", got)
+	}
+	if m.Flavors["xgboost"]["data"] != "model.json" {
+		t.Errorf("xgboost data = %v", m.Flavors["xgboost"]["data"])
+	}
+	if m.RunID != "abc" || m.ModelUUID != "0123" {
+		t.Errorf("run_id/model_uuid = %q/%q", m.RunID, m.ModelUUID)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for name, in := range map[string]string{
+		"not yaml":      "flavors: [",
+		"no flavors":    "run_id: x\n",
+		"empty flavor":  "flavors:\n  xgboost:\n",
+		"bad signature": "flavors:\n  xgboost: {data: m}\nsignature:\n  inputs: 'nope'\n",
+		"untyped col":   "flavors:\n  xgboost: {data: m}\nsignature:\n  inputs: '[{\"name\": \"a\"}]'\n",
+	} {
+		if _, err := Parse([]byte(in)); err == nil {
+			t.Errorf("%s: Parse succeeded, want an error", name)
+		}
+	}
+}
