@@ -1,0 +1,125 @@
+package local
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/scheduler/orchestrator"
+)
+
+// TestMain doubles as the worker: when the driver starts this test binary
+// with GANTRY_TEST_WORKER set, it behaves as a tiny worker process instead of
+// running the tests.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("GANTRY_TEST_WORKER"); mode != "" {
+		fakeWorker(mode)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func fakeWorker(mode string) {
+	fs := flag.NewFlagSet("worker", flag.ExitOnError)
+	dir := fs.String("model-dir", "", "")
+	listen := fs.String("listen", "", "")
+	fs.Parse(os.Args[len(os.Args)-4:])
+	if mode == "fail" {
+		fmt.Fprintf(os.Stderr, "error: load model %s: corrupt model.json\n", *dir)
+		os.Exit(1)
+	}
+	http.HandleFunc("/ping", func(w http.ResponseWriter, r *http.Request) {})
+	http.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
+	http.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	http.ListenAndServe(*listen, nil)
+}
+
+type notifier struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (n *notifier) notify(id string) {
+	n.mu.Lock()
+	n.ids = append(n.ids, id)
+	n.mu.Unlock()
+}
+
+func newDriver(t *testing.T, mode string) *Driver {
+	t.Helper()
+	t.Setenv("GANTRY_TEST_WORKER", mode)
+	n := &notifier{}
+	d, err := New(Config{Command: []string{os.Args[0], "worker"}, MinBackoff: 20 * time.Millisecond, StopTimeout: 2 * time.Second}, n.notify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(context.Background()) })
+	return d
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEnsureScaleRestartRemove(t *testing.T) {
+	d := newDriver(t, "ok")
+	spec := orchestrator.Deployment{ID: "ep-m-1", ModelDir: t.TempDir(), Replicas: 2}
+	if err := d.Ensure(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two ready replicas", func() bool { return d.Status(spec.ID).Ready() == 2 })
+
+	// A worker that dies is restarted.
+	st := d.Status(spec.ID)
+	addr := st.Instances[0].Addr
+	http.Get("http://" + addr + "/exit")
+	waitFor(t, "a restart", func() bool {
+		s := d.Status(spec.ID)
+		return s.Ready() == 2 && s.Instances[0].Addr != addr
+	})
+
+	// Scale down to one.
+	spec.Replicas = 1
+	d.Ensure(context.Background(), spec)
+	waitFor(t, "one replica", func() bool { return len(d.Status(spec.ID).Instances) == 1 })
+
+	last := d.Status(spec.ID).Instances[0].Addr
+	if err := d.Remove(context.Background(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.Status(spec.ID); len(s.Instances) != 0 {
+		t.Errorf("after Remove: %+v", s)
+	}
+	waitFor(t, "the removed worker to stop", func() bool {
+		_, err := http.Get("http://" + last + "/ping")
+		return err != nil
+	})
+}
+
+func TestFailingWorkerReportsReason(t *testing.T) {
+	d := newDriver(t, "fail")
+	spec := orchestrator.Deployment{ID: "ep-bad-1", ModelDir: "/models/bad", Replicas: 1}
+	d.Ensure(context.Background(), spec)
+	waitFor(t, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
+	s := d.Status(spec.ID)
+	if !strings.Contains(s.Failure, "corrupt model.json") {
+		t.Errorf("Failure = %q, want the worker's message", s.Failure)
+	}
+	logs, ok := d.Logs(spec.ID)
+	if !ok || !strings.Contains(logs, "corrupt model.json") {
+		t.Errorf("Logs = %q, %v", logs, ok)
+	}
+}

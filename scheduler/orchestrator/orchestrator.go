@@ -1,0 +1,54 @@
+// Package orchestrator holds the types that pass between the scheduler and
+// the drivers that run workers (local processes, Docker containers, Nomad
+// jobs). The scheduler says what it wants with a Deployment; a driver reports
+// what it has with a Status.
+package orchestrator
+
+// Deployment is the desired state of one served entity's workers. A change of
+// anything but Replicas makes a new Deployment with a new ID (as Nomad needs a
+// new job to avoid a rolling deployment); Replicas changes scale it.
+type Deployment struct {
+	// ID names the deployment; drivers use it for process, container or job names.
+	ID       string
+	Endpoint string
+	Entity   string
+	// Model names the registry version; ModelDir is its local directory and
+	// ArtifactURL where a remote worker fetches its tar.gz.
+	ModelName    string
+	ModelVersion string
+	ModelDir     string
+	ArtifactURL  string
+
+	Replicas     int
+	WorkloadType string
+	Env          map[string]string
+}
+
+// Instance is one replica as a driver sees it.
+type Instance struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	// Ready is true once the worker answered /ping with 200 and until it stops.
+	Ready bool `json:"ready"`
+}
+
+// Status is what a driver knows of one deployment.
+type Status struct {
+	ID        string
+	Desired   int
+	Instances []Instance
+	// Failure is the reason the last replica start failed, while no replica
+	// is ready; empty otherwise.
+	Failure string
+}
+
+// Ready counts the ready instances.
+func (s Status) Ready() int {
+	n := 0
+	for _, in := range s.Instances {
+		if in.Ready {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,317 @@
+// Package registry stores uploaded MLflow model directories as numbered
+// versions under a data directory:
+//
+//	<dir>/<name>/<version>/model/          the extracted MLflow model
+//	<dir>/<name>/<version>/artifact.tar.gz the upload, served to workers
+//	<dir>/<name>/<version>/meta.json       api.ModelVersion
+//
+// An upload is written and checked in a temporary directory and renamed into
+// place only when it is whole, so a crash or a bad upload leaves nothing half
+// written behind.
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/mlmodel"
+)
+
+// Defaults for Registry's limits.
+const (
+	DefaultMaxUploadSize    = 1 << 30 // 1 GiB compressed
+	DefaultMaxExtractedSize = 4 << 30 // 4 GiB uncompressed
+	DefaultMaxFiles         = 10000
+)
+
+const (
+	modelDir     = "model"
+	artifactFile = "artifact.tar.gz"
+	metaFile     = "meta.json"
+	tmpPrefix    = ".upload-"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
+
+// Registry is a directory of model versions. It is safe for concurrent use.
+type Registry struct {
+	dir string
+	// Limits; zero means the Default* value.
+	MaxUploadSize    int64
+	MaxExtractedSize int64
+	MaxFiles         int
+
+	// mu serializes version numbering so that two uploads of one model
+	// never take the same number.
+	mu  sync.Mutex
+	now func() time.Time
+}
+
+// Open opens the registry at dir, creating it if needed, and removes the
+// leftovers of uploads that a crash interrupted.
+func Open(dir string) (*Registry, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, tmpPrefix+"*"))
+	for _, p := range leftovers {
+		os.RemoveAll(p)
+	}
+	return &Registry{dir: dir, now: time.Now}, nil
+}
+
+// ValidName reports whether name can name a model.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// Upload stores a tar.gz of an MLflow model directory as the next version of
+// name. Problems with the upload are *api.Error values (400 or 413).
+func (r *Registry) Upload(name string, body io.Reader) (*api.ModelVersion, error) {
+	if !ValidName(name) {
+		return nil, api.Errorf(api.ErrInvalidParameterValue,
+			"model name %q: use 1-255 of letters, digits, '_', '.', '-', starting with a letter or digit", name)
+	}
+	tmp, err := os.MkdirTemp(r.dir, tmpPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed into place
+
+	size, err := r.saveArtifact(filepath.Join(tmp, artifactFile), body)
+	if err != nil {
+		return nil, err
+	}
+	dst := filepath.Join(tmp, modelDir)
+	if err := r.extract(filepath.Join(tmp, artifactFile), dst); err != nil {
+		return nil, err
+	}
+	root, err := modelRoot(dst)
+	if err != nil {
+		return nil, err
+	}
+	if root != dst {
+		// The tar wrapped the model in one top folder: keep the model at model/.
+		if err := os.Rename(root, dst+".root"); err != nil {
+			return nil, err
+		}
+		if err := os.RemoveAll(dst); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(dst+".root", dst); err != nil {
+			return nil, err
+		}
+	}
+	m, err := mlmodel.Load(dst)
+	if err != nil {
+		return nil, api.Errorf(api.ErrInvalidParameterValue, "upload is not a valid MLflow model: %v", err)
+	}
+	if err := checkFlavorData(dst, m); err != nil {
+		return nil, err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, err := r.nextVersion(name)
+	if err != nil {
+		return nil, err
+	}
+	mv := &api.ModelVersion{
+		Name:              name,
+		Version:           strconv.Itoa(v),
+		Flavors:           m.FlavorNames(),
+		Signature:         m.Signature,
+		SizeBytes:         size,
+		CreationTimestamp: r.now().UnixMilli(),
+	}
+	b, _ := json.Marshal(mv)
+	if err := os.WriteFile(filepath.Join(tmp, metaFile), b, 0o644); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	if err := os.MkdirAll(filepath.Join(r.dir, name), 0o755); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(r.dir, name, mv.Version)); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	return mv, nil
+}
+
+func (r *Registry) saveArtifact(path string, body io.Reader) (int64, error) {
+	limit := orDefault(r.MaxUploadSize, DefaultMaxUploadSize)
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := io.Copy(f, io.LimitReader(body, limit+1))
+	if err != nil {
+		return 0, api.Errorf(api.ErrMalformedRequest, "read upload: %v", err)
+	}
+	if n > limit {
+		return 0, api.Errorf(api.ErrPayloadTooLarge, "upload is over the limit of %d bytes", limit)
+	}
+	if n == 0 {
+		return 0, api.Errorf(api.ErrInvalidParameterValue, "upload is empty: send the model directory as a tar.gz body")
+	}
+	return n, f.Close()
+}
+
+// modelRoot finds the MLmodel file: at the top, or inside one top folder.
+func modelRoot(dir string) (string, error) {
+	if _, err := os.Stat(filepath.Join(dir, mlmodel.FileName)); err == nil {
+		return dir, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	if len(ents) == 1 && ents[0].IsDir() {
+		sub := filepath.Join(dir, ents[0].Name())
+		if _, err := os.Stat(filepath.Join(sub, mlmodel.FileName)); err == nil {
+			return sub, nil
+		}
+	}
+	return "", api.Errorf(api.ErrInvalidParameterValue, "upload has no MLmodel file at its top: tar the model directory's contents")
+}
+
+// checkFlavorData makes sure every file a flavor names is there, so that a
+// model missing its weights is refused now rather than failing in a worker.
+func checkFlavorData(dir string, m *mlmodel.Model) error {
+	for _, name := range m.FlavorNames() {
+		data, ok := m.Flavors[name]["data"].(string)
+		if !ok || data == "" {
+			continue
+		}
+		p := filepath.Join(dir, filepath.FromSlash(data))
+		if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor %s: data path %q leaves the model directory", name, data)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor %s names data %q, which is not in the upload", name, data)
+		}
+	}
+	return nil
+}
+
+// nextVersion is one above the highest stored version. r.mu must be held.
+func (r *Registry) nextVersion(name string) (int, error) {
+	vs, err := r.versions(name)
+	if err != nil {
+		return 0, err
+	}
+	if len(vs) == 0 {
+		return 1, nil
+	}
+	return vs[len(vs)-1] + 1, nil
+}
+
+// versions lists the stored versions of name in ascending order.
+func (r *Registry) versions(name string) ([]int, error) {
+	ents, err := os.ReadDir(filepath.Join(r.dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var vs []int
+	for _, e := range ents {
+		if v, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+			vs = append(vs, v)
+		}
+	}
+	sort.Ints(vs)
+	return vs, nil
+}
+
+// Get returns a version's metadata, or a RESOURCE_DOES_NOT_EXIST *api.Error.
+func (r *Registry) Get(name, version string) (*api.ModelVersion, error) {
+	p, err := r.path(name, version)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(p, metaFile))
+	if err != nil {
+		return nil, fmt.Errorf("model %s version %s: %w", name, version, err)
+	}
+	mv := new(api.ModelVersion)
+	if err := json.Unmarshal(b, mv); err != nil {
+		return nil, fmt.Errorf("model %s version %s: %w", name, version, err)
+	}
+	return mv, nil
+}
+
+// List returns every version of every model, by name then version.
+func (r *Registry) List() ([]api.ModelVersion, error) {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.ModelVersion{}
+	for _, e := range ents {
+		if !e.IsDir() || !ValidName(e.Name()) {
+			continue
+		}
+		vs, err := r.versions(e.Name())
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			mv, err := r.Get(e.Name(), strconv.Itoa(v))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, *mv)
+		}
+	}
+	return out, nil
+}
+
+// ModelDir is the extracted MLflow model directory of a version.
+func (r *Registry) ModelDir(name, version string) (string, error) {
+	p, err := r.path(name, version)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(p, modelDir), nil
+}
+
+// ArtifactPath is the stored tar.gz of a version.
+func (r *Registry) ArtifactPath(name, version string) (string, error) {
+	p, err := r.path(name, version)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(p, artifactFile), nil
+}
+
+func (r *Registry) path(name, version string) (string, error) {
+	if !ValidName(name) {
+		return "", api.Errorf(api.ErrResourceDoesNotExist, "model %q does not exist", name)
+	}
+	if _, err := strconv.Atoi(version); err != nil {
+		return "", api.Errorf(api.ErrResourceDoesNotExist, "model %s has no version %q: versions are numbers", name, version)
+	}
+	p := filepath.Join(r.dir, name, version)
+	if _, err := os.Stat(filepath.Join(p, metaFile)); err != nil {
+		return "", api.Errorf(api.ErrResourceDoesNotExist, "model %s version %s does not exist", name, version)
+	}
+	return p, nil
+}
+
+func orDefault(v, def int64) int64 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
