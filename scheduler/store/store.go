@@ -24,8 +24,8 @@ type Endpoint struct {
 	ID      string `json:"id"`
 	Creator string `json:"creator,omitempty"`
 	// Created and Updated are milliseconds since the epoch.
-	Created int64 `json:"created"`
-	Updated int64 `json:"updated"`
+	Created int64     `json:"created"`
+	Updated int64     `json:"updated"`
 	Tags    []api.Tag `json:"tags,omitempty"`
 
 	// Config is the config that serves traffic.

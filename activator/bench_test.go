@@ -1,0 +1,85 @@
+package activator
+
+import (
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkActivator measures the activator in front of a trivial worker,
+// everything in this process over loopback TCP. The direct cases call the
+// worker itself, so the difference is what the activator adds:
+//   - serial: one client, one request at a time; ns/op is the latency.
+//   - parallel: 8 clients per CPU; ns/op is the inverse of the throughput.
+//
+// Client, activator and worker share the CPUs, so compare the cases with
+// each other on one machine, not with numbers from another.
+func BenchmarkActivator(b *testing.B) {
+	answer := []byte(`{"predictions":[0.5]}`)
+	worker := serve(b, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBody(answer)
+	})
+
+	a := New(Config{Logger: slog.New(slog.DiscardHandler)}, newFakeRoutes())
+	a.apply(oneEndpoint(1, "ep", nil, readyEntity("m", worker)))
+	activator := serve(b, a.Handler)
+
+	body := []byte(`{"dataframe_split":{"columns":["a","b","c"],"data":[[1.5,2,"x"]]}}`)
+	for _, c := range []struct{ name, addr, path string }{
+		{"direct", worker, "/invocations"},
+		{"activator", activator, "/serving-endpoints/ep/invocations"},
+	} {
+		client := &fasthttp.HostClient{Addr: c.addr, MaxConns: 1024}
+		do := func(b *testing.B, req *fasthttp.Request, resp *fasthttp.Response) bool {
+			if err := client.Do(req, resp); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+				b.Errorf("%s: %v, status %d: %s", c.name, err, resp.StatusCode(), resp.Body())
+				return false
+			}
+			return true
+		}
+		newRequest := func() *fasthttp.Request {
+			req := fasthttp.AcquireRequest()
+			req.SetRequestURI("http://" + c.addr + c.path)
+			req.Header.SetMethod(fasthttp.MethodPost)
+			req.Header.SetContentType("application/json")
+			req.SetBodyRaw(body)
+			return req
+		}
+		b.Run(c.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			req, resp := newRequest(), fasthttp.AcquireResponse()
+			for b.Loop() {
+				if !do(b, req, resp) {
+					return
+				}
+			}
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				req, resp := newRequest(), fasthttp.AcquireResponse()
+				for pb.Next() {
+					if !do(b, req, resp) {
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// serve runs handle on a loopback port until the benchmark ends.
+func serve(b *testing.B, handle fasthttp.RequestHandler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: handle}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	return ln.Addr().String()
+}

@@ -1,0 +1,351 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config says how to reach a Gantry control plane.
+type Config struct {
+	// Address is the base URL, e.g. http://127.0.0.1:8080.
+	Address string
+	// Token is sent as a bearer token when set.
+	Token string
+	// HTTPClient defaults to a client without an overall timeout (blocking
+	// queries and uploads may take long; use contexts to bound calls).
+	HTTPClient *http.Client
+}
+
+// DefaultConfig is the only place that reads the environment: GANTRY_ADDR
+// (default http://127.0.0.1:8080) and GANTRY_TOKEN.
+func DefaultConfig() *Config {
+	c := &Config{Address: "http://127.0.0.1:8080", HTTPClient: &http.Client{}}
+	if v := os.Getenv("GANTRY_ADDR"); v != "" {
+		c.Address = v
+	}
+	c.Token = os.Getenv("GANTRY_TOKEN")
+	return c
+}
+
+// Client calls the Gantry API.
+type Client struct {
+	config Config
+}
+
+// NewClient fills blank fields of config from DefaultConfig and checks the
+// address.
+func NewClient(config *Config) (*Client, error) {
+	def := DefaultConfig()
+	c := *def
+	if config != nil {
+		c = *config
+		if c.Address == "" {
+			c.Address = def.Address
+		}
+		if c.HTTPClient == nil {
+			c.HTTPClient = def.HTTPClient
+		}
+	}
+	if !strings.Contains(c.Address, "://") {
+		c.Address = "http://" + c.Address
+	}
+	u, err := url.Parse(c.Address)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("gantry address %q: want a URL such as http://127.0.0.1:8080", c.Address)
+	}
+	c.Address = strings.TrimRight(c.Address, "/")
+	return &Client{config: c}, nil
+}
+
+// Address is the base URL the client talks to.
+func (c *Client) Address() string { return c.config.Address }
+
+// QueryOptions are the options of a read. WaitIndex and WaitTime make a
+// blocking query: the answer comes when the index passes WaitIndex or
+// WaitTime has passed.
+type QueryOptions struct {
+	WaitIndex uint64
+	WaitTime  time.Duration
+	ctx       context.Context
+}
+
+// WithContext returns a copy of o that carries ctx.
+func (o *QueryOptions) WithContext(ctx context.Context) *QueryOptions {
+	o2 := new(QueryOptions)
+	if o != nil {
+		*o2 = *o
+	}
+	o2.ctx = ctx
+	return o2
+}
+
+func (o *QueryOptions) context() context.Context {
+	if o == nil || o.ctx == nil {
+		return context.Background()
+	}
+	return o.ctx
+}
+
+// WriteOptions are the options of a write.
+type WriteOptions struct {
+	ctx context.Context
+}
+
+// WithContext returns a copy of o that carries ctx.
+func (o *WriteOptions) WithContext(ctx context.Context) *WriteOptions {
+	o2 := new(WriteOptions)
+	if o != nil {
+		*o2 = *o
+	}
+	o2.ctx = ctx
+	return o2
+}
+
+func (o *WriteOptions) context() context.Context {
+	if o == nil || o.ctx == nil {
+		return context.Background()
+	}
+	return o.ctx
+}
+
+// QueryMeta is what a read learned besides its result.
+type QueryMeta struct {
+	// LastIndex is the index to pass as the next WaitIndex.
+	LastIndex   uint64
+	RequestTime time.Duration
+}
+
+// WriteMeta is what a write learned besides its result.
+type WriteMeta struct {
+	RequestTime time.Duration
+}
+
+// do sends a request and decodes a 2xx JSON answer into out (if not nil).
+// Any other answer becomes an *UnexpectedResponseError.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) (http.Header, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.config.Address+path, body)
+	if err != nil {
+		return nil, 0, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.config.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.config.Token)
+	}
+	start := time.Now()
+	resp, err := c.config.HTTPClient.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode/100 != 2 {
+		return resp.Header, took, newUnexpected(resp)
+	}
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return resp.Header, took, nil
+	}
+	if w, ok := out.(io.Writer); ok {
+		_, err = io.Copy(w, resp.Body)
+	} else {
+		err = json.NewDecoder(resp.Body).Decode(out)
+	}
+	if err != nil {
+		return resp.Header, took, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	return resp.Header, took, nil
+}
+
+func newUnexpected(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &UnexpectedResponseError{status: resp.StatusCode, body: b}
+	var ae Error
+	if json.Unmarshal(b, &ae) == nil && ae.Code != "" {
+		e.err = &ae
+	}
+	return e
+}
+
+func (c *Client) query(path string, q *QueryOptions, out any) (*QueryMeta, error) {
+	if q != nil && (q.WaitIndex > 0 || q.WaitTime > 0) {
+		v := url.Values{}
+		v.Set("index", strconv.FormatUint(q.WaitIndex, 10))
+		if q.WaitTime > 0 {
+			v.Set("wait", q.WaitTime.String())
+		}
+		path += "?" + v.Encode()
+	}
+	h, took, err := c.do(q.context(), http.MethodGet, path, nil, "", out)
+	if err != nil {
+		return nil, err
+	}
+	meta := &QueryMeta{RequestTime: took}
+	meta.LastIndex, _ = strconv.ParseUint(h.Get("X-Gantry-Index"), 10, 64)
+	return meta, nil
+}
+
+func (c *Client) write(method, path string, in any, w *WriteOptions, out any) (*WriteMeta, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	_, took, err := c.do(w.context(), method, path, body, "application/json", out)
+	if err != nil {
+		return nil, err
+	}
+	return &WriteMeta{RequestTime: took}, nil
+}
+
+// Endpoints returns a handle on the serving-endpoints API.
+func (c *Client) Endpoints() *Endpoints { return &Endpoints{client: c} }
+
+// Endpoints is the serving-endpoints API.
+type Endpoints struct{ client *Client }
+
+const endpointsPath = "/api/2.0/serving-endpoints"
+
+func endpointPath(name string) string { return endpointsPath + "/" + url.PathEscape(name) }
+
+// Create creates an endpoint.
+func (e *Endpoints) Create(req *CreateEndpointRequest, w *WriteOptions) (*Endpoint, *WriteMeta, error) {
+	var out Endpoint
+	meta, err := e.client.write(http.MethodPost, endpointsPath, req, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// Get reads one endpoint.
+func (e *Endpoints) Get(name string, q *QueryOptions) (*Endpoint, *QueryMeta, error) {
+	var out Endpoint
+	meta, err := e.client.query(endpointPath(name), q, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// List reads every endpoint.
+func (e *Endpoints) List(q *QueryOptions) ([]Endpoint, *QueryMeta, error) {
+	var out ListEndpointsResponse
+	meta, err := e.client.query(endpointsPath, q, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out.Endpoints, meta, nil
+}
+
+// Delete deletes an endpoint and stops its workers.
+func (e *Endpoints) Delete(name string, w *WriteOptions) (*WriteMeta, error) {
+	return e.client.write(http.MethodDelete, endpointPath(name), nil, w, nil)
+}
+
+// UpdateConfig replaces an endpoint's config.
+func (e *Endpoints) UpdateConfig(name string, config *EndpointConfig, w *WriteOptions) (*Endpoint, *WriteMeta, error) {
+	var out Endpoint
+	meta, err := e.client.write(http.MethodPut, endpointPath(name)+"/config", config, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// Logs reads the recent output of a served entity's workers.
+func (e *Endpoints) Logs(name, served string, q *QueryOptions) (string, *QueryMeta, error) {
+	var out struct {
+		Logs string `json:"logs"`
+	}
+	meta, err := e.client.query(endpointPath(name)+"/served-models/"+url.PathEscape(served)+"/logs", q, &out)
+	if err != nil {
+		return "", nil, err
+	}
+	return out.Logs, meta, nil
+}
+
+// Invoke sends a scoring request to an endpoint (through its traffic split)
+// and returns the raw answer body and the served entity that answered.
+func (e *Endpoints) Invoke(name string, body []byte, contentType string, w *WriteOptions) ([]byte, string, error) {
+	var buf bytes.Buffer
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	h, _, err := e.client.do(w.context(), http.MethodPost, "/serving-endpoints/"+url.PathEscape(name)+"/invocations",
+		bytes.NewReader(body), contentType, &buf)
+	if err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), h.Get("served-model-name"), nil
+}
+
+// Models returns a handle on the model registry API.
+func (c *Client) Models() *Models { return &Models{client: c} }
+
+// Models is the model registry API (a Gantry extension).
+type Models struct{ client *Client }
+
+func modelPath(name string) string {
+	return "/api/2.0/gantry/models/" + url.PathEscape(name) + "/versions"
+}
+
+// Upload sends a tar.gz of an MLflow model directory as a new version.
+func (m *Models) Upload(name string, tarGz io.Reader, w *WriteOptions) (*UploadModelResponse, *WriteMeta, error) {
+	var out UploadModelResponse
+	_, took, err := m.client.do(w.context(), http.MethodPost, modelPath(name), tarGz, "application/gzip", &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, &WriteMeta{RequestTime: took}, nil
+}
+
+// Get reads a model version's metadata.
+func (m *Models) Get(name, version string, q *QueryOptions) (*ModelVersion, *QueryMeta, error) {
+	var out ModelVersion
+	meta, err := m.client.query(modelPath(name)+"/"+url.PathEscape(version), q, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// List reads every version of every model.
+func (m *Models) List(q *QueryOptions) ([]ModelVersion, *QueryMeta, error) {
+	var out ListModelsResponse
+	meta, err := m.client.query("/api/2.0/gantry/models", q, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out.Models, meta, nil
+}
+
+// Routes returns a handle on the route table.
+func (c *Client) Routes() *Routes { return &Routes{client: c} }
+
+// Routes is the route table that activators follow.
+type Routes struct{ client *Client }
+
+// Get reads the route table; set q.WaitIndex to the last LastIndex to block
+// until it changes.
+func (r *Routes) Get(q *QueryOptions) (*RouteTable, *QueryMeta, error) {
+	var out RouteTable
+	meta, err := r.client.query("/api/2.0/gantry/routes", q, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}

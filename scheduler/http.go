@@ -1,0 +1,425 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/store"
+)
+
+// maxConfigBody bounds control-plane JSON bodies; configs are small.
+const maxConfigBody = 1 << 20
+
+// maxRoutesWait caps the wait of a blocking route query.
+const maxRoutesWait = 5 * time.Minute
+
+// Handler serves the control-plane API of API.md.
+func (s *Scheduler) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/2.0/serving-endpoints", s.create)
+	mux.HandleFunc("GET /api/2.0/serving-endpoints", s.list)
+	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}", s.get)
+	mux.HandleFunc("DELETE /api/2.0/serving-endpoints/{name}", s.delete)
+	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/config", s.updateConfig)
+	mux.HandleFunc("PATCH /api/2.0/serving-endpoints/{name}/tags", s.patchTags)
+	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", s.logs)
+	mux.HandleFunc("GET /api/2.0/gantry/models", s.listModels)
+	mux.HandleFunc("POST /api/2.0/gantry/models/{name}/versions", s.uploadModel)
+	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
+	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", s.modelArtifact)
+	mux.HandleFunc("GET /api/2.0/gantry/routes", s.routes)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateEndpointRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := validateName(req.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkConfig(req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := checkTags(req.Tags); err != nil {
+		writeError(w, err)
+		return
+	}
+	now := s.cfg.Now().UnixMilli()
+	ep := &store.Endpoint{
+		Name: req.Name, ID: newID(), Creator: requester(r), Created: now, Updated: now,
+		Tags: req.Tags, Config: *req.Config, UpdateState: api.ConfigInProgress,
+	}
+	ep.Config.ConfigVersion = 1
+
+	s.mu.Lock()
+	if _, ok := s.eps[req.Name]; ok {
+		s.mu.Unlock()
+		writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "endpoint %q already exists", req.Name))
+		return
+	}
+	if err := s.cfg.Store.Put(ep); err != nil {
+		s.mu.Unlock()
+		writeError(w, err)
+		return
+	}
+	s.eps[req.Name] = ep
+	view := s.endpoint(ep)
+	s.mu.Unlock()
+	s.Notify(req.Name)
+	writeJSON(w, http.StatusOK, view)
+}
+
+// checkConfig validates a config and makes sure its models exist.
+func (s *Scheduler) checkConfig(c *api.EndpointConfig) error {
+	if err := normalizeConfig(c); err != nil {
+		return err
+	}
+	for i, e := range c.ServedEntities {
+		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
+			var ae *api.Error
+			if errors.As(err, &ae) {
+				return api.Errorf(ae.Code, "config.served_entities[%d]: %s; upload it with `gantry models upload %s DIR`", i, ae.Message, e.EntityName)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func checkTags(tags []api.Tag) error {
+	for i, t := range tags {
+		if t.Key == "" {
+			return invalid("tags[%d].key: required", i)
+		}
+	}
+	return nil
+}
+
+func (s *Scheduler) list(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	out := api.ListEndpointsResponse{Endpoints: make([]api.Endpoint, 0, len(s.eps))}
+	for _, ep := range s.eps {
+		out.Endpoints = append(out.Endpoints, s.endpoint(ep))
+	}
+	s.mu.Unlock()
+	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].Name < out.Endpoints[j].Name })
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Scheduler) get(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, err := s.lookup(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.endpoint(ep))
+}
+
+// lookup finds an endpoint or returns a 404 error. s.mu must be held.
+func (s *Scheduler) lookup(name string) (*store.Endpoint, error) {
+	ep, ok := s.eps[name]
+	if !ok {
+		return nil, api.Errorf(api.ErrResourceDoesNotExist, "endpoint %q does not exist", name)
+	}
+	return ep, nil
+}
+
+func (s *Scheduler) delete(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.mu.Lock()
+	if _, err := s.lookup(name); err != nil {
+		s.mu.Unlock()
+		writeError(w, err)
+		return
+	}
+	if err := s.cfg.Store.Delete(name); err != nil {
+		s.mu.Unlock()
+		writeError(w, err)
+		return
+	}
+	delete(s.eps, name)
+	s.mu.Unlock()
+	s.Notify(name)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
+	var c api.EndpointConfig
+	if err := decode(w, r, &c); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkConfig(&c); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, err := s.lookup(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if ep.Pending != nil || (ep.UpdateState == api.ConfigInProgress) {
+		writeError(w, api.Errorf(api.ErrResourceConflict, "endpoint %q has a config update in progress; wait for it to finish", ep.Name))
+		return
+	}
+	next := *ep
+	now := s.cfg.Now().UnixMilli()
+	next.Updated = now
+	if sameDeployments(ep.Name, &ep.Config, &c) {
+		// Only traffic (or nothing) changed: no new replicas, apply at once.
+		c.ConfigVersion = ep.Config.ConfigVersion + 1
+		next.Config = c
+		next.UpdateState, next.UpdateMessage = api.ConfigNotUpdating, ""
+	} else {
+		next.Pending, next.PendingStart = &c, now
+		next.UpdateState, next.UpdateMessage = api.ConfigInProgress, ""
+	}
+	if err := s.cfg.Store.Put(&next); err != nil {
+		writeError(w, err)
+		return
+	}
+	*ep = next
+	s.Notify(ep.Name)
+	writeJSON(w, http.StatusOK, s.endpoint(ep))
+}
+
+// sameDeployments reports whether two configs run the same deployments.
+func sameDeployments(ep string, a, b *api.EndpointConfig) bool {
+	if len(a.ServedEntities) != len(b.ServedEntities) {
+		return false
+	}
+	ids := map[string]bool{}
+	for i := range a.ServedEntities {
+		ids[deploymentID(ep, &a.ServedEntities[i])] = true
+	}
+	for i := range b.ServedEntities {
+		if !ids[deploymentID(ep, &b.ServedEntities[i])] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Scheduler) patchTags(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AddTags    []api.Tag `json:"add_tags"`
+		DeleteTags []string  `json:"delete_tags"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := checkTags(req.AddTags); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, err := s.lookup(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	next := *ep
+	tags := map[string]string{}
+	for _, t := range ep.Tags {
+		tags[t.Key] = t.Value
+	}
+	for _, k := range req.DeleteTags {
+		delete(tags, k)
+	}
+	for _, t := range req.AddTags {
+		tags[t.Key] = t.Value
+	}
+	next.Tags = make([]api.Tag, 0, len(tags))
+	for k, v := range tags {
+		next.Tags = append(next.Tags, api.Tag{Key: k, Value: v})
+	}
+	sort.Slice(next.Tags, func(i, j int) bool { return next.Tags[i].Key < next.Tags[j].Key })
+	if err := s.cfg.Store.Put(&next); err != nil {
+		writeError(w, err)
+		return
+	}
+	*ep = next
+	writeJSON(w, http.StatusOK, ep.Tags)
+}
+
+func (s *Scheduler) logs(w http.ResponseWriter, r *http.Request) {
+	src, ok := s.cfg.Orchestrator.(logSource)
+	if !ok {
+		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "%v", errNoLogs))
+		return
+	}
+	s.mu.Lock()
+	ep, err := s.lookup(r.PathValue("name"))
+	var id string
+	if err == nil {
+		for _, d := range s.deployments(ep.Name, &ep.Config) {
+			if d.entity.Name == r.PathValue("served") {
+				id = d.spec.ID
+			}
+		}
+		if id == "" {
+			err = api.Errorf(api.ErrResourceDoesNotExist, "endpoint %q has no served entity %q", ep.Name, r.PathValue("served"))
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	text, _ := src.Logs(id)
+	writeJSON(w, http.StatusOK, map[string]string{"logs": text})
+}
+
+func (s *Scheduler) listModels(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.cfg.Registry.List()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.ListModelsResponse{Models: ms})
+}
+
+func (s *Scheduler) uploadModel(w http.ResponseWriter, r *http.Request) {
+	mv, err := s.cfg.Registry.Upload(r.PathValue("name"), r.Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.UploadModelResponse{Version: mv.Version})
+}
+
+func (s *Scheduler) getModel(w http.ResponseWriter, r *http.Request) {
+	mv, err := s.cfg.Registry.Get(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, mv)
+}
+
+func (s *Scheduler) modelArtifact(w http.ResponseWriter, r *http.Request) {
+	p, err := s.cfg.Registry.ArtifactPath(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	http.ServeContent(w, r, "model.tar.gz", info.ModTime(), f)
+}
+
+// routes serves the route table as a blocking query: with ?index=N it waits
+// (up to ?wait=, default 30 s) for a table newer than N.
+func (s *Scheduler) routes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, invalid("index: %q is not a number", v))
+			return
+		}
+		index = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			writeError(w, invalid("wait: %q is not a duration such as 30s", v))
+			return
+		}
+		wait = min(d, maxRoutesWait)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	rt, _ := s.cfg.Routes.Wait(ctx, index) // on timeout: the current table
+	w.Header().Set("X-Gantry-Index", strconv.FormatUint(rt.Index, 10))
+	writeJSON(w, http.StatusOK, rt)
+}
+
+// decode reads a JSON body, refusing unknown fields: API.md promises a 400
+// naming any field Gantry does not support rather than ignoring it.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return api.Errorf(api.ErrPayloadTooLarge, "request body is over %d bytes", maxConfigBody)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return invalid("%s: Gantry does not support this field", strings.TrimPrefix(err.Error(), "json: "))
+		case errors.As(err, &typeErr):
+			return api.Errorf(api.ErrMalformedRequest, "field %s: expected %s, got a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		case errors.Is(err, io.EOF):
+			return api.Errorf(api.ErrMalformedRequest, "request body is empty; send a JSON object")
+		}
+		return api.Errorf(api.ErrMalformedRequest, "request body is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
+	}
+	return nil
+}
+
+// requester names who made a request; authentication comes later.
+func requester(r *http.Request) string {
+	if u := r.Header.Get("X-Gantry-User"); u != "" {
+		return u
+	}
+	return "anonymous"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers with API.md's error shape; errors that are not
+// *api.Error are internal.
+func writeError(w http.ResponseWriter, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = api.Errorf(api.ErrInternal, "%v", err)
+	}
+	status := api.HTTPStatus(ae.Code)
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, ae)
+}

@@ -1,0 +1,406 @@
+// Package scheduler is Gantry's control plane: it owns serving endpoints
+// (REST API and durable store), turns their served entities into deployments
+// on an orchestrator, follows the deployments' state, and publishes the route
+// table that activators follow.
+//
+// All decisions happen in reconcile, a level-triggered pass over every
+// endpoint that one goroutine runs whenever something changed (an API call, a
+// driver's status) and once a second regardless. It compares what the store
+// says with what the orchestrator reports, so it is correct however many
+// notifications were coalesced or lost.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/scheduler/registry"
+	"github.com/gantry/gantry/scheduler/routes"
+	"github.com/gantry/gantry/scheduler/store"
+)
+
+// Orchestrator runs deployments: local processes, Docker containers or Nomad
+// jobs. Ensure and Remove must not block on the workers themselves.
+type Orchestrator interface {
+	Ensure(ctx context.Context, d orchestrator.Deployment) error
+	Remove(ctx context.Context, id string) error
+	Status(id string) orchestrator.Status
+}
+
+// logSource is implemented by drivers that keep their workers' output.
+type logSource interface {
+	Logs(id string) (string, bool)
+}
+
+var _ Orchestrator = (*nopOrchestrator)(nil)
+
+// Config configures a Scheduler.
+type Config struct {
+	Store        *store.Store
+	Registry     *registry.Registry
+	Orchestrator Orchestrator
+	Routes       *routes.Table
+	// BaseURL is how clients and workers reach this control plane, e.g.
+	// http://127.0.0.1:8080; it makes endpoint_url and artifact URLs.
+	BaseURL string
+	// InvocationURL is the base of endpoint_url; default BaseURL.
+	InvocationURL string
+	// Resync is the period of the safety-net reconcile. Default 1 s.
+	Resync time.Duration
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Scheduler serves the endpoints API and reconciles endpoints with the
+// orchestrator.
+type Scheduler struct {
+	cfg  Config
+	kick chan struct{}
+
+	// mu guards eps, applied, everReady and published, and serializes
+	// reconcile with API writes.
+	mu  sync.Mutex
+	eps map[string]*store.Endpoint
+	// applied is what was last handed to the orchestrator, by deployment ID.
+	applied map[string]orchestrator.Deployment
+	// everReady marks deployments that had a ready replica once, which
+	// tells DEPLOYMENT_RECOVERING from DEPLOYMENT_CREATING.
+	everReady map[string]bool
+	published []api.EndpointRoute
+}
+
+// New loads the stored endpoints and returns a scheduler. Call Run to start
+// reconciling.
+func New(cfg Config) (*Scheduler, error) {
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.InvocationURL == "" {
+		cfg.InvocationURL = cfg.BaseURL
+	}
+	if cfg.Orchestrator == nil {
+		cfg.Orchestrator = nopOrchestrator{}
+	}
+	all, err := cfg.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	s := &Scheduler{
+		cfg:       cfg,
+		kick:      make(chan struct{}, 1),
+		eps:       make(map[string]*store.Endpoint, len(all)),
+		applied:   make(map[string]orchestrator.Deployment),
+		everReady: make(map[string]bool),
+	}
+	for _, e := range all {
+		s.eps[e.Name] = e
+	}
+	return s, nil
+}
+
+// Notify asks for a reconcile soon. Drivers call it when a deployment's
+// status changes; it never blocks.
+func (s *Scheduler) Notify(string) {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Resync)
+	defer t.Stop()
+	for {
+		s.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// entityDeployment pairs a served entity with the deployment that runs it.
+type entityDeployment struct {
+	entity *api.ServedEntity
+	spec   orchestrator.Deployment
+	// err is set when the entity cannot be deployed (its model is gone).
+	err error
+}
+
+// deployments maps a config's served entities to deployments.
+func (s *Scheduler) deployments(ep string, c *api.EndpointConfig) []entityDeployment {
+	out := make([]entityDeployment, len(c.ServedEntities))
+	for i := range c.ServedEntities {
+		e := &c.ServedEntities[i]
+		d := orchestrator.Deployment{
+			ID:           deploymentID(ep, e),
+			Endpoint:     ep,
+			Entity:       e.Name,
+			ModelName:    e.EntityName,
+			ModelVersion: e.EntityVersion,
+			Replicas:     replicas(e),
+			WorkloadType: e.WorkloadType,
+			Env:          e.EnvironmentVars,
+			ArtifactURL: fmt.Sprintf("%s/api/2.0/gantry/models/%s/versions/%s/artifact",
+				s.cfg.BaseURL, url.PathEscape(e.EntityName), url.PathEscape(e.EntityVersion)),
+		}
+		dir, err := s.cfg.Registry.ModelDir(e.EntityName, e.EntityVersion)
+		d.ModelDir = dir
+		out[i] = entityDeployment{entity: e, spec: d, err: err}
+	}
+	return out
+}
+
+// deploymentID names the deployment of an entity. It hashes everything but
+// the replica count, so a change of model, workload or environment makes a
+// new deployment while a change of traffic alone keeps the running one.
+func deploymentID(ep string, e *api.ServedEntity) string {
+	spec := *e
+	spec.State, spec.ScaledToZero, spec.Replicas = nil, nil, nil
+	b, _ := json.Marshal(spec) // map keys are sorted, so this is stable
+	sum := sha256.Sum256(b)
+	return ep + "-" + e.Name + "-" + hex.EncodeToString(sum[:4])
+}
+
+// entityState derives a served entity's state from its deployment's status.
+// s.mu must be held.
+func (s *Scheduler) entityState(d entityDeployment) (api.ServedEntityState, orchestrator.Status) {
+	if d.err != nil {
+		return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: d.err.Error()}, orchestrator.Status{}
+	}
+	st := s.cfg.Orchestrator.Status(d.spec.ID)
+	switch {
+	case st.Ready() > 0:
+		s.everReady[d.spec.ID] = true
+		return api.ServedEntityState{Deployment: api.DeploymentReady}, st
+	case st.Failure != "":
+		return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: st.Failure}, st
+	case s.everReady[d.spec.ID]:
+		return api.ServedEntityState{Deployment: api.DeploymentRecovering, DeploymentStateMessage: "no replica is ready; restarting"}, st
+	}
+	return api.ServedEntityState{Deployment: api.DeploymentCreating, DeploymentStateMessage: "starting replicas"}, st
+}
+
+// rollout summarizes deployments: all ready, or the first failure.
+// s.mu must be held.
+func (s *Scheduler) rollout(ds []entityDeployment) (ready bool, failure string) {
+	ready = true
+	for _, d := range ds {
+		st, _ := s.entityState(d)
+		switch st.Deployment {
+		case api.DeploymentReady:
+		case api.DeploymentFailed:
+			return false, fmt.Sprintf("served entity %s: %s", d.entity.Name, st.DeploymentStateMessage)
+		default:
+			ready = false
+		}
+	}
+	return ready, ""
+}
+
+// reconcile moves every endpoint one step towards its desired state, hands
+// the deployments to the orchestrator and publishes the route table.
+func (s *Scheduler) reconcile(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.eps))
+	for n := range s.eps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	want := map[string]orchestrator.Deployment{}
+	table := make([]api.EndpointRoute, 0, len(names))
+	for _, name := range names {
+		ep := s.eps[name]
+		cur := s.deployments(name, &ep.Config)
+		if s.step(ep, &cur, want) {
+			ep.Updated = s.cfg.Now().UnixMilli()
+			if err := s.cfg.Store.Put(ep); err != nil {
+				s.cfg.Logger.Error("persist endpoint", "endpoint", name, "err", err)
+			}
+		}
+		for _, d := range cur {
+			if d.err == nil {
+				want[d.spec.ID] = d.spec
+			}
+		}
+		table = append(table, s.route(ep, cur))
+	}
+
+	// Publish before removing, so activators stop sending to replicas that
+	// are about to stop.
+	if !reflect.DeepEqual(table, s.published) {
+		s.cfg.Routes.Publish(table)
+		s.published = table
+	}
+	for id, d := range want {
+		if prev, ok := s.applied[id]; ok && prev.Replicas == d.Replicas {
+			continue
+		}
+		if err := s.cfg.Orchestrator.Ensure(ctx, d); err != nil {
+			s.cfg.Logger.Error("ensure deployment", "deployment", id, "err", err)
+			continue
+		}
+		s.applied[id] = d
+	}
+	for id := range s.applied {
+		if _, ok := want[id]; ok {
+			continue
+		}
+		if err := s.cfg.Orchestrator.Remove(ctx, id); err != nil {
+			s.cfg.Logger.Error("remove deployment", "deployment", id, "err", err)
+			continue
+		}
+		delete(s.applied, id)
+		delete(s.everReady, id)
+	}
+}
+
+// step advances an endpoint's config rollout and reports whether the stored
+// record changed. It may replace *cur (when a pending config takes over) and
+// adds the pending config's deployments to want while it rolls out.
+// s.mu must be held.
+func (s *Scheduler) step(ep *store.Endpoint, cur *[]entityDeployment, want map[string]orchestrator.Deployment) bool {
+	if ep.Pending == nil {
+		// Only the first config is rolling out (or failed to): settle its state.
+		if ep.UpdateState != api.ConfigInProgress && ep.UpdateState != api.ConfigUpdateFailed {
+			return false
+		}
+		ready, failure := s.rollout(*cur)
+		switch {
+		case ready:
+			ep.UpdateState, ep.UpdateMessage = api.ConfigNotUpdating, ""
+			return true
+		case failure != "" && ep.UpdateMessage != failure:
+			ep.UpdateState, ep.UpdateMessage = api.ConfigUpdateFailed, failure
+			return true
+		}
+		return false
+	}
+	pend := s.deployments(ep.Name, ep.Pending)
+	ready, failure := s.rollout(pend)
+	switch {
+	case ready:
+		next := *ep.Pending
+		next.ConfigVersion = ep.Config.ConfigVersion + 1
+		ep.Config, ep.Pending, ep.PendingStart = next, nil, 0
+		ep.UpdateState, ep.UpdateMessage = api.ConfigNotUpdating, ""
+		*cur = s.deployments(ep.Name, &ep.Config)
+		return true
+	case failure != "":
+		// The old config keeps serving; the new deployments go away.
+		ep.Pending, ep.PendingStart = nil, 0
+		ep.UpdateState, ep.UpdateMessage = api.ConfigUpdateFailed, failure
+		return true
+	}
+	for _, d := range pend {
+		want[d.spec.ID] = d.spec
+	}
+	return false
+}
+
+// route builds an endpoint's entry in the route table. s.mu must be held.
+func (s *Scheduler) route(ep *store.Endpoint, cur []entityDeployment) api.EndpointRoute {
+	r := api.EndpointRoute{Name: ep.Name, ConfigVersion: ep.Config.ConfigVersion, Entities: make([]api.EntityRoute, 0, len(cur))}
+	if ep.Config.TrafficConfig != nil {
+		r.Routes = ep.Config.TrafficConfig.Routes
+	}
+	for _, d := range cur {
+		st, status := s.entityState(d)
+		er := api.EntityRoute{
+			Name: d.entity.Name, Deployment: d.spec.ID, State: st.Deployment,
+			Message: st.DeploymentStateMessage, Concurrency: replicaConcurrency, Replicas: []api.Replica{},
+		}
+		for _, in := range status.Instances {
+			if in.Ready {
+				er.Replicas = append(er.Replicas, api.Replica{ID: in.ID, Addr: in.Addr})
+			}
+		}
+		r.Entities = append(r.Entities, er)
+	}
+	return r
+}
+
+// endpoint renders the API view of a stored endpoint. s.mu must be held.
+func (s *Scheduler) endpoint(ep *store.Endpoint) api.Endpoint {
+	out := api.Endpoint{
+		Name: ep.Name, ID: ep.ID, Creator: ep.Creator,
+		CreationTimestamp: ep.Created, LastUpdatedTimestamp: ep.Updated,
+		Tags: ep.Tags, PermissionLevel: api.CanManage,
+		EndpointURL: s.cfg.InvocationURL + "/serving-endpoints/" + ep.Name + "/invocations",
+		State:       api.EndpointState{ConfigUpdate: ep.UpdateState, Message: ep.UpdateMessage},
+	}
+	if out.Tags == nil {
+		out.Tags = []api.Tag{}
+	}
+	cfg, allReady := s.configView(ep.Name, &ep.Config)
+	out.Config = cfg
+	out.State.Ready = api.EndpointNotReady
+	if allReady {
+		out.State.Ready = api.EndpointReady
+	}
+	if ep.Pending != nil {
+		pc, _ := s.configView(ep.Name, ep.Pending)
+		out.PendingConfig = &api.PendingConfig{EndpointConfig: *pc, StartTime: ep.PendingStart}
+	}
+	return out
+}
+
+// configView copies a config with each entity's live state filled in and
+// reports whether every entity is ready. s.mu must be held.
+func (s *Scheduler) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfig, bool) {
+	v := *c
+	v.ServedEntities = make([]api.ServedEntity, len(c.ServedEntities))
+	allReady := true
+	for i, d := range s.deployments(ep, c) {
+		e := *d.entity
+		st, status := s.entityState(d)
+		e.State = &st
+		zero := d.spec.Replicas == 0
+		e.ScaledToZero = &zero
+		e.Replicas = &api.Replicas{Desired: d.spec.Replicas, Ready: status.Ready()}
+		v.ServedEntities[i] = e
+		allReady = allReady && st.Deployment == api.DeploymentReady
+	}
+	return &v, allReady
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// nopOrchestrator runs nothing; it lets a scheduler serve its API with no
+// driver configured (every entity stays DEPLOYMENT_CREATING).
+type nopOrchestrator struct{}
+
+func (nopOrchestrator) Ensure(context.Context, orchestrator.Deployment) error { return nil }
+func (nopOrchestrator) Remove(context.Context, string) error                  { return nil }
+func (nopOrchestrator) Status(id string) orchestrator.Status                  { return orchestrator.Status{ID: id} }
+
+var errNoLogs = errors.New("this orchestrator keeps no worker logs")

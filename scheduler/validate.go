@@ -1,0 +1,180 @@
+package scheduler
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/gantry/gantry/api"
+)
+
+// Limits from API.md.
+const (
+	maxServedEntities = 15
+	// replicaConcurrency is how many requests one replica takes at once.
+	replicaConcurrency = 4
+)
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	secretRE = regexp.MustCompile(`\{\{\s*secrets/`)
+)
+
+// workloadSizes maps a workload_size to its total concurrency range, as
+// Databricks documents it. The lower bound drops to 0 with scale to zero.
+var workloadSizes = map[string][2]int{
+	api.WorkloadSmall:  {4, 4},
+	api.WorkloadMedium: {8, 16},
+	api.WorkloadLarge:  {16, 64},
+}
+
+var workloadTypes = map[string]bool{
+	api.WorkloadCPU: true, api.WorkloadGPUSmall: true, api.WorkloadGPUMedium: true,
+	api.WorkloadGPULarge: true, api.WorkloadMultiGPUMedium: true,
+}
+
+func invalid(format string, args ...any) *api.Error {
+	return api.Errorf(api.ErrInvalidParameterValue, format, args...)
+}
+
+func validateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", name)
+	}
+	return nil
+}
+
+// normalizeConfig checks a config from a user and fills in its defaults in
+// place. Read-only fields the user may have copied from a GET are dropped.
+func normalizeConfig(c *api.EndpointConfig) error {
+	if c == nil {
+		return invalid("config: required")
+	}
+	n := len(c.ServedEntities)
+	if n == 0 {
+		return invalid("config.served_entities: at least one served entity is required")
+	}
+	if n > maxServedEntities {
+		return invalid("config.served_entities: %d entities, at most %d are allowed", n, maxServedEntities)
+	}
+	if c.AutoCaptureConfig != nil && c.AutoCaptureConfig.Enabled != nil && *c.AutoCaptureConfig.Enabled {
+		return invalid("config.auto_capture_config: inference tables are not supported by this Gantry version yet; leave enabled false")
+	}
+	c.ConfigVersion = 0
+	seen := map[string]bool{}
+	for i := range c.ServedEntities {
+		e := &c.ServedEntities[i]
+		if err := normalizeEntity(e); err != nil {
+			return invalid("config.served_entities[%d].%s", i, err.Message)
+		}
+		if seen[e.Name] {
+			return invalid("config.served_entities[%d].name: %q is used twice; served entity names must be unique", i, e.Name)
+		}
+		seen[e.Name] = true
+	}
+	return normalizeTraffic(c, seen)
+}
+
+func normalizeEntity(e *api.ServedEntity) *api.Error {
+	e.State, e.ScaledToZero, e.Replicas = nil, nil, nil
+	if e.EntityName == "" {
+		return invalid("entity_name: required")
+	}
+	if e.EntityVersion == "" {
+		return invalid("entity_version: required")
+	}
+	if e.Name == "" {
+		e.Name = strings.ReplaceAll(e.EntityName+"-"+e.EntityVersion, ".", "-")
+	}
+	if !nameRE.MatchString(e.Name) {
+		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)
+	}
+	provisioned := e.MinProvisionedConcurrency != nil || e.MaxProvisionedConcurrency != nil
+	switch {
+	case e.WorkloadSize != "" && provisioned:
+		return invalid("workload_size cannot be combined with min_provisioned_concurrency or max_provisioned_concurrency")
+	case e.WorkloadSize == "" && !provisioned:
+		e.WorkloadSize = api.WorkloadSmall
+	case e.WorkloadSize != "":
+		if _, ok := workloadSizes[e.WorkloadSize]; !ok {
+			return invalid("workload_size: %q is not one of Small, Medium, Large", e.WorkloadSize)
+		}
+	default:
+		lo, hi := deref(e.MinProvisionedConcurrency), deref(e.MaxProvisionedConcurrency)
+		if e.MaxProvisionedConcurrency == nil {
+			return invalid("max_provisioned_concurrency: required with min_provisioned_concurrency")
+		}
+		if lo < 0 || hi < 0 || lo%replicaConcurrency != 0 || hi%replicaConcurrency != 0 {
+			return invalid("min/max_provisioned_concurrency: %d and %d must be non-negative multiples of %d", lo, hi, replicaConcurrency)
+		}
+		if hi == 0 || lo > hi {
+			return invalid("max_provisioned_concurrency: %d must be at least 4 and not below min_provisioned_concurrency %d", hi, lo)
+		}
+	}
+	if e.WorkloadType == "" {
+		e.WorkloadType = api.WorkloadCPU
+	}
+	if !workloadTypes[e.WorkloadType] {
+		return invalid("workload_type: %q is not one of CPU, GPU_SMALL, GPU_MEDIUM, GPU_LARGE, MULTIGPU_MEDIUM", e.WorkloadType)
+	}
+	for k, v := range e.EnvironmentVars {
+		if !envKeyRE.MatchString(k) {
+			return invalid("environment_vars: %q is not a valid variable name", k)
+		}
+		if secretRE.MatchString(v) {
+			return invalid("environment_vars.%s: secret references are not supported by this Gantry version yet", k)
+		}
+	}
+	return nil
+}
+
+func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
+	if c.TrafficConfig == nil || len(c.TrafficConfig.Routes) == 0 {
+		if len(c.ServedEntities) > 1 {
+			return invalid("config.traffic_config.routes: required with more than one served entity")
+		}
+		c.TrafficConfig = &api.TrafficConfig{Routes: []api.Route{{ServedModelName: c.ServedEntities[0].Name, TrafficPercentage: 100}}}
+		return nil
+	}
+	sum := 0
+	routed := map[string]bool{}
+	for i, r := range c.TrafficConfig.Routes {
+		if !entities[r.ServedModelName] {
+			return invalid("traffic_config.routes[%d]: served_model_name %q is not a served entity of this config", i, r.ServedModelName)
+		}
+		if routed[r.ServedModelName] {
+			return invalid("traffic_config.routes[%d]: %q has more than one route", i, r.ServedModelName)
+		}
+		routed[r.ServedModelName] = true
+		if r.TrafficPercentage < 0 || r.TrafficPercentage > 100 {
+			return invalid("traffic_config.routes[%d].traffic_percentage: %d is out of range 0-100", i, r.TrafficPercentage)
+		}
+		sum += r.TrafficPercentage
+	}
+	if sum != 100 {
+		return invalid("traffic_config.routes: percentages sum to %d, must sum to 100", sum)
+	}
+	return nil
+}
+
+// replicas is how many replicas an entity runs. Until the autoscaler lands
+// it runs its floor, and at least one so that it answers at once.
+func replicas(e *api.ServedEntity) int {
+	lo := 0
+	if r, ok := workloadSizes[e.WorkloadSize]; ok {
+		lo = r[0]
+	} else {
+		lo = deref(e.MinProvisionedConcurrency)
+	}
+	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
+		lo = 0
+	}
+	return max(1, (lo+replicaConcurrency-1)/replicaConcurrency)
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

@@ -1,0 +1,212 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/scoring"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// server answers the worker's HTTP endpoints.
+type server struct {
+	log     *slog.Logger
+	maxBody int64
+	metrics *Metrics
+	model   atomic.Pointer[model] // nil while loading
+	mux     *http.ServeMux
+}
+
+func newServer(cfg Config, m *Metrics, g prometheus.Gatherer) *server {
+	cfg = cfg.withDefaults()
+	s := &server{log: cfg.Logger, maxBody: cfg.MaxRequestBodySize, metrics: m, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /ping", s.ping)
+	s.mux.HandleFunc("GET /health", s.ping)
+	s.mux.HandleFunc("POST /invocations", s.invocations)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return s
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *server) setModel(m *model, elapsed time.Duration) {
+	s.model.Store(m)
+	s.metrics.loaded(elapsed)
+}
+
+// ping is the readiness probe the activator and Nomad check before sending
+// traffic. The 200 body is MLflow's.
+func (s *server) ping(w http.ResponseWriter, r *http.Request) {
+	if s.model.Load() == nil {
+		writeError(w, http.StatusServiceUnavailable, loadingError())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte("\n"))
+}
+
+func loadingError() *api.Error {
+	return api.Errorf(api.ErrTemporarilyUnavailable, "the model is loading")
+}
+
+func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	code := s.invoke(w, r)
+	s.metrics.observe(code, time.Since(start))
+}
+
+type predictions struct {
+	Predictions any `json:"predictions"`
+}
+
+// invoke answers one invocation and returns the status it wrote.
+func (s *server) invoke(w http.ResponseWriter, r *http.Request) int {
+	m := s.model.Load()
+	if m == nil {
+		return writeError(w, http.StatusServiceUnavailable, loadingError())
+	}
+	var parse func([]byte) (*scoring.Request, error)
+	ct := r.Header.Get("Content-Type")
+	mediaType, _, _ := mime.ParseMediaType(ct) // params such as charset or MLflow's old format= do not matter
+	switch mediaType {
+	case "application/json":
+		parse = scoring.ParseJSON
+	case "text/csv":
+		parse = scoring.ParseCSV
+	default:
+		return writeError(w, http.StatusUnsupportedMediaType, api.Errorf(api.ErrMalformedRequest,
+			"content type %q is not supported; send application/json or text/csv", ct))
+	}
+
+	buf, err := s.readBody(w, r)
+	if err != nil {
+		return writeAPIError(w, err)
+	}
+	req, err := parse(buf.Bytes())
+	putBuffer(buf) // the parsers keep nothing of the body
+	if err != nil {
+		return writeAPIError(w, err)
+	}
+	if len(req.Params) > 0 {
+		// MLflow ignores params that a model's signature does not declare,
+		// and native runtimes declare none.
+		s.log.Debug("ignoring params: the runtime takes none", "flavor", m.flavor)
+	}
+	rows, err := req.Frame.Floats(m.inputs, m.nFeatures)
+	if err != nil {
+		return s.writeFailure(w, "convert features", err)
+	}
+	preds, err := s.predict(m, rows)
+	if err != nil {
+		return s.writeFailure(w, "predict", err)
+	}
+	out, err := json.Marshal(predictions{preds})
+	if err != nil {
+		return s.writeFailure(w, "encode predictions", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	w.Write(out)
+	return http.StatusOK
+}
+
+// predict calls the runtime, turning a panic into an error so that one bad
+// batch does not take the connection, or the worker, down with it.
+func (s *server) predict(m *model, rows [][]float64) (preds any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("runtime panicked", "flavor", m.flavor, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s runtime panicked: %v", m.flavor, p)
+		}
+	}()
+	return m.rt.Predict(rows)
+}
+
+// writeFailure answers an error from the model side: an *api.Error is the
+// input's fault and goes back as it is; anything else is ours, a 500.
+func (s *server) writeFailure(w http.ResponseWriter, what string, err error) int {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return writeError(w, api.HTTPStatus(ae.Code), ae)
+	}
+	s.log.Error("invocation failed", "step", what, "err", err)
+	return writeError(w, http.StatusInternalServerError, api.Errorf(api.ErrInternal, "%s: %v", what, err))
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooled keeps the occasional huge body from pinning its buffer.
+const maxPooled = 1 << 20
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooled {
+		b.Reset()
+		bufPool.Put(b)
+	}
+}
+
+// readBody reads the request body up to the size limit.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+	if r.ContentLength > s.maxBody {
+		return nil, s.tooLarge()
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		putBuffer(buf)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, s.tooLarge()
+		}
+		return nil, api.Errorf(api.ErrMalformedRequest, "read request body: %v", err)
+	}
+	return buf, nil
+}
+
+func (s *server) tooLarge() *api.Error {
+	limit := fmt.Sprintf("%d bytes", s.maxBody)
+	if s.maxBody%(1<<20) == 0 {
+		limit = fmt.Sprintf("%d MiB", s.maxBody>>20)
+	}
+	return api.Errorf(api.ErrPayloadTooLarge, "request body is larger than the limit of %s; send smaller batches", limit)
+}
+
+// writeAPIError answers err, which the parsers and readBody make an
+// *api.Error, with the status of its code.
+func writeAPIError(w http.ResponseWriter, err error) int {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = api.Errorf(api.ErrInternal, "%v", err)
+	}
+	return writeError(w, api.HTTPStatus(ae.Code), ae)
+}
+
+// writeError writes API.md's error body with status and returns status.
+func writeError(w http.ResponseWriter, status int, e *api.Error) int {
+	body, _ := json.Marshal(e) // two strings: cannot fail
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(status)
+	w.Write(body)
+	return status
+}
