@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/gantry/gantry/activator"
+	"github.com/gantry/gantry/scheduler"
+	"github.com/gantry/gantry/scheduler/orchestrator/local"
+	"github.com/gantry/gantry/scheduler/registry"
+	"github.com/gantry/gantry/scheduler/routes"
+	"github.com/gantry/gantry/scheduler/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// controlPlaneOptions are the flags of every command that runs a scheduler.
+type controlPlaneOptions struct {
+	listen        string
+	dataDir       string
+	driver        string
+	advertiseURL  string
+	maxUploadSize int64
+}
+
+func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
+	c.Flags().StringVar(&o.listen, "listen", defaultListen, "address to serve the API (and, for dev, invocations) on")
+	c.Flags().StringVar(&o.dataDir, "data-dir", ".gantry", "directory for the endpoint store and the model registry")
+	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: local")
+	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
+	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
+}
+
+// controlPlane is a scheduler with its store, registry and driver.
+type controlPlane struct {
+	sched  *scheduler.Scheduler
+	routes *routes.Table
+	store  *store.Store
+	driver *local.Driver
+}
+
+func openControlPlane(o *controlPlaneOptions, log *slog.Logger) (*controlPlane, error) {
+	if o.driver != "local" {
+		return nil, fmt.Errorf("--driver %q: only the local driver is available in this version", o.driver)
+	}
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(o.dataDir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	reg, err := registry.Open(filepath.Join(o.dataDir, "models"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	reg.MaxUploadSize = o.maxUploadSize
+
+	// The driver and the scheduler point at each other: the driver tells the
+	// scheduler about status changes. sched is set before anything runs.
+	var sched atomic.Pointer[scheduler.Scheduler]
+	drv, err := local.New(local.Config{Logger: log}, func(id string) {
+		if s := sched.Load(); s != nil {
+			s.Notify(id)
+		}
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	base := o.advertiseURL
+	if base == "" {
+		base = "http://" + o.listen
+	}
+	table := routes.NewTable()
+	s, err := scheduler.New(scheduler.Config{
+		Store: st, Registry: reg, Orchestrator: drv, Routes: table,
+		BaseURL: base, Logger: log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	sched.Store(s)
+	return &controlPlane{sched: s, routes: table, store: st, driver: drv}, nil
+}
+
+// close stops the workers, giving in-flight requests time to finish.
+func (cp *controlPlane) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+	defer cancel()
+	cp.driver.Close(ctx)
+	cp.store.Close()
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func devCmd() *cobra.Command {
+	var o controlPlaneOptions
+	c := &cobra.Command{
+		Use:   "dev",
+		Short: "Run scheduler, activator and workers in one process, with embedded defaults",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), &o)
+		},
+	}
+	o.flags(c, "127.0.0.1:8080")
+	return c
+}
+
+func runDev(ctx context.Context, o *controlPlaneOptions) error {
+	log := slog.Default()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	o.listen = ln.Addr().String() // resolves :0 for tests
+	cp, err := openControlPlane(o, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer cp.close()
+
+	reg := newRegistry()
+	act := activator.New(activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)}, cp.routes)
+	control := http.NewServeMux()
+	control.Handle("/api/", cp.sched.Handler())
+	health(control, reg, act.Ready)
+	front := &fasthttp.Server{
+		Handler:            devHandler(act.Handler, fasthttpadaptor.NewFastHTTPHandler(control)),
+		MaxRequestBodySize: int(max(o.maxUploadSize, activator.DefaultMaxRequestBodySize)) + 1,
+		ErrorHandler:       frontError,
+		IdleTimeout:        90 * time.Second,
+		Name:               "gantry",
+		NoDefaultDate:      true,
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go cp.sched.Run(ctx)
+	go act.Run(ctx)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- front.Serve(ln) }()
+	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	return front.ShutdownWithContext(sctx)
+}
+
+var invocationsPrefix = []byte("/serving-endpoints/")
+
+// devHandler sends invocations to the activator and the rest to the control
+// plane, so that one address serves both in dev mode.
+func devHandler(invoke, control fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if bytes.HasPrefix(ctx.Path(), invocationsPrefix) {
+			invoke(ctx)
+			return
+		}
+		control(ctx)
+	}
+}
+
+// frontError answers errors fasthttp hits before a handler runs (a body
+// over the server's limit, a malformed request) in API.md's shape.
+func frontError(ctx *fasthttp.RequestCtx, err error) {
+	status, code := fasthttp.StatusBadRequest, "MALFORMED_REQUEST"
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		status, code = fasthttp.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE"
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	fmt.Fprintf(ctx, `{"error_code":%q,"message":%q}`, code, err.Error())
+}
+
+// health adds /healthz, /readyz and /metrics, which every component serves.
+func health(mux *http.ServeMux, reg *prometheus.Registry, ready func() bool) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+}

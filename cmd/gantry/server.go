@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gantry/gantry/activator"
+	"github.com/spf13/cobra"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+func schedulerCmd() *cobra.Command {
+	var o controlPlaneOptions
+	c := &cobra.Command{
+		Use:   "scheduler",
+		Short: "Run the control plane: endpoints API, model registry, orchestrator driver, route table",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runScheduler(cmd.Context(), &o)
+		},
+	}
+	o.flags(c, "127.0.0.1:8081")
+	return c
+}
+
+func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
+	log := slog.Default()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	o.listen = ln.Addr().String()
+	cp, err := openControlPlane(o, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer cp.close()
+	mux := http.NewServeMux()
+	mux.Handle("/api/", cp.sched.Handler())
+	health(mux, newRegistry(), func() bool { return true })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go cp.sched.Run(ctx)
+	go func() {
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer scancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("gantry scheduler is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func activatorCmd() *cobra.Command {
+	var listen, schedulerURL string
+	c := &cobra.Command{
+		Use:   "activator",
+		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runActivator(cmd.Context(), listen, schedulerURL)
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
+	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
+	return c
+}
+
+func runActivator(ctx context.Context, listen, schedulerURL string) error {
+	log := slog.Default()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	reg := newRegistry()
+	act := activator.New(activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)},
+		&activator.HTTPRoutes{Base: schedulerURL})
+	mux := http.NewServeMux()
+	health(mux, reg, act.Ready)
+	srv := &fasthttp.Server{
+		Handler:            devHandler(act.Handler, fasthttpadaptor.NewFastHTTPHandler(mux)),
+		MaxRequestBodySize: activator.DefaultMaxRequestBodySize + 1,
+		ErrorHandler:       frontError,
+		IdleTimeout:        90 * time.Second,
+		Name:               "gantry",
+		NoDefaultDate:      true,
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go act.Run(ctx)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("gantry activator is up", "url", "http://"+ln.Addr().String(), "scheduler", schedulerURL)
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	return srv.ShutdownWithContext(sctx)
+}
