@@ -199,7 +199,21 @@ func endpointsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(create, update, get, list, del)
+	var waitTimeout time.Duration
+	waitCmd := &cobra.Command{
+		Use:   "wait NAME",
+		Short: "Wait until an endpoint is READY, showing progress",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := newClient(addr)
+			if err != nil {
+				return err
+			}
+			return waitReady(cmd, cl, args[0], waitTimeout)
+		},
+	}
+	waitCmd.Flags().DurationVar(&waitTimeout, "timeout", 10*time.Minute, "how long to wait")
+	c.AddCommand(create, update, get, list, del, waitCmd)
 	return c
 }
 

@@ -1,0 +1,401 @@
+package main
+
+// End-to-end test: builds the gantry binary, runs `gantry dev` with a temp
+// data dir, and drives it the way a user does: the CLI to upload models and
+// create endpoints, plain HTTP to invoke them. Workers are real processes
+// serving the committed XGBoost fixtures, whose expected predictions came
+// from the Python library.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+)
+
+// expected is a fixture's expected.json.
+type expected struct {
+	Columns     []string `json:"columns"`
+	Data        [][]any  `json:"data"`
+	Predictions []any    `json:"predictions"`
+}
+
+const fixtures = "../../worker/testdata/models"
+
+func buildGantry(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gantry")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// devProcess is a running `gantry dev`.
+type devProcess struct {
+	cmd  *exec.Cmd
+	addr string
+	log  *bytes.Buffer
+}
+
+func startDev(t *testing.T, bin, addr, dataDir string) *devProcess {
+	t.Helper()
+	p := &devProcess{addr: addr, log: &bytes.Buffer{}}
+	p.cmd = exec.Command(bin, "dev", "--listen", addr, "--data-dir", dataDir)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gantry dev did not come up: %v\n%s", err, p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *devProcess) stop(t *testing.T) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("gantry dev exited with %v\n%s", err, p.log)
+		}
+	case <-time.After(40 * time.Second):
+		p.cmd.Process.Kill()
+		t.Errorf("gantry dev did not stop on SIGTERM\n%s", p.log)
+	}
+}
+
+// cli runs a gantry client command against the dev server.
+func cli(t *testing.T, bin, addr string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "GANTRY_ADDR=http://"+addr)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustCLI(t *testing.T, bin, addr string, args ...string) string {
+	t.Helper()
+	out, err := cli(t, bin, addr, args...)
+	if err != nil {
+		t.Fatalf("gantry %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// invoke posts a body and returns status, headers and body.
+func invoke(t *testing.T, addr, endpoint, contentType string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/serving-endpoints/"+endpoint+"/invocations", contentType, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp.StatusCode, resp.Header, buf.Bytes()
+}
+
+// bodies renders a fixture's rows in the four JSON formats and CSV.
+func bodies(t *testing.T, e expected) map[string][]byte {
+	t.Helper()
+	records := make([]map[string]any, len(e.Data))
+	columnar := map[string][]any{}
+	for i, row := range e.Data {
+		records[i] = map[string]any{}
+		for j, c := range e.Columns {
+			records[i][c] = row[j]
+			columnar[c] = append(columnar[c], row[j])
+		}
+	}
+	var csv strings.Builder
+	csv.WriteString(strings.Join(e.Columns, ",") + "\n")
+	for _, row := range e.Data {
+		cells := make([]string, len(row))
+		for j, v := range row {
+			if v != nil {
+				cells[j] = strconv.FormatFloat(v.(float64), 'g', -1, 64)
+			}
+		}
+		csv.WriteString(strings.Join(cells, ",") + "\n")
+	}
+	enc := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return map[string][]byte{
+		"dataframe_split":   enc(map[string]any{"dataframe_split": map[string]any{"columns": e.Columns, "data": e.Data}}),
+		"dataframe_records": enc(map[string]any{"dataframe_records": records}),
+		"instances":         enc(map[string]any{"instances": e.Data}),
+		"inputs":            enc(map[string]any{"inputs": columnar}),
+		"csv":               []byte(csv.String()),
+	}
+}
+
+func comparePredictions(t *testing.T, what string, want []any, body []byte) {
+	t.Helper()
+	var got struct {
+		Predictions []any `json:"predictions"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("%s: answer is not JSON: %v: %s", what, err, body)
+	}
+	if len(got.Predictions) != len(want) {
+		t.Fatalf("%s: %d predictions, want %d", what, len(got.Predictions), len(want))
+	}
+	for i := range want {
+		if !close(got.Predictions[i], want[i]) {
+			t.Fatalf("%s: prediction %d = %v, want %v (Python)", what, i, got.Predictions[i], want[i])
+		}
+	}
+}
+
+// close compares numbers (or lists of numbers) to 1e-6.
+func close(a, b any) bool {
+	switch b := b.(type) {
+	case float64:
+		a, ok := a.(float64)
+		return ok && math.Abs(a-b) <= 1e-6*math.Max(1, math.Abs(b))
+	case []any:
+		a, ok := a.([]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for i := range b {
+			if !close(a[i], b[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func readExpected(t *testing.T, model string) expected {
+	t.Helper()
+	var e expected
+	b, err := os.ReadFile(filepath.Join(fixtures, model, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func writeEndpoint(t *testing.T, name, model, version string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name+".json")
+	body := fmt.Sprintf(`{"name": %q, "config": {"served_entities": [{"entity_name": %q, "entity_version": %q, "workload_size": "Small", "scale_to_zero_enabled": true}]}}`, name, model, version)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs worker processes; run without -short")
+	}
+	bin := buildGantry(t)
+	addr := freeAddr(t)
+	dataDir := t.TempDir()
+	dev := startDev(t, bin, addr, dataDir)
+
+	models := []string{"binary", "multiclass", "regressor", "classifier_sklearn"}
+	for _, m := range models {
+		out := mustCLI(t, bin, addr, "models", "upload", m, filepath.Join(fixtures, m))
+		if !strings.Contains(out, "version 1") {
+			t.Fatalf("upload %s: %s", m, out)
+		}
+		out = mustCLI(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, m+"-ep", m, "1"), "--wait")
+		if !strings.Contains(out, "READY") {
+			t.Fatalf("create %s-ep: %s", m, out)
+		}
+	}
+
+	checkAll := func(t *testing.T) {
+		for _, m := range models {
+			e := readExpected(t, m)
+			for format, body := range bodies(t, e) {
+				ct := "application/json"
+				if format == "csv" {
+					ct = "text/csv"
+				}
+				status, h, out := invoke(t, addr, m+"-ep", ct, body)
+				if status != 200 {
+					t.Fatalf("%s %s: status %d: %s", m, format, status, out)
+				}
+				if h.Get("served-model-name") != m+"-1" || len(h.Get("x-request-id")) < 16 {
+					t.Errorf("%s %s: headers served-model-name=%q x-request-id=%q", m, format, h.Get("served-model-name"), h.Get("x-request-id"))
+				}
+				comparePredictions(t, m+" "+format, e.Predictions, out)
+			}
+		}
+	}
+	t.Run("predictions", checkAll)
+	t.Run("bad input", func(t *testing.T) { checkBadInput(t, bin, addr) })
+	t.Run("corrupt model", func(t *testing.T) { checkCorruptModel(t, bin, addr) })
+
+	// Endpoints and models survive a restart, and their workers come back.
+	dev.stop(t)
+	dev = startDev(t, bin, addr, dataDir)
+	for _, m := range models {
+		mustCLI(t, bin, addr, "endpoints", "wait", m+"-ep")
+	}
+	t.Run("predictions after restart", checkAll)
+
+	t.Run("delete stops workers", func(t *testing.T) {
+		c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
+		rt, _, err := c.Routes().Get(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var workers []string
+		for _, ep := range rt.Endpoints {
+			if ep.Name == "binary-ep" {
+				for _, r := range ep.Entities[0].Replicas {
+					workers = append(workers, r.Addr)
+				}
+			}
+		}
+		if len(workers) != 1 {
+			t.Fatalf("binary-ep replicas = %v, want one", workers)
+		}
+		mustCLI(t, bin, addr, "endpoints", "delete", "binary-ep")
+		status, _, out := invoke(t, addr, "binary-ep", "application/json", []byte(`{"instances": [[1]]}`))
+		if status != 404 || !bytes.Contains(out, []byte("RESOURCE_DOES_NOT_EXIST")) {
+			t.Errorf("invoke deleted endpoint: %d %s", status, out)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := http.Get("http://" + workers[0] + "/ping")
+			if err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("worker %s still answers after delete", workers[0])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func checkBadInput(t *testing.T, bin, addr string) {
+	rows := `[[1, 2, 3, 4, 5, 6]]`
+	for _, tc := range []struct {
+		name, endpoint, body string
+		status               int
+		code, message        string
+	}{
+		{"malformed JSON", "binary-ep", `{"instances": [[1, 2`, 400, api.ErrMalformedRequest, ""},
+		{"no format", "binary-ep", `{"rows": ` + rows + `}`, 400, "", "dataframe_split"},
+		{"two formats", "binary-ep", `{"instances": ` + rows + `, "inputs": ` + rows + `}`, 400, api.ErrMalformedRequest, ""},
+		{"wrong feature names", "binary-ep", `{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}`, 400, api.ErrInvalidParameterValue, "mean_radius"},
+		{"wrong feature count", "binary-ep", `{"instances": [[1, 2, 3]]}`, 400, api.ErrInvalidParameterValue, "6"},
+		{"unknown endpoint", "nope", `{"instances": ` + rows + `}`, 404, api.ErrResourceDoesNotExist, "nope"},
+	} {
+		status, _, out := invoke(t, addr, tc.endpoint, "application/json", []byte(tc.body))
+		var e api.Error
+		json.Unmarshal(out, &e)
+		if status != tc.status || (tc.code != "" && e.Code != tc.code) || !strings.Contains(e.Message, tc.message) || e.Message == "" {
+			t.Errorf("%s: %d %s, want %d %s mentioning %q", tc.name, status, out, tc.status, tc.code, tc.message)
+		}
+	}
+
+	big := append([]byte(`{"instances": [[`), bytes.Repeat([]byte("1,"), 9<<20)...)
+	big = append(big, []byte("1]]}")...)
+	if status, _, out := invoke(t, addr, "binary-ep", "application/json", big); status != 413 {
+		t.Errorf("17 MiB body: %d %s, want 413", status, out)
+	}
+
+	out, err := cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "binary-ep", "binary", "1"))
+	if err == nil || !strings.Contains(out, "already exists") {
+		t.Errorf("duplicate create: err=%v out=%s, want a failure saying it exists", err, out)
+	}
+	out, err = cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "ghost-ep", "binary", "9"))
+	if err == nil || !strings.Contains(out, "version 9 does not exist") {
+		t.Errorf("create with a missing model version: err=%v out=%s", err, out)
+	}
+}
+
+// checkCorruptModel uploads a model whose MLmodel is fine but whose weights
+// are not: the entity must fail with the reason and invocations get a 503
+// that says it.
+func checkCorruptModel(t *testing.T, bin, addr string) {
+	dir := t.TempDir()
+	for _, f := range []string{"MLmodel", "model.json"} {
+		b, err := os.ReadFile(filepath.Join(fixtures, "binary", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.json" {
+			b = b[:len(b)/2]
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	mustCLI(t, bin, addr, "models", "upload", "corrupt", dir)
+	out, err := cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "corrupt-ep", "corrupt", "1"), "--wait", "--timeout", "30s")
+	if err == nil || !strings.Contains(out, "model.json") {
+		t.Fatalf("create --wait for a corrupt model: err=%v, want a failure naming model.json:\n%s", err, out)
+	}
+	c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
+	ep, _, err := c.Endpoints().Get("corrupt-ep", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ep.Config.ServedEntities[0].State
+	if st.Deployment != api.DeploymentFailed || !strings.Contains(st.DeploymentStateMessage, "model.json") {
+		t.Errorf("entity state = %+v, want DEPLOYMENT_FAILED naming model.json", st)
+	}
+	status, _, body := invoke(t, addr, "corrupt-ep", "application/json", []byte(`{"instances": [[1, 2, 3, 4, 5, 6]]}`))
+	if status != 503 || !bytes.Contains(body, []byte("model.json")) {
+		t.Errorf("invoke corrupt-ep: %d %s, want 503 with the reason", status, body)
+	}
+	var ue *api.UnexpectedResponseError
+	if _, err := c.Endpoints().Delete("corrupt-ep", nil); errors.As(err, &ue) {
+		t.Errorf("delete corrupt-ep: %v", err)
+	}
+}
