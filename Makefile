@@ -1,0 +1,57 @@
+# Gantry: `make run` starts everything on 127.0.0.1:8080; `make test` runs
+# every test; `make bench` measures against baselines in the same run.
+GO      ?= go
+PYTHON  ?= /usr/bin/python3
+BIN     := bin/gantry
+LISTEN  ?= 127.0.0.1:8080
+DATA    ?= .gantry
+# Debian packages the benchmarks compare against.
+BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
+
+.PHONY: all build run test test-short bench bench-go bench-python bench-proxy fixtures fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/gantry
+
+run: build
+	./$(BIN) dev --listen $(LISTEN) --data-dir $(DATA)
+
+# The race detector is on for everything; the end-to-end test builds the
+# binary and runs real worker processes.
+test:
+	$(GO) vet ./...
+	cd api && $(GO) vet ./... && $(GO) test -race ./...
+	$(GO) test -race -timeout 15m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+bench: bench-go bench-python bench-proxy
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./worker/xgboost/ ./worker/scoring/ ./activator/ | tee bin/bench-go.txt
+
+bench-python: bench-deps
+	$(PYTHON) deploy/bench/xgb_python.py | tee bin/bench-python.txt
+
+bench-proxy: bench-deps build
+	deploy/bench/proxy.sh
+
+bench-deps:
+	@mkdir -p bin
+	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS))
+
+# Regenerates worker/testdata/models with Debian's python3-xgboost.
+fixtures: bench-deps
+	$(PYTHON) deploy/fixtures/make_models.py
+
+# A minute of each fuzz target; new crashers land in testdata/fuzz as seeds.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseJSON -fuzztime 60s ./worker/scoring/
+	$(GO) test -run '^$$' -fuzz FuzzParseCSV -fuzztime 60s ./worker/scoring/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./worker/xgboost/
+
+clean:
+	rm -rf bin
