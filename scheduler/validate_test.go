@@ -1,0 +1,83 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/api"
+)
+
+func config(t *testing.T, s string) *api.EndpointConfig {
+	t.Helper()
+	c := new(api.EndpointConfig)
+	if err := json.Unmarshal([]byte(s), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestNormalizeConfigDefaults(t *testing.T) {
+	c := config(t, `{"served_entities": [{"entity_name": "cat.schema.fraud", "entity_version": "2"}]}`)
+	if err := normalizeConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	e := c.ServedEntities[0]
+	if e.Name != "cat-schema-fraud-2" || e.WorkloadSize != "Small" || e.WorkloadType != "CPU" {
+		t.Errorf("defaults: name=%q size=%q type=%q", e.Name, e.WorkloadSize, e.WorkloadType)
+	}
+	r := c.TrafficConfig.Routes
+	if len(r) != 1 || r[0].ServedModelName != "cat-schema-fraud-2" || r[0].TrafficPercentage != 100 {
+		t.Errorf("default route = %+v", r)
+	}
+}
+
+func TestNormalizeConfigErrors(t *testing.T) {
+	two := `"served_entities": [{"name": "a", "entity_name": "m", "entity_version": "1"}, {"name": "b", "entity_name": "m", "entity_version": "2"}]`
+	for _, tc := range []struct{ body, want string }{
+		{`{"served_entities": []}`, "at least one served entity"},
+		{`{"served_entities": [{"entity_version": "1"}]}`, "served_entities[0].entity_name: required"},
+		{`{"served_entities": [{"entity_name": "m"}]}`, "entity_version: required"},
+		{`{"served_entities": [{"name": "a b", "entity_name": "m", "entity_version": "1"}]}`, `name: "a b" must be`},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_size": "Huge"}]}`, "workload_size"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_size": "Small", "max_provisioned_concurrency": 8}]}`, "cannot be combined"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "min_provisioned_concurrency": 3, "max_provisioned_concurrency": 8}]}`, "multiples of 4"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "min_provisioned_concurrency": 8, "max_provisioned_concurrency": 4}]}`, "not below"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_type": "TPU"}]}`, "workload_type"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"1X": "v"}}]}`, "not a valid variable name"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"K": "{{secrets/s/k}}"}}]}`, "secret references"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1"}, {"entity_name": "m", "entity_version": "1"}], "traffic_config": {"routes": [{"served_model_name": "m-1", "traffic_percentage": 100}]}}`, "used twice"},
+		{`{` + two + `}`, "traffic_config.routes: required"},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 80}, {"served_model_name": "b", "traffic_percentage": 10}]}}`, "percentages sum to 90, must sum to 100"},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 110}, {"served_model_name": "b", "traffic_percentage": -10}]}}`, "out of range 0-100"},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "c", "traffic_percentage": 50}]}}`, `"c" is not a served entity`},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "a", "traffic_percentage": 50}]}}`, "more than one route"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1"}], "auto_capture_config": {"enabled": true}}`, "auto_capture_config"},
+	} {
+		err := normalizeConfig(config(t, tc.body))
+		ae, ok := err.(*api.Error)
+		if !ok || ae.Code != api.ErrInvalidParameterValue || !strings.Contains(ae.Message, tc.want) {
+			t.Errorf("%s:\n got %v\nwant INVALID_PARAMETER_VALUE containing %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+func TestReplicas(t *testing.T) {
+	yes := true
+	four, sixteen := 4, 16
+	for _, tc := range []struct {
+		e    api.ServedEntity
+		want int
+	}{
+		{api.ServedEntity{WorkloadSize: "Small"}, 1},
+		{api.ServedEntity{WorkloadSize: "Medium"}, 2},
+		{api.ServedEntity{WorkloadSize: "Large"}, 4},
+		{api.ServedEntity{WorkloadSize: "Large", ScaleToZeroEnabled: &yes}, 1},
+		{api.ServedEntity{MinProvisionedConcurrency: &sixteen, MaxProvisionedConcurrency: &sixteen}, 4},
+		{api.ServedEntity{MinProvisionedConcurrency: &four, MaxProvisionedConcurrency: &sixteen}, 1},
+	} {
+		if got := replicas(&tc.e); got != tc.want {
+			t.Errorf("replicas(%+v) = %d, want %d", tc.e, got, tc.want)
+		}
+	}
+}
