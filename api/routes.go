@@ -26,6 +26,10 @@ type EntityRoute struct {
 	// State is one of the Deployment* constants; Message says why it failed.
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+	// Failures counts the failed replica starts of this deployment. It only
+	// grows: an activator fails the requests it holds when it sees the count
+	// pass the value it had when they arrived.
+	Failures uint64 `json:"failures,omitempty"`
 	// Concurrency is how many requests one replica takes at once.
 	Concurrency int       `json:"concurrency"`
 	Replicas    []Replica `json:"replicas"`

@@ -333,7 +333,8 @@ func (s *Scheduler) route(ep *store.Endpoint, cur []entityDeployment) api.Endpoi
 		st, status := s.entityState(d)
 		er := api.EntityRoute{
 			Name: d.entity.Name, Deployment: d.spec.ID, State: st.Deployment,
-			Message: st.DeploymentStateMessage, Concurrency: replicaConcurrency, Replicas: []api.Replica{},
+			Message: st.DeploymentStateMessage, Failures: status.Failures,
+			Concurrency: replicaConcurrency, Replicas: []api.Replica{},
 		}
 		for _, in := range status.Instances {
 			if in.Ready {

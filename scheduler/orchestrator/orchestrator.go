@@ -40,6 +40,8 @@ type Status struct {
 	// Failure is the reason the last replica start failed, while no replica
 	// is ready; empty otherwise.
 	Failure string
+	// Failures counts failed starts (and exits) since the deployment began.
+	Failures uint64
 }
 
 // Ready counts the ready instances.

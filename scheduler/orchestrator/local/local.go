@@ -59,6 +59,7 @@ type deployment struct {
 	replicas []*replica
 	nextID   int
 	failure  string
+	failures uint64
 	logs     *tailBuffer
 }
 
@@ -192,6 +193,7 @@ func (d *Driver) Status(id string) orchestrator.Status {
 		return s
 	}
 	s.Desired = dep.spec.Replicas
+	s.Failures = dep.failures
 	for _, r := range dep.replicas {
 		if r.addr != "" {
 			s.Instances = append(s.Instances, orchestrator.Instance{ID: r.id, Addr: r.addr, Ready: r.ready})
@@ -228,6 +230,7 @@ func (d *Driver) supervise(dep *deployment, r *replica) {
 		d.cfg.Logger.Warn("worker failed", "replica", r.id, "err", err)
 		d.mu.Lock()
 		dep.failure = err.Error()
+		dep.failures++
 		d.mu.Unlock()
 		d.notify(dep.spec.ID)
 		if time.Since(started) > time.Minute {
