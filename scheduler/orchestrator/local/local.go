@@ -33,6 +33,11 @@ type Config struct {
 	// StopTimeout is how long a stopping worker may take to finish its
 	// in-flight requests after SIGTERM before it is killed. Default 30 s.
 	StopTimeout time.Duration
+	// DrainDelay is how long a ready worker that is being stopped keeps
+	// serving after it is reported not ready, so that activators drop it
+	// from their route tables before it stops accepting connections.
+	// Default 1 s.
+	DrainDelay time.Duration
 	// MinBackoff and MaxBackoff bound the wait before restarting a worker
 	// that exited. Defaults 200 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
@@ -88,6 +93,9 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.DrainDelay <= 0 {
+		cfg.DrainDelay = time.Second
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 200 * time.Millisecond
@@ -306,6 +314,10 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 		r.ready = false
 		d.mu.Unlock()
 		d.notify(spec.ID)
+		select {
+		case <-time.After(d.cfg.DrainDelay):
+		case <-exited:
+		}
 		return d.stopWorker(cmd, exited)
 	case <-exited:
 		return fmt.Errorf("worker exited (%v)%s", waitErr, out.lastLines(5))

@@ -55,7 +55,7 @@ func newDriver(t *testing.T, mode string) *Driver {
 	t.Helper()
 	t.Setenv("GANTRY_TEST_WORKER", mode)
 	n := &notifier{}
-	d, err := New(Config{Command: []string{os.Args[0], "worker"}, MinBackoff: 20 * time.Millisecond, StopTimeout: 2 * time.Second}, n.notify)
+	d, err := New(Config{Command: []string{os.Args[0], "worker"}, MinBackoff: 20 * time.Millisecond, StopTimeout: 2 * time.Second, DrainDelay: 50 * time.Millisecond}, n.notify)
 	if err != nil {
 		t.Fatal(err)
 	}
