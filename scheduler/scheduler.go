@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -80,6 +81,9 @@ type Scheduler struct {
 	// everReady marks deployments that had a ready replica once, which
 	// tells DEPLOYMENT_RECOVERING from DEPLOYMENT_CREATING.
 	everReady map[string]bool
+	// scale is the autoscaler's replica count by deployment ID; a
+	// deployment it has not sized yet runs initialReplicas.
+	scale     map[string]int
 	published []api.EndpointRoute
 }
 
@@ -111,6 +115,7 @@ func New(cfg Config) (*Scheduler, error) {
 		eps:       make(map[string]*store.Endpoint, len(all)),
 		applied:   make(map[string]orchestrator.Deployment),
 		everReady: make(map[string]bool),
+		scale:     make(map[string]int),
 	}
 	for _, e := range all {
 		s.eps[e.Name] = e
@@ -155,13 +160,18 @@ func (s *Scheduler) deployments(ep string, c *api.EndpointConfig) []entityDeploy
 	out := make([]entityDeployment, len(c.ServedEntities))
 	for i := range c.ServedEntities {
 		e := &c.ServedEntities[i]
+		id := deploymentID(ep, e)
+		n, ok := s.scale[id]
+		if !ok {
+			n = initialReplicas(e)
+		}
 		d := orchestrator.Deployment{
-			ID:           deploymentID(ep, e),
+			ID:           id,
 			Endpoint:     ep,
 			Entity:       e.Name,
 			ModelName:    e.EntityName,
 			ModelVersion: e.EntityVersion,
-			Replicas:     replicas(e),
+			Replicas:     n,
 			WorkloadType: e.WorkloadType,
 			Env:          e.EnvironmentVars,
 			ArtifactURL: fmt.Sprintf("%s/api/2.0/gantry/models/%s/versions/%s/artifact",
@@ -198,6 +208,8 @@ func (s *Scheduler) entityState(d entityDeployment) (api.ServedEntityState, orch
 		return api.ServedEntityState{Deployment: api.DeploymentReady}, st
 	case st.Failure != "":
 		return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: st.Failure}, st
+	case d.spec.Replicas == 0:
+		return api.ServedEntityState{Deployment: api.DeploymentReady, DeploymentStateMessage: "scaled to zero; the next request wakes it"}, st
 	case s.everReady[d.spec.ID]:
 		return api.ServedEntityState{Deployment: api.DeploymentRecovering, DeploymentStateMessage: "no replica is ready; restarting"}, st
 	}
@@ -277,6 +289,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 		}
 		delete(s.applied, id)
 		delete(s.everReady, id)
+		delete(s.scale, id)
 	}
 }
 
@@ -321,6 +334,61 @@ func (s *Scheduler) step(ep *store.Endpoint, cur *[]entityDeployment, want map[s
 		want[d.spec.ID] = d.spec
 	}
 	return false
+}
+
+// Targets lists the deployments the autoscaler sizes: those of every
+// endpoint's serving config and of configs rolling out.
+func (s *Scheduler) Targets() []autoscaler.Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []autoscaler.Target
+	add := func(ep string, c *api.EndpointConfig) {
+		for _, d := range s.deployments(ep, c) {
+			if d.err != nil {
+				continue
+			}
+			st := s.cfg.Orchestrator.Status(d.spec.ID)
+			t := autoscaler.Target{Deployment: d.spec.ID, Current: d.spec.Replicas, Ready: st.Ready()}
+			t.Min, t.Max = replicaBounds(d.entity)
+			if st.Failure == "" {
+				// A failing replica is no capacity on the way: it must not
+				// hold the deployment up when idle.
+				t.Starting = max(0, d.spec.Replicas-t.Ready)
+			}
+			out = append(out, t)
+		}
+	}
+	for name, ep := range s.eps {
+		add(name, &ep.Config)
+		if ep.Pending != nil {
+			add(name, ep.Pending)
+		}
+	}
+	return out
+}
+
+// Scale sets a deployment's replica count, within its entity's bounds.
+func (s *Scheduler) Scale(deployment string, replicas int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, ep := range s.eps {
+		for _, c := range []*api.EndpointConfig{&ep.Config, ep.Pending} {
+			if c == nil {
+				continue
+			}
+			for i := range c.ServedEntities {
+				e := &c.ServedEntities[i]
+				if deploymentID(name, e) != deployment {
+					continue
+				}
+				lo, hi := replicaBounds(e)
+				s.scale[deployment] = min(max(replicas, lo), hi)
+				s.Notify(deployment)
+				return nil
+			}
+		}
+	}
+	return api.Errorf(api.ErrResourceDoesNotExist, "deployment %q does not exist", deployment)
 }
 
 // route builds an endpoint's entry in the route table. s.mu must be held.

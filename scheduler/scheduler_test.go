@@ -442,3 +442,48 @@ func TestModelsAPI(t *testing.T) {
 		t.Errorf("list = %+v", list)
 	}
 }
+
+func TestScaleToZeroAndBack(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	body := `{"name": "z", "config": {"served_entities": [{"name": "v1", "entity_name": "m", "entity_version": "1", "workload_size": "Medium", "scale_to_zero_enabled": true}]}}`
+	h.call(t, "POST", "/api/2.0/serving-endpoints", body, nil)
+	h.reconcile()
+	ts := h.s.Targets()
+	if len(ts) != 1 || ts[0].Min != 0 || ts[0].Max != 4 || ts[0].Current != 1 || ts[0].Starting != 1 {
+		t.Fatalf("targets = %+v, want one with bounds 0..4, 1 starting", ts)
+	}
+	dep := ts[0].Deployment
+	h.orch.set("v1", ready("127.0.0.1:9001"))
+	h.reconcile()
+
+	if err := h.s.Scale(dep, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile()
+	if got := h.orch.ensured[dep].Replicas; got != 0 {
+		t.Errorf("driver replicas = %d, want 0", got)
+	}
+	h.orch.set("v1", orchestrator.Status{})
+	h.reconcile()
+	ep := h.get(t, "z")
+	e := ep.Config.ServedEntities[0]
+	if ep.State.Ready != api.EndpointReady || !*e.ScaledToZero || e.State.Deployment != api.DeploymentReady {
+		t.Errorf("at zero: ready=%s scaled_to_zero=%v state=%+v; want READY, true, DEPLOYMENT_READY", ep.State.Ready, *e.ScaledToZero, e.State)
+	}
+
+	// Scale requests are clamped to the entity's bounds.
+	h.s.Scale(dep, 99)
+	h.reconcile()
+	if got := h.orch.ensured[dep].Replicas; got != 4 {
+		t.Errorf("driver replicas = %d after Scale(99), want 4 (Medium's max)", got)
+	}
+	if err := h.s.Scale("nope", 1); err == nil {
+		t.Error("Scale of an unknown deployment succeeded")
+	}
+	// A failing deployment is no capacity on the way.
+	h.orch.set("v1", orchestrator.Status{Desired: 4, Failure: "boom"})
+	if ts := h.s.Targets(); ts[0].Starting != 0 {
+		t.Errorf("Starting = %d for a failing deployment, want 0", ts[0].Starting)
+	}
+}

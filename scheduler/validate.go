@@ -157,20 +157,32 @@ func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
 	return nil
 }
 
-// replicas is how many replicas an entity runs. Until the autoscaler lands
-// it runs its floor, and at least one so that it answers at once.
-func replicas(e *api.ServedEntity) int {
-	lo := 0
+// replicaBounds is the range of replicas an entity may run: its workload
+// size's (or provisioned) concurrency range divided by the per-replica
+// concurrency, with the floor at 0 when it may scale to zero. Small is
+// 1..1, Medium 2..4, Large 4..16.
+func replicaBounds(e *api.ServedEntity) (lo, hi int) {
+	var clo, chi int
 	if r, ok := workloadSizes[e.WorkloadSize]; ok {
-		lo = r[0]
+		clo, chi = r[0], r[1]
 	} else {
-		lo = deref(e.MinProvisionedConcurrency)
+		clo, chi = deref(e.MinProvisionedConcurrency), deref(e.MaxProvisionedConcurrency)
 	}
 	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
-		lo = 0
+		clo = 0
 	}
-	return max(1, (lo+replicaConcurrency-1)/replicaConcurrency)
+	return ceilDiv(clo, replicaConcurrency), max(1, ceilDiv(chi, replicaConcurrency))
 }
+
+// initialReplicas is what a new deployment starts with before the
+// autoscaler has a say: its floor, and at least one, so that a config
+// rollout proves the model loads before it takes traffic.
+func initialReplicas(e *api.ServedEntity) int {
+	lo, _ := replicaBounds(e)
+	return max(1, lo)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 func deref(p *int) int {
 	if p == nil {

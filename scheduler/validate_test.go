@@ -62,22 +62,24 @@ func TestNormalizeConfigErrors(t *testing.T) {
 	}
 }
 
-func TestReplicas(t *testing.T) {
+func TestReplicaBounds(t *testing.T) {
 	yes := true
-	four, sixteen := 4, 16
+	four, eight, sixteen := 4, 8, 16
 	for _, tc := range []struct {
-		e    api.ServedEntity
-		want int
+		e              api.ServedEntity
+		lo, hi, initial int
 	}{
-		{api.ServedEntity{WorkloadSize: "Small"}, 1},
-		{api.ServedEntity{WorkloadSize: "Medium"}, 2},
-		{api.ServedEntity{WorkloadSize: "Large"}, 4},
-		{api.ServedEntity{WorkloadSize: "Large", ScaleToZeroEnabled: &yes}, 1},
-		{api.ServedEntity{MinProvisionedConcurrency: &sixteen, MaxProvisionedConcurrency: &sixteen}, 4},
-		{api.ServedEntity{MinProvisionedConcurrency: &four, MaxProvisionedConcurrency: &sixteen}, 1},
+		{api.ServedEntity{WorkloadSize: "Small"}, 1, 1, 1},
+		{api.ServedEntity{WorkloadSize: "Medium"}, 2, 4, 2},
+		{api.ServedEntity{WorkloadSize: "Large"}, 4, 16, 4},
+		{api.ServedEntity{WorkloadSize: "Small", ScaleToZeroEnabled: &yes}, 0, 1, 1},
+		{api.ServedEntity{WorkloadSize: "Large", ScaleToZeroEnabled: &yes}, 0, 16, 1},
+		{api.ServedEntity{MinProvisionedConcurrency: &sixteen, MaxProvisionedConcurrency: &sixteen}, 4, 4, 4},
+		{api.ServedEntity{MinProvisionedConcurrency: &four, MaxProvisionedConcurrency: &eight}, 1, 2, 1},
 	} {
-		if got := replicas(&tc.e); got != tc.want {
-			t.Errorf("replicas(%+v) = %d, want %d", tc.e, got, tc.want)
+		lo, hi := replicaBounds(&tc.e)
+		if lo != tc.lo || hi != tc.hi || initialReplicas(&tc.e) != tc.initial {
+			t.Errorf("bounds(%+v) = %d..%d initial %d, want %d..%d initial %d", tc.e, lo, hi, initialReplicas(&tc.e), tc.lo, tc.hi, tc.initial)
 		}
 	}
 }
