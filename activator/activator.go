@@ -7,9 +7,14 @@
 //     tables, builds an immutable snapshot of each one and swaps it in with
 //     one atomic store.
 //   - Handler runs on fasthttp's server goroutines, one per request. It reads
-//     the current snapshot with one atomic load and takes no lock; replica
-//     load and penalties are atomic counters.
+//     the current snapshot with one atomic load and takes no global lock:
+//     replica slots and the cold-start queue live in one queue.Breaker per
+//     served entity (its own mutex), penalties are atomic counters. A
+//     request that finds no free slot waits in its entity's queue, on its
+//     own goroutine, until Run's next table brings a replica, a slot frees
+//     up, or the wait ends (queue timeout, failed start, entity removed).
 //   - Timer goroutines (time.AfterFunc) lift replica penalties.
+//   - Stats may be called from any goroutine (the autoscaler's loop).
 package activator
 
 import (
@@ -19,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,6 +33,12 @@ import (
 const (
 	DefaultMaxRequestBodySize = 16 << 20
 	DefaultTimeout            = 297 * time.Second
+	DefaultQueueDepth         = queue.DefaultQueueDepth // 10,000
+	DefaultQueueBytes         = queue.DefaultQueueBytes // 256 MiB
+	DefaultQueueTimeout       = 120 * time.Second
+	// DefaultConcurrency is the slots of one replica when the route table
+	// gives none (EntityRoute.Concurrency 0).
+	DefaultConcurrency = 4
 )
 
 // Config tunes an Activator. It works at its zero value; it must not change
@@ -54,6 +66,37 @@ type Config struct {
 	// Activator, because the activator deletes the series of endpoints that
 	// leave the route table. Default: metrics on a private registry.
 	Metrics *Metrics
+
+	// QueueDepth bounds, per served entity, the requests that wait for a
+	// replica slot (during a cold start, or when every replica is busy);
+	// beyond it requests get 503 TEMPORARILY_UNAVAILABLE with Retry-After.
+	// Default 10,000.
+	QueueDepth int
+
+	// QueueBytes bounds, per served entity, the sum of the body sizes of
+	// the waiting requests, with the same 503 beyond. Default 256 MiB.
+	QueueBytes int64
+
+	// QueueTimeout bounds one request's wait for a slot; past it the
+	// client gets 504 DEADLINE_EXCEEDED. Timeout still bounds the whole
+	// request. Default 120 s.
+	QueueTimeout time.Duration
+
+	// Poke is told the deployment of a served entity that has no ready
+	// replica when a request arrives there, so that the autoscaler can
+	// start one without waiting for its next tick. It is called on the
+	// request's goroutine and must not block (hand the news to a channel
+	// with a default case, or set a flag). Calls are rate-limited to one
+	// per entity per 100 ms: the first request at zero replicas pokes at
+	// once, and while requests keep arriving one of them pokes again every
+	// 100 ms. Default nil: nobody to tell.
+	Poke func(deployment string)
+
+	// Clock reads the time for Stats' load averages, for
+	// gantry_cold_start_seconds and for Poke's rate limit, so that tests
+	// can fake it. Deadlines (Timeout, QueueTimeout) run on real time
+	// regardless. Default time.Now.
+	Clock func() time.Time
 }
 
 // routeSource yields route tables. Wait blocks until a table with
@@ -76,9 +119,18 @@ type Activator struct {
 	table atomic.Pointer[table]
 
 	// replicas holds every replica of the current table by address, so that
-	// connection pools, load counts and penalties outlive table updates.
+	// connection pools and penalties outlive table updates.
 	// Only Run's goroutine touches it.
 	replicas map[string]*replica
+
+	// pools holds the long-lived state of every served entity of the
+	// current table (slots, queue, load), so that it outlives table
+	// updates. Only Run's goroutine touches the map; the pools themselves
+	// are safe for any goroutine.
+	pools map[poolKey]*pool
+
+	// epoch is Config.Clock at New; pool.lastPoke counts from it.
+	epoch time.Time
 
 	// Tunables that tests shrink; New sets them.
 	penalty    time.Duration // how long a replica whose connection failed is avoided
@@ -106,12 +158,26 @@ func New(cfg Config, routes routeSource) *Activator {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
+	if cfg.QueueDepth <= 0 {
+		cfg.QueueDepth = DefaultQueueDepth
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = DefaultQueueTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	return &Activator{
 		cfg:        cfg,
 		routes:     routes,
 		log:        cfg.Logger,
 		metrics:    cfg.Metrics,
 		replicas:   map[string]*replica{},
+		pools:      map[poolKey]*pool{},
+		epoch:      cfg.Clock(),
 		penalty:    3 * time.Second, // fasthttp lbclient's penaltyDuration
 		minPoll:    50 * time.Millisecond,
 		minBackoff: 100 * time.Millisecond,
@@ -129,7 +195,13 @@ func (a *Activator) Ready() bool { return a.table.Load() != nil }
 // are snapshots, not diffs, so Run starts at most one wait per minPoll: a
 // source that answers at once cannot make it spin, and a burst of changes
 // costs one rebuild per minPoll.
+//
+// When ctx ends, requests that wait for a replica get 503 with Retry-After
+// (no table will come to serve them) and so do later ones that would have
+// to wait; requests that find a free slot are still served, so that a
+// server shutting down can drain.
 func (a *Activator) Run(ctx context.Context) error {
+	defer a.closePools(shuttingDown)
 	var index uint64
 	var backoff time.Duration
 	for {
@@ -181,8 +253,20 @@ func (a *Activator) nextBackoff(prev time.Duration) time.Duration {
 // table no longer names. Run's goroutine only.
 func (a *Activator) apply(rt *api.RouteTable) {
 	old := a.table.Load()
-	t, live := a.build(rt)
+	t, live, pools := a.build(rt)
 	a.table.Store(t)
+
+	for k, p := range a.pools {
+		if pools[k] == nil {
+			// Requests on the old snapshot may still reach p: those that
+			// find a free slot are served, the others get the refusal.
+			if n := p.breaker.Close(newRefusal("served entity %s of endpoint %s was removed from the route table; retry later", k.name, k.endpoint)); n > 0 {
+				a.log.Warn("failed waiting requests: served entity removed", "endpoint", k.endpoint,
+					"served_entity", k.name, "deployment", k.deployment, "requests", n)
+			}
+		}
+	}
+	a.pools = pools
 
 	for addr, r := range a.replicas {
 		if live[addr] == nil {
@@ -199,8 +283,18 @@ func (a *Activator) apply(rt *api.RouteTable) {
 	replicas := 0
 	for _, ep := range t.endpoints {
 		for _, en := range ep.entities {
-			replicas += len(en.replicas)
+			replicas += en.ready
 		}
 	}
 	a.log.Info("route table applied", "index", t.index, "endpoints", len(t.endpoints), "replicas", replicas)
+}
+
+// shuttingDown is what waiting requests get when Run ends.
+var shuttingDown = newRefusal("the activator is shutting down; retry later")
+
+// closePools ends every wait with r. Run's goroutine only.
+func (a *Activator) closePools(r *refusal) {
+	for _, p := range a.pools {
+		p.breaker.Close(r)
+	}
 }

@@ -3,6 +3,7 @@ package activator
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -161,8 +162,9 @@ func TestLeastInFlight(t *testing.T) {
 	h.push(oneEndpoint(1, "ep", nil, readyEntity("m", w1.addr, w2.addr)))
 
 	// Send requests one at a time, each once the one before is held by a
-	// worker: the least loaded replica must alternate.
-	const n = 10
+	// worker: the least loaded replica must alternate. Two replicas of 4
+	// slots take 8; a ninth would wait in the queue.
+	const n = 8
 	var answered sync.WaitGroup
 	statuses := make(chan int, n)
 	for i := range n {
@@ -252,47 +254,6 @@ func TestPayloadTooLarge(t *testing.T) {
 	}
 	if got := h.do(http.MethodPost, "/serving-endpoints/ep/invocations", "application/json", make([]byte, 1024)); got.status != http.StatusOK {
 		t.Errorf("a body at the limit got %d, want 200", got.status)
-	}
-}
-
-func TestNoReadyReplica(t *testing.T) {
-	h := newHarness(t, Config{})
-	failed := api.EntityRoute{Name: "bad", State: api.DeploymentFailed, Message: "model load: no MLmodel file"}
-	creating := api.EntityRoute{Name: "cold", State: api.DeploymentCreating}
-	h.push(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
-		{Name: "failed", Entities: []api.EntityRoute{failed}},
-		{Name: "creating", Entities: []api.EntityRoute{creating}},
-	}})
-
-	for _, tc := range []struct {
-		endpoint, entity string
-		wantIn           []string
-		retryAfter       string
-	}{
-		{"failed", "bad", []string{"bad", "model load: no MLmodel file"}, ""},
-		{"creating", "cold", []string{"cold", api.DeploymentCreating}, "1"},
-	} {
-		t.Run(tc.endpoint, func(t *testing.T) {
-			got := h.invoke(tc.endpoint)
-			if got.status != http.StatusServiceUnavailable {
-				t.Fatalf("status = %d, want 503", got.status)
-			}
-			e := got.apiError(t)
-			if e.Code != api.ErrTemporarilyUnavailable {
-				t.Errorf("error_code = %q", e.Code)
-			}
-			for _, s := range tc.wantIn {
-				if !strings.Contains(e.Message, s) {
-					t.Errorf("message %q does not mention %q", e.Message, s)
-				}
-			}
-			if ra := got.header.Get("Retry-After"); ra != tc.retryAfter {
-				t.Errorf("Retry-After = %q, want %q", ra, tc.retryAfter)
-			}
-			if s := got.header.Get("served-model-name"); s != tc.entity {
-				t.Errorf("served-model-name = %q, want %q", s, tc.entity)
-			}
-		})
 	}
 }
 
@@ -412,7 +373,9 @@ func TestRouteTableUpdates(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	h := newHarness(t, Config{Metrics: m})
+	// The clock stands still, so the cold start lasts 0 s exactly; the
+	// queue timeout is real time.
+	h := newHarness(t, Config{Metrics: m, QueueTimeout: 20 * time.Millisecond, Clock: (&fakeClock{}).Now})
 	w := startWorker(t, "w", nil)
 	h.push(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
 		{Name: "ep", Entities: []api.EntityRoute{readyEntity("m", w.addr)}},
@@ -421,7 +384,9 @@ func TestMetrics(t *testing.T) {
 
 	h.invoke("ep")
 	h.invoke("ep")
-	h.invoke("cold")
+	if got := h.invoke("cold"); got.status != http.StatusGatewayTimeout {
+		t.Fatalf("cold: %d %s, want 504 after the queue timeout", got.status, got.body)
+	}
 	h.invoke("nope")
 	h.do(http.MethodPost, "/serving-endpoints/ep/served-models/x/invocations", "", nil)
 
@@ -432,14 +397,18 @@ gantry_activator_requests_total{code="200",endpoint="cold",served_entity="c"} 0
 gantry_activator_requests_total{code="200",endpoint="ep",served_entity="m"} 2
 gantry_activator_requests_total{code="404",endpoint="",served_entity=""} 1
 gantry_activator_requests_total{code="404",endpoint="ep",served_entity=""} 1
-gantry_activator_requests_total{code="503",endpoint="cold",served_entity="c"} 1
+gantry_activator_requests_total{code="504",endpoint="cold",served_entity="c"} 1
 # HELP gantry_activator_in_flight Invocations being proxied to a worker now.
 # TYPE gantry_activator_in_flight gauge
 gantry_activator_in_flight{endpoint="cold",served_entity="c"} 0
 gantry_activator_in_flight{endpoint="ep",served_entity="m"} 0
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"gantry_activator_requests_total", "gantry_activator_in_flight"); err != nil {
+# HELP gantry_activator_queue_depth Invocations waiting for a free replica slot now.
+# TYPE gantry_activator_queue_depth gauge
+gantry_activator_queue_depth{endpoint="cold",served_entity="c"} 0
+gantry_activator_queue_depth{endpoint="ep",served_entity="m"} 0
+` + coldStartText(coldStart{"cold", "c", 1}, coldStart{"ep", "m", 0})
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gantry_activator_requests_total",
+		"gantry_activator_in_flight", "gantry_activator_queue_depth", "gantry_cold_start_seconds"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(m.duration, "gantry_activator_request_duration_seconds"); n != 2 {
@@ -459,11 +428,38 @@ gantry_activator_requests_total{code="200",endpoint="ep",served_entity="m2"} 0
 # HELP gantry_activator_in_flight Invocations being proxied to a worker now.
 # TYPE gantry_activator_in_flight gauge
 gantry_activator_in_flight{endpoint="ep",served_entity="m2"} 0
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"gantry_activator_requests_total", "gantry_activator_in_flight"); err != nil {
+# HELP gantry_activator_queue_depth Invocations waiting for a free replica slot now.
+# TYPE gantry_activator_queue_depth gauge
+gantry_activator_queue_depth{endpoint="ep",served_entity="m2"} 0
+` + coldStartText(coldStart{"ep", "m2", 0})
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gantry_activator_requests_total",
+		"gantry_activator_in_flight", "gantry_activator_queue_depth", "gantry_cold_start_seconds"); err != nil {
 		t.Error(err)
 	}
+}
+
+// coldStart is one served entity's gantry_cold_start_seconds, all of whose
+// count observations took 0 s.
+type coldStart struct {
+	endpoint, entity string
+	count            int
+}
+
+// coldStartText is the exposition text of the histograms.
+func coldStartText(hs ...coldStart) string {
+	var b strings.Builder
+	b.WriteString("# HELP gantry_cold_start_seconds Time from the arrival of an invocation that found no ready replica and waited, to its answer.\n")
+	b.WriteString("# TYPE gantry_cold_start_seconds histogram\n")
+	for _, h := range hs {
+		labels := fmt.Sprintf(`endpoint=%q,served_entity=%q`, h.endpoint, h.entity)
+		for _, le := range []string{"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+			"1", "2.5", "5", "10", "20", "30", "60", "90", "120", "+Inf"} {
+			fmt.Fprintf(&b, "gantry_cold_start_seconds_bucket{%s,le=%q} %d\n", labels, le, h.count)
+		}
+		fmt.Fprintf(&b, "gantry_cold_start_seconds_sum{%s} 0\n", labels)
+		fmt.Fprintf(&b, "gantry_cold_start_seconds_count{%s} %d\n", labels, h.count)
+	}
+	return b.String()
 }
 
 // errRoutes fails every Wait at once and counts the calls.

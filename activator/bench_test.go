@@ -5,6 +5,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/gantry/gantry/api"
 	"github.com/valyala/fasthttp"
 )
 
@@ -13,6 +14,12 @@ import (
 // worker itself, so the difference is what the activator adds:
 //   - serial: one client, one request at a time; ns/op is the latency.
 //   - parallel: 8 clients per CPU; ns/op is the inverse of the throughput.
+//
+// The "activator" entity has more replica slots than there are clients, so
+// every request takes the breaker's fast path (Reserve). "queued" has 2
+// slots: in the parallel case most requests wait in the breaker's queue
+// and are handed a slot as one frees up, the path of an entity whose
+// replicas are all busy.
 //
 // Client, activator and worker share the CPUs, so compare the cases with
 // each other on one machine, not with numbers from another.
@@ -24,13 +31,19 @@ func BenchmarkActivator(b *testing.B) {
 	})
 
 	a := New(Config{Logger: slog.New(slog.DiscardHandler)}, newFakeRoutes())
-	a.apply(oneEndpoint(1, "ep", nil, readyEntity("m", worker)))
+	wide, narrow := readyEntity("m", worker), readyEntity("q", worker)
+	wide.Concurrency, narrow.Concurrency = 1024, 2
+	a.apply(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
+		{Name: "ep", Entities: []api.EntityRoute{wide}},
+		{Name: "queued", Entities: []api.EntityRoute{narrow}},
+	}})
 	activator := serve(b, a.Handler)
 
 	body := []byte(`{"dataframe_split":{"columns":["a","b","c"],"data":[[1.5,2,"x"]]}}`)
 	for _, c := range []struct{ name, addr, path string }{
 		{"direct", worker, "/invocations"},
 		{"activator", activator, "/serving-endpoints/ep/invocations"},
+		{"queued", activator, "/serving-endpoints/queued/invocations"},
 	} {
 		client := &fasthttp.HostClient{Addr: c.addr, MaxConns: 1024}
 		do := func(b *testing.B, req *fasthttp.Request, resp *fasthttp.Response) bool {

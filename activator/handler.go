@@ -2,11 +2,13 @@ package activator
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"time"
 
+	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
 	"github.com/valyala/fasthttp"
 )
@@ -91,18 +93,42 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	en.requests.inc(ctx.Response.StatusCode())
 }
 
-// proxy sends the invocation to the least loaded replica of en and copies
-// the answer back. A request whose connection failed (nothing was sent)
-// goes once more, to another replica.
+// proxy sends the invocation to the replica of en with the fewest requests
+// in flight among those with a free slot, waiting in en's queue when none
+// has one, and copies the answer back.
+//
+// A waiting request parks its goroutine here, so the frames below wait are
+// kept small, and the big ones (forward, refuse) come after the wait: with
+// 10,000 requests held, each kilobyte of parked stack is 10 MB.
 func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, id []byte, deadline time.Time) {
-	r := en.pick(nil)
-	if r == nil {
-		// The cold-start queue slots in here: instead of refusing, wait in
-		// en's bounded queue for a replica, poking the autoscaler.
-		a.unavailable(ctx, en)
-		return
+	r, release, ok := en.pool.breaker.Reserve(ctx)
+	if !ok {
+		cold := en.ready == 0
+		var since time.Time
+		if cold {
+			a.poke(en.pool)
+			since = a.cfg.Clock()
+		}
+		var err error
+		r, release, err = a.wait(en, int64(len(ctx.PostBody())), deadline)
+		if cold && !errors.Is(err, queue.ErrQueueFull) {
+			// A cold start lasts until the answer, served or not; a request
+			// refused at once never waited.
+			defer a.coldStart(en.pool, since)
+		}
+		if err != nil {
+			a.refuse(ctx, en, cold, deadline, err)
+			return
+		}
 	}
+	a.forward(ctx, en, r, release, id, deadline)
+}
 
+// forward sends the invocation to r, on a slot that release gives back, and
+// copies the answer back. A request whose connection failed (nothing was
+// sent) goes once more, to another replica with a free slot.
+func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, release func(), id []byte, deadline time.Time) {
+	breaker := en.pool.breaker
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -122,10 +148,23 @@ func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, id []byte, deadl
 	en.inFlight.Inc()
 	err := a.send(r, req, resp, deadline)
 	if err != nil && isDialError(err) {
-		if next := en.pick(r); next != nil {
-			r = next
-			err = a.send(r, req, resp, deadline)
+		// r is penalized now, so the pick prefers any other replica; it
+		// only retries if one has a free slot at once (and nobody waits),
+		// since a second wait could outlast the client's patience. The
+		// retry counts as one more request in Stats.
+		release()
+		release = nil
+		if next, rel, ok := breaker.Reserve(ctx); ok {
+			if next == r {
+				rel()
+			} else {
+				r, release = next, rel
+				err = a.send(r, req, resp, deadline)
+			}
 		}
+	}
+	if release != nil {
+		release()
 	}
 	en.inFlight.Dec()
 
@@ -150,6 +189,60 @@ func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, id []byte, deadl
 	}
 }
 
+// wait holds a request that found no free slot in en's queue until a slot
+// is its own, or until the queue timeout or deadline, whichever is first.
+// cost is the request's body size. It returns the breaker's error.
+//
+// The wait runs on the request's own goroutine: a held request costs its
+// connection, a parked goroutine and a queue entry, and its body stays in
+// fasthttp's buffer (QueueBytes counts it). fasthttp does not report a
+// client that hangs up, so such a request waits on like any other.
+func (a *Activator) wait(en *entity, cost int64, deadline time.Time) (*replica, func(), error) {
+	until := time.Now().Add(a.cfg.QueueTimeout)
+	if deadline.Before(until) {
+		until = deadline
+	}
+	// Not derived from the RequestCtx: it is a context that the context
+	// package would watch with a goroutine per held request.
+	ctx, cancel := context.WithDeadline(context.Background(), until)
+	defer cancel()
+	return en.pool.breaker.Acquire(ctx, cost)
+}
+
+// refuse answers a request whose wait for a slot failed with err. cold says
+// that en had no ready replica when the request arrived.
+func (a *Activator) refuse(ctx *fasthttp.RequestCtx, en *entity, cold bool, deadline time.Time, err error) {
+	var refused *refusal
+	switch {
+	case errors.Is(err, queue.ErrQueueFull):
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, en.queueFull)
+	case errors.As(err, &refused):
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, refused.body)
+	case errors.Is(err, context.DeadlineExceeded) && !time.Now().Before(deadline):
+		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
+			"served entity %s of endpoint %s did not answer within %s", en.name, en.endpoint, a.cfg.Timeout))
+	case errors.Is(err, context.DeadlineExceeded) && cold:
+		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
+			"served entity %s of endpoint %s did not become ready within the queue timeout (%s, state %s); retry later",
+			en.name, en.endpoint, a.cfg.QueueTimeout, stateOrUnknown(en.state)))
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
+			"no replica of served entity %s of endpoint %s had a free slot within the queue timeout (%s); retry later",
+			en.name, en.endpoint, a.cfg.QueueTimeout))
+	default:
+		a.log.Error("waiting for a replica slot", "endpoint", en.endpoint, "served_entity", en.name, "err", err)
+		writeError(ctx, fasthttp.StatusInternalServerError, errorBody(api.ErrInternal,
+			"served entity %s of endpoint %s: %v", en.name, en.endpoint, err))
+	}
+}
+
+// coldStart observes the time since a cold start's request arrived.
+func (a *Activator) coldStart(p *pool, since time.Time) {
+	p.coldStart.Observe(a.cfg.Clock().Sub(since).Seconds())
+}
+
 // send makes one attempt on r. A failed connection penalizes r; a timeout
 // does not, since a slow model is no sign of a broken replica.
 func (a *Activator) send(r *replica, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
@@ -160,12 +253,11 @@ func (a *Activator) send(r *replica, req *fasthttp.Request, resp *fasthttp.Respo
 	return err
 }
 
-// unavailable refuses a request that no replica of en can take.
-func (a *Activator) unavailable(ctx *fasthttp.RequestCtx, en *entity) {
-	if en.state != api.DeploymentFailed {
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+func stateOrUnknown(s string) string {
+	if s == "" {
+		return "unknown"
 	}
-	writeError(ctx, fasthttp.StatusServiceUnavailable, en.unavailable)
+	return s
 }
 
 func writeError(ctx *fasthttp.RequestCtx, status int, body []byte) {

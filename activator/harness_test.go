@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 )
 
@@ -52,6 +55,8 @@ type harness struct {
 	routes *fakeRoutes
 	base   string
 	client *http.Client
+	// stopRun ends Run and waits for it; the cleanup calls it too.
+	stopRun func()
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
@@ -74,15 +79,21 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	srv := &fasthttp.Server{Handler: a.Handler, MaxRequestBodySize: 64 << 20}
 	go func() { _ = srv.Serve(ln) }()
+	var stop sync.Once
+	stopRun := func() {
+		stop.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v, want nil", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
+		stopRun()
 		_ = srv.Shutdown()
 	})
 	return &harness{
-		t: t, a: a, routes: routes,
+		t: t, a: a, routes: routes, stopRun: stopRun,
 		base:   "http://" + ln.Addr().String(),
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	}
@@ -113,6 +124,7 @@ type answer struct {
 	status int
 	header http.Header
 	body   []byte
+	err    error // from invokeAsync, where the test's goroutine cannot Fatal
 }
 
 // apiError decodes the body as API.md's error shape.
@@ -146,15 +158,80 @@ func (h *harness) do(method, path, contentType string, body []byte) answer {
 	return answer{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
+// invokeAsync sends an invocation of endpoint with body from a goroutine
+// of its own; its answer comes on the channel.
+func (h *harness) invokeAsync(endpoint string, body []byte) <-chan answer {
+	out := make(chan answer, 1)
+	go func() {
+		resp, err := h.client.Post(h.base+"/serving-endpoints/"+endpoint+"/invocations", "application/json", bytes.NewReader(body))
+		if err != nil {
+			out <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- answer{status: resp.StatusCode, header: resp.Header, body: b, err: err}
+	}()
+	return out
+}
+
+// receive waits for an answer from invokeAsync.
+func receive(t *testing.T, ch <-chan answer) answer {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got.err != nil {
+			t.Fatal(got.err)
+		}
+		return got
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+		return answer{}
+	}
+}
+
+// queued is the queue depth gauge of a served entity.
+func (h *harness) queued(endpoint, entity string) int {
+	return int(testutil.ToFloat64(h.a.metrics.queueDepth.WithLabelValues(endpoint, entity)))
+}
+
+// waitQueued waits until n requests wait at a served entity.
+func (h *harness) waitQueued(endpoint, entity string, n int) {
+	h.t.Helper()
+	waitFor(h.t, fmt.Sprintf("%d requests queued at %s/%s", n, endpoint, entity),
+		func() bool { return h.queued(endpoint, entity) == n })
+}
+
+// fakeClock is a settable Config.Clock starting at time.Time{}.
+type fakeClock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 func (h *harness) invoke(endpoint string) answer {
 	h.t.Helper()
 	return h.do(http.MethodPost, "/serving-endpoints/"+endpoint+"/invocations", "application/json", []byte(`{"inputs":[1]}`))
 }
 
 // worker is a real upstream on loopback standing in for a Gantry worker.
+// It counts the requests it got and the most it ever held at once.
 type worker struct {
-	addr string
-	hits atomic.Int64
+	addr    string
+	hits    atomic.Int64
+	holding atomic.Int64
+	most    atomic.Int64
 }
 
 // startWorker serves handle, or, when handle is nil, answers
@@ -175,6 +252,10 @@ func startWorker(t *testing.T, name string, handle fasthttp.RequestHandler) *wor
 	}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		w.hits.Add(1)
+		n := w.holding.Add(1)
+		for m := w.most.Load(); n > m && !w.most.CompareAndSwap(m, n); m = w.most.Load() {
+		}
+		defer w.holding.Add(-1)
 		handle(ctx)
 	}}
 	go func() { _ = srv.Serve(ln) }()
@@ -194,6 +275,11 @@ func deadAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// coldEntity is a served entity in DEPLOYMENT_CREATING with no replica.
+func coldEntity(name string) api.EntityRoute {
+	return api.EntityRoute{Name: name, Deployment: name + "-d1", State: api.DeploymentCreating, Concurrency: 4}
 }
 
 // readyEntity is a served entity in DEPLOYMENT_READY with the given replicas.

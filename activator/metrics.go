@@ -8,9 +8,11 @@ import (
 
 // Metrics are the activator's Prometheus metrics. Build them with NewMetrics.
 type Metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	inFlight *prometheus.GaugeVec
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	inFlight   *prometheus.GaugeVec
+	queueDepth *prometheus.GaugeVec
+	coldStart  *prometheus.HistogramVec
 }
 
 // NewMetrics builds the activator's metrics and registers them with reg
@@ -36,9 +38,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gantry_activator_in_flight",
 			Help: "Invocations being proxied to a worker now.",
 		}, []string{"endpoint", "served_entity"}),
+		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gantry_activator_queue_depth",
+			Help: "Invocations waiting for a free replica slot now.",
+		}, []string{"endpoint", "served_entity"}),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gantry_cold_start_seconds",
+			Help: "Time from the arrival of an invocation that found no ready replica and waited, to its answer.",
+			// A native model starts in milliseconds, a Python one in tens
+			// of seconds; 120 s is the queue timeout.
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120},
+		}, []string{"endpoint", "served_entity"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inFlight)
+		reg.MustRegister(m.requests, m.duration, m.inFlight, m.queueDepth, m.coldStart)
 	}
 	return m
 }
@@ -66,6 +79,8 @@ func (m *Metrics) forget(old, cur *table) {
 			m.requests.DeletePartialMatch(l)
 			m.duration.DeletePartialMatch(l)
 			m.inFlight.DeletePartialMatch(l)
+			m.queueDepth.DeletePartialMatch(l)
+			m.coldStart.DeletePartialMatch(l)
 			continue
 		}
 		for entity := range ep.entities {
@@ -73,6 +88,8 @@ func (m *Metrics) forget(old, cur *table) {
 				l := prometheus.Labels{"endpoint": name, "served_entity": entity}
 				m.requests.DeletePartialMatch(l)
 				m.inFlight.DeletePartialMatch(l)
+				m.queueDepth.DeletePartialMatch(l)
+				m.coldStart.DeletePartialMatch(l)
 			}
 		}
 	}

@@ -2,12 +2,13 @@ package activator
 
 import (
 	"errors"
-	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -45,13 +46,16 @@ type entity struct {
 	endpoint string
 	name     string
 	state    string
-	message  string
-	replicas []*replica
+	// ready counts the entity's replicas in this table. A request that
+	// finds none is a cold start: it pokes the autoscaler and times the
+	// wait in gantry_cold_start_seconds.
+	ready    int
+	pool     *pool // slots, queue and load; outlives the table
 	requests counters
 	inFlight prometheus.Gauge
-	// unavailable is the 503 body for when no replica can take a request,
-	// built once per table rather than per refused request.
-	unavailable []byte
+	// queueFull is the 503 body for when the queue has no room, built once
+	// per table rather than per refused request.
+	queueFull []byte
 }
 
 // counters is one label set's requests_total family, curried down to the
@@ -72,44 +76,37 @@ func (c *counters) inc(code int) {
 // replica is one worker address. It lives as long as some table names its
 // address, across table updates.
 //
-// It is the fasthttp lbclient BalancingClient shape: the pick reads
-// PendingRequests and penalties and never removes a replica.
+// Its load is counted in the slots of its entity's breaker (queue.Breaker
+// picks the replica with the fewest requests in flight), and its health in
+// penalty: like fasthttp lbclient's HealthCheck, a failed connection makes
+// it rank last for a while, it is never taken out of the set.
 type replica struct {
 	addr   string
 	client *fasthttp.HostClient
 
-	// pending counts requests picked for this replica and not yet answered.
-	// It goes up at pick time, before the request reaches the client, so that
-	// concurrent picks see each other.
-	pending atomic.Int32
-
 	// penalty counts connection failures of the last penalty period; each one
 	// is lifted by its own timer. While it is above zero the replica is only
-	// picked if every other replica is penalized too.
+	// picked if no other replica has a free slot.
 	penalty atomic.Int32
 }
 
-var _ fasthttp.BalancingClient = (*replica)(nil)
+// *replica is what a queue.Breaker balances over. (queue.Backend is a
+// constraint, since the breaker compares backends, so there is no
+// var _ queue.Backend check; instantiating the breaker checks the same.)
+var _ = queue.NewBreaker[*replica]
 
 // maxPenalty bounds the timers one replica can have running
 // (fasthttp lbclient's bound).
 const maxPenalty = 300
 
-// penalized is the load a penalty adds in the pick: more than any real
-// in-flight count, so a penalized replica loses to every healthy one.
-const penalized = 1 << 24
-
-// DoDeadline sends req to the replica. The caller has already counted the
-// request in pending (pick does); DoDeadline uncounts it.
+// DoDeadline sends req to the replica.
 func (r *replica) DoDeadline(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	req.Header.SetHost(r.addr)
-	err := r.client.DoDeadline(req, resp, deadline)
-	r.pending.Add(-1)
-	return err
+	return r.client.DoDeadline(req, resp, deadline)
 }
 
-// PendingRequests is the replica's in-flight count.
-func (r *replica) PendingRequests() int { return int(r.pending.Load()) }
+// Penalized reports a connection failure within the penalty period.
+func (r *replica) Penalized() bool { return r.penalty.Load() > 0 }
 
 // penalize makes the pick avoid r for d.
 func (r *replica) penalize(d time.Duration) {
@@ -118,49 +115,6 @@ func (r *replica) penalize(d time.Duration) {
 		return
 	}
 	time.AfterFunc(d, func() { r.penalty.Add(-1) })
-}
-
-// pick returns the replica with the fewest requests in flight, not skip, and
-// counts the new request in its pending count; nil if there is none.
-// Penalized replicas lose to healthy ones. Ties go to the first replica seen
-// from a random start, so that light traffic still spreads over all of them.
-func (en *entity) pick(skip *replica) *replica {
-	rs := en.replicas
-	var best *replica
-	switch len(rs) {
-	case 0:
-		return nil
-	case 1:
-		best = rs[0]
-		if best == skip {
-			return nil
-		}
-	default:
-		bestLoad := math.MaxInt
-		n := len(rs)
-		i := rand.IntN(n)
-		for range n {
-			r := rs[i]
-			if i++; i == n {
-				i = 0
-			}
-			if r == skip {
-				continue
-			}
-			load := r.PendingRequests()
-			if r.penalty.Load() > 0 {
-				load += penalized
-			}
-			if load < bestLoad {
-				best, bestLoad = r, load
-			}
-		}
-		if best == nil {
-			return nil
-		}
-	}
-	best.pending.Add(1)
-	return best
 }
 
 // pick draws a served entity by the traffic split; nil if the endpoint has
@@ -181,12 +135,16 @@ func (ep *endpoint) pick() *entity {
 	return ep.split[len(ep.split)-1].en
 }
 
-// build makes the snapshot of rt. It reuses the replicas of a.replicas and
-// returns the replicas the new table names. Run's goroutine only.
-func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica) {
+// build makes the snapshot of rt and brings the pools of its entities up
+// to date: their breakers get the new replicas (waiting requests take new
+// slots at once) and failed starts. It reuses the replicas of a.replicas
+// and the pools of a.pools, and returns the replicas and pools the new
+// table names. Run's goroutine only.
+func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[poolKey]*pool) {
 	m := a.metrics
 	t := &table{index: rt.Index, endpoints: make(map[string]*endpoint, len(rt.Endpoints))}
 	live := make(map[string]*replica)
+	pools := make(map[poolKey]*pool)
 	for i := range rt.Endpoints {
 		er := &rt.Endpoints[i]
 		ep := &endpoint{
@@ -197,14 +155,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica) {
 		}
 		for j := range er.Entities {
 			e := &er.Entities[j]
-			en := &entity{
-				endpoint: er.Name,
-				name:     e.Name,
-				state:    e.State,
-				message:  e.Message,
-				requests: m.counters(er.Name, e.Name),
-				inFlight: m.inFlight.WithLabelValues(er.Name, e.Name),
-			}
+			var replicas []*replica
 			for _, rep := range e.Replicas {
 				r := live[rep.Addr]
 				if r == nil {
@@ -213,17 +164,36 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica) {
 					}
 					live[rep.Addr] = r
 				}
-				if !containsReplica(en.replicas, r) {
-					en.replicas = append(en.replicas, r)
+				if !slices.Contains(replicas, r) {
+					replicas = append(replicas, r)
 				}
 			}
-			en.unavailable = unavailableBody(en)
+			k := poolKey{deployment: e.Deployment, endpoint: er.Name, name: e.Name}
+			p := pools[k]
+			if p == nil {
+				if p = a.pools[k]; p == nil {
+					p = a.newPool(k)
+				}
+				pools[k] = p
+			}
+			a.update(p, e, replicas)
+			en := &entity{
+				endpoint: er.Name,
+				name:     e.Name,
+				state:    e.State,
+				ready:    len(replicas),
+				pool:     p,
+				requests: m.counters(er.Name, e.Name),
+				inFlight: m.inFlight.WithLabelValues(er.Name, e.Name),
+				queueFull: errorBody(api.ErrTemporarilyUnavailable,
+					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name),
+			}
 			ep.entities[e.Name] = en
 		}
 		ep.split, ep.total = a.splitOf(er, ep)
 		t.endpoints[er.Name] = ep
 	}
-	return t, live
+	return t, live, pools
 }
 
 // splitOf turns the endpoint's routes into cumulative weights. Without
@@ -253,35 +223,6 @@ func (a *Activator) splitOf(er *api.EndpointRoute, ep *endpoint) ([]split, int) 
 		s = append(s, split{upTo: total, en: en})
 	}
 	return s, total
-}
-
-func containsReplica(rs []*replica, r *replica) bool {
-	for _, x := range rs {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
-
-// unavailableBody is the 503 answer for an entity without a ready replica.
-// A failed deployment says why; any other state says which it is, and the
-// answer carries Retry-After.
-func unavailableBody(en *entity) []byte {
-	if en.state == api.DeploymentFailed {
-		msg := en.message
-		if msg == "" {
-			msg = "no reason given"
-		}
-		return errorBody(api.ErrTemporarilyUnavailable,
-			"served entity %s of endpoint %s failed to deploy: %s", en.name, en.endpoint, msg)
-	}
-	state := en.state
-	if state == "" {
-		state = "unknown"
-	}
-	return errorBody(api.ErrTemporarilyUnavailable,
-		"served entity %s of endpoint %s has no ready replica (state %s); retry later", en.name, en.endpoint, state)
 }
 
 // Connecting to a replica may take this long at most, whatever time the

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/activator"
+	"github.com/gantry/gantry/autoscaler"
+	"github.com/gantry/gantry/autoscaler/decider"
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/orchestrator/local"
 	"github.com/gantry/gantry/scheduler/registry"
@@ -113,21 +115,64 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// scalingOptions are the autoscaler's flags.
+type scalingOptions struct {
+	stableWindow, panicWindow, grace time.Duration
+}
+
+func (o *scalingOptions) flags(c *cobra.Command) {
+	def := decider.DefaultSpec()
+	c.Flags().DurationVar(&o.stableWindow, "stable-window", def.StableWindow, "window over which load is averaged to size a deployment")
+	c.Flags().DurationVar(&o.panicWindow, "panic-window", def.PanicWindow, "short window that triggers fast scale-up on a burst")
+	c.Flags().DurationVar(&o.grace, "scale-to-zero-grace", def.ScaleToZeroGrace, "idle time after the stable window empties before an entity scales to zero")
+}
+
+func (o *scalingOptions) spec() (*decider.Spec, error) {
+	s := decider.DefaultSpec()
+	s.StableWindow, s.PanicWindow, s.ScaleToZeroGrace = o.stableWindow, o.panicWindow, o.grace
+	s.TargetPerReplica = activator.DefaultConcurrency
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("autoscaler flags: %w", err)
+	}
+	return &s, nil
+}
+
+// queueOptions are the activator's cold-start queue flags.
+type queueOptions struct {
+	depth   int
+	bytes   int64
+	timeout time.Duration
+}
+
+func (o *queueOptions) flags(c *cobra.Command) {
+	c.Flags().IntVar(&o.depth, "queue-depth", activator.DefaultQueueDepth, "requests held per served entity while it has no free replica; beyond, 503")
+	c.Flags().Int64Var(&o.bytes, "queue-bytes", activator.DefaultQueueBytes, "bytes of request bodies held per served entity; beyond, 503")
+	c.Flags().DurationVar(&o.timeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for a replica; then 504")
+}
+
 func devCmd() *cobra.Command {
 	var o controlPlaneOptions
+	var so scalingOptions
+	var qo queueOptions
 	c := &cobra.Command{
 		Use:   "dev",
-		Short: "Run scheduler, activator and workers in one process, with embedded defaults",
+		Short: "Run scheduler, activator, autoscaler and workers in one process, with embedded defaults",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), &o)
+			return runDev(cmd.Context(), &o, &so, &qo)
 		},
 	}
 	o.flags(c, "127.0.0.1:8080")
+	so.flags(c)
+	qo.flags(c)
 	return c
 }
 
-func runDev(ctx context.Context, o *controlPlaneOptions) error {
+func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo *queueOptions) error {
+	spec, err := so.spec()
+	if err != nil {
+		return err
+	}
 	log := slog.Default()
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -142,7 +187,16 @@ func runDev(ctx context.Context, o *controlPlaneOptions) error {
 	defer cp.close()
 
 	reg := newRegistry()
-	act := activator.New(activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)}, cp.routes)
+	// The autoscaler reads the activator's load and the activator pokes the
+	// autoscaler: act is set before either runs.
+	var act *activator.Activator
+	asc := autoscaler.New(autoscaler.Config{Spec: spec, Logger: log}, cp.sched, func() []autoscaler.Sample {
+		return samples(act.Stats())
+	})
+	act = activator.New(activator.Config{
+		Logger: log, Metrics: activator.NewMetrics(reg), Poke: asc.Poke,
+		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
+	}, cp.routes)
 	control := http.NewServeMux()
 	control.Handle("/api/", cp.sched.Handler())
 	health(control, reg, act.Ready)
@@ -151,14 +205,18 @@ func runDev(ctx context.Context, o *controlPlaneOptions) error {
 		MaxRequestBodySize: int(max(o.maxUploadSize, activator.DefaultMaxRequestBodySize)) + 1,
 		ErrorHandler:       frontError,
 		IdleTimeout:        90 * time.Second,
-		Name:               "gantry",
-		NoDefaultDate:      true,
+		// Held requests would otherwise keep a 4 KiB read buffer each
+		// while they wait for a cold start.
+		ReduceMemoryUsage: true,
+		Name:              "gantry",
+		NoDefaultDate:     true,
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go cp.sched.Run(ctx)
 	go act.Run(ctx)
+	go asc.Run(ctx)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
@@ -171,6 +229,14 @@ func runDev(ctx context.Context, o *controlPlaneOptions) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	return front.ShutdownWithContext(sctx)
+}
+
+func samples(stats []activator.EntityStats) []autoscaler.Sample {
+	out := make([]autoscaler.Sample, len(stats))
+	for i, s := range stats {
+		out[i] = autoscaler.Sample{Deployment: s.Deployment, Concurrency: s.Concurrency}
+	}
+	return out
 }
 
 var invocationsPrefix = []byte("/serving-endpoints/")

@@ -62,10 +62,10 @@ type devProcess struct {
 	log  *bytes.Buffer
 }
 
-func startDev(t *testing.T, bin, addr, dataDir string) *devProcess {
+func startDev(t *testing.T, bin, addr, dataDir string, flags ...string) *devProcess {
 	t.Helper()
 	p := &devProcess{addr: addr, log: &bytes.Buffer{}}
-	p.cmd = exec.Command(bin, "dev", "--listen", addr, "--data-dir", dataDir)
+	p.cmd = exec.Command(bin, append([]string{"dev", "--listen", addr, "--data-dir", dataDir}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -185,14 +185,14 @@ func comparePredictions(t *testing.T, what string, want []any, body []byte) {
 		t.Fatalf("%s: %d predictions, want %d", what, len(got.Predictions), len(want))
 	}
 	for i := range want {
-		if !close(got.Predictions[i], want[i]) {
+		if !approxEqual(got.Predictions[i], want[i]) {
 			t.Fatalf("%s: prediction %d = %v, want %v (Python)", what, i, got.Predictions[i], want[i])
 		}
 	}
 }
 
-// close compares numbers (or lists of numbers) to 1e-6.
-func close(a, b any) bool {
+// approxEqual compares numbers (or lists of numbers) to 1e-6.
+func approxEqual(a, b any) bool {
 	switch b := b.(type) {
 	case float64:
 		a, ok := a.(float64)
@@ -203,7 +203,7 @@ func close(a, b any) bool {
 			return false
 		}
 		for i := range b {
-			if !close(a[i], b[i]) {
+			if !approxEqual(a[i], b[i]) {
 				return false
 			}
 		}
@@ -225,13 +225,12 @@ func readExpected(t *testing.T, model string) expected {
 	return e
 }
 
-func writeEndpoint(t *testing.T, name, model, version string) string {
+// endpointFile writes a create-endpoint body for one scale-to-zero entity.
+func endpointFile(t *testing.T, name, model, version, size string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name+".json")
-	body := fmt.Sprintf(`{"name": %q, "config": {"served_entities": [{"entity_name": %q, "entity_version": %q, "workload_size": "Small", "scale_to_zero_enabled": true}]}}`, name, model, version)
-	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	body := fmt.Sprintf(`{"name": %q, "config": {"served_entities": [{"entity_name": %q, "entity_version": %q, "workload_size": %q, "scale_to_zero_enabled": true}]}}`, name, model, version, size)
+	writeFile(t, p, body)
 	return p
 }
 
@@ -250,7 +249,7 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.Contains(out, "version 1") {
 			t.Fatalf("upload %s: %s", m, out)
 		}
-		out = mustCLI(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, m+"-ep", m, "1"), "--wait")
+		out = mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, m+"-ep", m, "1", "Small"), "--wait")
 		if !strings.Contains(out, "READY") {
 			t.Fatalf("create %s-ep: %s", m, out)
 		}
@@ -351,11 +350,11 @@ func checkBadInput(t *testing.T, bin, addr string) {
 		t.Errorf("17 MiB body: %d %s, want 413", status, out)
 	}
 
-	out, err := cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "binary-ep", "binary", "1"))
+	out, err := cli(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "binary-ep", "binary", "1", "Small"))
 	if err == nil || !strings.Contains(out, "already exists") {
 		t.Errorf("duplicate create: err=%v out=%s, want a failure saying it exists", err, out)
 	}
-	out, err = cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "ghost-ep", "binary", "9"))
+	out, err = cli(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "ghost-ep", "binary", "9", "Small"))
 	if err == nil || !strings.Contains(out, "version 9 does not exist") {
 		t.Errorf("create with a missing model version: err=%v out=%s", err, out)
 	}
@@ -365,19 +364,8 @@ func checkBadInput(t *testing.T, bin, addr string) {
 // are not: the entity must fail with the reason and invocations get a 503
 // that says it.
 func checkCorruptModel(t *testing.T, bin, addr string) {
-	dir := t.TempDir()
-	for _, f := range []string{"MLmodel", "model.json"} {
-		b, err := os.ReadFile(filepath.Join(fixtures, "binary", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f == "model.json" {
-			b = b[:len(b)/2]
-		}
-		os.WriteFile(filepath.Join(dir, f), b, 0o644)
-	}
-	mustCLI(t, bin, addr, "models", "upload", "corrupt", dir)
-	out, err := cli(t, bin, addr, "endpoints", "create", "-f", writeEndpoint(t, "corrupt-ep", "corrupt", "1"), "--wait", "--timeout", "30s")
+	mustCLI(t, bin, addr, "models", "upload", "corrupt", corruptModel(t))
+	out, err := cli(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "corrupt-ep", "corrupt", "1", "Small"), "--wait", "--timeout", "30s")
 	if err == nil || !strings.Contains(out, "model.json") {
 		t.Fatalf("create --wait for a corrupt model: err=%v, want a failure naming model.json:\n%s", err, out)
 	}
@@ -397,5 +385,30 @@ func checkCorruptModel(t *testing.T, bin, addr string) {
 	var ue *api.UnexpectedResponseError
 	if _, err := c.Endpoints().Delete("corrupt-ep", nil); errors.As(err, &ue) {
 		t.Errorf("delete corrupt-ep: %v", err)
+	}
+}
+
+// corruptModel writes the binary fixture with its model.json cut in half:
+// the upload is valid, the model cannot load.
+func corruptModel(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"MLmodel", "model.json"} {
+		b, err := os.ReadFile(filepath.Join(fixtures, "binary", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.json" {
+			b = b[:len(b)/2]
+		}
+		writeFile(t, filepath.Join(dir, f), string(b))
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -94,6 +94,7 @@ func runActivator(ctx context.Context, listen, schedulerURL string) error {
 		MaxRequestBodySize: activator.DefaultMaxRequestBodySize + 1,
 		ErrorHandler:       frontError,
 		IdleTimeout:        90 * time.Second,
+		ReduceMemoryUsage:  true, // see runDev
 		Name:               "gantry",
 		NoDefaultDate:      true,
 	}
