@@ -6,13 +6,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
+	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,70 +148,51 @@ func TestScaleDownUnderLoadLosesNothing(t *testing.T) {
 		t.Skip("runs gantry dev with worker processes; run without -short")
 	}
 	bin := buildGantry(t)
+	loadgen := filepath.Join(t.TempDir(), "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "../../deploy/bench/loadgen").CombinedOutput(); err != nil {
+		t.Fatalf("build loadgen: %v\n%s", err, out)
+	}
 	addr := freeAddr(t)
 	startDev(t, bin, addr, t.TempDir(), shortWindows...)
 	c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
 	mustCLI(t, bin, addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
 	mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "load-ep", "binary", "1", "Medium"), "--wait")
 
-	body, want := oneRow(t)
-	url := "http://" + addr + "/serving-endpoints/load-ep/invocations"
-	var clients atomic.Int32
-	clients.Store(24)
-	var failures []string
-	var mu sync.Mutex
-	var total atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := int32(0); i < 24; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 30 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if i >= clients.Load() {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-				if err != nil {
-					mu.Lock()
-					failures = append(failures, err.Error())
-					mu.Unlock()
-					continue
-				}
-				var b bytes.Buffer
-				b.ReadFrom(resp.Body)
-				resp.Body.Close()
-				total.Add(1)
-				var got struct{ Predictions []float64 }
-				if resp.StatusCode != 200 || json.Unmarshal(b.Bytes(), &got) != nil || len(got.Predictions) != 1 || !approxEqual(got.Predictions[0], want) {
-					mu.Lock()
-					failures = append(failures, fmt.Sprintf("%d %s", resp.StatusCode, b.Bytes()))
-					mu.Unlock()
-				}
-			}
-		}()
+	body, _ := oneRow(t)
+	bodyFile := filepath.Join(t.TempDir(), "body.json")
+	writeFile(t, bodyFile, string(body))
+	// The load comes from separate processes, so that it does not depend
+	// on how fast this (possibly race-instrumented) test binary runs: a
+	// heavy load that scales the entity up, and a light one that keeps
+	// going while the autoscaler scales it down again.
+	run := func(conns, secs string) (*exec.Cmd, *bytes.Buffer) {
+		var out bytes.Buffer
+		cmd := exec.Command(loadgen, "-url", "http://"+addr+"/serving-endpoints/load-ep/invocations",
+			"-body", bodyFile, "-c", conns, "-d", secs, "-warmup", "0s", "-json")
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
 	}
-	// Heavy load scales up; light load afterwards scales down while
-	// requests keep flowing.
-	peak := waitEntity(t, c, "load-ep", "more than two replicas", 30*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Ready > 2 })
-	clients.Store(1)
-	waitEntity(t, c, "load-ep", "a scale-down", 30*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Desired < peak.Replicas.Ready })
-	time.Sleep(3 * time.Second) // the drained replicas stop while load continues
-	close(stop)
-	wg.Wait()
-	if len(failures) > 0 {
-		sort.Strings(failures)
-		t.Errorf("%d of %d requests failed during scale-down; first: %s", len(failures), total.Load(), strings.Join(failures[:min(3, len(failures))], " | "))
-	}
-	if total.Load() < 100 {
-		t.Errorf("only %d requests made it through", total.Load())
+	heavy, heavyOut := run("32", "8s")
+	light, lightOut := run("2", "25s")
+	peak := waitEntity(t, c, "load-ep", "more than two replicas", 8*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Ready > 2 })
+	waitEntity(t, c, "load-ep", "a scale-down", 25*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Desired < peak.Replicas.Ready })
+	for name, p := range map[string]struct {
+		cmd *exec.Cmd
+		out *bytes.Buffer
+	}{"heavy": {heavy, heavyOut}, "light": {light, lightOut}} {
+		if err := p.cmd.Wait(); err != nil {
+			t.Fatalf("%s load: %v\n%s", name, err, p.out)
+		}
+		var r struct{ Requests, Errors int }
+		if err := json.Unmarshal(p.out.Bytes(), &r); err != nil {
+			t.Fatalf("%s load: %v: %s", name, err, p.out)
+		}
+		if r.Errors != 0 || r.Requests < 100 {
+			t.Errorf("%s load: %d errors in %d requests, want none in at least 100", name, r.Errors, r.Requests)
+		}
 	}
 }
 
