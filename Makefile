@@ -8,7 +8,7 @@ DATA    ?= .gantry
 # Debian packages the benchmarks compare against.
 BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 
-.PHONY: all build run test test-short bench bench-go bench-python bench-proxy fixtures fuzz clean
+.PHONY: all build run test test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-deps fixtures fuzz clean
 
 all: build
 
@@ -28,11 +28,12 @@ test:
 test-short:
 	$(GO) test -short ./...
 
-bench: bench-go bench-python bench-proxy
+bench: bench-go bench-python bench-proxy bench-coldstart bench-memory
 
 bench-go:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./worker/xgboost/ ./worker/scoring/ ./activator/ ./autoscaler/... | tee bin/bench-go.txt
+	$(GO) test -run '^$$' -bench 'Predict|Parse|Activator|Reserve|Record|Window' -benchmem -count 5 \
+		./worker/xgboost/ ./worker/scoring/ ./activator/... ./autoscaler/... | tee bin/bench-go.txt
 
 # python3-xgboost predicting the rows BenchmarkPredict predicts; compare
 # the two with: benchstat -ignore cpu bin/bench-go.txt bin/bench-python.txt
@@ -41,6 +42,17 @@ bench-python: bench-deps
 
 bench-proxy: bench-deps build
 	deploy/bench/proxy.sh
+
+# Zero to first response with the local driver (20 trials), and a burst of
+# 1,000 concurrent requests at zero: p50/p99 and how many succeeded.
+bench-coldstart:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench 'ColdStart|ColdBurst' -benchtime 1x ./cmd/gantry/ | tee bin/bench-coldstart.txt
+
+# Activator memory with 10,000 held requests of 1 KiB.
+bench-memory:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench HeldRequests -benchtime 1x ./activator/ | tee bin/bench-memory.txt
 
 bench-deps:
 	@mkdir -p bin

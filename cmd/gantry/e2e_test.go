@@ -35,7 +35,7 @@ type expected struct {
 
 const fixtures = "../../worker/testdata/models"
 
-func buildGantry(t *testing.T) string {
+func buildGantry(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "gantry")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -45,7 +45,7 @@ func buildGantry(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,7 +62,7 @@ type devProcess struct {
 	log  *bytes.Buffer
 }
 
-func startDev(t *testing.T, bin, addr, dataDir string, flags ...string) *devProcess {
+func startDev(t testing.TB, bin, addr, dataDir string, flags ...string) *devProcess {
 	t.Helper()
 	p := &devProcess{addr: addr, log: &bytes.Buffer{}}
 	p.cmd = exec.Command(bin, append([]string{"dev", "--listen", addr, "--data-dir", dataDir}, flags...)...)
@@ -85,7 +85,7 @@ func startDev(t *testing.T, bin, addr, dataDir string, flags ...string) *devProc
 	}
 }
 
-func (p *devProcess) stop(t *testing.T) {
+func (p *devProcess) stop(t testing.TB) {
 	if p.cmd.ProcessState != nil {
 		return
 	}
@@ -104,7 +104,7 @@ func (p *devProcess) stop(t *testing.T) {
 }
 
 // cli runs a gantry client command against the dev server.
-func cli(t *testing.T, bin, addr string, args ...string) (string, error) {
+func cli(t testing.TB, bin, addr string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "GANTRY_ADDR=http://"+addr)
@@ -112,7 +112,7 @@ func cli(t *testing.T, bin, addr string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func mustCLI(t *testing.T, bin, addr string, args ...string) string {
+func mustCLI(t testing.TB, bin, addr string, args ...string) string {
 	t.Helper()
 	out, err := cli(t, bin, addr, args...)
 	if err != nil {
@@ -122,7 +122,7 @@ func mustCLI(t *testing.T, bin, addr string, args ...string) string {
 }
 
 // invoke posts a body and returns status, headers and body.
-func invoke(t *testing.T, addr, endpoint, contentType string, body []byte) (int, http.Header, []byte) {
+func invoke(t testing.TB, addr, endpoint, contentType string, body []byte) (int, http.Header, []byte) {
 	t.Helper()
 	resp, err := http.Post("http://"+addr+"/serving-endpoints/"+endpoint+"/invocations", contentType, bytes.NewReader(body))
 	if err != nil {
@@ -135,7 +135,7 @@ func invoke(t *testing.T, addr, endpoint, contentType string, body []byte) (int,
 }
 
 // bodies renders a fixture's rows in the four JSON formats and CSV.
-func bodies(t *testing.T, e expected) map[string][]byte {
+func bodies(t testing.TB, e expected) map[string][]byte {
 	t.Helper()
 	records := make([]map[string]any, len(e.Data))
 	columnar := map[string][]any{}
@@ -173,7 +173,7 @@ func bodies(t *testing.T, e expected) map[string][]byte {
 	}
 }
 
-func comparePredictions(t *testing.T, what string, want []any, body []byte) {
+func comparePredictions(t testing.TB, what string, want []any, body []byte) {
 	t.Helper()
 	var got struct {
 		Predictions []any `json:"predictions"`
@@ -212,7 +212,7 @@ func approxEqual(a, b any) bool {
 	return false
 }
 
-func readExpected(t *testing.T, model string) expected {
+func readExpected(t testing.TB, model string) expected {
 	t.Helper()
 	var e expected
 	b, err := os.ReadFile(filepath.Join(fixtures, model, "expected.json"))
@@ -226,7 +226,7 @@ func readExpected(t *testing.T, model string) expected {
 }
 
 // endpointFile writes a create-endpoint body for one scale-to-zero entity.
-func endpointFile(t *testing.T, name, model, version, size string) string {
+func endpointFile(t testing.TB, name, model, version, size string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name+".json")
 	body := fmt.Sprintf(`{"name": %q, "config": {"served_entities": [{"entity_name": %q, "entity_version": %q, "workload_size": %q, "scale_to_zero_enabled": true}]}}`, name, model, version, size)
@@ -390,7 +390,7 @@ func checkCorruptModel(t *testing.T, bin, addr string) {
 
 // corruptModel writes the binary fixture with its model.json cut in half:
 // the upload is valid, the model cannot load.
-func corruptModel(t *testing.T) string {
+func corruptModel(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"MLmodel", "model.json"} {
@@ -406,7 +406,7 @@ func corruptModel(t *testing.T) string {
 	return dir
 }
 
-func writeFile(t *testing.T, path, body string) {
+func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
