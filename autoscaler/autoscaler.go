@@ -49,6 +49,9 @@ type Config struct {
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Metrics receives desired and ready replicas, panic mode and observed
+	// load per deployment; nil: not exported.
+	Metrics *Metrics
 }
 
 // Autoscaler runs the decide loop.
@@ -124,11 +127,14 @@ func (a *Autoscaler) tick(now time.Time) {
 		seen[t.Deployment] = true
 		d := a.decider(t)
 		d.Record(now, load[t.Deployment])
-		a.apply(t, d.Decide(now, decider.Inputs{Ready: t.Ready, Starting: t.Starting}))
+		dec := d.Decide(now, decider.Inputs{Ready: t.Ready, Starting: t.Starting})
+		a.cfg.Metrics.record(t, dec)
+		a.apply(t, dec)
 	}
 	for dep := range a.deciders {
 		if !seen[dep] {
 			delete(a.deciders, dep)
+			a.cfg.Metrics.forget(dep)
 		}
 	}
 }

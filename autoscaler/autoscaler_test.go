@@ -2,8 +2,11 @@ package autoscaler
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gantry/gantry/autoscaler/decider"
 )
@@ -88,14 +91,26 @@ func TestLoadScalesUpThenIdleScalesToZero(t *testing.T) {
 func TestForgetsRemovedDeployments(t *testing.T) {
 	load := 1.0
 	a, f := newTest(&load, Target{Deployment: "d", Min: 1, Max: 1, Current: 1, Ready: 1})
+	a.cfg.Metrics = NewMetrics(nil)
 	a.tick(time.Time{})
 	if len(a.deciders) != 1 {
 		t.Fatalf("deciders = %d", len(a.deciders))
+	}
+	want := `
+# HELP gantry_autoscaler_desired_replicas Replicas the autoscaler asks for.
+# TYPE gantry_autoscaler_desired_replicas gauge
+gantry_autoscaler_desired_replicas{deployment="d"} 1
+`
+	if err := testutil.CollectAndCompare(a.cfg.Metrics.desired, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 	delete(f.targets, "d")
 	a.tick(time.Time{}.Add(time.Second))
 	if len(a.deciders) != 0 {
 		t.Errorf("decider of a removed deployment kept")
+	}
+	if n := testutil.CollectAndCount(a.cfg.Metrics.desired); n != 0 {
+		t.Errorf("%d desired-replica series left for a removed deployment", n)
 	}
 }
 

@@ -54,7 +54,7 @@ type controlPlane struct {
 	driver *local.Driver
 }
 
-func openControlPlane(o *controlPlaneOptions, log *slog.Logger) (*controlPlane, error) {
+func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer) (*controlPlane, error) {
 	if o.driver != "local" {
 		return nil, fmt.Errorf("--driver %q: only the local driver is available in this version", o.driver)
 	}
@@ -75,7 +75,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger) (*controlPlane, 
 	// The driver and the scheduler point at each other: the driver tells the
 	// scheduler about status changes. sched is set before anything runs.
 	var sched atomic.Pointer[scheduler.Scheduler]
-	drv, err := local.New(local.Config{Logger: log}, func(id string) {
+	drv, err := local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, func(id string) {
 		if s := sched.Load(); s != nil {
 			s.Notify(id)
 		}
@@ -179,18 +179,18 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 		return fmt.Errorf("listen: %w", err)
 	}
 	o.listen = ln.Addr().String() // resolves :0 for tests
-	cp, err := openControlPlane(o, log)
+	reg := newRegistry()
+	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer cp.close()
 
-	reg := newRegistry()
 	// The autoscaler reads the activator's load and the activator pokes the
 	// autoscaler: act is set before either runs.
 	var act *activator.Activator
-	asc := autoscaler.New(autoscaler.Config{Spec: spec, Logger: log}, cp.sched, func() []autoscaler.Sample {
+	asc := autoscaler.New(autoscaler.Config{Spec: spec, Logger: log, Metrics: autoscaler.NewMetrics(reg)}, cp.sched, func() []autoscaler.Sample {
 		return samples(act.Stats())
 	})
 	act = activator.New(activator.Config{

@@ -36,7 +36,8 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	o.listen = ln.Addr().String()
-	cp, err := openControlPlane(o, log)
+	reg := newRegistry()
+	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -44,7 +45,7 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 	defer cp.close()
 	mux := http.NewServeMux()
 	mux.Handle("/api/", cp.sched.Handler())
-	health(mux, newRegistry(), func() bool { return true })
+	health(mux, reg, func() bool { return true })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -43,6 +43,8 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the start phases of workers; nil: not exported.
+	Metrics *Metrics
 }
 
 // Driver runs workers as local processes. It is safe for concurrent use.
@@ -69,7 +71,8 @@ type deployment struct {
 }
 
 type replica struct {
-	id    string
+	id      string
+	created time.Time // when Ensure asked for it; the schedule phase ends at its first exec
 	addr  string
 	ready bool
 	stop  chan struct{} // closed to ask the supervisor to stop the worker
@@ -132,7 +135,8 @@ func (d *Driver) Ensure(_ context.Context, spec orchestrator.Deployment) error {
 	var stopping []*replica
 	for len(dep.replicas) < spec.Replicas {
 		r := &replica{
-			id:   spec.ID + "-" + strconv.Itoa(dep.nextID),
+			id:      spec.ID + "-" + strconv.Itoa(dep.nextID),
+			created: time.Now(),
 			stop: make(chan struct{}),
 		}
 		dep.nextID++
@@ -278,6 +282,11 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	execAt := time.Now()
+	if !r.created.IsZero() {
+		d.cfg.Metrics.observe(spec, phaseSchedule, execAt.Sub(r.created))
+		r.created = time.Time{} // restarts are not scheduling
+	}
 	// exited is closed once the process is gone; waitErr is then safe to read.
 	exited := make(chan struct{})
 	var waitErr error
@@ -293,7 +302,13 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 		d.notify(spec.ID)
 	}()
 
-	ready, err := d.awaitReady(addr, r.stop, exited)
+	ready, answeredAt, err := d.awaitReady(addr, r.stop, exited)
+	if !answeredAt.IsZero() {
+		d.cfg.Metrics.observe(spec, phaseProcessStart, answeredAt.Sub(execAt))
+		if ready {
+			d.cfg.Metrics.observe(spec, phaseModelLoad, time.Since(answeredAt))
+		}
+	}
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
@@ -325,10 +340,12 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 }
 
 // awaitReady probes /ping until it answers 200 (true), the replica is
-// stopped (false), or the worker exits or times out (error). It probes every
-// few milliseconds at first, because a native model loads in milliseconds and
-// cold-start time is what the user waits for.
-func (d *Driver) awaitReady(addr string, stop, exited <-chan struct{}) (bool, error) {
+// stopped (false), or the worker exits or times out (error). It also says
+// when the worker first answered at all (its process was up; the model was
+// loading), zero if it never did. It probes every few milliseconds at first,
+// because a native model loads in milliseconds and cold-start time is what
+// the user waits for.
+func (d *Driver) awaitReady(addr string, stop, exited <-chan struct{}) (ready bool, answeredAt time.Time, err error) {
 	deadline := time.NewTimer(d.cfg.ReadyTimeout)
 	defer deadline.Stop()
 	interval := 2 * time.Millisecond
@@ -336,17 +353,20 @@ func (d *Driver) awaitReady(addr string, stop, exited <-chan struct{}) (bool, er
 		resp, err := d.probe.Get("http://" + addr + "/ping")
 		if err == nil {
 			resp.Body.Close()
+			if answeredAt.IsZero() {
+				answeredAt = time.Now()
+			}
 			if resp.StatusCode == http.StatusOK {
-				return true, nil
+				return true, answeredAt, nil
 			}
 		}
 		select {
 		case <-stop:
-			return false, nil
+			return false, answeredAt, nil
 		case <-exited:
-			return false, errors.New("worker exited before it was ready")
+			return false, answeredAt, errors.New("worker exited before it was ready")
 		case <-deadline.C:
-			return false, fmt.Errorf("worker did not answer /ping within %s", d.cfg.ReadyTimeout)
+			return false, answeredAt, fmt.Errorf("worker did not answer /ping within %s", d.cfg.ReadyTimeout)
 		case <-time.After(interval):
 		}
 		interval = min(2*interval, 200*time.Millisecond)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestMain doubles as the worker: when the driver starts this test binary
@@ -76,11 +78,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestEnsureScaleRestartRemove(t *testing.T) {
 	d := newDriver(t, "ok")
-	spec := orchestrator.Deployment{ID: "ep-m-1", ModelDir: t.TempDir(), Replicas: 2}
+	d.cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	spec := orchestrator.Deployment{ID: "ep-m-1", Endpoint: "ep", Entity: "m", ModelDir: t.TempDir(), Replicas: 2}
 	if err := d.Ensure(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "two ready replicas", func() bool { return d.Status(spec.ID).Ready() == 2 })
+	for _, phase := range []string{phaseSchedule, phaseProcessStart, phaseModelLoad} {
+		h := d.cfg.Metrics.phases.WithLabelValues("ep", "m", phase).(prometheus.Histogram)
+		var m dto.Metric
+		h.Write(&m)
+		if n := m.GetHistogram().GetSampleCount(); n != 2 {
+			t.Errorf("%s phase observed %d times, want 2 (one per replica)", phase, n)
+		}
+	}
 
 	// A worker that dies is restarted.
 	st := d.Status(spec.ID)

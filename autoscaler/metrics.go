@@ -1,0 +1,62 @@
+package autoscaler
+
+import (
+	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the autoscaler's Prometheus metrics, by deployment (one
+// served entity's config).
+type Metrics struct {
+	desired  *prometheus.GaugeVec
+	ready    *prometheus.GaugeVec
+	panic    *prometheus.GaugeVec
+	observed *prometheus.GaugeVec
+}
+
+// NewMetrics registers the autoscaler's metrics with reg (nil: nowhere).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, append([]string{"deployment"}, labels...))
+	}
+	m := &Metrics{
+		desired:  gauge("gantry_autoscaler_desired_replicas", "Replicas the autoscaler asks for."),
+		ready:    gauge("gantry_autoscaler_ready_replicas", "Replicas that answer, as the scheduler reports them."),
+		panic:    gauge("gantry_autoscaler_panic", "1 while the deployment is in panic mode."),
+		observed: gauge("gantry_autoscaler_observed_concurrency", "Average in-flight plus queued requests over each window.", "window"),
+	}
+	if reg != nil {
+		reg.MustRegister(m.desired, m.ready, m.panic, m.observed)
+	}
+	return m
+}
+
+// record is a no-op on a nil *Metrics.
+func (m *Metrics) record(t Target, dec decider.Decision) {
+	if m == nil {
+		return
+	}
+	desired := t.Current
+	if dec.Valid {
+		desired = dec.Desired
+	}
+	panicking := 0.0
+	if dec.Panic {
+		panicking = 1
+	}
+	m.desired.WithLabelValues(t.Deployment).Set(float64(desired))
+	m.ready.WithLabelValues(t.Deployment).Set(float64(t.Ready))
+	m.panic.WithLabelValues(t.Deployment).Set(panicking)
+	m.observed.WithLabelValues(t.Deployment, "stable").Set(dec.StableConcurrency)
+	m.observed.WithLabelValues(t.Deployment, "panic").Set(dec.PanicConcurrency)
+}
+
+// forget drops a deployment's series once it is gone.
+func (m *Metrics) forget(deployment string) {
+	if m == nil {
+		return
+	}
+	for _, g := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.observed} {
+		g.DeletePartialMatch(prometheus.Labels{"deployment": deployment})
+	}
+}
