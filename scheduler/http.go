@@ -37,6 +37,7 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", s.modelArtifact)
 	mux.HandleFunc("GET /api/2.0/gantry/routes", s.routes)
+	s.registerDeployments(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 	})

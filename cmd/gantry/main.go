@@ -1,6 +1,6 @@
 // Command gantry is Gantry's one binary: each component as a subcommand
-// (scheduler, activator, worker), all of them in one process (dev), and the
-// client commands (models, endpoints, invoke).
+// (scheduler, activator, autoscaler, worker), all of them in one process
+// (dev), and the client commands (models, endpoints, invoke).
 package main
 
 import (
@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), workerCmd(),
+	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), autoscalerCmd(), workerCmd(),
 		modelsCmd(), endpointsCmd(), invokeCmd())
 	bindEnv(root)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"time"
 
 	"github.com/gantry/gantry/activator"
@@ -65,29 +67,40 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 }
 
 func activatorCmd() *cobra.Command {
-	var listen, schedulerURL string
+	var listen, schedulerURL, autoscalerURL string
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
+	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
 	return c
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL string) error {
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	reg := newRegistry()
-	act := activator.New(activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)},
-		&activator.HTTPRoutes{Base: schedulerURL})
+	cfg := activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)}
+	var report *activator.Reporter
+	if autoscalerURL != "" {
+		if u, err := url.Parse(autoscalerURL); err != nil || u.Host == "" {
+			ln.Close()
+			return fmt.Errorf("--autoscaler %q: want a URL such as http://127.0.0.1:8082", autoscalerURL)
+		}
+		host, _ := os.Hostname()
+		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + ln.Addr().String(), Logger: log}
+		cfg.Poke = report.Poke
+	}
+	act := activator.New(cfg, &activator.HTTPRoutes{Base: schedulerURL})
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
 	srv := &fasthttp.Server{
@@ -102,9 +115,12 @@ func runActivator(ctx context.Context, listen, schedulerURL string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go act.Run(ctx)
+	if report != nil {
+		go report.Run(ctx, act)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("gantry activator is up", "url", "http://"+ln.Addr().String(), "scheduler", schedulerURL)
+	log.Info("gantry activator is up", "url", "http://"+ln.Addr().String(), "scheduler", schedulerURL, "autoscaler", autoscalerURL)
 	select {
 	case err := <-serveErr:
 		return err

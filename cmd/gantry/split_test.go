@@ -1,0 +1,133 @@
+package main
+
+// End-to-end test of a split deployment: `gantry scheduler`, `gantry
+// activator` and `gantry autoscaler` as three processes that meet only over
+// HTTP, the way they run in a cluster.
+
+import (
+	"bytes"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+)
+
+// proc is a running gantry component.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that the process's output and the test's
+// failure messages may use at once.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startProc runs `gantry args...`, waits until it answers /healthz at addr
+// and stops it with SIGTERM when the test ends (components started later
+// stop first).
+func startProc(t testing.TB, bin, addr string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: args[0], cmd: exec.Command(bin, args...), log: &syncBuffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gantry %s did not come up: %v\n%s", p.name, err, p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *proc) stop(t testing.TB) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("gantry %s exited with %v\n%s", p.name, err, p.log)
+		}
+	case <-time.After(40 * time.Second):
+		p.cmd.Process.Kill()
+		t.Errorf("gantry %s did not stop on SIGTERM\n%s", p.name, p.log)
+	}
+}
+
+func TestSplitComponentsScaleFromZero(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs scheduler, activator and autoscaler processes with workers; run without -short")
+	}
+	bin := buildGantry(t)
+	schedAddr, actAddr, ascAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	sched := startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", t.TempDir())
+	asc := startProc(t, bin, ascAddr, append([]string{"autoscaler", "--listen", ascAddr,
+		"--scheduler", "http://" + schedAddr}, shortWindows...)...)
+	act := startProc(t, bin, actAddr, "activator", "--listen", actAddr,
+		"--scheduler", "http://"+schedAddr, "--autoscaler", "http://"+ascAddr)
+	logs := func() string {
+		return "scheduler:\n" + sched.log.String() + "\nautoscaler:\n" + asc.log.String() + "\nactivator:\n" + act.log.String()
+	}
+
+	// The control plane is the scheduler: the CLI talks to it.
+	c, _ := api.NewClient(&api.Config{Address: "http://" + schedAddr})
+	mustCLI(t, bin, schedAddr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
+	mustCLI(t, bin, schedAddr, "endpoints", "create", "-f", endpointFile(t, "split-ep", "binary", "1", "Small"), "--wait")
+
+	// Idle load reports from the activator let the autoscaler, in its own
+	// process, scale the entity to zero through the scheduler's API.
+	waitEntity(t, c, "split-ep", "scaled to zero", 30*time.Second, scaledToZero)
+
+	// A burst at zero: the activator holds the requests and pokes the
+	// autoscaler, which asks the scheduler for a replica; the new route
+	// table reaches the activator, which answers everyone.
+	body, want := oneRow(t)
+	start := time.Now()
+	answers := burst(t, "http://"+actAddr+"/serving-endpoints/split-ep/invocations", body, 50)
+	for i, a := range answers {
+		if a.status != 200 {
+			t.Fatalf("request %d: %d %s\n%s", i, a.status, a.body, logs())
+		}
+		comparePredictions(t, "cold burst through the activator", []any{want}, a.body)
+	}
+	t.Logf("50 requests at zero answered in %s", time.Since(start))
+	if !strings.Contains(asc.log.String(), "activator reports load") {
+		t.Errorf("the autoscaler never heard from the activator:\n%s", logs())
+	}
+	waitEntity(t, c, "split-ep", "one ready replica", 10*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Ready >= 1 })
+	// ...and back to zero when idle: the reports keep flowing.
+	waitEntity(t, c, "split-ep", "scaled to zero again", 30*time.Second, scaledToZero)
+}
