@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,17 +56,38 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// devProcess is a running `gantry dev`.
-type devProcess struct {
+// proc is a running gantry component.
+type proc struct {
+	name string
 	cmd  *exec.Cmd
-	addr string
-	log  *bytes.Buffer
+	log  *syncBuffer
 }
 
-func startDev(t testing.TB, bin, addr, dataDir string, flags ...string) *devProcess {
+// syncBuffer is a bytes.Buffer that the process's output and the test's
+// failure messages may use at once.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startProc runs `gantry args...`, waits until it answers /healthz at addr
+// and stops it with SIGTERM when the test ends (components started later
+// stop first).
+func startProc(t testing.TB, bin, addr string, args ...string) *proc {
 	t.Helper()
-	p := &devProcess{addr: addr, log: &bytes.Buffer{}}
-	p.cmd = exec.Command(bin, append([]string{"dev", "--listen", addr, "--data-dir", dataDir}, flags...)...)
+	p := &proc{name: args[0], cmd: exec.Command(bin, args...), log: &syncBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -79,13 +101,13 @@ func startDev(t testing.TB, bin, addr, dataDir string, flags ...string) *devProc
 			return p
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gantry dev did not come up: %v\n%s", err, p.log)
+			t.Fatalf("gantry %s did not come up: %v\n%s", p.name, err, p.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func (p *devProcess) stop(t testing.TB) {
+func (p *proc) stop(t testing.TB) {
 	if p.cmd.ProcessState != nil {
 		return
 	}
@@ -95,12 +117,18 @@ func (p *devProcess) stop(t testing.TB) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("gantry dev exited with %v\n%s", err, p.log)
+			t.Errorf("gantry %s exited with %v\n%s", p.name, err, p.log)
 		}
 	case <-time.After(40 * time.Second):
 		p.cmd.Process.Kill()
-		t.Errorf("gantry dev did not stop on SIGTERM\n%s", p.log)
+		t.Errorf("gantry %s did not stop on SIGTERM\n%s", p.name, p.log)
 	}
+}
+
+// startDev runs `gantry dev` on addr with dataDir and extra flags.
+func startDev(t testing.TB, bin, addr, dataDir string, flags ...string) *proc {
+	t.Helper()
+	return startProc(t, bin, addr, append([]string{"dev", "--listen", addr, "--data-dir", dataDir}, flags...)...)
 }
 
 // cli runs a gantry client command against the dev server.

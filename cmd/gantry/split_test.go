@@ -5,87 +5,13 @@ package main
 // HTTP, the way they run in a cluster.
 
 import (
-	"bytes"
-	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/api"
 )
-
-// proc is a running gantry component.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer that the process's output and the test's
-// failure messages may use at once.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startProc runs `gantry args...`, waits until it answers /healthz at addr
-// and stops it with SIGTERM when the test ends (components started later
-// stop first).
-func startProc(t testing.TB, bin, addr string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: args[0], cmd: exec.Command(bin, args...), log: &syncBuffer{}}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.stop(t) })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gantry %s did not come up: %v\n%s", p.name, err, p.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) stop(t testing.TB) {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("gantry %s exited with %v\n%s", p.name, err, p.log)
-		}
-	case <-time.After(40 * time.Second):
-		p.cmd.Process.Kill()
-		t.Errorf("gantry %s did not stop on SIGTERM\n%s", p.name, p.log)
-	}
-}
 
 func TestSplitComponentsScaleFromZero(t *testing.T) {
 	if testing.Short() {
