@@ -21,6 +21,8 @@ type DeploymentTarget struct {
 	// that do not answer yet and have not failed.
 	Ready    int `json:"ready"`
 	Starting int `json:"starting"`
+	// TargetPerReplica is the concurrency one replica is sized for.
+	TargetPerReplica float64 `json:"target_per_replica,omitempty"`
 }
 
 // ListDeploymentsResponse is the body of GET /api/2.0/gantry/deployments.

@@ -107,6 +107,10 @@ type ServedEntity struct {
 	MinProvisionedConcurrency *int              `json:"min_provisioned_concurrency,omitempty"`
 	MaxProvisionedConcurrency *int              `json:"max_provisioned_concurrency,omitempty"`
 	EnvironmentVars           map[string]string `json:"environment_vars,omitempty"`
+	// ReplicaConcurrency is how many requests one replica takes at once
+	// (default 4); a Gantry extension. Requests beyond wait in the
+	// activator's queue, and the autoscaler sizes the entity by it.
+	ReplicaConcurrency *int `json:"replica_concurrency,omitempty"`
 
 	// Read-only fields, filled in by the server.
 	State        *ServedEntityState `json:"state,omitempty"`

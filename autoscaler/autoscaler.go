@@ -23,6 +23,9 @@ type Target struct {
 	// Ready counts replicas that answer; Starting those asked for that do
 	// not answer yet and have not failed.
 	Ready, Starting int
+	// TargetPerReplica is the concurrency one replica holds; 0 keeps the
+	// Spec's.
+	TargetPerReplica float64
 }
 
 // Sample is the load one activator saw on a deployment over the last
@@ -159,6 +162,9 @@ func (a *Autoscaler) wake(now time.Time, dep string) {
 func (a *Autoscaler) decider(t Target) *decider.Decider {
 	spec := *a.cfg.Spec
 	spec.MinReplicas, spec.MaxReplicas = t.Min, t.Max
+	if t.TargetPerReplica > 0 {
+		spec.TargetPerReplica = t.TargetPerReplica
+	}
 	d, ok := a.deciders[t.Deployment]
 	if !ok {
 		d = decider.New(spec)

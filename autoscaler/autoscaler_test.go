@@ -132,3 +132,12 @@ func TestRunHandlesPokes(t *testing.T) {
 		t.Fatal("a poke did not scale the deployment")
 	}
 }
+
+func TestTargetPerReplicaOverridesSpec(t *testing.T) {
+	load := 3.0 // 3 / (1 × 0.7) = 4.3 → 5 replicas; with the default 4 per replica it would be 2
+	a, f := newTest(&load, Target{Deployment: "d", Min: 0, Max: 10, Current: 1, Ready: 1, TargetPerReplica: 1})
+	a.tick(time.Time{})
+	if got := f.targets["d"].Current; got != 5 {
+		t.Errorf("Current = %d, want 5 at one request per replica", got)
+	}
+}

@@ -83,6 +83,7 @@ func (r *RemoteScheduler) Targets() []Target {
 		r.last[i] = Target{
 			Deployment: d.Deployment, Min: d.MinReplicas, Max: d.MaxReplicas,
 			Current: d.Current, Ready: d.Ready, Starting: d.Starting,
+			TargetPerReplica: d.TargetPerReplica,
 		}
 	}
 	return slices.Clone(r.last)

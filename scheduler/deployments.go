@@ -54,6 +54,7 @@ func (d *deploymentsAPI) targets() ([]api.DeploymentTarget, uint64) {
 		out[i] = api.DeploymentTarget{
 			Deployment: t.Deployment, MinReplicas: t.Min, MaxReplicas: t.Max,
 			Current: t.Current, Ready: t.Ready, Starting: t.Starting,
+			TargetPerReplica: t.TargetPerReplica,
 		}
 	}
 	// Targets walks a map; a stable order keeps equal lists equal.

@@ -40,7 +40,7 @@ func TestDeploymentsListAndScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := api.DeploymentTarget{Deployment: dep, MinReplicas: 0, MaxReplicas: 4, Current: 1, Ready: 0, Starting: 1}
+	want := api.DeploymentTarget{Deployment: dep, MinReplicas: 0, MaxReplicas: 4, Current: 1, Ready: 0, Starting: 1, TargetPerReplica: 4}
 	if len(list) != 1 || list[0] != want {
 		t.Fatalf("List = %+v, want [%+v]", list, want)
 	}

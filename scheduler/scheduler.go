@@ -348,7 +348,8 @@ func (s *Scheduler) Targets() []autoscaler.Target {
 				continue
 			}
 			st := s.cfg.Orchestrator.Status(d.spec.ID)
-			t := autoscaler.Target{Deployment: d.spec.ID, Current: d.spec.Replicas, Ready: st.Ready()}
+			t := autoscaler.Target{Deployment: d.spec.ID, Current: d.spec.Replicas, Ready: st.Ready(),
+				TargetPerReplica: float64(replicaConcurrency(d.entity))}
 			t.Min, t.Max = replicaBounds(d.entity)
 			if st.Failure == "" {
 				// A failing replica is no capacity on the way: it must not
@@ -402,7 +403,7 @@ func (s *Scheduler) route(ep *store.Endpoint, cur []entityDeployment) api.Endpoi
 		er := api.EntityRoute{
 			Name: d.entity.Name, Deployment: d.spec.ID, State: st.Deployment,
 			Message: st.DeploymentStateMessage, Failures: status.Failures,
-			Concurrency: replicaConcurrency, Replicas: []api.Replica{},
+			Concurrency: replicaConcurrency(d.entity), Replicas: []api.Replica{},
 		}
 		for _, in := range status.Instances {
 			if in.Ready {

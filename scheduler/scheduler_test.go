@@ -487,3 +487,23 @@ func TestScaleToZeroAndBack(t *testing.T) {
 		t.Errorf("Starting = %d for a failing deployment, want 0", ts[0].Starting)
 	}
 }
+
+func TestReplicaConcurrencyReachesRoutesAndAutoscaler(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	body := `{"name": "c", "config": {"served_entities": [{"name": "v1", "entity_name": "m", "entity_version": "1", "workload_size": "Large", "replica_concurrency": 8}]}}`
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", body, nil); code != 200 {
+		t.Fatalf("create: %d %+v", code, e)
+	}
+	h.reconcile()
+	if got := h.routes.Current().Endpoints[0].Entities[0].Concurrency; got != 8 {
+		t.Errorf("route table concurrency = %d, want 8", got)
+	}
+	ts := h.s.Targets()
+	if ts[0].TargetPerReplica != 8 || ts[0].Min != 2 || ts[0].Max != 8 {
+		t.Errorf("target = %+v, want 8 per replica, bounds 2..8 (Large is 16-64 concurrent)", ts[0])
+	}
+	if got := h.get(t, "c").Config.ServedEntities[0].ReplicaConcurrency; got == nil || *got != 8 {
+		t.Errorf("replica_concurrency not kept: %v", got)
+	}
+}

@@ -10,8 +10,10 @@ import (
 // Limits from API.md.
 const (
 	maxServedEntities = 15
-	// replicaConcurrency is how many requests one replica takes at once.
-	replicaConcurrency = 4
+	// defaultReplicaConcurrency is how many requests one replica takes at
+	// once unless the entity says otherwise.
+	defaultReplicaConcurrency = 4
+	maxReplicaConcurrency     = 1024
 )
 
 var (
@@ -104,12 +106,15 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 		if e.MaxProvisionedConcurrency == nil {
 			return invalid("max_provisioned_concurrency: required with min_provisioned_concurrency")
 		}
-		if lo < 0 || hi < 0 || lo%replicaConcurrency != 0 || hi%replicaConcurrency != 0 {
-			return invalid("min/max_provisioned_concurrency: %d and %d must be non-negative multiples of %d", lo, hi, replicaConcurrency)
+		if lo < 0 || hi < 0 || lo%4 != 0 || hi%4 != 0 {
+			return invalid("min/max_provisioned_concurrency: %d and %d must be non-negative multiples of 4", lo, hi)
 		}
 		if hi == 0 || lo > hi {
 			return invalid("max_provisioned_concurrency: %d must be at least 4 and not below min_provisioned_concurrency %d", hi, lo)
 		}
+	}
+	if c := e.ReplicaConcurrency; c != nil && (*c < 1 || *c > maxReplicaConcurrency) {
+		return invalid("replica_concurrency: %d is out of range 1-%d", *c, maxReplicaConcurrency)
 	}
 	if e.WorkloadType == "" {
 		e.WorkloadType = api.WorkloadCPU
@@ -171,7 +176,16 @@ func replicaBounds(e *api.ServedEntity) (lo, hi int) {
 	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
 		clo = 0
 	}
-	return ceilDiv(clo, replicaConcurrency), max(1, ceilDiv(chi, replicaConcurrency))
+	c := replicaConcurrency(e)
+	return ceilDiv(clo, c), max(1, ceilDiv(chi, c))
+}
+
+// replicaConcurrency is how many requests one replica of e takes at once.
+func replicaConcurrency(e *api.ServedEntity) int {
+	if e.ReplicaConcurrency != nil {
+		return *e.ReplicaConcurrency
+	}
+	return defaultReplicaConcurrency
 }
 
 // initialReplicas is what a new deployment starts with before the

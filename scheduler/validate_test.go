@@ -44,6 +44,7 @@ func TestNormalizeConfigErrors(t *testing.T) {
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "min_provisioned_concurrency": 3, "max_provisioned_concurrency": 8}]}`, "multiples of 4"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "min_provisioned_concurrency": 8, "max_provisioned_concurrency": 4}]}`, "not below"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_type": "TPU"}]}`, "workload_type"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "replica_concurrency": 0}]}`, "replica_concurrency: 0 is out of range"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"1X": "v"}}]}`, "not a valid variable name"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"K": "{{secrets/s/k}}"}}]}`, "secret references"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1"}, {"entity_name": "m", "entity_version": "1"}], "traffic_config": {"routes": [{"served_model_name": "m-1", "traffic_percentage": 100}]}}`, "used twice"},
@@ -66,7 +67,7 @@ func TestReplicaBounds(t *testing.T) {
 	yes := true
 	four, eight, sixteen := 4, 8, 16
 	for _, tc := range []struct {
-		e              api.ServedEntity
+		e               api.ServedEntity
 		lo, hi, initial int
 	}{
 		{api.ServedEntity{WorkloadSize: "Small"}, 1, 1, 1},
@@ -76,6 +77,7 @@ func TestReplicaBounds(t *testing.T) {
 		{api.ServedEntity{WorkloadSize: "Large", ScaleToZeroEnabled: &yes}, 0, 16, 1},
 		{api.ServedEntity{MinProvisionedConcurrency: &sixteen, MaxProvisionedConcurrency: &sixteen}, 4, 4, 4},
 		{api.ServedEntity{MinProvisionedConcurrency: &four, MaxProvisionedConcurrency: &eight}, 1, 2, 1},
+		{api.ServedEntity{WorkloadSize: "Large", ReplicaConcurrency: &eight}, 2, 8, 2},
 	} {
 		lo, hi := replicaBounds(&tc.e)
 		if lo != tc.lo || hi != tc.hi || initialReplicas(&tc.e) != tc.initial {

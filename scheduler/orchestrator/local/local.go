@@ -73,9 +73,9 @@ type deployment struct {
 type replica struct {
 	id      string
 	created time.Time // when Ensure asked for it; the schedule phase ends at its first exec
-	addr  string
-	ready bool
-	stop  chan struct{} // closed to ask the supervisor to stop the worker
+	addr    string
+	ready   bool
+	stop    chan struct{} // closed to ask the supervisor to stop the worker
 }
 
 // New returns a driver. notify is called, without locks held, with a
@@ -137,7 +137,7 @@ func (d *Driver) Ensure(_ context.Context, spec orchestrator.Deployment) error {
 		r := &replica{
 			id:      spec.ID + "-" + strconv.Itoa(dep.nextID),
 			created: time.Now(),
-			stop: make(chan struct{}),
+			stop:    make(chan struct{}),
 		}
 		dep.nextID++
 		dep.replicas = append(dep.replicas, r)
