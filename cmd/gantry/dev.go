@@ -48,26 +48,40 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 
 // controlPlane is a scheduler with its store, registry and driver.
 type controlPlane struct {
+	ln     net.Listener
 	sched  *scheduler.Scheduler
 	routes *routes.Table
 	store  *store.Store
 	driver *local.Driver
 }
 
-func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer) (*controlPlane, error) {
+// openControlPlane listens on o.listen (first, so that :0 resolves to the
+// address the scheduler advertises) and opens the store, registry and driver.
+func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer) (cp *controlPlane, err error) {
 	if o.driver != "local" {
 		return nil, fmt.Errorf("--driver %q: only the local driver is available in this version", o.driver)
 	}
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	st, err := store.Open(filepath.Join(o.dataDir, "state.db"))
-	if err != nil {
+	cp = &controlPlane{routes: routes.NewTable()}
+	if cp.ln, err = net.Listen("tcp", o.listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			cp.ln.Close()
+			if cp.store != nil {
+				cp.store.Close()
+			}
+		}
+	}()
+	o.listen = cp.ln.Addr().String()
+	if cp.store, err = store.Open(filepath.Join(o.dataDir, "state.db")); err != nil {
 		return nil, err
 	}
 	reg, err := registry.Open(filepath.Join(o.dataDir, "models"))
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	reg.MaxUploadSize = o.maxUploadSize
@@ -75,30 +89,27 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	// The driver and the scheduler point at each other: the driver tells the
 	// scheduler about status changes. sched is set before anything runs.
 	var sched atomic.Pointer[scheduler.Scheduler]
-	drv, err := local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, func(id string) {
+	cp.driver, err = local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, func(id string) {
 		if s := sched.Load(); s != nil {
 			s.Notify(id)
 		}
 	})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	base := o.advertiseURL
 	if base == "" {
 		base = "http://" + o.listen
 	}
-	table := routes.NewTable()
-	s, err := scheduler.New(scheduler.Config{
-		Store: st, Registry: reg, Orchestrator: drv, Routes: table,
+	cp.sched, err = scheduler.New(scheduler.Config{
+		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
 		BaseURL: base, Logger: log,
 	})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	sched.Store(s)
-	return &controlPlane{sched: s, routes: table, store: st, driver: drv}, nil
+	sched.Store(cp.sched)
+	return cp, nil
 }
 
 // close stops the workers, giving in-flight requests time to finish.
@@ -174,15 +185,9 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 		return err
 	}
 	log := slog.Default()
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	o.listen = ln.Addr().String() // resolves :0 for tests
 	reg := newRegistry()
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer cp.close()
@@ -218,7 +223,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	go act.Run(ctx)
 	go asc.Run(ctx)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- front.Serve(ln) }()
+	go func() { serveErr <- front.Serve(cp.ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
 	select {
 	case err := <-serveErr:

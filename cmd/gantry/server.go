@@ -33,15 +33,9 @@ func schedulerCmd() *cobra.Command {
 
 func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 	log := slog.Default()
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	o.listen = ln.Addr().String()
 	reg := newRegistry()
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer cp.close()
@@ -60,7 +54,7 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 		srv.Shutdown(sctx)
 	}()
 	log.Info("gantry scheduler is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(cp.ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
