@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/gantry/gantry/internal/fakeclock"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -375,7 +376,7 @@ func TestMetrics(t *testing.T) {
 	m := NewMetrics(reg)
 	// The clock stands still, so the cold start lasts 0 s exactly; the
 	// queue timeout is real time.
-	h := newHarness(t, Config{Metrics: m, QueueTimeout: 20 * time.Millisecond, Clock: (&fakeClock{}).Now})
+	h := newHarness(t, Config{Metrics: m, QueueTimeout: 20 * time.Millisecond, Clock: (&fakeclock.Clock{}).Now})
 	w := startWorker(t, "w", nil)
 	h.push(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
 		{Name: "ep", Entities: []api.EntityRoute{readyEntity("m", w.addr)}},

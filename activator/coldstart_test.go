@@ -3,6 +3,7 @@ package activator
 import (
 	"bytes"
 	"fmt"
+	"github.com/gantry/gantry/internal/fakeclock"
 	"net/http"
 	"runtime"
 	"strings"
@@ -339,7 +340,7 @@ func TestShutdownFailsHeldRequests(t *testing.T) {
 }
 
 func TestPokeRateLimited(t *testing.T) {
-	clock := &fakeClock{}
+	clock := &fakeclock.Clock{}
 	var mu sync.Mutex
 	var pokes []string
 	h := newHarness(t, Config{Clock: clock.Now, QueueTimeout: time.Minute, Poke: func(d string) {
@@ -400,7 +401,7 @@ func (h *harness) invokeServedAsync(endpoint, served string) <-chan answer {
 }
 
 func TestStats(t *testing.T) {
-	clock := &fakeClock{}
+	clock := &fakeclock.Clock{}
 	g := newGate()
 	w := startWorker(t, "w", g.handle)
 	h := newHarness(t, Config{Clock: clock.Now})

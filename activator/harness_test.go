@@ -202,24 +202,6 @@ func (h *harness) waitQueued(endpoint, entity string, n int) {
 		func() bool { return h.queued(endpoint, entity) == n })
 }
 
-// fakeClock is a settable Config.Clock starting at time.Time{}.
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func (h *harness) invoke(endpoint string) answer {
 	h.t.Helper()
 	return h.do(http.MethodPost, "/serving-endpoints/"+endpoint+"/invocations", "application/json", []byte(`{"inputs":[1]}`))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gantry/gantry/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -188,27 +189,9 @@ func TestRemoteSchedulerBeforeFirstAnswer(t *testing.T) {
 	}
 }
 
-// testClock is a settable clock starting at time.Time{}.
-type testClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newCollector(t *testing.T, poke func(string)) (*Collector, *testClock) {
+func newCollector(t *testing.T, poke func(string)) (*Collector, *fakeclock.Clock) {
 	t.Helper()
-	clock := &testClock{}
+	clock := &fakeclock.Clock{}
 	return NewCollector(CollectorConfig{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, poke), clock
 }
 
@@ -413,7 +396,7 @@ func TestCollectorDrivesTheLoop(t *testing.T) {
 	// Pushed load reaches the decider: 12 concurrent over two activators
 	// wants 12 / (4 × 0.7) = 4.3 → 5 replicas, capped at Max 4.
 	f.targets["d"].Ready, f.targets["d"].Starting = 1, 0
-	clock := &testClock{}
+	clock := &fakeclock.Clock{}
 	col = NewCollector(CollectorConfig{Now: clock.Now}, nil)
 	a = New(Config{Now: clock.Now}, f, col.Samples)
 	clock.Add(time.Second)

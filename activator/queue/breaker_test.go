@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"github.com/gantry/gantry/internal/fakeclock"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -400,26 +401,8 @@ func TestMaybe(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock starting at time.Time{}.
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestStatsTimeWeighted(t *testing.T) {
-	clock := &fakeClock{}
+	clock := &fakeclock.Clock{}
 	b, d := newBreaker(queue.Params{Clock: clock.Now})
 	b.Update(backends("a"), 2)
 
