@@ -3,7 +3,6 @@ package activator
 import (
 	"bytes"
 	"fmt"
-	"github.com/gantry/gantry/internal/fakeclock"
 	"net/http"
 	"runtime"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/fakeclock"
 	"github.com/valyala/fasthttp"
 )
 

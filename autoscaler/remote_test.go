@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/gantry/gantry/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/fakeclock"
 )
 
 // fakeAPI is the scheduler's deployments API: it lists targets, records

@@ -3,13 +3,13 @@ package queue_test
 import (
 	"context"
 	"errors"
-	"github.com/gantry/gantry/internal/fakeclock"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/activator/queue"
+	"github.com/gantry/gantry/internal/fakeclock"
 )
 
 // fakeBackend is a Backend whose penalty a test sets.
