@@ -269,7 +269,7 @@ func (s *Scheduler) patchTags(w http.ResponseWriter, r *http.Request) {
 func (s *Scheduler) logs(w http.ResponseWriter, r *http.Request) {
 	src, ok := s.cfg.Orchestrator.(logSource)
 	if !ok {
-		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "%v", errNoLogs))
+		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "this orchestrator keeps no worker logs"))
 		return
 	}
 	s.mu.Lock()

@@ -16,7 +16,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -46,12 +45,11 @@ type logSource interface {
 	Logs(id string) (string, bool)
 }
 
-var _ Orchestrator = (*nopOrchestrator)(nil)
-
 // Config configures a Scheduler.
 type Config struct {
 	Store        *store.Store
 	Registry     *registry.Registry
+	// Orchestrator runs the deployments; required.
 	Orchestrator Orchestrator
 	Routes       *routes.Table
 	// BaseURL is how clients and workers reach this control plane, e.g.
@@ -101,9 +99,6 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.InvocationURL == "" {
 		cfg.InvocationURL = cfg.BaseURL
-	}
-	if cfg.Orchestrator == nil {
-		cfg.Orchestrator = nopOrchestrator{}
 	}
 	all, err := cfg.Store.List()
 	if err != nil {
@@ -464,13 +459,3 @@ func newID() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-// nopOrchestrator runs nothing; it lets a scheduler serve its API with no
-// driver configured (every entity stays DEPLOYMENT_CREATING).
-type nopOrchestrator struct{}
-
-func (nopOrchestrator) Ensure(context.Context, orchestrator.Deployment) error { return nil }
-func (nopOrchestrator) Remove(context.Context, string) error                  { return nil }
-func (nopOrchestrator) Status(id string) orchestrator.Status                  { return orchestrator.Status{ID: id} }
-
-var errNoLogs = errors.New("this orchestrator keeps no worker logs")
