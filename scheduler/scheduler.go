@@ -47,8 +47,8 @@ type logSource interface {
 
 // Config configures a Scheduler.
 type Config struct {
-	Store        *store.Store
-	Registry     *registry.Registry
+	Store    *store.Store
+	Registry *registry.Registry
 	// Orchestrator runs the deployments; required.
 	Orchestrator Orchestrator
 	Routes       *routes.Table
