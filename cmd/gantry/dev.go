@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
 	"github.com/gantry/gantry/scheduler"
-	"github.com/gantry/gantry/scheduler/orchestrator/local"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
 	"github.com/gantry/gantry/scheduler/store"
@@ -41,7 +41,7 @@ type controlPlaneOptions struct {
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&o.listen, "listen", defaultListen, "address to serve the API (and, for dev, invocations) on")
 	c.Flags().StringVar(&o.dataDir, "data-dir", ".gantry", "directory for the endpoint store and the model registry")
-	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: local")
+	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
 }
@@ -52,15 +52,12 @@ type controlPlane struct {
 	sched  *scheduler.Scheduler
 	routes *routes.Table
 	store  *store.Store
-	driver *local.Driver
+	driver driver
 }
 
 // openControlPlane listens on o.listen (first, so that :0 resolves to the
 // address the scheduler advertises) and opens the store, registry and driver.
 func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer) (cp *controlPlane, err error) {
-	if o.driver != "local" {
-		return nil, fmt.Errorf("--driver %q: only the local driver is available in this version", o.driver)
-	}
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -89,7 +86,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	// The driver and the scheduler point at each other: the driver tells the
 	// scheduler about status changes. sched is set before anything runs.
 	var sched atomic.Pointer[scheduler.Scheduler]
-	cp.driver, err = local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, func(id string) {
+	cp.driver, err = newDriver(o, log, metrics, func(id string) {
 		if s := sched.Load(); s != nil {
 			s.Notify(id)
 		}
