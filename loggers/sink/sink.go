@@ -1,0 +1,248 @@
+// Package sink is the logger: it consumes invocation records from Kafka in
+// a consumer group and inserts them into their ClickHouse inference tables.
+//
+// Offsets are committed only after the rows are in ClickHouse, so a crash
+// or a ClickHouse outage loses nothing: records wait in Kafka and are read
+// again. A record read twice (the insert landed, the commit did not) becomes
+// a duplicate row that the table's ReplacingMergeTree collapses on
+// request_id, so each request counts once in the table.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gantry/gantry/loggers"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+)
+
+// Reader is a consumer group member; *kafka.Reader in production.
+type Reader interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Store holds inference tables; *tables.DB in production.
+type Store interface {
+	Ensure(ctx context.Context, t loggers.Table) error
+	Insert(ctx context.Context, t loggers.Table, recs []loggers.Record) error
+}
+
+// Defaults of Config's fields.
+const (
+	DefaultMaxBatch      = 50_000
+	DefaultFlushInterval = 200 * time.Millisecond
+)
+
+// Config tunes a Sink; it works at its zero value.
+type Config struct {
+	// MaxBatch bounds the records of one insert. Default 50,000.
+	MaxBatch int
+	// FlushInterval is the longest a record waits in the logger for its
+	// batch to fill. Default 200 ms.
+	FlushInterval time.Duration
+	// IsMissingTable tells an insert error that the table does not exist,
+	// so the sink creates it and inserts again. Default: never.
+	IsMissingTable func(error) bool
+	Logger         *slog.Logger
+	Metrics        prometheus.Registerer
+	Now            func() time.Time
+}
+
+// Sink moves records from a Reader to a Store.
+type Sink struct {
+	cfg   Config
+	r     Reader
+	store Store
+
+	rows, bad, insertErrors prometheus.Counter
+	delay                   prometheus.Histogram
+}
+
+// New returns a Sink; Run moves the records.
+func New(r Reader, store Store, cfg Config) *Sink {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.IsMissingTable == nil {
+		cfg.IsMissingTable = func(error) bool { return false }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Sink{
+		cfg: cfg, r: r, store: store,
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gantry_logger_rows_total", Help: "Rows inserted into inference tables (redeliveries included).",
+		}),
+		bad: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gantry_logger_bad_records_total", Help: "Kafka messages that are not invocation records, skipped.",
+		}),
+		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gantry_logger_insert_errors_total", Help: "Failed inserts into ClickHouse; each is retried.",
+		}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gantry_logger_delay_seconds",
+			Help:    "Time from a request's arrival at the activator to its row's insert.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+	}
+	cfg.Metrics.MustRegister(s.rows, s.bad, s.insertErrors, s.delay)
+	return s
+}
+
+// Run moves records until ctx ends or the reader fails.
+func (s *Sink) Run(ctx context.Context) error {
+	for {
+		msgs, err := s.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read from kafka: %w", err)
+		}
+		if err := s.insert(ctx, msgs); err != nil {
+			return nil // ctx ended; the records stay uncommitted in Kafka
+		}
+		if err := s.r.CommitMessages(ctx, msgs...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A rebalance moved the partitions: their new owner reads these
+			// records again, and the table collapses the copies.
+			s.cfg.Logger.Warn("commit offsets; the records will be read again", "records", len(msgs), "err", err)
+		}
+	}
+}
+
+// fetch waits for one message, then gathers more for up to FlushInterval or
+// MaxBatch messages.
+func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
+	m, err := s.r.FetchMessage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msgs := []kafka.Message{m}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlushInterval)
+	defer cancel()
+	for len(msgs) < s.cfg.MaxBatch {
+		m, err := s.r.FetchMessage(fctx)
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// insert stores msgs, one block per table, retrying with backoff until
+// every table has its rows or ctx ends.
+func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
+	byTable := make(map[loggers.Table][]loggers.Record)
+	for _, m := range msgs {
+		r, err := loggers.DecodeRecord(m.Value)
+		var t loggers.Table
+		if err == nil {
+			t, err = loggers.ParseTable(r.Table)
+		}
+		if err != nil {
+			// Retrying cannot help a record that does not decode.
+			s.bad.Inc()
+			s.cfg.Logger.Error("skip a message that is not an invocation record",
+				"partition", m.Partition, "offset", m.Offset, "err", err)
+			continue
+		}
+		if r.ClientRequestID == "" {
+			r.ClientRequestID = loggers.ClientRequestID(r.Request)
+		}
+		byTable[t] = append(byTable[t], r)
+	}
+	backoff := 100 * time.Millisecond
+	for len(byTable) > 0 {
+		for t, recs := range byTable {
+			err := s.store.Insert(ctx, t, recs)
+			if err != nil && s.cfg.IsMissingTable(err) {
+				// Dropped by hand, or the scheduler could not create it:
+				// the logger can, since it knows the name.
+				if err = s.store.Ensure(ctx, t); err == nil {
+					err = s.store.Insert(ctx, t, recs)
+				}
+			}
+			if err != nil {
+				s.insertErrors.Inc()
+				s.cfg.Logger.Warn("insert inference rows; retrying", "table", t.String(), "rows", len(recs), "retry_in", backoff, "err", err)
+				continue
+			}
+			s.rows.Add(float64(len(recs)))
+			now := s.cfg.Now()
+			for i := range recs {
+				s.delay.Observe(now.Sub(time.UnixMilli(recs[i].TimestampMs)).Seconds())
+			}
+			delete(byTable, t)
+		}
+		if len(byTable) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+// ReaderConfig is the consumer group configuration the logger uses.
+// sessionTimeout bounds how long a dead logger's partitions wait before
+// another member takes them.
+func ReaderConfig(brokers []string, topic, group string, sessionTimeout time.Duration) kafka.ReaderConfig {
+	return kafka.ReaderConfig{
+		Brokers:           brokers,
+		Topic:             topic,
+		GroupID:           group,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           100 * time.Millisecond,
+		SessionTimeout:    sessionTimeout,
+		RebalanceTimeout:  sessionTimeout,
+		HeartbeatInterval: sessionTimeout / 5,
+		StartOffset:       kafka.FirstOffset,
+		// Commits happen in Run, after the insert, synchronously.
+		CommitInterval:        0,
+		WatchPartitionChanges: true,
+	}
+}
+
+// EnsureTopic creates topic with partitions if it does not exist. Records
+// of up to two 1 MiB bodies must fit, so the topic allows 4 MiB messages.
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: -1, // the broker's default
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "4194304"}},
+	}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}

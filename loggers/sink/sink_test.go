@@ -1,0 +1,148 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/loggers"
+	"github.com/segmentio/kafka-go"
+)
+
+// fakeReader serves msgs in order and records commits.
+type fakeReader struct {
+	mu        sync.Mutex
+	msgs      []kafka.Message
+	next      int
+	committed int64 // highest committed offset + 1
+}
+
+func (r *fakeReader) FetchMessage(ctx context.Context) (kafka.Message, error) {
+	for {
+		r.mu.Lock()
+		if r.next < len(r.msgs) {
+			m := r.msgs[r.next]
+			r.next++
+			r.mu.Unlock()
+			return m, nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return kafka.Message{}, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (r *fakeReader) CommitMessages(ctx context.Context, msgs ...kafka.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range msgs {
+		r.committed = max(r.committed, m.Offset+1)
+	}
+	return nil
+}
+
+func (r *fakeReader) commits() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.committed
+}
+
+// fakeStore fails inserts while down and knows which tables exist.
+type fakeStore struct {
+	mu     sync.Mutex
+	down   bool
+	tables map[loggers.Table][]loggers.Record
+}
+
+var errMissing = errors.New("no such table")
+
+func (s *fakeStore) Ensure(ctx context.Context, t loggers.Table) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.tables[t]; !ok {
+		s.tables[t] = []loggers.Record{}
+	}
+	return nil
+}
+
+func (s *fakeStore) Insert(ctx context.Context, t loggers.Table, recs []loggers.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("connection refused")
+	}
+	if _, ok := s.tables[t]; !ok {
+		return errMissing
+	}
+	s.tables[t] = append(s.tables[t], recs...)
+	return nil
+}
+
+func (s *fakeStore) rows(t loggers.Table) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tables[t])
+}
+
+func (s *fakeStore) setDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
+func message(offset int64, r loggers.Record) kafka.Message {
+	return kafka.Message{Offset: offset, Value: loggers.AppendRecord(nil, &r)}
+}
+
+func TestSinkCommitsOnlyAfterInsert(t *testing.T) {
+	a := loggers.Table{Database: "d", Name: "a"}
+	b := loggers.Table{Database: "d", Name: "b"}
+	r := &fakeReader{}
+	for i := range 100 {
+		tbl := a
+		if i%2 == 1 {
+			tbl = b
+		}
+		r.msgs = append(r.msgs, message(int64(i), loggers.Record{
+			Table: tbl.String(), RequestID: fmt.Sprint(i), Request: []byte(`{"client_request_id": "c", "inputs": [1]}`)}))
+	}
+	r.msgs = append(r.msgs, kafka.Message{Offset: 100, Value: []byte("not a record")})
+	store := &fakeStore{down: true, tables: map[loggers.Table][]loggers.Record{a: {}}} // b is missing
+	s := New(r, store, Config{FlushInterval: 10 * time.Millisecond, IsMissingTable: func(err error) bool { return errors.Is(err, errMissing) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+
+	time.Sleep(300 * time.Millisecond)
+	if c := r.commits(); c != 0 {
+		t.Fatalf("committed up to offset %d while ClickHouse was down", c)
+	}
+	store.setDown(false)
+	waitFor(t, func() bool { return r.commits() == 101 })
+	if store.rows(a) != 50 || store.rows(b) != 50 {
+		t.Fatalf("rows: a %d, b %d; want 50 each", store.rows(a), store.rows(b))
+	}
+	if got := store.tables[a][0].ClientRequestID; got != "c" {
+		t.Fatalf("client_request_id %q; want it taken from the request body", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,59 @@
+package loggers
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/gantry/gantry/api"
+)
+
+// Table names an inference table in ClickHouse.
+type Table struct {
+	Database, Name string
+}
+
+// String is the qualified name, database.table.
+func (t Table) String() string { return t.Database + "." + t.Name }
+
+// Quoted is the qualified name quoted for SQL. The parts are identifiers
+// PayloadTable checked, so quoting cannot be escaped.
+func (t Table) Quoted() string { return "`" + t.Database + "`.`" + t.Name + "`" }
+
+// identRE is what a table name part may hold. SQL is built from these names,
+// so anything else is refused rather than escaped.
+var identRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,100}$`)
+
+// PayloadTable names the inference table of an endpoint's capture config:
+// database <catalog_name>_<schema_name>, table <table_name_prefix>_payload,
+// the prefix defaulting to the endpoint name (dashes become underscores).
+// It answers an *api.Error naming the bad field.
+func PayloadTable(endpoint string, c *api.AutoCaptureConfig) (Table, error) {
+	prefix := c.TableNamePrefix
+	if prefix == "" {
+		prefix = strings.ReplaceAll(endpoint, "-", "_")
+	}
+	for _, f := range []struct{ field, v string }{
+		{"catalog_name", c.CatalogName}, {"schema_name", c.SchemaName}, {"table_name_prefix", prefix},
+	} {
+		if !identRE.MatchString(f.v) {
+			return Table{}, api.Errorf(api.ErrInvalidParameterValue,
+				"config.auto_capture_config.%s: %q must be 1 to 100 of [A-Za-z0-9_]", f.field, f.v)
+		}
+	}
+	return Table{Database: c.CatalogName + "_" + c.SchemaName, Name: prefix + "_payload"}, nil
+}
+
+// ParseTable reads what Table.String wrote, checking both parts.
+func ParseTable(s string) (Table, error) {
+	db, name, ok := strings.Cut(s, ".")
+	if !ok || !identRE.MatchString(db) || !identRE.MatchString(name) {
+		return Table{}, fmt.Errorf("table %q: want database.table, each 1 to 100 of [A-Za-z0-9_]", s)
+	}
+	return Table{Database: db, Name: name}, nil
+}
+
+// Enabled reports whether c turns capture on.
+func Enabled(c *api.AutoCaptureConfig) bool {
+	return c != nil && c.Enabled != nil && *c.Enabled
+}

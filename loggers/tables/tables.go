@@ -1,0 +1,201 @@
+// Package tables creates, fills and queries inference tables in ClickHouse.
+//
+// The SQL runs on Debian's ClickHouse 18.16 and on current releases: Date
+// plus a millisecond column instead of DateTime64, day partitions, batch
+// inserts with an explicit column list, settings as integers.
+package tables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gantry/gantry/loggers"
+)
+
+// Options say how to reach ClickHouse.
+type Options struct {
+	Addr     string // host:port of the native protocol
+	Username string
+	Password string
+}
+
+// DB is a connection pool to ClickHouse.
+type DB struct {
+	conn driver.Conn
+}
+
+// Open connects to ClickHouse and checks that it answers.
+func Open(ctx context.Context, o Options) (*DB, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{o.Addr},
+		Auth:        clickhouse.Auth{Username: o.Username, Password: o.Password},
+		DialTimeout: 5 * time.Second,
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", o.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse %s: %w", o.Addr, err)
+	}
+	return &DB{conn: conn}, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() error { return db.conn.Close() }
+
+// Ping checks that ClickHouse answers.
+func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }
+
+// columns of a payload table, in insert order.
+const columns = "request_id, client_request_id, date, timestamp_ms, status_code, execution_time_ms, " +
+	"request, response, served_entity, endpoint, sampling_fraction, logging_error_codes, requester"
+
+// Ensure creates t's database and table if they do not exist.
+//
+// ReplacingMergeTree ordered by request_id makes delivery exactly once in
+// the table: the logger delivers at least once, and rows with the same
+// request_id collapse in merges. Queries that must not count a redelivered
+// row twice read the table with FINAL (which merges at read time within a
+// partition; a record keeps its date, so its copies share one).
+func (db *DB) Ensure(ctx context.Context, t loggers.Table) error {
+	if err := db.conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+t.Database+"`"); err != nil {
+		return fmt.Errorf("create database %s: %w", t.Database, err)
+	}
+	ddl := "CREATE TABLE IF NOT EXISTS " + t.Quoted() + ` (
+	request_id String,
+	client_request_id String,
+	date Date,
+	timestamp_ms Int64,
+	status_code Int32,
+	execution_time_ms Int64,
+	request String,
+	response String,
+	served_entity String,
+	endpoint String,
+	sampling_fraction Float64,
+	logging_error_codes Array(String),
+	requester String
+) ENGINE = ReplacingMergeTree()
+PARTITION BY date
+ORDER BY request_id`
+	if err := db.conn.Exec(ctx, ddl); err != nil {
+		return fmt.Errorf("create table %s: %w", t, err)
+	}
+	return nil
+}
+
+// Insert writes recs, which all belong to t, as one block.
+func (db *DB) Insert(ctx context.Context, t loggers.Table, recs []loggers.Record) error {
+	batch, err := db.conn.PrepareBatch(ctx, "INSERT INTO "+t.Quoted()+" ("+columns+")")
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", t, err)
+	}
+	defer batch.Abort()
+	n := len(recs)
+	var (
+		ids, clientIDs, requests, responses = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		entities, endpoints, requesters     = make([]string, n), make([]string, n), make([]string, n)
+		dates                               = make([]time.Time, n)
+		timestamps, durations               = make([]int64, n), make([]int64, n)
+		statuses                            = make([]int32, n)
+		fractions                           = make([]float64, n)
+		codes                               = make([][]string, n)
+	)
+	for i := range recs {
+		r := &recs[i]
+		ids[i], clientIDs[i] = r.RequestID, r.ClientRequestID
+		requests[i], responses[i] = string(r.Request), string(r.Response)
+		entities[i], endpoints[i], requesters[i] = r.ServedEntity, r.Endpoint, r.Requester
+		dates[i] = time.UnixMilli(r.TimestampMs).UTC()
+		timestamps[i], durations[i] = r.TimestampMs, r.ExecutionTimeMs
+		statuses[i] = r.StatusCode
+		fractions[i] = r.SamplingFraction
+		codes[i] = r.LoggingErrorCodes
+		if codes[i] == nil {
+			codes[i] = []string{}
+		}
+	}
+	for i, col := range []any{ids, clientIDs, dates, timestamps, statuses, durations,
+		requests, responses, entities, endpoints, fractions, codes, requesters} {
+		if err := batch.Column(i).Append(col); err != nil {
+			return fmt.Errorf("insert into %s: column %d: %w", t, i, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert into %s: %w", t, err)
+	}
+	return nil
+}
+
+// IsMissingTable reports whether err says a table or its database does not
+// exist (ClickHouse codes 60 and 81).
+func IsMissingTable(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == 60 || ex.Code == 81)
+}
+
+// Result is a query's answer with every value formatted as text.
+type Result struct {
+	Columns []string
+	Types   []string
+	Rows    [][]string
+}
+
+// MaxRows bounds what Query returns, so that a SELECT * cannot exhaust the
+// memory of the control plane.
+const MaxRows = 10000
+
+// Query runs a read-only query (ClickHouse refuses writes under the readonly
+// setting) and returns at most MaxRows rows.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (*Result, error) {
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 2}))
+	rows, err := db.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	res := &Result{Columns: rows.Columns()}
+	types := rows.ColumnTypes()
+	dest := make([]any, len(types))
+	for i, ct := range types {
+		res.Types = append(res.Types, ct.DatabaseTypeName())
+		dest[i] = reflect.New(ct.ScanType()).Interface()
+	}
+	for rows.Next() {
+		if len(res.Rows) == MaxRows {
+			break
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		row := make([]string, len(dest))
+		for i, d := range dest {
+			row[i] = format(reflect.ValueOf(d).Elem().Interface())
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	return res, rows.Err()
+}
+
+func format(v any) string {
+	switch v := v.(type) {
+	case time.Time:
+		if v.Hour() == 0 && v.Minute() == 0 && v.Second() == 0 && v.Nanosecond() == 0 {
+			return v.Format(time.DateOnly)
+		}
+		return v.Format(time.DateTime)
+	case *string: // Nullable(String)
+		if v == nil {
+			return "NULL"
+		}
+		return *v
+	}
+	return fmt.Sprint(v)
+}

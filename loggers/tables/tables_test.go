@@ -1,0 +1,52 @@
+package tables_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/internal/chtest"
+	"github.com/gantry/gantry/loggers"
+	"github.com/gantry/gantry/loggers/tables"
+)
+
+func TestEnsureInsertQuery(t *testing.T) {
+	db := chtest.Open(t, chtest.Start(t))
+	ctx := context.Background()
+	tbl := loggers.Table{Database: "ml_prod_logs", Name: "fraud_payload"}
+	for range 2 { // idempotent
+		if err := db.Ensure(ctx, tbl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := []loggers.Record{
+		{RequestID: "a", Endpoint: "fraud", ServedEntity: "v1", TimestampMs: 1732500000123, StatusCode: 200,
+			ExecutionTimeMs: 3, Request: []byte(`{"inputs": [1]}`), Response: []byte{0xff, 'x'}, SamplingFraction: 1},
+		{RequestID: "b", Endpoint: "fraud", ServedEntity: "v2", TimestampMs: 1732500000999, StatusCode: 503,
+			LoggingErrorCodes: []string{loggers.ErrRequestTooLarge}},
+	}
+	for range 2 { // a redelivery
+		if err := db.Insert(ctx, tbl, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := db.Query(ctx, "SELECT request_id, date, status_code, request, response, logging_error_codes FROM "+tbl.Quoted()+" FINAL ORDER BY request_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, 0, len(res.Rows))
+	for _, r := range res.Rows {
+		got = append(got, strings.Join(r, "|"))
+	}
+	want := []string{"a|2024-11-25|200|{\"inputs\": [1]}|\xffx|[]", "b|2024-11-25|503|||[MAX_REQUEST_SIZE_EXCEEDED]"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("rows:\n%q\nwant\n%q", got, want)
+	}
+	if _, err := db.Query(ctx, "DROP TABLE "+tbl.Quoted()); err == nil {
+		t.Fatal("Query ran a DROP; it must be read-only")
+	}
+	err = db.Insert(ctx, loggers.Table{Database: "nope", Name: "nope"}, recs)
+	if !tables.IsMissingTable(err) {
+		t.Fatalf("insert into a missing table: %v; want IsMissingTable", err)
+	}
+}
