@@ -7,20 +7,29 @@ LISTEN  ?= 127.0.0.1:8080
 DATA    ?= .gantry
 # Debian packages the benchmarks compare against.
 BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
+# The worker image that `gantry dev --driver docker` runs.
+IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-deps fixtures fuzz clean
+.PHONY: all build run test test-deps test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/gantry
 
-run: build
+# The worker image, FROM scratch: a static binary needs no base image, and
+# no registry is reachable. The build context is the binary alone.
+image:
+	@mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
+	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
+
+run: build test-deps
 	./$(BIN) dev --listen $(LISTEN) --data-dir $(DATA)
 
 # The race detector is on for everything; the end-to-end test builds the
 # binary and runs real worker processes.
-test:
+test: test-deps
 	$(GO) vet ./...
 	cd api && $(GO) vet ./... && $(GO) test -race ./...
 	$(GO) test -race -timeout 15m ./...
@@ -49,10 +58,23 @@ bench-coldstart:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench 'ColdStart|ColdBurst' -benchtime 1x ./cmd/gantry/ | tee bin/bench-coldstart.txt
 
+# Zero to first response with the docker driver next to the local driver,
+# 10 trials each, against a dockerd that the script starts when none answers.
+bench-docker:
+	@mkdir -p bin
+	deploy/docker/start-dockerd.sh
+	GANTRY_BENCH_TRIALS=10 $(GO) test -run '^$$' -bench '^BenchmarkColdStart(Docker)?$$' -benchtime 1x ./cmd/gantry/ | tee bin/bench-docker.txt
+
 # Activator memory with 10,000 held requests of 1 KiB.
 bench-memory:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench HeldRequests -benchtime 1x ./activator/ | tee bin/bench-memory.txt
+
+# Services the tests start themselves, installed from Debian when missing:
+# ClickHouse holds the inference tables.
+TEST_DEBS := clickhouse-server
+test-deps:
+	@command -v clickhouse-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
 
 bench-deps:
 	@mkdir -p bin

@@ -26,6 +26,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/loggers"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -92,11 +93,22 @@ type Config struct {
 	// 100 ms. Default nil: nobody to tell.
 	Poke func(deployment string)
 
+	// Capture receives a record of every answered invocation of an
+	// endpoint whose route names an inference table, after the answer is
+	// written. It must not block and must not keep the record (its bodies
+	// belong to the request). Default nil: no capture.
+	Capture Capturer
+
 	// Clock reads the time for Stats' load averages, for
 	// gantry_cold_start_seconds and for Poke's rate limit, so that tests
 	// can fake it. Deadlines (Timeout, QueueTimeout) run on real time
 	// regardless. Default time.Now.
 	Clock func() time.Time
+}
+
+// Capturer takes invocation records; *capture.Capturer sends them to Kafka.
+type Capturer interface {
+	Capture(r *loggers.Record) bool
 }
 
 // routeSource yields route tables. Wait blocks until a table with

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/loggers"
 	"github.com/valyala/fasthttp"
 )
 
@@ -55,7 +56,28 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
-	ep.duration.Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	ep.duration.Observe(elapsed.Seconds())
+	if ep.table != "" && a.cfg.Capture != nil {
+		a.capture(ctx, ep, id[:], start, elapsed)
+	}
+}
+
+// capture hands the record of an answered invocation to Config.Capture,
+// which copies what it keeps.
+func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time, elapsed time.Duration) {
+	r := loggers.Record{
+		Table:            ep.table,
+		RequestID:        string(id),
+		Endpoint:         ep.name,
+		ServedEntity:     string(ctx.Response.Header.Peek(headerServedModel)),
+		TimestampMs:      start.UnixMilli(),
+		StatusCode:       int32(ctx.Response.StatusCode()),
+		ExecutionTimeMs:  elapsed.Milliseconds(),
+		SamplingFraction: 1,
+	}
+	r.SetBodies(ctx.PostBody(), ctx.Response.Body())
+	a.cfg.Capture.Capture(&r)
 }
 
 // invoke answers one invocation of ep; served names the entity on the

@@ -24,7 +24,10 @@ type table struct {
 }
 
 type endpoint struct {
-	name     string
+	name string
+	// table is the inference table ("database.table") that captured
+	// invocations go to; empty when capture is off.
+	table    string
 	entities map[string]*entity // by served entity name
 	split    []split            // cumulative weights, in route order
 	total    int                // sum of the weights; split[len-1].upTo
@@ -149,6 +152,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 		er := &rt.Endpoints[i]
 		ep := &endpoint{
 			name:     er.Name,
+			table:    er.InferenceTable,
 			entities: make(map[string]*entity, len(er.Entities)),
 			duration: m.duration.WithLabelValues(er.Name),
 			requests: m.curried(er.Name, ""),

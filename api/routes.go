@@ -15,6 +15,9 @@ type EndpointRoute struct {
 	ConfigVersion int           `json:"config_version"`
 	Routes        []Route       `json:"routes"`
 	Entities      []EntityRoute `json:"entities"`
+	// InferenceTable is where the activator logs this endpoint's
+	// invocations ("database.table"); empty when capture is off.
+	InferenceTable string `json:"inference_table,omitempty"`
 }
 
 // EntityRoute is one served entity in the route table.

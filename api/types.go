@@ -147,6 +147,33 @@ type AutoCaptureConfig struct {
 	SchemaName      string `json:"schema_name,omitempty"`
 	TableNamePrefix string `json:"table_name_prefix,omitempty"`
 	Enabled         *bool  `json:"enabled,omitempty"`
+	// State is read-only: the table that rows go to.
+	State *AutoCaptureState `json:"state,omitempty"`
+}
+
+// AutoCaptureState names the inference table of an endpoint.
+type AutoCaptureState struct {
+	PayloadTable PayloadTable `json:"payload_table"`
+}
+
+// PayloadTable is an inference table: Name is "database.table" in ClickHouse.
+type PayloadTable struct {
+	Name string `json:"name"`
+}
+
+// QueryRequest runs read-only SQL over an endpoint's inference table
+// (POST /api/2.0/gantry/tables/query); "{table}" in SQL stands for the
+// table's qualified name.
+type QueryRequest struct {
+	Endpoint string `json:"endpoint"`
+	SQL      string `json:"sql"`
+}
+
+// QueryResult is a query's answer, every value formatted as text.
+type QueryResult struct {
+	Columns []string   `json:"columns"`
+	Types   []string   `json:"types"`
+	Rows    [][]string `json:"rows"`
 }
 
 // Tag is a key/value label on an endpoint.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/scheduler/store"
 )
 
@@ -37,6 +38,7 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", s.modelArtifact)
 	mux.HandleFunc("GET /api/2.0/gantry/routes", s.routes)
+	mux.HandleFunc("POST /api/2.0/gantry/tables/query", s.queryTable)
 	s.registerDeployments(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
@@ -54,7 +56,7 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.checkConfig(req.Config); err != nil {
+	if err := s.checkConfig(r.Context(), req.Name, req.Config); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -87,10 +89,14 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, view)
 }
 
-// checkConfig validates a config and makes sure its models exist.
-func (s *Scheduler) checkConfig(c *api.EndpointConfig) error {
+// checkConfig validates endpoint ep's config, makes sure its models exist,
+// and creates its inference table.
+func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointConfig) error {
 	if err := normalizeConfig(c); err != nil {
 		return err
+	}
+	if c.AutoCaptureConfig != nil {
+		c.AutoCaptureConfig.State = nil // read-only
 	}
 	for i, e := range c.ServedEntities {
 		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
@@ -100,6 +106,28 @@ func (s *Scheduler) checkConfig(c *api.EndpointConfig) error {
 			}
 			return err
 		}
+	}
+	if loggers.Enabled(c.AutoCaptureConfig) {
+		return s.ensureTable(ctx, ep, c.AutoCaptureConfig)
+	}
+	return nil
+}
+
+// ensureTable creates the inference table that c names, so that users can
+// query it as soon as the endpoint exists (the logger would create it with
+// the first rows otherwise).
+func (s *Scheduler) ensureTable(ctx context.Context, ep string, c *api.AutoCaptureConfig) error {
+	t, err := loggers.PayloadTable(ep, c)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Tables == nil {
+		return invalid("config.auto_capture_config: inference tables are off in this Gantry: %s", s.cfg.TablesOff)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Tables.Ensure(ctx, t); err != nil {
+		return api.Errorf(api.ErrTemporarilyUnavailable, "config.auto_capture_config: create inference table %s: %v", t, err)
 	}
 	return nil
 }
@@ -169,7 +197,7 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.checkConfig(&c); err != nil {
+	if err := s.checkConfig(r.Context(), r.PathValue("name"), &c); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
+	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -38,6 +39,12 @@ type Orchestrator interface {
 	Ensure(ctx context.Context, d orchestrator.Deployment) error
 	Remove(ctx context.Context, id string) error
 	Status(id string) orchestrator.Status
+}
+
+// Tables holds endpoints' inference tables (ClickHouse).
+type Tables interface {
+	Ensure(ctx context.Context, t loggers.Table) error
+	Query(ctx context.Context, sql string, args ...any) (*api.QueryResult, error)
 }
 
 // logSource is implemented by drivers that keep their workers' output.
@@ -59,6 +66,10 @@ type Config struct {
 	InvocationURL string
 	// Resync is the period of the safety-net reconcile. Default 1 s.
 	Resync time.Duration
+	// Tables creates and queries inference tables; nil turns them off,
+	// and TablesOff says why (users see it when they enable capture).
+	Tables    Tables
+	TablesOff string
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -393,6 +404,9 @@ func (s *Scheduler) route(ep *store.Endpoint, cur []entityDeployment) api.Endpoi
 	if ep.Config.TrafficConfig != nil {
 		r.Routes = ep.Config.TrafficConfig.Routes
 	}
+	if t, ok := payloadTable(ep.Name, &ep.Config); ok {
+		r.InferenceTable = t.String()
+	}
 	for _, d := range cur {
 		st, status := s.entityState(d)
 		er := api.EntityRoute{
@@ -439,6 +453,11 @@ func (s *Scheduler) endpoint(ep *store.Endpoint) api.Endpoint {
 // reports whether every entity is ready. s.mu must be held.
 func (s *Scheduler) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfig, bool) {
 	v := *c
+	if t, ok := payloadTable(ep, c); ok {
+		ac := *c.AutoCaptureConfig
+		ac.State = &api.AutoCaptureState{PayloadTable: api.PayloadTable{Name: t.String()}}
+		v.AutoCaptureConfig = &ac
+	}
 	v.ServedEntities = make([]api.ServedEntity, len(c.ServedEntities))
 	allReady := true
 	for i, d := range s.deployments(ep, c) {
@@ -452,6 +471,16 @@ func (s *Scheduler) configView(ep string, c *api.EndpointConfig) (*api.EndpointC
 		allReady = allReady && st.Deployment == api.DeploymentReady
 	}
 	return &v, allReady
+}
+
+// payloadTable names the inference table of an endpoint's config, if it
+// captures. Stored configs were checked, so the name is valid.
+func payloadTable(ep string, c *api.EndpointConfig) (loggers.Table, bool) {
+	if !loggers.Enabled(c.AutoCaptureConfig) {
+		return loggers.Table{}, false
+	}
+	t, err := loggers.PayloadTable(ep, c.AutoCaptureConfig)
+	return t, err == nil
 }
 
 func newID() string {

@@ -59,9 +59,6 @@ func normalizeConfig(c *api.EndpointConfig) error {
 	if n > maxServedEntities {
 		return invalid("config.served_entities: %d entities, at most %d are allowed", n, maxServedEntities)
 	}
-	if c.AutoCaptureConfig != nil && c.AutoCaptureConfig.Enabled != nil && *c.AutoCaptureConfig.Enabled {
-		return invalid("config.auto_capture_config: inference tables are not supported by this Gantry version yet; leave enabled false")
-	}
 	c.ConfigVersion = 0
 	seen := map[string]bool{}
 	for i := range c.ServedEntities {

@@ -53,7 +53,6 @@ func TestNormalizeConfigErrors(t *testing.T) {
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 110}, {"served_model_name": "b", "traffic_percentage": -10}]}}`, "out of range 0-100"},
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "c", "traffic_percentage": 50}]}}`, `"c" is not a served entity`},
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "a", "traffic_percentage": 50}]}}`, "more than one route"},
-		{`{"served_entities": [{"entity_name": "m", "entity_version": "1"}], "auto_capture_config": {"enabled": true}}`, "auto_capture_config"},
 	} {
 		err := normalizeConfig(config(t, tc.body))
 		ae, ok := err.(*api.Error)

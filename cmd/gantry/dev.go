@@ -36,6 +36,10 @@ type controlPlaneOptions struct {
 	driver        string
 	advertiseURL  string
 	maxUploadSize int64
+	// tables holds inference tables; nil turns them off for the reason in
+	// tablesOff. Set by the command, not a flag.
+	tables    scheduler.Tables
+	tablesOff string
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -100,7 +104,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	}
 	cp.sched, err = scheduler.New(scheduler.Config{
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
-		BaseURL: base, Logger: log,
+		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff,
 	})
 	if err != nil {
 		return nil, err
@@ -162,27 +166,38 @@ func devCmd() *cobra.Command {
 	var o controlPlaneOptions
 	var so scalingOptions
 	var qo queueOptions
+	var io devInferenceOptions
 	c := &cobra.Command{
 		Use:   "dev",
 		Short: "Run scheduler, activator, autoscaler and workers in one process, with embedded defaults",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), &o, &so, &qo)
+			return runDev(cmd.Context(), &o, &so, &qo, &io)
 		},
 	}
 	o.flags(c, "127.0.0.1:8080")
 	so.flags(c)
 	qo.flags(c)
+	io.flags(c)
 	return c
 }
 
-func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo *queueOptions) error {
+func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo *queueOptions, io *devInferenceOptions) error {
 	spec, err := so.spec()
 	if err != nil {
 		return err
 	}
 	log := slog.Default()
 	reg := newRegistry()
+	inf, err := startDevInference(ctx, o.dataDir, io, log, reg)
+	if err != nil {
+		return err
+	}
+	defer inf.close()
+	if inf.db != nil {
+		o.tables = inf.db
+	}
+	o.tablesOff = inf.off
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		return err
@@ -195,10 +210,14 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	asc := autoscaler.New(autoscaler.Config{Spec: spec, Logger: log, Metrics: autoscaler.NewMetrics(reg)}, cp.sched, func() []autoscaler.Sample {
 		return samples(act.Stats())
 	})
-	act = activator.New(activator.Config{
+	acfg := activator.Config{
 		Logger: log, Metrics: activator.NewMetrics(reg), Poke: asc.Poke,
 		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
-	}, cp.routes)
+	}
+	if inf.capture != nil {
+		acfg.Capture = inf.capture
+	}
+	act = activator.New(acfg, cp.routes)
 	control := http.NewServeMux()
 	control.Handle("/api/", cp.sched.Handler())
 	health(control, reg, act.Ready)
@@ -219,6 +238,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	go cp.sched.Run(ctx)
 	go act.Run(ctx)
 	go asc.Run(ctx)
+	captured := inf.run(ctx, io, log, reg)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(cp.ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
@@ -230,7 +250,9 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	log.Info("shutting down")
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
-	return front.ShutdownWithContext(sctx)
+	err = front.ShutdownWithContext(sctx)
+	captured() // what was captured is in Kafka before the broker stops
+	return err
 }
 
 func samples(stats []activator.EntityStats) []autoscaler.Sample {

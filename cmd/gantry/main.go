@@ -27,7 +27,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), autoscalerCmd(), workerCmd(),
-		modelsCmd(), endpointsCmd(), invokeCmd())
+		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd())
 	bindEnv(root)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", describe(err))

@@ -19,21 +19,32 @@ import (
 
 func schedulerCmd() *cobra.Command {
 	var o controlPlaneOptions
+	var co clickhouseOptions
 	c := &cobra.Command{
 		Use:   "scheduler",
 		Short: "Run the control plane: endpoints API, model registry, orchestrator driver, route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runScheduler(cmd.Context(), &o)
+			return runScheduler(cmd.Context(), &o, &co)
 		},
 	}
 	o.flags(c, "127.0.0.1:8081")
+	co.flags(c, false)
 	return c
 }
 
-func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
+func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOptions) error {
 	log := slog.Default()
 	reg := newRegistry()
+	o.tablesOff = "the scheduler was started without --clickhouse"
+	if co.addr != "" {
+		db, err := co.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		o.tables = db
+	}
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		return err
@@ -62,21 +73,23 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions) error {
 
 func activatorCmd() *cobra.Command {
 	var listen, schedulerURL, autoscalerURL string
+	var ko kafkaOptions
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &ko)
 		},
 	}
+	ko.flags(c, false)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
 	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
 	return c
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string) error {
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, ko *kafkaOptions) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -93,6 +106,15 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 		host, _ := os.Hostname()
 		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + ln.Addr().String(), Logger: log}
 		cfg.Poke = report.Poke
+	}
+	var captured func()
+	if len(ko.list()) > 0 {
+		c, closeWriter := newCapture(ko, log, reg)
+		defer closeWriter()
+		cfg.Capture = c
+		captured = runCapture(c)
+	} else {
+		log.Warn("no --kafka-brokers: invocations are not captured to inference tables")
 	}
 	act := activator.New(cfg, &activator.HTTPRoutes{Base: schedulerURL})
 	mux := http.NewServeMux()
@@ -122,5 +144,9 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
-	return srv.ShutdownWithContext(sctx)
+	err = srv.ShutdownWithContext(sctx)
+	if captured != nil {
+		captured() // produce what the last requests captured
+	}
+	return err
 }

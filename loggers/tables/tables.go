@@ -14,6 +14,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/loggers"
 )
 
@@ -141,27 +142,25 @@ func IsMissingTable(err error) bool {
 	return errors.As(err, &ex) && (ex.Code == 60 || ex.Code == 81)
 }
 
-// Result is a query's answer with every value formatted as text.
-type Result struct {
-	Columns []string
-	Types   []string
-	Rows    [][]string
-}
-
 // MaxRows bounds what Query returns, so that a SELECT * cannot exhaust the
 // memory of the control plane.
 const MaxRows = 10000
 
 // Query runs a read-only query (ClickHouse refuses writes under the readonly
-// setting) and returns at most MaxRows rows.
-func (db *DB) Query(ctx context.Context, sql string, args ...any) (*Result, error) {
+// setting) and returns at most MaxRows rows. ClickHouse refusing the query
+// is an *api.Error with its message.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryResult, error) {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 2}))
 	rows, err := db.conn.Query(ctx, sql, args...)
 	if err != nil {
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) {
+			return nil, api.Errorf(api.ErrInvalidParameterValue, "clickhouse refused the query: %s (code %d)", ex.Message, ex.Code)
+		}
 		return nil, err
 	}
 	defer rows.Close()
-	res := &Result{Columns: rows.Columns()}
+	res := &api.QueryResult{Columns: rows.Columns(), Rows: [][]string{}}
 	types := rows.ColumnTypes()
 	dest := make([]any, len(types))
 	for i, ct := range types {

@@ -1,0 +1,19 @@
+package api
+
+import "net/http"
+
+// Tables returns a handle on the inference tables API (a Gantry extension).
+func (c *Client) Tables() *Tables { return &Tables{client: c} }
+
+// Tables queries endpoints' inference tables.
+type Tables struct{ client *Client }
+
+// Query runs read-only SQL over endpoint's inference table; "{table}" in sql
+// stands for the table's qualified name.
+func (t *Tables) Query(endpoint, sql string, w *WriteOptions) (*QueryResult, error) {
+	var out QueryResult
+	if _, err := t.client.write(http.MethodPost, "/api/2.0/gantry/tables/query", &QueryRequest{Endpoint: endpoint, SQL: sql}, w, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

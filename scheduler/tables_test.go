@@ -1,0 +1,82 @@
+package scheduler
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/chtest"
+)
+
+func captureBody(catalog, schema, prefix string) string {
+	return `{"name": "fraud-det", "config": {"served_entities": [{"name": "v1", "entity_name": "m", "entity_version": "1"}],
+		"auto_capture_config": {"catalog_name": "` + catalog + `", "schema_name": "` + schema + `", "table_name_prefix": "` + prefix + `", "enabled": true}}}`
+}
+
+func TestInferenceTable(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+
+	// Without ClickHouse, enabling capture says why it cannot.
+	h.s.cfg.TablesOff = "no ClickHouse given"
+	code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody("ml", "logs", ""), nil)
+	if code != 400 || !strings.Contains(e.Message, "no ClickHouse given") {
+		t.Fatalf("capture without tables: %d %v", code, e)
+	}
+
+	h.s.cfg.Tables = chtest.Open(t, chtest.Start(t))
+	for _, bad := range []struct{ catalog, schema, prefix, field string }{
+		{"ml`; DROP DATABASE system; --", "logs", "", "catalog_name"},
+		{"ml", "logs.x", "", "schema_name"},
+		{"ml", "logs", "a b", "table_name_prefix"},
+		{"", "logs", "", "catalog_name"},
+		{"ml", "l\u00e9", "", "schema_name"},
+	} {
+		code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody(bad.catalog, bad.schema, bad.prefix), nil)
+		if code != 400 || e.Code != api.ErrInvalidParameterValue || !strings.Contains(e.Message, bad.field) {
+			t.Errorf("%+v: %d %v; want 400 naming %s", bad, code, e, bad.field)
+		}
+	}
+
+	var ep api.Endpoint
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody("ml", "logs", ""), &ep); code != 200 {
+		t.Fatalf("create: %d %v", code, e)
+	}
+	// The prefix defaults to the endpoint name, dashes made underscores.
+	const want = "ml_logs.fraud_det_payload"
+	if ac := h.get(t, "fraud-det").Config.AutoCaptureConfig; ac == nil || ac.State == nil || ac.State.PayloadTable.Name != want {
+		t.Fatalf("auto_capture_config %+v; want state.payload_table.name %s", ac, want)
+	}
+	h.reconcile()
+	rt, _ := h.routes.Wait(context.Background(), 0)
+	if len(rt.Endpoints) != 1 || rt.Endpoints[0].InferenceTable != want {
+		t.Fatalf("route table %+v; want inference_table %s", rt.Endpoints, want)
+	}
+
+	// The table exists as soon as the endpoint does.
+	var res api.QueryResult
+	if code, e := h.call(t, "POST", "/api/2.0/gantry/tables/query",
+		`{"endpoint": "fraud-det", "sql": "SELECT count() AS n, name FROM system.tables WHERE database = 'ml_logs' GROUP BY name"}`, &res); code != 200 {
+		t.Fatalf("query: %d %v", code, e)
+	}
+	if len(res.Rows) != 1 || res.Rows[0][0] != "1" || res.Rows[0][1] != "fraud_det_payload" || res.Columns[0] != "n" {
+		t.Fatalf("query result %+v", res)
+	}
+	if code, e := h.call(t, "POST", "/api/2.0/gantry/tables/query", `{"endpoint": "fraud-det", "sql": "SELECT count() FROM {table}"}`, &res); code != 200 || res.Rows[0][0] != "0" {
+		t.Fatalf("count: %d %v %+v", code, e, res)
+	}
+	for _, c := range []struct {
+		body string
+		code int
+	}{
+		{`{"endpoint": "fraud-det", "sql": "DROP TABLE {table}"}`, 400},
+		{`{"endpoint": "fraud-det", "sql": "SELEC nonsense"}`, 400},
+		{`{"endpoint": "fraud-det", "sql": ""}`, 400},
+		{`{"endpoint": "nope", "sql": "SELECT 1"}`, 404},
+	} {
+		if code, e := h.call(t, "POST", "/api/2.0/gantry/tables/query", c.body, nil); code != c.code {
+			t.Errorf("%s: %d %v; want %d", c.body, code, e, c.code)
+		}
+	}
+}
