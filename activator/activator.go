@@ -150,6 +150,13 @@ type Activator struct {
 	minBackoff time.Duration // first pause after a failed route wait; doubles up to maxBackoff
 	maxBackoff time.Duration
 
+	// intN draws the traffic split; tests seed it.
+	intN func(n int) int
+
+	// shadowSlots bounds the mirrored requests in flight; a request finding
+	// it full is not mirrored.
+	shadowSlots chan struct{}
+
 	// notFound counts answers for paths and endpoints that do not exist, under
 	// empty labels: naming unknown endpoints would let any client mint series.
 	notFound prometheus.Counter
@@ -183,18 +190,20 @@ func New(cfg Config, routes routeSource) *Activator {
 		cfg.Clock = time.Now
 	}
 	return &Activator{
-		cfg:        cfg,
-		routes:     routes,
-		log:        cfg.Logger,
-		metrics:    cfg.Metrics,
-		replicas:   map[string]*replica{},
-		pools:      map[poolKey]*pool{},
-		epoch:      cfg.Clock(),
-		penalty:    3 * time.Second, // fasthttp lbclient's penaltyDuration
-		minPoll:    50 * time.Millisecond,
-		minBackoff: 100 * time.Millisecond,
-		maxBackoff: 10 * time.Second,
-		notFound:   cfg.Metrics.requests.WithLabelValues("", "", "404"),
+		cfg:         cfg,
+		routes:      routes,
+		log:         cfg.Logger,
+		metrics:     cfg.Metrics,
+		replicas:    map[string]*replica{},
+		pools:       map[poolKey]*pool{},
+		epoch:       cfg.Clock(),
+		penalty:     3 * time.Second, // fasthttp lbclient's penaltyDuration
+		minPoll:     50 * time.Millisecond,
+		minBackoff:  100 * time.Millisecond,
+		maxBackoff:  10 * time.Second,
+		notFound:    cfg.Metrics.requests.WithLabelValues("", "", "404"),
+		intN:        rand.IntN,
+		shadowSlots: make(chan struct{}, maxShadowInFlight),
 	}
 }
 
@@ -272,8 +281,12 @@ func (a *Activator) apply(rt *api.RouteTable) {
 		if pools[k] == nil {
 			// Requests on the old snapshot may still reach p: those that
 			// find a free slot are served, the others get the refusal.
-			if n := p.breaker.Close(newRefusal("served entity %s of endpoint %s was removed from the route table; retry later", k.name, k.endpoint)); n > 0 {
-				a.log.Warn("failed waiting requests: served entity removed", "endpoint", k.endpoint,
+			// Waiting requests move to the entity that took p's place
+			// (see relocate), or get this refusal when none did.
+			r := newRefusal("served entity %s of endpoint %s was removed from the route table; retry later", k.name, k.endpoint)
+			r.removed = true
+			if n := p.breaker.Close(r); n > 0 {
+				a.log.Info("waiting requests leave a removed deployment", "endpoint", k.endpoint,
 					"served_entity", k.name, "deployment", k.deployment, "requests", n)
 			}
 		}

@@ -1,11 +1,16 @@
 package activator
 
 import (
+	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/loggers/capture"
+	"github.com/gantry/gantry/loggers/local"
 	"github.com/valyala/fasthttp"
 )
 
@@ -21,6 +26,11 @@ import (
 // and are handed a slot as one frees up, the path of an entity whose
 // replicas are all busy.
 //
+// "captured" is "activator" with inference tables on: every answer becomes
+// a record that a capture.Capturer produces to a Kafka-protocol broker
+// (kfake) in this process, as in gantry dev. Serial cases report the p50
+// and p99 latency too.
+//
 // Client, activator and worker share the CPUs, so compare the cases with
 // each other on one machine, not with numbers from another.
 func BenchmarkActivator(b *testing.B) {
@@ -30,11 +40,24 @@ func BenchmarkActivator(b *testing.B) {
 		ctx.SetBody(answer)
 	})
 
-	a := New(Config{Logger: slog.New(slog.DiscardHandler)}, newFakeRoutes())
+	broker, err := local.StartBroker(b.TempDir(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer broker.Close()
+	w := capture.NewKafkaWriter([]string{broker.Addr()}, "bench")
+	defer w.Close()
+	c := capture.New(w, capture.Config{Logger: slog.New(slog.DiscardHandler)})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go c.Run(ctx)
+
+	a := New(Config{Logger: slog.New(slog.DiscardHandler), Capture: c}, newFakeRoutes())
 	wide, narrow := readyEntity("m", worker), readyEntity("q", worker)
 	wide.Concurrency, narrow.Concurrency = 1024, 2
 	a.apply(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
 		{Name: "ep", Entities: []api.EntityRoute{wide}},
+		{Name: "captured", Entities: []api.EntityRoute{wide}, InferenceTable: "bench.ep_payload"},
 		{Name: "queued", Entities: []api.EntityRoute{narrow}},
 	}})
 	activator := serve(b, a.Handler)
@@ -43,6 +66,7 @@ func BenchmarkActivator(b *testing.B) {
 	for _, c := range []struct{ name, addr, path string }{
 		{"direct", worker, "/invocations"},
 		{"activator", activator, "/serving-endpoints/ep/invocations"},
+		{"captured", activator, "/serving-endpoints/captured/invocations"},
 		{"queued", activator, "/serving-endpoints/queued/invocations"},
 	} {
 		client := &fasthttp.HostClient{Addr: c.addr, MaxConns: 1024}
@@ -64,11 +88,17 @@ func BenchmarkActivator(b *testing.B) {
 		b.Run(c.name+"/serial", func(b *testing.B) {
 			b.ReportAllocs()
 			req, resp := newRequest(), fasthttp.AcquireResponse()
+			took := make([]time.Duration, 0, 1<<16)
 			for b.Loop() {
+				start := time.Now()
 				if !do(b, req, resp) {
 					return
 				}
+				took = append(took, time.Since(start))
 			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
 		})
 		b.Run(c.name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()

@@ -292,28 +292,41 @@ func TestEntityRemovedFailsHeldRequests(t *testing.T) {
 	held := h.invokeAsync("ep", []byte(`{}`))
 	h.waitQueued("ep", "m", 1)
 
-	// A new config: the entity's deployment changes.
+	// A new config: the entity's deployment changes. The held request
+	// moves to the new deployment and waits there until it has a replica.
 	e := coldEntity("m")
 	e.Deployment = "m-d2"
 	h.push(&api.RouteTable{Index: 2, Endpoints: []api.EndpointRoute{
 		{Name: "ep", Entities: []api.EntityRoute{e}},
 		{Name: "other", Entities: []api.EntityRoute{readyEntity("o", w.addr)}},
 	}})
+	h.waitQueued("ep", "m", 1)
+	e = readyEntity("m", w.addr)
+	e.Deployment = "m-d2"
+	h.push(&api.RouteTable{Index: 3, Endpoints: []api.EndpointRoute{
+		{Name: "ep", Entities: []api.EntityRoute{e}},
+		{Name: "other", Entities: []api.EntityRoute{readyEntity("o", w.addr)}},
+	}})
+	if got := receive(t, held); got.status != http.StatusOK {
+		t.Fatalf("request held across a deployment change: %d %s; want 200 from the new one", got.status, got.body)
+	}
+
+	// The endpoint goes: nothing takes the entity's place.
+	h.push(&api.RouteTable{Index: 4, Endpoints: []api.EndpointRoute{
+		{Name: "ep", Entities: []api.EntityRoute{coldEntity("m")}},
+		{Name: "other", Entities: []api.EntityRoute{readyEntity("o", w.addr)}},
+	}})
+	held = h.invokeAsync("ep", []byte(`{}`))
+	h.waitQueued("ep", "m", 1)
+	h.push(&api.RouteTable{Index: 5, Endpoints: []api.EndpointRoute{
+		{Name: "other", Entities: []api.EntityRoute{readyEntity("o", w.addr)}},
+	}})
 	got := receive(t, held)
 	if got.status != http.StatusServiceUnavailable || got.header.Get("Retry-After") != "1" {
-		t.Fatalf("answer = %d %s, Retry-After %q; want 503, 1", got.status, got.body, got.header.Get("Retry-After"))
+		t.Fatalf("endpoint removed: %d %s, Retry-After %q; want 503, 1", got.status, got.body, got.header.Get("Retry-After"))
 	}
 	if msg := got.apiError(t).Message; !strings.Contains(msg, "removed") {
 		t.Errorf("message %q does not say the entity was removed", msg)
-	}
-
-	held = h.invokeAsync("ep", []byte(`{}`))
-	h.waitQueued("ep", "m", 1)
-	h.push(&api.RouteTable{Index: 3, Endpoints: []api.EndpointRoute{
-		{Name: "other", Entities: []api.EntityRoute{readyEntity("o", w.addr)}},
-	}})
-	if got := receive(t, held); got.status != http.StatusServiceUnavailable {
-		t.Fatalf("endpoint removed: %d %s, want 503", got.status, got.body)
 	}
 }
 

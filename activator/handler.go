@@ -14,11 +14,17 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Headers the activator adds to every answer (and forwards the request id).
+// Headers the activator adds to every answer (and forwards the request id),
+// and the one that makes a client's requests stick to one served entity.
 const (
 	headerServedModel = "served-model-name"
 	headerRequestID   = "x-request-id"
+	headerStickyKey   = "X-Gantry-Sticky-Key"
 )
+
+// maxMoves bounds how often a held request follows its served entity to a
+// new deployment (a config update) before it is refused.
+const maxMoves = 3
 
 // Handler serves POST /serving-endpoints/{name}/invocations and
 // POST /serving-endpoints/{name}/served-models/{served}/invocations; any other
@@ -61,6 +67,9 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	if ep.table != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id[:], start, elapsed)
 	}
+	if len(ep.shadows) > 0 && served == nil {
+		a.mirror(ctx, ep, id[:])
+	}
 }
 
 // capture hands the record of an answered invocation to Config.Capture,
@@ -84,6 +93,7 @@ func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, s
 // served-models path and is nil otherwise.
 func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, deadline time.Time) {
 	var en *entity
+	var key []byte
 	if served != nil {
 		if en = ep.entities[string(served)]; en == nil {
 			ep.requests.WithLabelValues("404").Inc()
@@ -91,12 +101,15 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 				"served entity %s does not exist in endpoint %s", served, ep.name))
 			return
 		}
-	} else if en = ep.pick(); en == nil {
-		ep.requests.WithLabelValues("503").Inc()
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
-			"endpoint %s routes no traffic to any served entity", ep.name))
-		return
+	} else {
+		key = stickyKey(ctx, ep)
+		if en = ep.pick(key, a.intN); en == nil {
+			ep.requests.WithLabelValues("503").Inc()
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+			writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
+				"endpoint %s routes no traffic to any served entity", ep.name))
+			return
+		}
 	}
 	ctx.Response.Header.Set(headerServedModel, en.name)
 
@@ -110,9 +123,25 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
 			"request body is %d bytes; the limit is %d", len(ctx.PostBody()), a.cfg.MaxRequestBodySize))
 	default:
-		a.proxy(ctx, en, id, deadline)
+		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 	}
 	en.requests.inc(ctx.Response.StatusCode())
+}
+
+// stickyKey is what pins a request to one served entity: the
+// X-Gantry-Sticky-Key header, else the body's client_request_id. Only an
+// endpoint that splits its traffic looks into the body.
+func stickyKey(ctx *fasthttp.RequestCtx, ep *endpoint) []byte {
+	if k := ctx.Request.Header.Peek(headerStickyKey); len(k) > 0 {
+		return k
+	}
+	if len(ep.split) < 2 {
+		return nil
+	}
+	if id := loggers.ClientRequestID(ctx.PostBody()); id != "" {
+		return []byte(id)
+	}
+	return nil
 }
 
 // proxy sends the invocation to the replica of en with the fewest requests
@@ -122,28 +151,64 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 // A waiting request parks its goroutine here, so the frames below wait are
 // kept small, and the big ones (forward, refuse) come after the wait: with
 // 10,000 requests held, each kilobyte of parked stack is 10 MB.
-func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, id []byte, deadline time.Time) {
-	r, release, ok := en.pool.breaker.Reserve(ctx)
-	if !ok {
-		cold := en.ready == 0
-		var since time.Time
-		if cold {
-			a.poke(en.pool)
-			since = a.cfg.Clock()
+//
+// A request held by an entity whose deployment leaves the route table (a
+// config update switched to a new one) moves to the entity that now takes
+// its place: the same name when pinned (the served-models path), else a
+// new pick with the same sticky key. proxy returns the entity that
+// answered.
+func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, pinned bool, key, id []byte, deadline time.Time) *entity {
+	for moves := 0; ; moves++ {
+		r, release, ok := en.pool.breaker.Reserve(ctx)
+		if !ok {
+			cold := en.ready == 0
+			var since time.Time
+			if cold {
+				a.poke(en.pool)
+				since = a.cfg.Clock()
+			}
+			var err error
+			r, release, err = a.wait(en, int64(len(ctx.PostBody())), deadline)
+			if cold && !errors.Is(err, queue.ErrQueueFull) {
+				// A cold start lasts until the answer, served or not; a
+				// request refused at once never waited.
+				defer a.coldStart(en.pool, since)
+			}
+			if err != nil {
+				if next := a.relocate(en, pinned, key, err); next != nil && moves < maxMoves {
+					en = next
+					ctx.Response.Header.Set(headerServedModel, en.name)
+					continue
+				}
+				a.refuse(ctx, en, cold, deadline, err)
+				return en
+			}
 		}
-		var err error
-		r, release, err = a.wait(en, int64(len(ctx.PostBody())), deadline)
-		if cold && !errors.Is(err, queue.ErrQueueFull) {
-			// A cold start lasts until the answer, served or not; a request
-			// refused at once never waited.
-			defer a.coldStart(en.pool, since)
-		}
-		if err != nil {
-			a.refuse(ctx, en, cold, deadline, err)
-			return
-		}
+		a.forward(ctx, en, r, release, id, deadline)
+		return en
 	}
-	a.forward(ctx, en, r, release, id, deadline)
+}
+
+// relocate finds where a request goes whose wait at en ended with err
+// because en's deployment left the route table; nil when err is any other
+// end or nothing took en's place.
+func (a *Activator) relocate(en *entity, pinned bool, key []byte, err error) *entity {
+	var refused *refusal
+	if !errors.As(err, &refused) || !refused.removed {
+		return nil
+	}
+	ep := a.table.Load().endpoints[en.endpoint]
+	if ep == nil {
+		return nil
+	}
+	next := ep.entities[en.name]
+	if !pinned {
+		next = ep.pick(key, a.intN)
+	}
+	if next == nil || next.pool == en.pool {
+		return nil
+	}
+	return next
 }
 
 // forward sends the invocation to r, on a slot that release gives back, and

@@ -175,6 +175,22 @@ func (h *harness) invokeAsync(endpoint string, body []byte) <-chan answer {
 	return out
 }
 
+// invokeAsyncPath posts an invocation to path from a goroutine of its own.
+func (h *harness) invokeAsyncPath(path string) <-chan answer {
+	out := make(chan answer, 1)
+	go func() {
+		resp, err := h.client.Post(h.base+path, "application/json", bytes.NewReader([]byte(`{"inputs":[1]}`)))
+		if err != nil {
+			out <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- answer{status: resp.StatusCode, header: resp.Header, body: b, err: err}
+	}()
+	return out
+}
+
 // receive waits for an answer from invokeAsync.
 func receive(t *testing.T, ch <-chan answer) answer {
 	t.Helper()

@@ -13,6 +13,8 @@ type Metrics struct {
 	inFlight   *prometheus.GaugeVec
 	queueDepth *prometheus.GaugeVec
 	coldStart  *prometheus.HistogramVec
+	// shadowSkipped counts mirrors not sent: too many in flight.
+	shadowSkipped prometheus.Counter
 }
 
 // NewMetrics builds the activator's metrics and registers them with reg
@@ -49,9 +51,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			// of seconds; 120 s is the queue timeout.
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120},
 		}, []string{"endpoint", "served_entity"}),
+		shadowSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gantry_activator_shadow_skipped_total",
+			Help: "Requests a shadow route drew but did not mirror, because too many mirrors were in flight.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inFlight, m.queueDepth, m.coldStart)
+		reg.MustRegister(m.requests, m.duration, m.inFlight, m.queueDepth, m.coldStart, m.shadowSkipped)
 	}
 	return m
 }

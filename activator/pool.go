@@ -49,6 +49,9 @@ type poolKey struct {
 type refusal struct {
 	reason string
 	body   []byte // API.md's error shape, TEMPORARILY_UNAVAILABLE
+	// removed says the entity's deployment left the route table, so the
+	// request may move to whatever took its place.
+	removed bool
 }
 
 func (r *refusal) Error() string { return r.reason }

@@ -2,7 +2,6 @@ package activator
 
 import (
 	"errors"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -31,11 +30,18 @@ type endpoint struct {
 	entities map[string]*entity // by served entity name
 	split    []split            // cumulative weights, in route order
 	total    int                // sum of the weights; split[len-1].upTo
+	shadows  []shadow           // routes that mirror traffic
 	duration prometheus.Observer
 	// requests counts answers given before a served entity was chosen,
 	// curried down to the code label. Never 200s, so nothing is resolved
 	// in advance.
 	requests *prometheus.CounterVec
+}
+
+// shadow is a shadow route: percent of the requests are mirrored to en.
+type shadow struct {
+	percent int
+	en      *entity
 }
 
 // split is one step of the traffic split: a draw below upTo, and not below
@@ -121,15 +127,22 @@ func (r *replica) penalize(d time.Duration) {
 }
 
 // pick draws a served entity by the traffic split; nil if the endpoint has
-// nothing to route to.
-func (ep *endpoint) pick() *entity {
+// nothing to route to. A request with a sticky key goes where the key's
+// hash falls, so the same key meets the same entity while the split stays
+// as it is; other requests draw with intN.
+func (ep *endpoint) pick(key []byte, intN func(int) int) *entity {
 	switch len(ep.split) {
 	case 0:
 		return nil
 	case 1:
 		return ep.split[0].en
 	}
-	n := rand.IntN(ep.total)
+	var n int
+	if len(key) > 0 {
+		n = int(fnv1a(key) % uint64(ep.total))
+	} else {
+		n = intN(ep.total)
+	}
 	for _, s := range ep.split {
 		if n < s.upTo {
 			return s.en
@@ -223,6 +236,10 @@ func (a *Activator) splitOf(er *api.EndpointRoute, ep *endpoint) ([]split, int) 
 		if r.TrafficPercentage <= 0 {
 			continue
 		}
+		if r.Shadow {
+			ep.shadows = append(ep.shadows, shadow{percent: r.TrafficPercentage, en: en})
+			continue
+		}
 		total += r.TrafficPercentage
 		s = append(s, split{upTo: total, en: en})
 	}
@@ -276,4 +293,15 @@ func dialReplica(addr string, timeout time.Duration) (net.Conn, error) {
 		return nil, &dialError{err}
 	}
 	return c, nil
+}
+
+// fnv1a is the 64-bit FNV-1a hash. Every activator must send a sticky key
+// to the same entity, so the hash has no per-process seed.
+func fnv1a(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }

@@ -139,6 +139,10 @@ type TrafficConfig struct {
 type Route struct {
 	ServedModelName   string `json:"served_model_name"`
 	TrafficPercentage int    `json:"traffic_percentage"`
+	// Shadow (a Gantry extension) mirrors TrafficPercentage of the
+	// requests to the entity: its answers go to the inference table, never
+	// to the client. Shadow routes do not count in the sum of 100.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // AutoCaptureConfig turns on inference tables.
@@ -163,7 +167,8 @@ type PayloadTable struct {
 
 // QueryRequest runs read-only SQL over an endpoint's inference table
 // (POST /api/2.0/gantry/tables/query); "{table}" in SQL stands for the
-// table's qualified name.
+// table's qualified name (database.table), so "{table}_per_minute" names
+// its per-minute view.
 type QueryRequest struct {
 	Endpoint string `json:"endpoint"`
 	SQL      string `json:"sql"`

@@ -49,7 +49,14 @@ type Record struct {
 	// SamplingFraction is the share of requests logged; Gantry logs all (1).
 	SamplingFraction  float64
 	LoggingErrorCodes []string
+	// Shadow marks the answer of a shadow route, which the client never
+	// saw. Its RequestID is the original's with ShadowSuffix.
+	Shadow bool
 }
+
+// ShadowSuffix ends the RequestID of a shadow answer, so that it has a row
+// of its own next to the answer the client got.
+const ShadowSuffix = "-shadow"
 
 // SetBodies sets r's Request and Response, leaving out (and naming in
 // LoggingErrorCodes) a body over MaxBodySize. The bodies are not copied.
@@ -92,13 +99,17 @@ func AppendRecord(b []byte, r *Record) []byte {
 		b = binary.AppendUvarint(b, uint64(len(c)))
 		b = append(b, c...)
 	}
-	return b
+	var shadow byte
+	if r.Shadow {
+		shadow = 1
+	}
+	return append(b, shadow)
 }
 
 // EncodedSize is an upper bound of len(AppendRecord(nil, r)), for sizing
 // buffers.
 func EncodedSize(r *Record) int {
-	n := 1 + 10*3 + 8 + 10*3
+	n := 1 + 10*3 + 8 + 10*3 + 1
 	n += 10*6 + len(r.Table) + len(r.RequestID) + len(r.ClientRequestID) + len(r.Endpoint) + len(r.ServedEntity) + len(r.Requester)
 	n += len(r.Request) + len(r.Response)
 	for _, c := range r.LoggingErrorCodes {
@@ -139,9 +150,14 @@ func DecodeRecord(b []byte) (Record, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		r.LoggingErrorCodes = append(r.LoggingErrorCodes, d.string())
 	}
+	shadow := d.uvarint()
 	if d.err != nil {
 		return Record{}, d.err
 	}
+	if shadow > 1 {
+		return Record{}, fmt.Errorf("record shadow flag %d; want 0 or 1", shadow)
+	}
+	r.Shadow = shadow == 1
 	if status < 0 || status > math.MaxInt32 {
 		return Record{}, fmt.Errorf("record status code %d is out of range", status)
 	}

@@ -13,7 +13,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		Endpoint: "fraud", ServedEntity: "model-v2", Requester: "alice",
 		TimestampMs: 1732500000123, StatusCode: 503, ExecutionTimeMs: 42,
 		Request: []byte("{\"inputs\": [1]}"), Response: []byte{0xff, 0x00, 'x'}, // not UTF-8: kept exact
-		SamplingFraction: 1, LoggingErrorCodes: []string{ErrResponseTooLarge},
+		SamplingFraction: 1, LoggingErrorCodes: []string{ErrResponseTooLarge}, Shadow: true,
 	}
 	b := AppendRecord(nil, &r)
 	if len(b) > EncodedSize(&r) {

@@ -17,12 +17,16 @@ type Table struct {
 func (t Table) String() string { return t.Database + "." + t.Name }
 
 // Quoted is the qualified name quoted for SQL. The parts are identifiers
-// PayloadTable checked, so quoting cannot be escaped.
+// PayloadTable checked, so they need no quotes and quoting cannot be escaped.
 func (t Table) Quoted() string { return "`" + t.Database + "`.`" + t.Name + "`" }
 
-// identRE is what a table name part may hold. SQL is built from these names,
-// so anything else is refused rather than escaped.
-var identRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,100}$`)
+// identRE is what a table name part may hold: a ClickHouse identifier that
+// needs no quoting. SQL is built from these names, so anything else is
+// refused rather than escaped.
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,99}$`)
+
+// identRule says identRE in words, for error messages.
+const identRule = "a letter or _ followed by letters, digits and _ (at most 100)"
 
 // PayloadTable names the inference table of an endpoint's capture config:
 // database <catalog_name>_<schema_name>, table <table_name_prefix>_payload,
@@ -38,7 +42,7 @@ func PayloadTable(endpoint string, c *api.AutoCaptureConfig) (Table, error) {
 	} {
 		if !identRE.MatchString(f.v) {
 			return Table{}, api.Errorf(api.ErrInvalidParameterValue,
-				"config.auto_capture_config.%s: %q must be 1 to 100 of [A-Za-z0-9_]", f.field, f.v)
+				"config.auto_capture_config.%s: %q must be %s", f.field, f.v, identRule)
 		}
 	}
 	return Table{Database: c.CatalogName + "_" + c.SchemaName, Name: prefix + "_payload"}, nil
@@ -48,7 +52,7 @@ func PayloadTable(endpoint string, c *api.AutoCaptureConfig) (Table, error) {
 func ParseTable(s string) (Table, error) {
 	db, name, ok := strings.Cut(s, ".")
 	if !ok || !identRE.MatchString(db) || !identRE.MatchString(name) {
-		return Table{}, fmt.Errorf("table %q: want database.table, each 1 to 100 of [A-Za-z0-9_]", s)
+		return Table{}, fmt.Errorf("table %q: want database.table, each %s", s, identRule)
 	}
 	return Table{Database: db, Name: name}, nil
 }

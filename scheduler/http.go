@@ -38,6 +38,7 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", s.modelArtifact)
 	mux.HandleFunc("GET /api/2.0/gantry/routes", s.routes)
+	mux.HandleFunc("GET /api/2.0/gantry/serving-endpoints/{name}/deployments", s.listDeploymentSpecs)
 	mux.HandleFunc("POST /api/2.0/gantry/tables/query", s.queryTable)
 	s.registerDeployments(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -215,6 +216,7 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 	next := *ep
 	now := s.cfg.Now().UnixMilli()
 	next.Updated = now
+	next.DroppedUpdate = false
 	if sameDeployments(ep.Name, &ep.Config, &c) {
 		// Only traffic (or nothing) changed: no new replicas, apply at once.
 		c.ConfigVersion = ep.Config.ConfigVersion + 1

@@ -178,6 +178,7 @@ func (s *Scheduler) deployments(ep string, c *api.EndpointConfig) []entityDeploy
 			ModelName:    e.EntityName,
 			ModelVersion: e.EntityVersion,
 			Replicas:     n,
+			WorkloadSize: e.WorkloadSize,
 			WorkloadType: e.WorkloadType,
 			Env:          e.EnvironmentVars,
 			ArtifactURL: fmt.Sprintf("%s/api/2.0/gantry/models/%s/versions/%s/artifact",
@@ -306,7 +307,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 func (s *Scheduler) step(ep *store.Endpoint, cur *[]entityDeployment, want map[string]orchestrator.Deployment) bool {
 	if ep.Pending == nil {
 		// Only the first config is rolling out (or failed to): settle its state.
-		if ep.UpdateState != api.ConfigInProgress && ep.UpdateState != api.ConfigUpdateFailed {
+		if ep.DroppedUpdate || (ep.UpdateState != api.ConfigInProgress && ep.UpdateState != api.ConfigUpdateFailed) {
 			return false
 		}
 		ready, failure := s.rollout(*cur)
@@ -333,7 +334,7 @@ func (s *Scheduler) step(ep *store.Endpoint, cur *[]entityDeployment, want map[s
 	case failure != "":
 		// The old config keeps serving; the new deployments go away.
 		ep.Pending, ep.PendingStart = nil, 0
-		ep.UpdateState, ep.UpdateMessage = api.ConfigUpdateFailed, failure
+		ep.UpdateState, ep.UpdateMessage, ep.DroppedUpdate = api.ConfigUpdateFailed, failure, true
 		return true
 	}
 	for _, d := range pend {

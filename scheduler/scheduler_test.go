@@ -319,6 +319,12 @@ func TestFailedUpdateKeepsOldConfig(t *testing.T) {
 	if ids := h.orch.ids(); len(ids) != 1 || !strings.HasPrefix(ids[0], "fraud-v1-") {
 		t.Errorf("deployments after failed update = %v, want only v1's", ids)
 	}
+	// The failure stays on record while the old config serves on.
+	h.reconcile()
+	h.reconcile()
+	if ep := h.get(t, "fraud"); ep.State.ConfigUpdate != api.ConfigUpdateFailed {
+		t.Errorf("state after more reconciles = %+v, want UPDATE_FAILED to stay", ep.State)
+	}
 }
 
 func TestDeleteAndRestart(t *testing.T) {

@@ -46,7 +46,7 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 	defer cancel()
-	res, err := s.cfg.Tables.Query(ctx, strings.ReplaceAll(req.SQL, "{table}", t.Quoted()))
+	res, err := s.cfg.Tables.Query(ctx, strings.ReplaceAll(req.SQL, "{table}", t.String()))
 	if err != nil {
 		writeError(w, queryError(err))
 		return

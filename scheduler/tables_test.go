@@ -32,6 +32,7 @@ func TestInferenceTable(t *testing.T) {
 		{"ml", "logs", "a b", "table_name_prefix"},
 		{"", "logs", "", "catalog_name"},
 		{"ml", "l\u00e9", "", "schema_name"},
+		{"9ml", "logs", "", "catalog_name"},
 	} {
 		code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody(bad.catalog, bad.schema, bad.prefix), nil)
 		if code != 400 || e.Code != api.ErrInvalidParameterValue || !strings.Contains(e.Message, bad.field) {
@@ -57,7 +58,7 @@ func TestInferenceTable(t *testing.T) {
 	// The table exists as soon as the endpoint does.
 	var res api.QueryResult
 	if code, e := h.call(t, "POST", "/api/2.0/gantry/tables/query",
-		`{"endpoint": "fraud-det", "sql": "SELECT count() AS n, name FROM system.tables WHERE database = 'ml_logs' GROUP BY name"}`, &res); code != 200 {
+		`{"endpoint": "fraud-det", "sql": "SELECT count() AS n, name FROM system.tables WHERE database = 'ml_logs' AND name = 'fraud_det_payload' GROUP BY name"}`, &res); code != 200 {
 		t.Fatalf("query: %d %v", code, e)
 	}
 	if len(res.Rows) != 1 || res.Rows[0][0] != "1" || res.Rows[0][1] != "fraud_det_payload" || res.Columns[0] != "n" {

@@ -151,10 +151,12 @@ func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
 		if r.TrafficPercentage < 0 || r.TrafficPercentage > 100 {
 			return invalid("traffic_config.routes[%d].traffic_percentage: %d is out of range 0-100", i, r.TrafficPercentage)
 		}
-		sum += r.TrafficPercentage
+		if !r.Shadow {
+			sum += r.TrafficPercentage
+		}
 	}
 	if sum != 100 {
-		return invalid("traffic_config.routes: percentages sum to %d, must sum to 100", sum)
+		return invalid("traffic_config.routes: percentages sum to %d, must sum to 100 (shadow routes do not count)", sum)
 	}
 	return nil
 }

@@ -53,6 +53,10 @@ func TestNormalizeConfigErrors(t *testing.T) {
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 110}, {"served_model_name": "b", "traffic_percentage": -10}]}}`, "out of range 0-100"},
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "c", "traffic_percentage": 50}]}}`, `"c" is not a served entity`},
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 50}, {"served_model_name": "a", "traffic_percentage": 50}]}}`, "more than one route"},
+		// A shadow route does not count toward 100.
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 90}, {"served_model_name": "b", "traffic_percentage": 10, "shadow": true}]}}`, "percentages sum to 90"},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 100}, {"served_model_name": "a", "traffic_percentage": 10, "shadow": true}]}}`, "more than one route"},
+		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 100}, {"served_model_name": "b", "traffic_percentage": 101, "shadow": true}]}}`, "out of range 0-100"},
 	} {
 		err := normalizeConfig(config(t, tc.body))
 		ae, ok := err.(*api.Error)
@@ -82,5 +86,13 @@ func TestReplicaBounds(t *testing.T) {
 		if lo != tc.lo || hi != tc.hi || initialReplicas(&tc.e) != tc.initial {
 			t.Errorf("bounds(%+v) = %d..%d initial %d, want %d..%d initial %d", tc.e, lo, hi, initialReplicas(&tc.e), tc.lo, tc.hi, tc.initial)
 		}
+	}
+}
+
+func TestShadowRouteIsValid(t *testing.T) {
+	c := config(t, `{"served_entities": [{"name": "a", "entity_name": "m", "entity_version": "1"}, {"name": "b", "entity_name": "m", "entity_version": "2"}],
+		"traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 100}, {"served_model_name": "b", "traffic_percentage": 25, "shadow": true}]}}`)
+	if err := normalizeConfig(c); err != nil {
+		t.Fatalf("100%% live plus a 25%% shadow: %v", err)
 	}
 }

@@ -40,6 +40,8 @@ type controlPlaneOptions struct {
 	// tablesOff. Set by the command, not a flag.
 	tables    scheduler.Tables
 	tablesOff string
+	docker    dockerOptions
+	nomad     nomadOptions
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -48,6 +50,8 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
+	o.docker.flags(c)
+	o.nomad.flags(c)
 }
 
 // controlPlane is a scheduler with its store, registry and driver.
@@ -69,11 +73,13 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if cp.ln, err = net.Listen("tcp", o.listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	// The error returns set cp to nil: the cleanup keeps its own pointer.
+	opened := cp
 	defer func() {
 		if err != nil {
-			cp.ln.Close()
-			if cp.store != nil {
-				cp.store.Close()
+			opened.ln.Close()
+			if opened.store != nil {
+				opened.store.Close()
 			}
 		}
 	}()

@@ -19,7 +19,7 @@ type driver interface {
 }
 
 // driverNames are the values --driver takes.
-var driverNames = []string{"local"}
+var driverNames = []string{"local", "docker", "nomad"}
 
 // newDriver opens the driver that o.driver names. notify is told the ID of a
 // deployment whose status changed.
@@ -27,6 +27,10 @@ func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Regi
 	switch o.driver {
 	case "local":
 		return local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, notify)
+	case "docker":
+		return newDockerDriver(o, log, metrics, notify)
+	case "nomad":
+		return newNomadDriver(&o.nomad, log, notify)
 	}
 	return nil, fmt.Errorf("--driver %q: choose one of %v", o.driver, driverNames)
 }

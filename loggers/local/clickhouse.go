@@ -153,6 +153,7 @@ func (ch *ClickHouse) writeConfig() error {
 <yandex>
   <logger><level>warning</level><log>` + ch.dir + `/server.log</log><errorlog>` + ch.dir + `/error.log</errorlog><size>10M</size><count>2</count></logger>
   <listen_host>127.0.0.1</listen_host>
+  <timezone>UTC</timezone>
   <tcp_port>` + strconv.Itoa(ch.port) + `</tcp_port>
   <path>` + ch.dir + `/data/</path>
   <tmp_path>` + ch.dir + `/tmp/</tmp_path>

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -56,7 +57,7 @@ func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }
 
 // columns of a payload table, in insert order.
 const columns = "request_id, client_request_id, date, timestamp_ms, status_code, execution_time_ms, " +
-	"request, response, served_entity, endpoint, sampling_fraction, logging_error_codes, requester"
+	"request, response, served_entity, endpoint, sampling_fraction, logging_error_codes, requester, shadow"
 
 // Ensure creates t's database and table if they do not exist.
 //
@@ -82,14 +83,62 @@ func (db *DB) Ensure(ctx context.Context, t loggers.Table) error {
 	endpoint String,
 	sampling_fraction Float64,
 	logging_error_codes Array(String),
-	requester String
+	requester String,
+	shadow UInt8
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY date
 ORDER BY request_id`
 	if err := db.conn.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("create table %s: %w", t, err)
 	}
+	for _, v := range Views {
+		if err := db.conn.Exec(ctx, "CREATE VIEW IF NOT EXISTS "+t.String()+v.Suffix+" AS "+v.Select(t)); err != nil {
+			return fmt.Errorf("create view %s%s: %w", t, v.Suffix, err)
+		}
+	}
 	return nil
+}
+
+// View is a monitoring view created next to each payload table, named
+// <table><Suffix>. Each reads the table with FINAL, so a redelivered row
+// counts once.
+type View struct {
+	Suffix, Help string
+	sql          string // {table} stands for the payload table
+}
+
+// Select is the view's query over t.
+func (v View) Select(t loggers.Table) string { return strings.ReplaceAll(v.sql, "{table}", t.String()) }
+
+// Views are the monitoring views. The SQL runs on ClickHouse 18.16: no
+// window functions, -If combinators for conditional aggregates.
+var Views = []View{
+	{
+		Suffix: "_per_minute",
+		Help:   "per minute and served entity: requests, errors (status >= 400), error rate, latency p50/p99 in ms",
+		sql: `SELECT
+	toStartOfMinute(toDateTime(intDiv(timestamp_ms, 1000))) AS minute,
+	served_entity,
+	count() AS requests,
+	countIf(status_code >= 400) AS errors,
+	errors / requests AS error_rate,
+	quantileExact(0.5)(execution_time_ms) AS p50_ms,
+	quantileExact(0.99)(execution_time_ms) AS p99_ms
+FROM {table} FINAL
+GROUP BY minute, served_entity
+ORDER BY minute, served_entity`,
+	},
+	{
+		Suffix: "_latest",
+		Help:   "the 100 latest requests, newest first",
+		sql: `SELECT
+	toDateTime(intDiv(timestamp_ms, 1000)) AS time,
+	request_id, client_request_id, served_entity, status_code, execution_time_ms,
+	request, response, logging_error_codes
+FROM {table} FINAL
+ORDER BY timestamp_ms DESC
+LIMIT 100`,
+	},
 }
 
 // Insert writes recs, which all belong to t, as one block.
@@ -108,6 +157,7 @@ func (db *DB) Insert(ctx context.Context, t loggers.Table, recs []loggers.Record
 		statuses                            = make([]int32, n)
 		fractions                           = make([]float64, n)
 		codes                               = make([][]string, n)
+		shadows                             = make([]uint8, n)
 	)
 	for i := range recs {
 		r := &recs[i]
@@ -122,9 +172,12 @@ func (db *DB) Insert(ctx context.Context, t loggers.Table, recs []loggers.Record
 		if codes[i] == nil {
 			codes[i] = []string{}
 		}
+		if r.Shadow {
+			shadows[i] = 1
+		}
 	}
 	for i, col := range []any{ids, clientIDs, dates, timestamps, statuses, durations,
-		requests, responses, entities, endpoints, fractions, codes, requesters} {
+		requests, responses, entities, endpoints, fractions, codes, requesters, shadows} {
 		if err := batch.Column(i).Append(col); err != nil {
 			return fmt.Errorf("insert into %s: column %d: %w", t, i, err)
 		}

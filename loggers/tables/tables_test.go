@@ -2,6 +2,7 @@ package tables_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -41,6 +42,20 @@ func TestEnsureInsertQuery(t *testing.T) {
 	want := []string{"a|2024-11-25|200|{\"inputs\": [1]}|\xffx|[]", "b|2024-11-25|503|||[MAX_REQUEST_SIZE_EXCEEDED]"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("rows:\n%q\nwant\n%q", got, want)
+	}
+	res, err = db.Query(ctx, "SELECT minute, served_entity, requests, errors, error_rate, p50_ms, p99_ms FROM "+tbl.String()+"_per_minute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(res.Rows); got != "[[2024-11-25 02:00:00 v1 1 0 0 3 3] [2024-11-25 02:00:00 v2 1 1 1 0 0]]" {
+		t.Errorf("per-minute view: %s", got)
+	}
+	res, err = db.Query(ctx, "SELECT request_id, status_code FROM "+tbl.String()+"_latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(res.Rows); got != "[[b 503] [a 200]]" {
+		t.Errorf("latest view: %s", got)
 	}
 	if _, err := db.Query(ctx, "DROP TABLE "+tbl.Quoted()); err == nil {
 		t.Fatal("Query ran a DROP; it must be read-only")

@@ -19,7 +19,10 @@ type Deployment struct {
 	ModelDir     string
 	ArtifactURL  string
 
-	Replicas     int
+	Replicas int
+	// WorkloadSize (Small, Medium, Large; empty with provisioned
+	// concurrency) and WorkloadType size each replica's resources.
+	WorkloadSize string
 	WorkloadType string
 	Env          map[string]string
 }

@@ -38,6 +38,10 @@ type Endpoint struct {
 	// the last update failed.
 	UpdateState   string `json:"update_state"`
 	UpdateMessage string `json:"update_message,omitempty"`
+	// DroppedUpdate says that UPDATE_FAILED is about a pending config that
+	// was dropped, not about Config (which serves as before), so the state
+	// stays until the next update.
+	DroppedUpdate bool `json:"dropped_update,omitempty"`
 }
 
 // Store is a bbolt-backed endpoint store. It is safe for concurrent use.

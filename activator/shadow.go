@@ -1,0 +1,103 @@
+package activator
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/loggers"
+	"github.com/valyala/fasthttp"
+)
+
+// maxShadowInFlight bounds the mirrored requests in flight at once. Each
+// holds a copy of its body; past the bound, mirrors are skipped (and
+// counted), never waited for.
+const maxShadowInFlight = 256
+
+// mirror sends a copy of the request to each shadow route of ep whose draw
+// hits. The copies run on goroutines of their own after the real answer is
+// written: the client never waits for them and never sees their answers,
+// which go to the inference table.
+func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
+	for _, s := range ep.shadows {
+		if a.intN(100) >= s.percent {
+			continue
+		}
+		select {
+		case a.shadowSlots <- struct{}{}:
+		default:
+			a.metrics.shadowSkipped.Inc()
+			continue
+		}
+		req := fasthttp.AcquireRequest()
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.SetRequestURI("/invocations")
+		req.Header.SetContentTypeBytes(ctx.Request.Header.ContentType())
+		if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 {
+			req.Header.SetContentEncodingBytes(ce)
+		}
+		shadowID := string(id) + loggers.ShadowSuffix
+		req.Header.Set(headerRequestID, shadowID)
+		req.SetBody(ctx.PostBody()) // a copy: ctx is reused once Handler returns
+		go a.shadowInvoke(ep, s.en, req, shadowID)
+	}
+}
+
+// shadowInvoke sends req to en and records the answer.
+func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, id string) {
+	defer func() { <-a.shadowSlots }()
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+
+	start := time.Now()
+	a.shadowSend(en, req, resp, start.Add(a.cfg.Timeout))
+	en.requests.inc(resp.StatusCode())
+	if ep.table == "" || a.cfg.Capture == nil {
+		return
+	}
+	r := loggers.Record{
+		Table:            ep.table,
+		RequestID:        id,
+		Endpoint:         ep.name,
+		ServedEntity:     en.name,
+		TimestampMs:      start.UnixMilli(),
+		StatusCode:       int32(resp.StatusCode()),
+		ExecutionTimeMs:  time.Since(start).Milliseconds(),
+		SamplingFraction: 1,
+		Shadow:           true,
+	}
+	r.SetBodies(req.Body(), resp.Body())
+	a.cfg.Capture.Capture(&r)
+}
+
+// shadowSend is forward for a mirrored request: it waits for a slot like a
+// real request (so a shadow entity at zero wakes up), but answers into resp
+// instead of a client's connection, and never retries.
+func (a *Activator) shadowSend(en *entity, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) {
+	r, release, ok := en.pool.breaker.Reserve(context.Background())
+	if !ok {
+		if en.ready == 0 {
+			a.poke(en.pool)
+		}
+		var err error
+		if r, release, err = a.wait(en, int64(len(req.Body())), deadline); err != nil {
+			resp.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "shadow of served entity %s: %v", en.name, err))
+			return
+		}
+	}
+	en.inFlight.Inc()
+	err := a.send(r, req, resp, deadline)
+	release()
+	en.inFlight.Dec()
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		resp.SetStatusCode(fasthttp.StatusGatewayTimeout)
+		resp.SetBody(errorBody(api.ErrDeadlineExceeded, "shadow of served entity %s did not answer within %s", en.name, a.cfg.Timeout))
+	case err != nil:
+		resp.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "shadow of served entity %s: %v", en.name, err))
+	}
+}

@@ -1,0 +1,106 @@
+// Package dockertest connects tests to the real Docker engine and builds
+// the worker image they run.
+package dockertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+)
+
+// Image is the tag the tests build, apart from `make image`'s
+// gantry-worker:dev so that a test run never replaces a user's image.
+const Image = "gantry-worker:test"
+
+// Client returns a client of the engine that DOCKER_HOST names (the
+// default socket without it), closed when the test ends. Without an engine
+// the test fails under CI (CI set, where .ci/run starts dockerd) and is
+// skipped elsewhere with how to start one.
+func Client(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(ctx); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI must provide a Docker engine: %v", err)
+		}
+		t.Skipf("needs a Docker engine: %v (start one with deploy/docker/start-dockerd.sh)", err)
+	}
+	return cli
+}
+
+var build struct {
+	once sync.Once
+	err  error
+}
+
+// BuildImage builds Image from this checkout, as `make image` does, once
+// per test process: a stale image would test old worker code.
+func BuildImage(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() { build.err = buildImage() })
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return Image
+}
+
+func buildImage() error {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find the module root: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	dir, err := os.MkdirTemp("", "gantry-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	gobuild := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "gantry"), "./cmd/gantry")
+	gobuild.Dir = root
+	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0") // FROM scratch has no libc
+	if out, err := gobuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the static gantry binary: %v\n%s", err, out)
+	}
+	// The legacy builder: Debian's docker.io has no buildx.
+	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile"), "-t", Image, dir)
+	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := dbuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker build: %v\n%s", err, out)
+	}
+	// Each code change leaves the previous image untagged; with vfs storage
+	// every one is a full copy on disk. Failing to prune fails no test.
+	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
+	return nil
+}
+
+// Containers lists the containers, running or not, that carry label=value.
+func Containers(t testing.TB, cli *client.Client, label, value string) []container.Summary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", label+"="+value)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}

@@ -1,0 +1,284 @@
+// Package jobs renders a served entity's deployment into a Nomad job, with
+// the types of github.com/hashicorp/nomad/api so that what Gantry submits is
+// exactly what `nomad job run -json` would.
+//
+// One deployment is one job, whose single task group runs the replicas.
+// The job carries update { max_parallel = 0 }: Nomad refuses to scale a job
+// while one of its deployments is active, and Gantry scales often; a change
+// of anything but the count makes a new deployment ID, so a new job, instead
+// of a rolling update. README.md holds the resource table.
+package jobs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/orchestrator"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Names inside every rendered job.
+const (
+	// Group and Task name the job's task group and its one task.
+	Group = "worker"
+	Task  = "worker"
+	// PortLabel is the dynamic port the worker listens on and its service
+	// advertises.
+	PortLabel = "http"
+	// ModelDir is where the artifact unpacks, relative to the task dir.
+	ModelDir = "local/model"
+)
+
+// Task drivers that Settings.TaskDriver accepts.
+const (
+	DriverDocker  = "docker"
+	DriverExec    = "exec"
+	DriverRawExec = "raw_exec"
+)
+
+// Defaults of Settings.
+const (
+	// DefaultImage is the image `make image` builds.
+	DefaultImage = "gantry-worker:dev"
+	// DefaultBinary is where exec and raw_exec find gantry on a client.
+	// The exec driver's default chroot includes /usr.
+	DefaultBinary = "/usr/local/bin/gantry"
+)
+
+// Meta keys that tie a job back to Gantry.
+const (
+	MetaDeployment = "gantry_deployment"
+	MetaEndpoint   = "gantry_endpoint"
+	MetaEntity     = "gantry_entity"
+	MetaModel      = "gantry_model"
+)
+
+// Settings say where and how Nomad runs the workers. The zero value runs
+// them with the docker driver and DefaultImage in Nomad's default
+// namespace, region, datacenters and node pool.
+type Settings struct {
+	// Namespace and Region are set on the job when not empty; empty
+	// leaves them to the client that registers it (NOMAD_NAMESPACE,
+	// NOMAD_REGION).
+	Namespace string
+	Region    string
+	// Datacenters default to Nomad's default, every datacenter ("*").
+	Datacenters []string
+	// NodePool defaults to Nomad's default pool.
+	NodePool string
+	// Constraints are added to the job as they are.
+	Constraints []*nomad.Constraint
+	// TaskDriver is docker (default), exec or raw_exec.
+	TaskDriver string
+	// Image is the worker image for the docker driver; default DefaultImage.
+	Image string
+	// Binary is the gantry binary on the clients for exec and raw_exec;
+	// default DefaultBinary.
+	Binary string
+}
+
+// Validate reports settings that no job could use.
+func (s Settings) Validate() error {
+	switch s.TaskDriver {
+	case "", DriverDocker, DriverExec, DriverRawExec:
+	default:
+		return fmt.Errorf("task driver %q: choose docker, exec or raw_exec", s.TaskDriver)
+	}
+	for _, dc := range s.Datacenters {
+		if dc == "" {
+			return fmt.Errorf("datacenters: an empty name")
+		}
+	}
+	return nil
+}
+
+// Resources is what one replica asks of its Nomad client.
+type Resources struct {
+	CPU      int // MHz
+	MemoryMB int
+	// GPUs counts nvidia/gpu devices; GPUMemory, when set, is the least
+	// memory each must have, in Nomad's units ("24 GiB").
+	GPUs      int
+	GPUMemory string
+}
+
+// cpuSizes are the resources of a CPU replica by workload_size. An empty
+// size (provisioned concurrency) gets Small's.
+var cpuSizes = map[string]Resources{
+	"":                 {CPU: 1000, MemoryMB: 1024},
+	api.WorkloadSmall:  {CPU: 1000, MemoryMB: 1024},
+	api.WorkloadMedium: {CPU: 2000, MemoryMB: 2048},
+	api.WorkloadLarge:  {CPU: 4000, MemoryMB: 4096},
+}
+
+// gpuTypes are the resources of a GPU replica by workload_type, after the
+// cards Databricks names for them (T4, A10G, A100, 4×A10G). A GPU replica's
+// size comes from its card, whatever its workload_size.
+var gpuTypes = map[string]Resources{
+	api.WorkloadGPUSmall:       {CPU: 4000, MemoryMB: 16384, GPUs: 1},
+	api.WorkloadGPUMedium:      {CPU: 8000, MemoryMB: 32768, GPUs: 1, GPUMemory: "20 GiB"},
+	api.WorkloadGPULarge:       {CPU: 8000, MemoryMB: 65536, GPUs: 1, GPUMemory: "40 GiB"},
+	api.WorkloadMultiGPUMedium: {CPU: 16000, MemoryMB: 65536, GPUs: 4, GPUMemory: "20 GiB"},
+}
+
+// ResourcesFor returns a replica's resources for a workload size and type.
+func ResourcesFor(size, typ string) (Resources, error) {
+	if r, ok := gpuTypes[typ]; ok {
+		return r, nil
+	}
+	if typ != "" && typ != api.WorkloadCPU {
+		return Resources{}, fmt.Errorf("workload_type %q: not one of CPU, GPU_SMALL, GPU_MEDIUM, GPU_LARGE, MULTIGPU_MEDIUM", typ)
+	}
+	r, ok := cpuSizes[size]
+	if !ok {
+		return Resources{}, fmt.Errorf("workload_size %q: not one of Small, Medium, Large", size)
+	}
+	return r, nil
+}
+
+// Render returns the Nomad job that runs deployment d.
+func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if d.ID == "" {
+		return nil, fmt.Errorf("render job: the deployment has no ID")
+	}
+	if d.ArtifactURL == "" {
+		return nil, fmt.Errorf("render job %s: the deployment has no artifact URL", d.ID)
+	}
+	if d.Replicas < 0 {
+		return nil, fmt.Errorf("render job %s: %d replicas", d.ID, d.Replicas)
+	}
+	res, err := ResourcesFor(d.WorkloadSize, d.WorkloadType)
+	if err != nil {
+		return nil, fmt.Errorf("render job %s: %w", d.ID, err)
+	}
+
+	job := nomad.NewServiceJob(JobID(d.ID), JobID(d.ID), "", 50)
+	job.Region = nil // NewServiceJob sets "", which would not fall back to the client's region
+	if s.Region != "" {
+		job.Region = new(s.Region)
+	}
+	if s.Namespace != "" {
+		job.Namespace = new(s.Namespace)
+	}
+	job.Datacenters = s.Datacenters
+	if s.NodePool != "" {
+		job.NodePool = new(s.NodePool)
+	}
+	job.Constraints = s.Constraints
+	job.Update = &nomad.UpdateStrategy{MaxParallel: new(0)}
+	job.Meta = map[string]string{
+		MetaDeployment: d.ID,
+		MetaEndpoint:   d.Endpoint,
+		MetaEntity:     d.Entity,
+		MetaModel:      d.ModelName + "/" + d.ModelVersion,
+	}
+
+	task := &nomad.Task{
+		Name:      Task,
+		Env:       d.Env,
+		Resources: &nomad.Resources{CPU: new(res.CPU), MemoryMB: new(res.MemoryMB)},
+		Artifacts: []*nomad.TaskArtifact{{
+			GetterSource: new(d.ArtifactURL),
+			// The URL has no .tar.gz suffix for go-getter to detect the
+			// archive by, so say it; go-getter drops the option from the
+			// request it sends.
+			GetterOptions: map[string]string{"archive": "tar.gz"},
+			RelativeDest:  new(ModelDir),
+		}},
+		// The worker finishes in-flight requests on SIGTERM; an execution
+		// may take up to API.md's 297 s, but 30 s covers all but a few.
+		KillTimeout: new(30 * time.Second),
+	}
+	args := []string{"worker", "--model-dir", "${NOMAD_TASK_DIR}/model"}
+	switch s.TaskDriver {
+	case "", DriverDocker:
+		img := s.Image
+		if img == "" {
+			img = DefaultImage
+		}
+		task.Driver = DriverDocker
+		// In the container only its own address is bound; Nomad maps the
+		// port to the same number on the host.
+		task.Config = map[string]any{
+			"image": img,
+			"args":  append(args, "--listen", "0.0.0.0:${NOMAD_PORT_"+PortLabel+"}"),
+			"ports": []string{PortLabel},
+		}
+	default:
+		bin := s.Binary
+		if bin == "" {
+			bin = DefaultBinary
+		}
+		task.Driver = s.TaskDriver
+		// On the host network, bind only the address Nomad advertises.
+		task.Config = map[string]any{
+			"command": bin,
+			"args":    append(args, "--listen", "${NOMAD_ADDR_"+PortLabel+"}"),
+		}
+	}
+	if res.GPUs > 0 {
+		dev := &nomad.RequestedDevice{Name: "nvidia/gpu", Count: new(uint64(res.GPUs))}
+		if res.GPUMemory != "" {
+			dev.Constraints = []*nomad.Constraint{{LTarget: "${device.attr.memory}", Operand: ">=", RTarget: res.GPUMemory}}
+		}
+		task.Resources.Devices = []*nomad.RequestedDevice{dev}
+	}
+
+	group := nomad.NewTaskGroup(Group, d.Replicas)
+	group.Networks = []*nomad.NetworkResource{{DynamicPorts: []nomad.Port{{Label: PortLabel}}}}
+	group.Services = []*nomad.Service{{
+		Name:      ServiceName(d.ID),
+		PortLabel: PortLabel,
+		Provider:  "nomad",
+		Tags:      []string{"gantry"},
+		Meta:      map[string]string{MetaDeployment: d.ID},
+		Checks: []nomad.ServiceCheck{{
+			Name: "ping", Type: "http", Path: "/ping",
+			Interval: 5 * time.Second, Timeout: 2 * time.Second,
+		}},
+	}}
+	// A worker that cannot load its model exits at once: fail the
+	// allocation after two quick restarts, so that the failure reaches the
+	// user in seconds rather than after Nomad's default 30 minutes.
+	group.RestartPolicy = &nomad.RestartPolicy{
+		Attempts: new(2), Interval: new(5 * time.Minute), Delay: new(5 * time.Second), Mode: new("fail"),
+	}
+	// Between deregistering the service and stopping the worker, so that
+	// activators drop the replica before it refuses connections.
+	group.ShutdownDelay = new(2 * time.Second)
+	group.Tasks = []*nomad.Task{task}
+	job.TaskGroups = []*nomad.TaskGroup{group}
+	return job, nil
+}
+
+// JobID is the Nomad job of a deployment: its ID, which Nomad takes as it
+// is (it has no spaces).
+func JobID(deployment string) string { return deployment }
+
+// invalidService matches what Nomad's service names (RFC 1123 labels)
+// cannot hold.
+var invalidService = regexp.MustCompile(`[^A-Za-z0-9-]+`)
+
+// ServiceName is the Nomad service of a deployment. Nomad allows letters,
+// digits and dashes, at most 63, so underscores become dashes and a long ID
+// is cut and keeps a hash of the whole.
+func ServiceName(id string) string {
+	s := strings.Trim(invalidService.ReplaceAllString(id, "-"), "-")
+	if len(s) <= 63 && s != "" {
+		return s
+	}
+	sum := sha256.Sum256([]byte(id))
+	prefix := strings.Trim(s[:min(len(s), 54)], "-")
+	if prefix == "" {
+		prefix = "gantry"
+	}
+	return prefix + "-" + hex.EncodeToString(sum[:4])
+}

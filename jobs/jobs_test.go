@@ -1,0 +1,261 @@
+package jobs_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/internal/nomadtest"
+	"github.com/gantry/gantry/jobs"
+	"github.com/gantry/gantry/scheduler/orchestrator"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.json from the rendered jobs")
+
+// registerRequest is the body of PUT /v1/jobs, the shape `nomad job run
+// -json` and `gantry jobs render` use.
+type registerRequest struct {
+	Job *nomad.Job
+}
+
+func cpuDeployment() orchestrator.Deployment {
+	return orchestrator.Deployment{
+		ID: "fraud-model-v2-1a2b3c4d", Endpoint: "fraud", Entity: "model-v2",
+		ModelName: "fraud_detector", ModelVersion: "2",
+		ArtifactURL:  "http://gantry.service.consul:8080/api/2.0/gantry/models/fraud_detector/versions/2/artifact",
+		Replicas:     2,
+		WorkloadSize: "Small", WorkloadType: "CPU",
+		Env: map[string]string{"LOG_LEVEL": "debug"},
+	}
+}
+
+func gpuDeployment() orchestrator.Deployment {
+	return orchestrator.Deployment{
+		ID: "vision-resnet_50-5e6f7a8b", Endpoint: "vision", Entity: "resnet_50",
+		ModelName: "resnet", ModelVersion: "7",
+		ArtifactURL:  "https://gantry.example.com/api/2.0/gantry/models/resnet/versions/7/artifact",
+		Replicas:     1,
+		WorkloadSize: "Medium", WorkloadType: "MULTIGPU_MEDIUM",
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		d        orchestrator.Deployment
+		settings jobs.Settings
+	}{
+		{"cpu", cpuDeployment(), jobs.Settings{}},
+		{"gpu", gpuDeployment(), jobs.Settings{
+			Namespace: "ml", Region: "eu", Datacenters: []string{"eu-west-1a", "eu-west-1b"}, NodePool: "gpu",
+			Constraints: []*nomad.Constraint{{LTarget: "${attr.kernel.name}", Operand: "=", RTarget: "linux"}},
+			TaskDriver:  jobs.DriverExec, Binary: "/opt/gantry/bin/gantry",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job, err := jobs.Render(tc.d, tc.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := json.MarshalIndent(registerRequest{job}, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			path := filepath.Join("testdata", tc.name+".golden.json")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./jobs/ -update to write it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("rendered job differs from %s (run with -update if the change is meant):\n%s", path, got)
+			}
+
+			// The golden JSON is a job: it decodes into api.Job and back
+			// into what was rendered, and Nomad's validation takes it.
+			var back registerRequest
+			if err := json.Unmarshal(want, &back); err != nil {
+				t.Fatalf("decode %s: %v", path, err)
+			}
+			if !reflect.DeepEqual(normalize(t, back.Job), normalize(t, job)) {
+				t.Errorf("%s does not round-trip through api.Job", path)
+			}
+			if err := nomadtest.Validate(back.Job); err != nil {
+				t.Errorf("Nomad would refuse %s: %v", path, err)
+			}
+		})
+	}
+}
+
+// normalize re-encodes a job so that typed values in the task config
+// ([]string) compare equal to decoded ones ([]any).
+func normalize(t *testing.T, j *nomad.Job) *nomad.Job {
+	t.Helper()
+	b, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out nomad.Job
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
+func TestRenderJob(t *testing.T) {
+	job, err := jobs.Render(cpuDeployment(), jobs.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *job.ID != "fraud-model-v2-1a2b3c4d" || job.Namespace != nil || job.Region != nil {
+		t.Errorf("job ID %q namespace %v region %v: want the deployment ID and the client's namespace and region", *job.ID, job.Namespace, job.Region)
+	}
+	if job.Update == nil || *job.Update.MaxParallel != 0 {
+		t.Errorf("update = %+v, want max_parallel = 0 so that Nomad lets Gantry scale at any time", job.Update)
+	}
+	tg := job.TaskGroups[0]
+	if *tg.Count != 2 {
+		t.Errorf("count = %d, want the 2 replicas", *tg.Count)
+	}
+	svc := tg.Services[0]
+	if svc.Provider != "nomad" || svc.PortLabel != jobs.PortLabel || len(svc.Checks) != 1 ||
+		svc.Checks[0].Type != "http" || svc.Checks[0].Path != "/ping" {
+		t.Errorf("service = %+v, want provider nomad with an http check on /ping", svc)
+	}
+	task := tg.Tasks[0]
+	art := task.Artifacts[0]
+	if *art.GetterSource != cpuDeployment().ArtifactURL || art.GetterOptions["archive"] != "tar.gz" || *art.RelativeDest != jobs.ModelDir {
+		t.Errorf("artifact = %+v, want the artifact URL unpacked as tar.gz into %s", art, jobs.ModelDir)
+	}
+	args := strings.Join(toStrings(task.Config["args"]), " ")
+	if task.Driver != "docker" || task.Config["image"] != jobs.DefaultImage ||
+		args != "worker --model-dir ${NOMAD_TASK_DIR}/model --listen 0.0.0.0:${NOMAD_PORT_http}" {
+		t.Errorf("task %s %v: want the worker image serving ${NOMAD_TASK_DIR}/model on the dynamic port", task.Driver, task.Config)
+	}
+	if task.Env["LOG_LEVEL"] != "debug" {
+		t.Errorf("env = %v, want the entity's environment_vars", task.Env)
+	}
+
+	raw, err := jobs.Render(cpuDeployment(), jobs.Settings{TaskDriver: jobs.DriverRawExec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := raw.TaskGroups[0].Tasks[0]
+	if rt.Driver != "raw_exec" || rt.Config["command"] != jobs.DefaultBinary ||
+		strings.Join(toStrings(rt.Config["args"]), " ") != "worker --model-dir ${NOMAD_TASK_DIR}/model --listen ${NOMAD_ADDR_http}" {
+		t.Errorf("raw_exec task %v: want the gantry binary on the advertised address", rt.Config)
+	}
+}
+
+func toStrings(v any) []string {
+	s, _ := v.([]string)
+	return s
+}
+
+func TestResourcesFor(t *testing.T) {
+	for _, tc := range []struct {
+		size, typ  string
+		cpu, mem   int
+		gpus       int
+		gpuMemory  string
+		wantErrMsg string
+	}{
+		{size: "Small", typ: "CPU", cpu: 1000, mem: 1024},
+		{size: "Medium", typ: "", cpu: 2000, mem: 2048},
+		{size: "Large", typ: "CPU", cpu: 4000, mem: 4096},
+		{size: "", typ: "CPU", cpu: 1000, mem: 1024},
+		{size: "Small", typ: "GPU_SMALL", cpu: 4000, mem: 16384, gpus: 1},
+		{size: "Large", typ: "GPU_MEDIUM", cpu: 8000, mem: 32768, gpus: 1, gpuMemory: "20 GiB"},
+		{size: "Small", typ: "GPU_LARGE", cpu: 8000, mem: 65536, gpus: 1, gpuMemory: "40 GiB"},
+		{size: "Medium", typ: "MULTIGPU_MEDIUM", cpu: 16000, mem: 65536, gpus: 4, gpuMemory: "20 GiB"},
+		{size: "Huge", typ: "CPU", wantErrMsg: "workload_size"},
+		{size: "Small", typ: "TPU", wantErrMsg: "workload_type"},
+	} {
+		r, err := jobs.ResourcesFor(tc.size, tc.typ)
+		if tc.wantErrMsg != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErrMsg) {
+				t.Errorf("ResourcesFor(%q, %q) error = %v, want one naming %s", tc.size, tc.typ, err, tc.wantErrMsg)
+			}
+			continue
+		}
+		want := jobs.Resources{CPU: tc.cpu, MemoryMB: tc.mem, GPUs: tc.gpus, GPUMemory: tc.gpuMemory}
+		if err != nil || r != want {
+			t.Errorf("ResourcesFor(%q, %q) = %+v, %v; want %+v", tc.size, tc.typ, r, err, want)
+		}
+	}
+}
+
+func TestRenderGPUDevice(t *testing.T) {
+	d := cpuDeployment()
+	d.WorkloadType = "GPU_SMALL"
+	job, err := jobs.Render(d, jobs.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := job.TaskGroups[0].Tasks[0].Resources.Devices
+	if len(devs) != 1 || devs[0].Name != "nvidia/gpu" || *devs[0].Count != 1 {
+		t.Fatalf("devices = %+v, want one nvidia/gpu", devs)
+	}
+	d.WorkloadType = "CPU"
+	job, _ = jobs.Render(d, jobs.Settings{})
+	if devs := job.TaskGroups[0].Tasks[0].Resources.Devices; len(devs) != 0 {
+		t.Errorf("a CPU entity asks for devices %+v", devs)
+	}
+}
+
+func TestRenderRefuses(t *testing.T) {
+	for name, tc := range map[string]struct {
+		mutate   func(*orchestrator.Deployment)
+		settings jobs.Settings
+		want     string
+	}{
+		"task driver":   {settings: jobs.Settings{TaskDriver: "podman"}, want: "podman"},
+		"no artifact":   {mutate: func(d *orchestrator.Deployment) { d.ArtifactURL = "" }, want: "artifact URL"},
+		"no ID":         {mutate: func(d *orchestrator.Deployment) { d.ID = "" }, want: "no ID"},
+		"workload type": {mutate: func(d *orchestrator.Deployment) { d.WorkloadType = "TPU" }, want: "TPU"},
+		"replicas":      {mutate: func(d *orchestrator.Deployment) { d.Replicas = -1 }, want: "-1 replicas"},
+		"datacenter":    {settings: jobs.Settings{Datacenters: []string{""}}, want: "datacenters"},
+	} {
+		d := cpuDeployment()
+		if tc.mutate != nil {
+			tc.mutate(&d)
+		}
+		_, err := jobs.Render(d, tc.settings)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error = %v, want one mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestServiceName(t *testing.T) {
+	valid := regexp.MustCompile(`^(?i:[a-z0-9]|[a-z0-9][a-z0-9\-]{0,61}[a-z0-9])$`)
+	long := strings.Repeat("endpoint_", 7) + "-" + strings.Repeat("entity", 10) + "-1a2b3c4d"
+	seen := map[string]string{}
+	for _, id := range []string{
+		"fraud-model-v2-1a2b3c4d", "my_endpoint-my_model-1-00ff00ff", long, long + "x", "_-_",
+	} {
+		name := jobs.ServiceName(id)
+		if !valid.MatchString(name) {
+			t.Errorf("ServiceName(%q) = %q, which Nomad refuses", id, name)
+		}
+		if prev, ok := seen[name]; ok {
+			t.Errorf("ServiceName(%q) = ServiceName(%q) = %q", id, prev, name)
+		}
+		seen[name] = id
+	}
+	if got := jobs.ServiceName("fraud-model-v2-1a2b3c4d"); got != "fraud-model-v2-1a2b3c4d" {
+		t.Errorf("ServiceName of a valid ID = %q, want it unchanged", got)
+	}
+}

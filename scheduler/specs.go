@@ -1,0 +1,44 @@
+package scheduler
+
+import (
+	"net/http"
+
+	"github.com/gantry/gantry/api"
+)
+
+// listDeploymentSpecs serves
+// GET /api/2.0/gantry/serving-endpoints/{name}/deployments: the
+// deployments the scheduler hands its orchestrator for the endpoint, so
+// that `gantry jobs render` shows the job Nomad gets. Entities whose model
+// is gone have none.
+func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.mu.Lock()
+	ep, err := s.lookup(name)
+	if err != nil {
+		s.mu.Unlock()
+		writeError(w, err)
+		return
+	}
+	out := api.ListDeploymentSpecsResponse{Deployments: []api.DeploymentSpec{}}
+	add := func(c *api.EndpointConfig, pending bool) {
+		for _, d := range s.deployments(name, c) {
+			if d.err != nil {
+				continue
+			}
+			sp := d.spec
+			out.Deployments = append(out.Deployments, api.DeploymentSpec{
+				ID: sp.ID, Endpoint: sp.Endpoint, Entity: sp.Entity,
+				ModelName: sp.ModelName, ModelVersion: sp.ModelVersion, ArtifactURL: sp.ArtifactURL,
+				Replicas: sp.Replicas, WorkloadSize: sp.WorkloadSize, WorkloadType: sp.WorkloadType,
+				Env: sp.Env, Pending: pending,
+			})
+		}
+	}
+	add(&ep.Config, false)
+	if ep.Pending != nil {
+		add(ep.Pending, true)
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
