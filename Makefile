@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
@@ -37,7 +37,7 @@ test: test-deps
 test-short:
 	$(GO) test -short ./...
 
-bench: bench-go bench-python bench-proxy bench-coldstart bench-memory
+bench: bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline
 
 bench-go:
 	@mkdir -p bin
@@ -64,6 +64,12 @@ bench-docker:
 	@mkdir -p bin
 	deploy/docker/start-dockerd.sh
 	GANTRY_BENCH_TRIALS=10 $(GO) test -run '^$$' -bench '^BenchmarkColdStart(Docker)?$$' -benchtime 1x ./cmd/gantry/ | tee bin/bench-docker.txt
+
+# Inference tables: capture → broker → logger → ClickHouse, rows/s and the
+# p50/p99 time from capture to the row being visible in SQL.
+bench-pipeline: test-deps
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x ./loggers/sink/ | tee bin/bench-pipeline.txt
 
 # Activator memory with 10,000 held requests of 1 KiB.
 bench-memory:

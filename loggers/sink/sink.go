@@ -105,27 +105,51 @@ func New(r Reader, store Store, cfg Config) *Sink {
 }
 
 // Run moves records until ctx ends or the reader fails.
-func (s *Sink) Run(ctx context.Context) error {
-	for {
-		msgs, err := s.fetch(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+//
+// Fetching the next batch overlaps with inserting this one: one goroutine
+// fetches, this one inserts and commits, in order, so offsets are still
+// committed only for inserted records.
+func (s *Sink) Run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	batches := make(chan []kafka.Message, 1)
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		for {
+			msgs, err := s.fetch(ctx)
+			if err != nil {
+				fetchErr <- err
+				return
 			}
-			return fmt.Errorf("read from kafka: %w", err)
+			select {
+			case batches <- msgs:
+			case <-ctx.Done():
+				fetchErr <- ctx.Err()
+				return
+			}
 		}
+	}()
+	for msgs := range batches {
 		if err := s.insert(ctx, msgs); err != nil {
-			return nil // ctx ended; the records stay uncommitted in Kafka
+			break // ctx ended; the records stay uncommitted in Kafka
 		}
 		if err := s.r.CommitMessages(ctx, msgs...); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				break
 			}
 			// A rebalance moved the partitions: their new owner reads these
 			// records again, and the table collapses the copies.
 			s.cfg.Logger.Warn("commit offsets; the records will be read again", "records", len(msgs), "err", err)
 		}
 	}
+	cancel()
+	for range batches { // let the fetcher end
+	}
+	if err := <-fetchErr; parent.Err() == nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("read from kafka: %w", err)
+	}
+	return nil
 }
 
 // fetch waits for one message, then gathers more for up to FlushInterval or
@@ -171,7 +195,13 @@ func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
 		if r.ClientRequestID == "" {
 			r.ClientRequestID = loggers.ClientRequestID(r.Request)
 		}
-		byTable[t] = append(byTable[t], r)
+		recs, ok := byTable[t]
+		if !ok {
+			// Most batches hold one table: size for all of it at once
+			// rather than grow a slice of big structs step by step.
+			recs = make([]loggers.Record, 0, len(msgs))
+		}
+		byTable[t] = append(recs, r)
 	}
 	backoff := 100 * time.Millisecond
 	for len(byTable) > 0 {
@@ -224,6 +254,9 @@ func ReaderConfig(brokers []string, topic, group string, sessionTimeout time.Dur
 		RebalanceTimeout:  sessionTimeout,
 		HeartbeatInterval: sessionTimeout / 5,
 		StartOffset:       kafka.FirstOffset,
+		// Fetching goes on while a batch is inserted; kafka-go's default
+		// queue of 100 messages would stall it within a millisecond.
+		QueueCapacity: 10_000,
 		// Commits happen in Run, after the insert, synchronously.
 		CommitInterval:        0,
 		WatchPartitionChanges: true,
