@@ -17,3 +17,12 @@ func (t *Tables) Query(endpoint, sql string, w *WriteOptions) (*QueryResult, err
 	}
 	return &out, nil
 }
+
+// PutAIGateway sets an endpoint's AI gateway config and returns it.
+func (e *Endpoints) PutAIGateway(name string, gw *AIGateway, w *WriteOptions) (*AIGateway, error) {
+	var out AIGateway
+	if _, err := e.client.write(http.MethodPut, endpointPath(name)+"/ai-gateway", gw, w, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

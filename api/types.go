@@ -69,6 +69,16 @@ type Endpoint struct {
 	Tags                 []Tag           `json:"tags"`
 	PermissionLevel      string          `json:"permission_level,omitempty"`
 	EndpointURL          string          `json:"endpoint_url,omitempty"`
+	AIGateway            *AIGateway      `json:"ai_gateway,omitempty"`
+}
+
+// AIGateway is what PUT .../ai-gateway takes and returns. Gantry supports
+// its inference table so far; rate limits, usage tracking and guardrails
+// are refused as unknown fields until they are built.
+type AIGateway struct {
+	// InferenceTableConfig turns on the inference table like
+	// EndpointConfig.AutoCaptureConfig; the two cannot both be enabled.
+	InferenceTableConfig *AutoCaptureConfig `json:"inference_table_config,omitempty"`
 }
 
 // EndpointState is an endpoint's readiness and the state of its config update.

@@ -31,8 +31,9 @@ const identRule = "a letter or _ followed by letters, digits and _ (at most 100)
 // PayloadTable names the inference table of an endpoint's capture config:
 // database <catalog_name>_<schema_name>, table <table_name_prefix>_payload,
 // the prefix defaulting to the endpoint name (dashes become underscores).
-// It answers an *api.Error naming the bad field.
-func PayloadTable(endpoint string, c *api.AutoCaptureConfig) (Table, error) {
+// It answers an *api.Error naming the bad field under field, the path of
+// c in the request ("config.auto_capture_config").
+func PayloadTable(endpoint, field string, c *api.AutoCaptureConfig) (Table, error) {
 	prefix := c.TableNamePrefix
 	if prefix == "" {
 		prefix = strings.ReplaceAll(endpoint, "-", "_")
@@ -42,7 +43,7 @@ func PayloadTable(endpoint string, c *api.AutoCaptureConfig) (Table, error) {
 	} {
 		if !identRE.MatchString(f.v) {
 			return Table{}, api.Errorf(api.ErrInvalidParameterValue,
-				"config.auto_capture_config.%s: %q must be %s", f.field, f.v, identRule)
+				"%s.%s: %q must be %s", field, f.field, f.v, identRule)
 		}
 	}
 	return Table{Database: c.CatalogName + "_" + c.SchemaName, Name: prefix + "_payload"}, nil

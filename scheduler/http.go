@@ -32,6 +32,7 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/2.0/serving-endpoints/{name}", s.delete)
 	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/config", s.updateConfig)
 	mux.HandleFunc("PATCH /api/2.0/serving-endpoints/{name}/tags", s.patchTags)
+	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/ai-gateway", s.putAIGateway)
 	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", s.logs)
 	mux.HandleFunc("GET /api/2.0/gantry/models", s.listModels)
 	mux.HandleFunc("POST /api/2.0/gantry/models/{name}/versions", s.uploadModel)
@@ -109,7 +110,7 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		}
 	}
 	if loggers.Enabled(c.AutoCaptureConfig) {
-		return s.ensureTable(ctx, ep, c.AutoCaptureConfig)
+		return s.ensureTable(ctx, ep, "config.auto_capture_config", c.AutoCaptureConfig)
 	}
 	return nil
 }
@@ -117,20 +118,72 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 // ensureTable creates the inference table that c names, so that users can
 // query it as soon as the endpoint exists (the logger would create it with
 // the first rows otherwise).
-func (s *Scheduler) ensureTable(ctx context.Context, ep string, c *api.AutoCaptureConfig) error {
-	t, err := loggers.PayloadTable(ep, c)
+// field is c's path in the request, for error messages.
+func (s *Scheduler) ensureTable(ctx context.Context, ep, field string, c *api.AutoCaptureConfig) error {
+	t, err := loggers.PayloadTable(ep, field, c)
 	if err != nil {
 		return err
 	}
 	if s.cfg.Tables == nil {
-		return invalid("config.auto_capture_config: inference tables are off in this Gantry: %s", s.cfg.TablesOff)
+		return invalid("%s: inference tables are off in this Gantry: %s", field, s.cfg.TablesOff)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.cfg.Tables.Ensure(ctx, t); err != nil {
-		return api.Errorf(api.ErrTemporarilyUnavailable, "config.auto_capture_config: create inference table %s: %v", t, err)
+		return api.Errorf(api.ErrTemporarilyUnavailable, "%s: create inference table %s: %v", field, t, err)
 	}
 	return nil
+}
+
+// errTwoTables refuses a second way to turn on the inference table.
+var errTwoTables = invalid("auto_capture_config and ai_gateway.inference_table_config cannot both be enabled; disable one of them")
+
+// putAIGateway sets an endpoint's AI gateway config. Its inference table
+// is created before the config is stored, as for auto_capture_config.
+func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
+	var gw api.AIGateway
+	if err := decode(w, r, &gw); err != nil {
+		writeError(w, err)
+		return
+	}
+	name := r.PathValue("name")
+	s.mu.Lock()
+	_, err := s.lookup(name)
+	s.mu.Unlock()
+	if err != nil { // before creating a table for it
+		writeError(w, err)
+		return
+	}
+	if c := gw.InferenceTableConfig; c != nil {
+		c.State = nil // read-only
+		if loggers.Enabled(c) {
+			if err := s.ensureTable(r.Context(), name, "inference_table_config", c); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, err := s.lookup(name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if loggers.Enabled(gw.InferenceTableConfig) && loggers.Enabled(ep.Config.AutoCaptureConfig) {
+		writeError(w, errTwoTables)
+		return
+	}
+	next := *ep
+	next.AIGateway = &gw
+	next.Updated = s.cfg.Now().UnixMilli()
+	if err := s.cfg.Store.Put(&next); err != nil {
+		writeError(w, err)
+		return
+	}
+	*ep = next
+	s.Notify(ep.Name)
+	writeJSON(w, http.StatusOK, s.endpoint(ep).AIGateway)
 }
 
 func checkTags(tags []api.Tag) error {
@@ -207,6 +260,10 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 	ep, err := s.lookup(r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if loggers.Enabled(c.AutoCaptureConfig) && ep.AIGateway != nil && loggers.Enabled(ep.AIGateway.InferenceTableConfig) {
+		writeError(w, errTwoTables)
 		return
 	}
 	if ep.Pending != nil || (ep.UpdateState == api.ConfigInProgress) {

@@ -405,7 +405,7 @@ func (s *Scheduler) route(ep *store.Endpoint, cur []entityDeployment) api.Endpoi
 	if ep.Config.TrafficConfig != nil {
 		r.Routes = ep.Config.TrafficConfig.Routes
 	}
-	if t, ok := payloadTable(ep.Name, &ep.Config); ok {
+	if t, ok := payloadTable(ep.Name, captureConfig(ep.AIGateway, &ep.Config)); ok {
 		r.InferenceTable = t.String()
 	}
 	for _, d := range cur {
@@ -438,6 +438,11 @@ func (s *Scheduler) endpoint(ep *store.Endpoint) api.Endpoint {
 		out.Tags = []api.Tag{}
 	}
 	cfg, allReady := s.configView(ep.Name, &ep.Config)
+	if gw := ep.AIGateway; gw != nil {
+		v := *gw
+		v.InferenceTableConfig = withTableState(ep.Name, gw.InferenceTableConfig)
+		out.AIGateway = &v
+	}
 	out.Config = cfg
 	out.State.Ready = api.EndpointNotReady
 	if allReady {
@@ -454,11 +459,7 @@ func (s *Scheduler) endpoint(ep *store.Endpoint) api.Endpoint {
 // reports whether every entity is ready. s.mu must be held.
 func (s *Scheduler) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfig, bool) {
 	v := *c
-	if t, ok := payloadTable(ep, c); ok {
-		ac := *c.AutoCaptureConfig
-		ac.State = &api.AutoCaptureState{PayloadTable: api.PayloadTable{Name: t.String()}}
-		v.AutoCaptureConfig = &ac
-	}
+	v.AutoCaptureConfig = withTableState(ep, c.AutoCaptureConfig)
 	v.ServedEntities = make([]api.ServedEntity, len(c.ServedEntities))
 	allReady := true
 	for i, d := range s.deployments(ep, c) {
@@ -474,14 +475,38 @@ func (s *Scheduler) configView(ep string, c *api.EndpointConfig) (*api.EndpointC
 	return &v, allReady
 }
 
-// payloadTable names the inference table of an endpoint's config, if it
+// captureConfig is the capture config in force: the endpoint config's
+// auto_capture_config, or else the AI gateway's inference_table_config;
+// nil when neither is enabled.
+func captureConfig(gw *api.AIGateway, c *api.EndpointConfig) *api.AutoCaptureConfig {
+	switch {
+	case loggers.Enabled(c.AutoCaptureConfig):
+		return c.AutoCaptureConfig
+	case gw != nil && loggers.Enabled(gw.InferenceTableConfig):
+		return gw.InferenceTableConfig
+	}
+	return nil
+}
+
+// payloadTable names the inference table of capture config c, if it
 // captures. Stored configs were checked, so the name is valid.
-func payloadTable(ep string, c *api.EndpointConfig) (loggers.Table, bool) {
-	if !loggers.Enabled(c.AutoCaptureConfig) {
+func payloadTable(ep string, c *api.AutoCaptureConfig) (loggers.Table, bool) {
+	if !loggers.Enabled(c) {
 		return loggers.Table{}, false
 	}
-	t, err := loggers.PayloadTable(ep, c.AutoCaptureConfig)
+	t, err := loggers.PayloadTable(ep, "", c)
 	return t, err == nil
+}
+
+// withTableState is a copy of c with its table named in State, for views.
+func withTableState(ep string, c *api.AutoCaptureConfig) *api.AutoCaptureConfig {
+	t, ok := payloadTable(ep, c)
+	if !ok {
+		return c
+	}
+	v := *c
+	v.State = &api.AutoCaptureState{PayloadTable: api.PayloadTable{Name: t.String()}}
+	return &v
 }
 
 func newID() string {

@@ -26,16 +26,16 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	ep, err := s.lookup(req.Endpoint)
-	var c api.EndpointConfig
+	var c *api.AutoCaptureConfig
 	if err == nil {
-		c = ep.Config
+		c = captureConfig(ep.AIGateway, &ep.Config)
 	}
 	s.mu.Unlock()
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	t, ok := payloadTable(req.Endpoint, &c)
+	t, ok := payloadTable(req.Endpoint, c)
 	if !ok {
 		writeError(w, invalid("endpoint %s has no inference table; enable config.auto_capture_config", req.Endpoint))
 		return

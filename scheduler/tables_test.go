@@ -81,3 +81,44 @@ func TestInferenceTable(t *testing.T) {
 		}
 	}
 }
+
+func TestAIGatewayInferenceTable(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	h.s.cfg.Tables = chtest.Open(t, chtest.Start(t))
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil); code != 200 {
+		t.Fatalf("create: %d %v", code, e)
+	}
+	const path = "/api/2.0/serving-endpoints/fraud/ai-gateway"
+	for _, c := range []struct {
+		body, want string
+		code       int
+	}{
+		{`{"rate_limits": [{"calls": 10, "renewal_period": "minute"}]}`, "rate_limits", 400},
+		{`{"inference_table_config": {"catalog_name": "ml", "schema_name": "x;y", "enabled": true}}`, "inference_table_config.schema_name", 400},
+		{`{"inference_table_config": {"catalog_name": "ml", "schema_name": "gw", "enabled": true}}`, "", 200},
+	} {
+		code, e := h.call(t, "PUT", path, c.body, nil)
+		if code != c.code || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s: %d %v; want %d naming %q", c.body, code, e, c.code, c.want)
+		}
+	}
+	if code, _ := h.call(t, "PUT", "/api/2.0/serving-endpoints/nope/ai-gateway", `{}`, nil); code != 404 {
+		t.Errorf("unknown endpoint: %d; want 404", code)
+	}
+	ep := h.get(t, "fraud")
+	if ep.AIGateway == nil || ep.AIGateway.InferenceTableConfig.State == nil || ep.AIGateway.InferenceTableConfig.State.PayloadTable.Name != "ml_gw.fraud_payload" {
+		t.Fatalf("ai_gateway %+v; want its inference table named", ep.AIGateway)
+	}
+	h.reconcile()
+	rt, _ := h.routes.Wait(context.Background(), 0)
+	if rt.Endpoints[0].InferenceTable != "ml_gw.fraud_payload" {
+		t.Fatalf("route table inference_table %q", rt.Endpoints[0].InferenceTable)
+	}
+	// auto_capture_config may not turn on a second table.
+	code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/fraud/config", `{"served_entities": [{"name": "v1", "entity_name": "m", "entity_version": "1"}],
+		"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}}`, nil)
+	if code != 400 || !strings.Contains(e.Message, "cannot both be enabled") {
+		t.Fatalf("second table: %d %v", code, e)
+	}
+}

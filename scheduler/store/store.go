@@ -38,6 +38,9 @@ type Endpoint struct {
 	// the last update failed.
 	UpdateState   string `json:"update_state"`
 	UpdateMessage string `json:"update_message,omitempty"`
+	// AIGateway is the endpoint's AI gateway config; nil until set.
+	AIGateway *api.AIGateway `json:"ai_gateway,omitempty"`
+
 	// DroppedUpdate says that UPDATE_FAILED is about a pending config that
 	// was dropped, not about Config (which serves as before), so the state
 	// stays until the next update.
