@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/gantry/gantry/jobs"
+	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/docker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -33,6 +34,6 @@ func newDockerDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheu
 		Image:   o.docker.image,
 		Owner:   dir,
 		Logger:  log,
-		Metrics: docker.NewMetrics(metrics),
+		Metrics: orchestrator.NewMetrics(metrics),
 	}, notify)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/gantry/gantry/scheduler"
+	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/local"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,7 +27,7 @@ var driverNames = []string{"local", "docker", "nomad"}
 func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer, notify func(id string)) (driver, error) {
 	switch o.driver {
 	case "local":
-		return local.New(local.Config{Logger: log, Metrics: local.NewMetrics(metrics)}, notify)
+		return local.New(local.Config{Logger: log, Metrics: orchestrator.NewMetrics(metrics)}, notify)
 	case "docker":
 		return newDockerDriver(o, log, metrics, notify)
 	case "nomad":

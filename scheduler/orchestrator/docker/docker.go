@@ -86,7 +86,7 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the start phases of workers; nil: not exported.
-	Metrics *Metrics
+	Metrics *orchestrator.Metrics
 }
 
 // Driver runs workers as Docker containers. It is safe for concurrent use.
@@ -113,7 +113,7 @@ type deployment struct {
 	nextID   int
 	failure  string
 	failures uint64
-	logs     *tailBuffer
+	logs     *orchestrator.TailBuffer
 }
 
 type replica struct {
@@ -202,7 +202,7 @@ func (d *Driver) Ensure(_ context.Context, spec orchestrator.Deployment) error {
 	d.mu.Lock()
 	dep, ok := d.deps[spec.ID]
 	if !ok {
-		dep = &deployment{logs: newTailBuffer(64 << 10)}
+		dep = &deployment{logs: orchestrator.NewTailBuffer(64 << 10)}
 		d.deps[spec.ID] = dep
 	}
 	dep.spec = spec
@@ -363,11 +363,11 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 	}
 	runningAt := time.Now()
 	if !r.created.IsZero() {
-		d.cfg.Metrics.observe(spec, phaseSchedule, runningAt.Sub(r.created))
+		d.cfg.Metrics.Observe(spec, orchestrator.PhaseSchedule, runningAt.Sub(r.created))
 		r.created = time.Time{} // restarts are not scheduling
 	}
-	out := newTailBuffer(4 << 10) // this container's output, for the failure message
-	logsDone := d.followLogs(id, multiWriter{dep.logs, out})
+	out := orchestrator.NewTailBuffer(4 << 10) // this container's output, for the failure message
+	logsDone := d.followLogs(id, orchestrator.MultiWriter{dep.logs, out})
 	// exited is closed once the container stopped; exitErr is then safe to read.
 	exited := make(chan struct{})
 	var exitErr error
@@ -378,7 +378,7 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 		case <-logsDone:
 		case <-time.After(2 * time.Second):
 		}
-		return out.lastLines(5)
+		return out.LastLines(5)
 	}
 
 	d.mu.Lock()
@@ -394,9 +394,9 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 
 	ready, answeredAt, err := d.awaitReady(addr, r.stop, exited)
 	if !answeredAt.IsZero() {
-		d.cfg.Metrics.observe(spec, phaseProcessStart, answeredAt.Sub(runningAt))
+		d.cfg.Metrics.Observe(spec, orchestrator.PhaseProcessStart, answeredAt.Sub(runningAt))
 		if ready {
-			d.cfg.Metrics.observe(spec, phaseModelLoad, time.Since(answeredAt))
+			d.cfg.Metrics.Observe(spec, orchestrator.PhaseModelLoad, time.Since(answeredAt))
 		}
 	}
 	if err != nil {

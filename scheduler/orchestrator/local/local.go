@@ -44,7 +44,7 @@ type Config struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the start phases of workers; nil: not exported.
-	Metrics *Metrics
+	Metrics *orchestrator.Metrics
 }
 
 // Driver runs workers as local processes. It is safe for concurrent use.
@@ -67,7 +67,7 @@ type deployment struct {
 	nextID   int
 	failure  string
 	failures uint64
-	logs     *tailBuffer
+	logs     *orchestrator.TailBuffer
 }
 
 type replica struct {
@@ -128,7 +128,7 @@ func (d *Driver) Ensure(_ context.Context, spec orchestrator.Deployment) error {
 	d.mu.Lock()
 	dep, ok := d.deps[spec.ID]
 	if !ok {
-		dep = &deployment{logs: newTailBuffer(64 << 10)}
+		dep = &deployment{logs: orchestrator.NewTailBuffer(64 << 10)}
 		d.deps[spec.ID] = dep
 	}
 	dep.spec = spec
@@ -274,8 +274,8 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 	for k, v := range spec.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := newTailBuffer(4 << 10) // this run's output, for the failure message
-	w := multiWriter{dep.logs, out}
+	out := orchestrator.NewTailBuffer(4 << 10) // this run's output, for the failure message
+	w := orchestrator.MultiWriter{dep.logs, out}
 	cmd.Stdout, cmd.Stderr = w, w
 	// The worker must not outlive gantry, even when gantry is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -284,7 +284,7 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 	}
 	execAt := time.Now()
 	if !r.created.IsZero() {
-		d.cfg.Metrics.observe(spec, phaseSchedule, execAt.Sub(r.created))
+		d.cfg.Metrics.Observe(spec, orchestrator.PhaseSchedule, execAt.Sub(r.created))
 		r.created = time.Time{} // restarts are not scheduling
 	}
 	// exited is closed once the process is gone; waitErr is then safe to read.
@@ -304,15 +304,15 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 
 	ready, answeredAt, err := d.awaitReady(addr, r.stop, exited)
 	if !answeredAt.IsZero() {
-		d.cfg.Metrics.observe(spec, phaseProcessStart, answeredAt.Sub(execAt))
+		d.cfg.Metrics.Observe(spec, orchestrator.PhaseProcessStart, answeredAt.Sub(execAt))
 		if ready {
-			d.cfg.Metrics.observe(spec, phaseModelLoad, time.Since(answeredAt))
+			d.cfg.Metrics.Observe(spec, orchestrator.PhaseModelLoad, time.Since(answeredAt))
 		}
 	}
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
-		return fmt.Errorf("%w (%v)%s", err, waitErr, out.lastLines(5))
+		return fmt.Errorf("%w (%v)%s", err, waitErr, out.LastLines(5))
 	}
 	if !ready { // stopped while starting
 		return d.stopWorker(cmd, exited)
@@ -335,7 +335,7 @@ func (d *Driver) run(dep *deployment, r *replica) error {
 		}
 		return d.stopWorker(cmd, exited)
 	case <-exited:
-		return fmt.Errorf("worker exited (%v)%s", waitErr, out.lastLines(5))
+		return fmt.Errorf("worker exited (%v)%s", waitErr, out.LastLines(5))
 	}
 }
 

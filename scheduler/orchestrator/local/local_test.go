@@ -13,7 +13,6 @@ import (
 
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // TestMain doubles as the worker: when the driver starts this test binary
@@ -78,17 +77,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestEnsureScaleRestartRemove(t *testing.T) {
 	d := newDriver(t, "ok")
-	d.cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	d.cfg.Metrics = orchestrator.NewMetrics(reg)
 	spec := orchestrator.Deployment{ID: "ep-m-1", Endpoint: "ep", Entity: "m", ModelDir: t.TempDir(), Replicas: 2}
 	if err := d.Ensure(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "two ready replicas", func() bool { return d.Status(spec.ID).Ready() == 2 })
-	for _, phase := range []string{phaseSchedule, phaseProcessStart, phaseModelLoad} {
-		h := d.cfg.Metrics.phases.WithLabelValues("ep", "m", phase).(prometheus.Histogram)
-		var m dto.Metric
-		h.Write(&m)
-		if n := m.GetHistogram().GetSampleCount(); n != 2 {
+	counts := map[string]uint64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "phase" {
+					counts[l.GetValue()] = m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	for _, phase := range []string{orchestrator.PhaseSchedule, orchestrator.PhaseProcessStart, orchestrator.PhaseModelLoad} {
+		if n := counts[phase]; n != 2 {
 			t.Errorf("%s phase observed %d times, want 2 (one per replica)", phase, n)
 		}
 	}

@@ -1,24 +1,23 @@
-package docker
-
-// A copy of the local driver's tail buffer; the two drivers keep
-// their workers' output the same way.
+package orchestrator
 
 import (
 	"strings"
 	"sync"
 )
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// TailBuffer keeps the last max bytes written to it: drivers keep their
+// workers' output in one, for Logs and for the reason a start failed.
+type TailBuffer struct {
 	max int
 	// mu guards buf.
 	mu  sync.Mutex
 	buf []byte
 }
 
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+// NewTailBuffer returns a buffer that keeps max bytes.
+func NewTailBuffer(max int) *TailBuffer { return &TailBuffer{max: max} }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
@@ -29,7 +28,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.buf
@@ -39,9 +38,9 @@ func (t *tailBuffer) String() string {
 	return string(b)
 }
 
-// lastLines formats the last n lines as ": line; line", or "" when empty,
+// LastLines formats the last n lines as ": line; line", or "" when empty,
 // to end an error message with what the worker said before it died.
-func (t *tailBuffer) lastLines(n int) string {
+func (t *TailBuffer) LastLines(n int) string {
 	lines := strings.Split(strings.TrimSpace(t.String()), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -53,9 +52,10 @@ func (t *tailBuffer) lastLines(n int) string {
 	return ": " + s
 }
 
-type multiWriter []*tailBuffer
+// MultiWriter writes to every buffer it holds.
+type MultiWriter []*TailBuffer
 
-func (m multiWriter) Write(p []byte) (int, error) {
+func (m MultiWriter) Write(p []byte) (int, error) {
 	for _, w := range m {
 		w.Write(p)
 	}

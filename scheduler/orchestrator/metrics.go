@@ -1,0 +1,43 @@
+package orchestrator
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Cold-start phases of one replica, the same for every driver so that
+// dashboards compare them; with the activator's gantry_cold_start_seconds
+// (arrival to response) they show where a cold start spends its time.
+const (
+	PhaseSchedule     = "schedule"      // asked for until the process (container, allocation) starts
+	PhaseProcessStart = "process_start" // started until the worker first answers /ping
+	PhaseModelLoad    = "model_load"    // first answer until /ping says 200
+)
+
+// Metrics are the drivers' Prometheus metrics.
+type Metrics struct {
+	phases *prometheus.HistogramVec
+}
+
+// NewMetrics registers the drivers' metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "gantry_cold_start_phase_seconds",
+		Help:    "Time a replica spent in each start phase: schedule, process_start, model_load.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 16), // 0.5 ms .. ~7 min
+	}, []string{"endpoint", "served_entity", "phase"})}
+	if reg != nil {
+		reg.MustRegister(m.phases)
+	}
+	return m
+}
+
+// Observe records that a replica of d took took in phase; a no-op on a
+// nil *Metrics.
+func (m *Metrics) Observe(d Deployment, phase string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.phases.WithLabelValues(d.Endpoint, d.Entity, phase).Observe(took.Seconds())
+}
