@@ -316,3 +316,37 @@ func (r *rig) metric(t *testing.T, name string) float64 {
 	t.Fatalf("no %s in /metrics", name)
 	return 0
 }
+
+// TestShadowAnswersReachTheTable mirrors every request to a shadow route:
+// clients get only the live entity's answers; the table holds both.
+func TestShadowAnswersReachTheTable(t *testing.T) {
+	r := startRig(t)
+	mustCLI(t, r.bin, r.addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	writeFile(t, cfg, `{"served_entities": [{"entity_name": "binary", "entity_version": "1"}, {"entity_name": "binary", "entity_version": "2"}],
+		"traffic_config": {"routes": [{"served_model_name": "binary-1", "traffic_percentage": 100}, {"served_model_name": "binary-2", "traffic_percentage": 100, "shadow": true}]},
+		"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}}`)
+	mustCLI(t, r.bin, r.addr, "endpoints", "update-config", "fraud", "-f", cfg, "--wait")
+
+	r.send(t, "s", 50, 4) // send fails the test on any non-200
+	for id, x := range r.sent {
+		if !bytes.Contains(x.response, []byte("predictions")) {
+			t.Fatalf("%s: answer %s", id, x.response)
+		}
+	}
+	query := "SELECT shadow, served_entity, count(), uniqExact(client_request_id) FROM " + captureTable + " FINAL GROUP BY shadow, served_entity ORDER BY shadow"
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		res, err := r.db.Query(context.Background(), query)
+		if err == nil {
+			got = fmt.Sprint(res.Rows)
+		}
+		if got == "[[0 binary-1 50 50] [1 binary-2 50 50]]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows by shadow and entity: %s; want 50 live rows from binary-1 and 50 shadow rows from binary-2", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
