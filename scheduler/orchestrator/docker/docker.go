@@ -1,8 +1,8 @@
 // Package docker is the orchestrator driver that runs each replica as a
 // Docker container from the worker image (`make image` builds it FROM
-// scratch). It follows the local driver: one supervisor per replica creates
-// the container, probes its /ping, restarts it with backoff when it fails
-// or exits, and drains it before stopping it.
+// scratch). Package replicas supervises the workers (readiness, restarts
+// with backoff, draining), as for the local driver; this package creates,
+// stops and removes the containers.
 //
 // Containers use the host network, each on a port the driver picks, so a
 // worker's address is the same for the driver, the activator and the
@@ -24,12 +24,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"sort"
-	"strconv"
-	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -41,6 +37,7 @@ import (
 
 	"github.com/gantry/gantry/jobs"
 	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/scheduler/orchestrator/replicas"
 )
 
 // Labels on every container the driver creates.
@@ -65,63 +62,27 @@ type Config struct {
 	// data dir): New removes every container with this owner. Default
 	// "gantry".
 	Owner string
-	// Host is the address workers bind on the host network and the driver
-	// probes. Default 127.0.0.1.
-	Host string
-	// ReadyTimeout bounds how long a worker may take to answer /ping with
-	// 200 before its container is removed and counted as a failed start.
-	// Default 5 min.
-	ReadyTimeout time.Duration
-	// StopTimeout is how long a stopping worker may take to finish its
-	// in-flight requests after SIGTERM before the engine kills it. It is
-	// rounded up to whole seconds, the engine's unit. Default 30 s.
-	StopTimeout time.Duration
-	// DrainDelay is how long a ready worker that is being stopped keeps
-	// serving after it is reported not ready, so that activators drop it
-	// from their route tables first. Default 1 s.
-	DrainDelay time.Duration
-	// MinBackoff and MaxBackoff bound the wait before restarting a worker
-	// that failed or exited. Defaults 200 ms and 30 s.
-	MinBackoff, MaxBackoff time.Duration
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger
-	// Metrics receives the start phases of workers; nil: not exported.
-	Metrics *orchestrator.Metrics
+
+	// The supervision settings are replicas.Config's, which gives each
+	// one's meaning and default. Workers bind Host on the host network.
+	// StopTimeout is the time the engine gives a worker between SIGTERM
+	// and SIGKILL, rounded up to whole seconds, the engine's unit.
+	Host                                  string
+	ReadyTimeout, StopTimeout, DrainDelay time.Duration
+	MinBackoff, MaxBackoff, ProbeInterval time.Duration
+	Logger                                *slog.Logger
+	Metrics                               *orchestrator.Metrics
 }
 
 // Driver runs workers as Docker containers. It is safe for concurrent use.
+// Its Ensure, Remove, Status and Logs are those of replicas.Set.
 type Driver struct {
+	*replicas.Set
 	cfg    Config
-	notify func(id string)
-	probe  *http.Client
 	docker *client.Client
 	// cpus and memory are the engine's, the most a container may be given.
 	cpus   int
 	memory int64
-
-	// running counts replica supervisors, so Close can wait for them all.
-	running sync.WaitGroup
-
-	// mu guards deps and every deployment's and replica's mutable fields.
-	mu   sync.Mutex
-	deps map[string]*deployment
-}
-
-type deployment struct {
-	spec     orchestrator.Deployment
-	replicas []*replica
-	nextID   int
-	failure  string
-	failures uint64
-	logs     *orchestrator.TailBuffer
-}
-
-type replica struct {
-	id      string
-	created time.Time // when Ensure asked for it; the schedule phase ends when its container runs
-	addr    string
-	ready   bool
-	stop    chan struct{} // closed to ask the supervisor to stop the worker
 }
 
 // New connects to the engine that DOCKER_HOST and friends name (the
@@ -136,29 +97,8 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	if cfg.Owner == "" {
 		cfg.Owner = "gantry"
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = 5 * time.Minute
-	}
-	if cfg.StopTimeout <= 0 {
-		cfg.StopTimeout = 30 * time.Second
-	}
-	if cfg.DrainDelay <= 0 {
-		cfg.DrainDelay = time.Second
-	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = 200 * time.Millisecond
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if notify == nil {
-		notify = func(string) {}
 	}
 	// Debian's engine speaks API 1.41, older than this client's default.
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -172,15 +112,12 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 		cli.Close()
 		return nil, fmt.Errorf("docker driver: no engine answers at %s (deploy/docker/start-dockerd.sh starts one): %w", cli.DaemonHost(), err)
 	}
-	d := &Driver{
-		cfg:    cfg,
-		notify: notify,
-		probe:  &http.Client{Timeout: time.Second},
-		docker: cli,
-		cpus:   info.NCPU,
-		memory: info.MemTotal,
-		deps:   make(map[string]*deployment),
-	}
+	d := &Driver{cfg: cfg, docker: cli, cpus: info.NCPU, memory: info.MemTotal}
+	d.Set = replicas.New(replicas.Config{
+		Host: cfg.Host, ReadyTimeout: cfg.ReadyTimeout, StopTimeout: cfg.StopTimeout, DrainDelay: cfg.DrainDelay,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, ProbeInterval: cfg.ProbeInterval,
+		Logger: cfg.Logger, Metrics: cfg.Metrics,
+	}, d.start, notify)
 	if n, err := d.removeOwned(ctx); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("docker driver: remove leftover containers: %w", err)
@@ -194,79 +131,11 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	return d, nil
 }
 
-// Ensure creates the deployment or sets its replica count.
-func (d *Driver) Ensure(_ context.Context, spec orchestrator.Deployment) error {
-	if spec.ModelDir == "" {
-		return fmt.Errorf("deployment %s: the docker driver needs a model directory", spec.ID)
-	}
-	d.mu.Lock()
-	dep, ok := d.deps[spec.ID]
-	if !ok {
-		dep = &deployment{logs: orchestrator.NewTailBuffer(64 << 10)}
-		d.deps[spec.ID] = dep
-	}
-	dep.spec = spec
-	var stopping []*replica
-	for len(dep.replicas) < spec.Replicas {
-		r := &replica{
-			id:      spec.ID + "-" + strconv.Itoa(dep.nextID),
-			created: time.Now(),
-			stop:    make(chan struct{}),
-		}
-		dep.nextID++
-		dep.replicas = append(dep.replicas, r)
-		d.running.Add(1)
-		go d.supervise(dep, r)
-	}
-	if len(dep.replicas) > spec.Replicas {
-		// Stop the newest first: the oldest are the most likely to be ready.
-		stopping = dep.replicas[spec.Replicas:]
-		dep.replicas = dep.replicas[:spec.Replicas]
-	}
-	d.mu.Unlock()
-	for _, r := range stopping {
-		close(r.stop)
-	}
-	d.notify(spec.ID)
-	return nil
-}
-
-// Remove stops and removes every container of the deployment. It does not
-// wait: each worker gets DrainDelay and then StopTimeout (Close waits).
-func (d *Driver) Remove(_ context.Context, id string) error {
-	d.mu.Lock()
-	dep, ok := d.deps[id]
-	delete(d.deps, id)
-	d.mu.Unlock()
-	if ok {
-		for _, r := range dep.replicas {
-			close(r.stop)
-		}
-		d.notify(id)
-	}
-	return nil
-}
-
 // Close stops every worker, including those being scaled down or removed,
 // and waits until they are gone or ctx ends. Then it removes whatever
 // containers of its owner are still there.
 func (d *Driver) Close(ctx context.Context) error {
-	d.mu.Lock()
-	for id, dep := range d.deps {
-		delete(d.deps, id)
-		for _, r := range dep.replicas {
-			close(r.stop)
-		}
-	}
-	d.mu.Unlock()
-	done := make(chan struct{})
-	go func() { d.running.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("stop workers: %w", ctx.Err())
-	}
+	err := d.Set.Close(ctx)
 	// ctx may be over: the sweep gets its own short deadline.
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -274,159 +143,6 @@ func (d *Driver) Close(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("remove containers: %w", rerr))
 	}
 	return errors.Join(err, d.docker.Close())
-}
-
-// Status reports what the driver has of a deployment; an unknown ID has no
-// instances.
-func (d *Driver) Status(id string) orchestrator.Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := orchestrator.Status{ID: id}
-	dep, ok := d.deps[id]
-	if !ok {
-		return s
-	}
-	s.Desired = dep.spec.Replicas
-	s.Failures = dep.failures
-	for _, r := range dep.replicas {
-		if r.addr != "" {
-			s.Instances = append(s.Instances, orchestrator.Instance{ID: r.id, Addr: r.addr, Ready: r.ready})
-		}
-	}
-	if s.Ready() == 0 {
-		s.Failure = dep.failure
-	}
-	return s
-}
-
-// Logs returns the recent output of the deployment's containers, across
-// restarts (the containers themselves are removed when they stop).
-func (d *Driver) Logs(id string) (string, bool) {
-	d.mu.Lock()
-	dep, ok := d.deps[id]
-	d.mu.Unlock()
-	if !ok {
-		return "", false
-	}
-	return dep.logs.String(), true
-}
-
-// supervise runs one replica's container until the replica is stopped,
-// starting a new one with exponential backoff when it fails or exits.
-func (d *Driver) supervise(dep *deployment, r *replica) {
-	defer d.running.Done()
-	backoff := d.cfg.MinBackoff
-	for {
-		started := time.Now()
-		err := d.run(dep, r)
-		if err == nil {
-			return // stopped on request
-		}
-		d.cfg.Logger.Warn("worker failed", "replica", r.id, "err", err)
-		d.mu.Lock()
-		dep.failure = err.Error()
-		dep.failures++
-		id := dep.spec.ID
-		d.mu.Unlock()
-		d.notify(id)
-		if time.Since(started) > time.Minute {
-			backoff = d.cfg.MinBackoff // it ran a good while: not a crash loop
-		}
-		select {
-		case <-r.stop:
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, d.cfg.MaxBackoff)
-	}
-}
-
-// run starts one container for the replica and returns nil when it was
-// stopped on request, or an error saying why it failed or exited. The
-// container is removed before run returns.
-func (d *Driver) run(dep *deployment, r *replica) error {
-	addr, err := freeAddr(d.cfg.Host)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	spec := dep.spec
-	d.mu.Unlock()
-
-	id, err := d.create(spec, r.id, addr)
-	if err != nil {
-		return err
-	}
-	defer d.removeContainer(id)
-	if err := d.start(id); err != nil {
-		return err
-	}
-	runningAt := time.Now()
-	if !r.created.IsZero() {
-		d.cfg.Metrics.Observe(spec, orchestrator.PhaseSchedule, runningAt.Sub(r.created))
-		r.created = time.Time{} // restarts are not scheduling
-	}
-	out := orchestrator.NewTailBuffer(4 << 10) // this container's output, for the failure message
-	logsDone := d.followLogs(id, orchestrator.MultiWriter{dep.logs, out})
-	// exited is closed once the container stopped; exitErr is then safe to read.
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = d.wait(id); close(exited) }()
-	// why reads what the worker said last, once the log stream has ended.
-	why := func() string {
-		select {
-		case <-logsDone:
-		case <-time.After(2 * time.Second):
-		}
-		return out.LastLines(5)
-	}
-
-	d.mu.Lock()
-	r.addr = addr
-	d.mu.Unlock()
-	d.notify(spec.ID)
-	defer func() {
-		d.mu.Lock()
-		r.addr, r.ready = "", false
-		d.mu.Unlock()
-		d.notify(spec.ID)
-	}()
-
-	ready, answeredAt, err := d.awaitReady(addr, r.stop, exited)
-	if !answeredAt.IsZero() {
-		d.cfg.Metrics.Observe(spec, orchestrator.PhaseProcessStart, answeredAt.Sub(runningAt))
-		if ready {
-			d.cfg.Metrics.Observe(spec, orchestrator.PhaseModelLoad, time.Since(answeredAt))
-		}
-	}
-	if err != nil {
-		d.kill(id)
-		<-exited
-		return fmt.Errorf("%w (%v)%s", err, exitErr, why())
-	}
-	if !ready { // stopped while starting
-		return d.stopContainer(id, exited)
-	}
-	d.mu.Lock()
-	r.ready = true
-	dep.failure = ""
-	d.mu.Unlock()
-	d.notify(spec.ID)
-
-	select {
-	case <-r.stop:
-		d.mu.Lock()
-		r.ready = false
-		d.mu.Unlock()
-		d.notify(spec.ID)
-		select {
-		case <-time.After(d.cfg.DrainDelay):
-		case <-exited:
-		}
-		return d.stopContainer(id, exited)
-	case <-exited:
-		return fmt.Errorf("worker exited (%v)%s", exitErr, why())
-	}
 }
 
 // create makes the container of one replica's run. The name carries a
@@ -490,7 +206,9 @@ func (d *Driver) resources(res jobs.Resources) container.Resources {
 	if d.memory > 0 {
 		mem = min(mem, d.memory)
 	}
-	r := container.Resources{NanoCPUs: int64(cpus * 1e9), Memory: mem}
+	// MemorySwap equal to Memory allows no swap: without it the engine
+	// lets a container swap as much again, and the limit is not one.
+	r := container.Resources{NanoCPUs: int64(cpus * 1e9), Memory: mem, MemorySwap: mem}
 	if res.GPUs > 0 {
 		// Docker cannot ask for a GPU's memory size (Nomad can); the card
 		// is whichever the NVIDIA runtime hands out.
@@ -499,14 +217,56 @@ func (d *Driver) resources(res jobs.Resources) container.Resources {
 	return r
 }
 
-func (d *Driver) start(id string) error {
+// start creates and starts the container of one replica's run.
+func (d *Driver) start(spec orchestrator.Deployment, replicaID, addr string, out io.Writer) (replicas.Worker, error) {
+	id, err := d.create(spec, replicaID, addr)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		return fmt.Errorf("start container: %w", err)
+		d.removeContainer(id)
+		return nil, fmt.Errorf("start container: %w", err)
 	}
-	return nil
+	return &runningContainer{d: d, id: id, logsDone: d.followLogs(id, out)}, nil
 }
+
+// runningContainer is a started worker container.
+type runningContainer struct {
+	d        *Driver
+	id       string
+	logsDone <-chan struct{}
+}
+
+var _ replicas.Worker = (*runningContainer)(nil)
+
+// Wait waits until the container stops, then removes it. What the worker
+// said last explains why it failed, so the log stream gets a moment to end
+// first.
+func (c *runningContainer) Wait() error {
+	err := c.d.wait(c.id)
+	select {
+	case <-c.logsDone:
+	case <-time.After(2 * time.Second):
+	}
+	c.d.removeContainer(c.id)
+	return err
+}
+
+// Stop has the engine send SIGTERM, then SIGKILL after grace rounded up
+// to whole seconds, the engine's unit.
+func (c *runningContainer) Stop(grace time.Duration) {
+	secs := int((grace + time.Second - 1) / time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), grace+30*time.Second)
+	defer cancel()
+	if err := c.d.docker.ContainerStop(ctx, c.id, container.StopOptions{Timeout: &secs}); err != nil {
+		c.d.cfg.Logger.Warn("stop container", "container", c.id, "err", err)
+		c.Kill()
+	}
+}
+
+func (c *runningContainer) Kill() { c.d.kill(c.id) }
 
 // wait blocks until the container stops and says how it ended.
 func (d *Driver) wait(id string) error {
@@ -544,54 +304,6 @@ func (d *Driver) followLogs(id string, w io.Writer) <-chan struct{} {
 	return done
 }
 
-// awaitReady probes /ping until it answers 200 (true), the replica is
-// stopped (false), or the container exits or times out (error). It also
-// says when the worker first answered at all, zero if it never did. It
-// probes every few milliseconds at first: cold-start time is what the user
-// waits for.
-func (d *Driver) awaitReady(addr string, stop, exited <-chan struct{}) (ready bool, answeredAt time.Time, err error) {
-	deadline := time.NewTimer(d.cfg.ReadyTimeout)
-	defer deadline.Stop()
-	interval := 2 * time.Millisecond
-	for {
-		resp, err := d.probe.Get("http://" + addr + "/ping")
-		if err == nil {
-			resp.Body.Close()
-			if answeredAt.IsZero() {
-				answeredAt = time.Now()
-			}
-			if resp.StatusCode == http.StatusOK {
-				return true, answeredAt, nil
-			}
-		}
-		select {
-		case <-stop:
-			return false, answeredAt, nil
-		case <-exited:
-			return false, answeredAt, errors.New("worker exited before it was ready")
-		case <-deadline.C:
-			return false, answeredAt, fmt.Errorf("worker did not answer /ping within %s", d.cfg.ReadyTimeout)
-		case <-time.After(interval):
-		}
-		interval = min(2*interval, 200*time.Millisecond)
-	}
-}
-
-// stopContainer asks the worker to finish its in-flight requests (the
-// engine sends SIGTERM, then SIGKILL after StopTimeout) and waits until it
-// has stopped.
-func (d *Driver) stopContainer(id string, exited <-chan struct{}) error {
-	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StopTimeout+30*time.Second)
-	defer cancel()
-	if err := d.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil {
-		d.cfg.Logger.Warn("stop container", "container", id, "err", err)
-		d.kill(id)
-	}
-	<-exited
-	return nil
-}
-
 func (d *Driver) kill(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -626,15 +338,4 @@ func (d *Driver) removeOwned(ctx context.Context) (int, error) {
 		}
 	}
 	return len(cs), errors.Join(errs...)
-}
-
-// freeAddr finds a free TCP port. Another process could take it before the
-// worker binds it; the worker then exits and is restarted on a new port.
-func freeAddr(host string) (string, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

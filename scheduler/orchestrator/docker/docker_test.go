@@ -175,6 +175,10 @@ func TestEnsureScaleRemove(t *testing.T) {
 		if got, want := info.HostConfig.Memory, min(int64(1<<30), d.memory); got != want {
 			t.Errorf("Memory = %d, want %d", got, want)
 		}
+		// Without MemorySwap = Memory the container could swap past its limit.
+		if got, want := info.HostConfig.MemorySwap, info.HostConfig.Memory; got != want {
+			t.Errorf("MemorySwap = %d, want %d (Memory: no swap)", got, want)
+		}
 		if info.HostConfig.NetworkMode != "host" || len(info.Mounts) != 1 || info.Mounts[0].RW {
 			t.Errorf("network %s, mounts %+v: want host and one read-only mount", info.HostConfig.NetworkMode, info.Mounts)
 		}

@@ -52,11 +52,12 @@ func (n *notifier) notify(id string) {
 	n.mu.Unlock()
 }
 
-func newDriver(t *testing.T, mode string) *Driver {
+func newDriver(t *testing.T, mode string, cfg Config) *Driver {
 	t.Helper()
 	t.Setenv("GANTRY_TEST_WORKER", mode)
 	n := &notifier{}
-	d, err := New(Config{Command: []string{os.Args[0], "worker"}, MinBackoff: 20 * time.Millisecond, StopTimeout: 2 * time.Second, DrainDelay: 50 * time.Millisecond}, n.notify)
+	cfg.Command, cfg.MinBackoff, cfg.StopTimeout, cfg.DrainDelay = []string{os.Args[0], "worker"}, 20*time.Millisecond, 2*time.Second, 50*time.Millisecond
+	d, err := New(cfg, n.notify)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +77,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestEnsureScaleRestartRemove(t *testing.T) {
-	d := newDriver(t, "ok")
 	reg := prometheus.NewRegistry()
-	d.cfg.Metrics = orchestrator.NewMetrics(reg)
+	d := newDriver(t, "ok", Config{Metrics: orchestrator.NewMetrics(reg)})
 	spec := orchestrator.Deployment{ID: "ep-m-1", Endpoint: "ep", Entity: "m", ModelDir: t.TempDir(), Replicas: 2}
 	if err := d.Ensure(context.Background(), spec); err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestEnsureScaleRestartRemove(t *testing.T) {
 }
 
 func TestFailingWorkerReportsReason(t *testing.T) {
-	d := newDriver(t, "fail")
+	d := newDriver(t, "fail", Config{})
 	spec := orchestrator.Deployment{ID: "ep-bad-1", ModelDir: "/models/bad", Replicas: 1}
 	d.Ensure(context.Background(), spec)
 	waitFor(t, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })

@@ -1,0 +1,117 @@
+package replicas
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/scheduler/orchestrator"
+)
+
+// fakeWorker serves /ping on its address in this process; hung makes its
+// /ping hang, as a worker stuck in a deadlock or a GC storm would.
+type fakeWorker struct {
+	srv    *http.Server
+	hung   atomic.Bool
+	exited chan struct{}
+	once   sync.Once
+}
+
+var _ Worker = (*fakeWorker)(nil)
+
+func startFake(addr string) (*fakeWorker, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	w := &fakeWorker{exited: make(chan struct{})}
+	w.srv = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if w.hung.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-w.exited:
+			}
+		}
+	})}
+	go w.srv.Serve(l)
+	return w, nil
+}
+
+func (w *fakeWorker) Wait() error        { <-w.exited; return nil }
+func (w *fakeWorker) Stop(time.Duration) { w.Kill() }
+func (w *fakeWorker) Kill() {
+	w.once.Do(func() { close(w.exited); w.srv.Close() })
+}
+
+// fakeStarter starts fakeWorkers and keeps the last one.
+type fakeStarter struct {
+	mu   sync.Mutex
+	last *fakeWorker
+}
+
+func (f *fakeStarter) start(_ orchestrator.Deployment, _, addr string, _ io.Writer) (Worker, error) {
+	w, err := startFake(addr)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.last = w
+	f.mu.Unlock()
+	return w, nil
+}
+
+func TestHungWorkerIsNotReady(t *testing.T) {
+	f := &fakeStarter{}
+	// notified gets the ready count at each notification: the test waits
+	// for notifications, as the scheduler does.
+	notified := make(chan int, 1000)
+	var s *Set
+	s = New(Config{ProbeInterval: 10 * time.Millisecond, DrainDelay: time.Millisecond}, f.start, func(id string) {
+		select {
+		case notified <- s.Status(id).Ready():
+		default: // never block the set; the buffer outlasts this test
+		}
+	})
+	t.Cleanup(func() { s.Close(context.Background()) })
+	awaitReady := func(want int, what string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case n := <-notified:
+				if n == want {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	spec := orchestrator.Deployment{ID: "dep", ModelDir: t.TempDir(), Replicas: 1}
+	if err := s.Ensure(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	awaitReady(1, "a ready replica")
+	addr := s.Status("dep").Instances[0].Addr
+
+	f.mu.Lock()
+	w := f.last
+	f.mu.Unlock()
+	w.hung.Store(true)
+	awaitReady(0, "the hung replica to be reported not ready")
+	st := s.Status("dep")
+	if len(st.Instances) != 1 || st.Instances[0].Addr != addr || st.Instances[0].Ready || st.Failures != 0 {
+		t.Errorf("status %+v, want the same instance, not ready, and no failure: it did not exit", st)
+	}
+
+	w.hung.Store(false)
+	awaitReady(1, "the replica to be ready again")
+	if got := s.Status("dep").Instances; len(got) != 1 || got[0].Addr != addr {
+		t.Errorf("instances %+v after recovery, want the same worker at %s", got, addr)
+	}
+}
