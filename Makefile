@@ -37,7 +37,7 @@ test: test-deps
 test-short:
 	$(GO) test -short ./...
 
-bench: bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline
+bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline
 
 bench-go:
 	@mkdir -p bin
@@ -53,10 +53,11 @@ bench-proxy: bench-deps build
 	deploy/bench/proxy.sh
 
 # Zero to first response with the local driver (20 trials), and a burst of
-# 1,000 concurrent requests at zero: p50/p99 and how many succeeded.
+# 1,000 concurrent requests at zero: p50/p99 and how many succeeded. The
+# docker cold start is bench-docker's (it needs dockerd).
 bench-coldstart:
 	@mkdir -p bin
-	$(GO) test -run '^$$' -bench 'ColdStart|ColdBurst' -benchtime 1x ./cmd/gantry/ | tee bin/bench-coldstart.txt
+	$(GO) test -run '^$$' -bench '^Benchmark(ColdStart|ColdBurst)$$' -benchtime 1x ./cmd/gantry/ | tee bin/bench-coldstart.txt
 
 # Zero to first response with the docker driver next to the local driver,
 # 10 trials each, against a dockerd that the script starts when none answers.
@@ -76,11 +77,12 @@ bench-memory:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench HeldRequests -benchtime 1x ./activator/ | tee bin/bench-memory.txt
 
-# Services the tests start themselves, installed from Debian when missing:
-# ClickHouse holds the inference tables.
-TEST_DEBS := clickhouse-server
+# What the tests need from Debian, installed when missing: ClickHouse holds
+# the inference tables (the tests start their own servers); scipy is the
+# reference the drift statistics are checked against.
+TEST_DEBS := clickhouse-server python3-scipy
 test-deps:
-	@command -v clickhouse-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
+	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
 
 bench-deps:
 	@mkdir -p bin

@@ -52,6 +52,12 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 // Close closes the pool.
 func (db *DB) Close() error { return db.conn.Close() }
 
+// Exec runs a statement that returns no rows (DDL, INSERT … SELECT), for
+// code that computes in ClickHouse, such as drift monitors.
+func (db *DB) Exec(ctx context.Context, sql string, args ...any) error {
+	return db.conn.Exec(ctx, sql, args...)
+}
+
 // Ping checks that ClickHouse answers.
 func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }
 

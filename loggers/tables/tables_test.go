@@ -65,3 +65,26 @@ func TestEnsureInsertQuery(t *testing.T) {
 		t.Fatalf("insert into a missing table: %v; want IsMissingTable", err)
 	}
 }
+
+// TestExec: Exec runs writes that Query's readonly setting refuses, and
+// returns ClickHouse's error for a bad statement.
+func TestExec(t *testing.T) {
+	db := chtest.Open(t, chtest.Start(t))
+	ctx := context.Background()
+	if err := db.Exec(ctx, "CREATE TABLE default.e (n UInt64) ENGINE = MergeTree ORDER BY n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(ctx, "INSERT INTO default.e (n) SELECT number FROM system.numbers LIMIT 3"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Query(ctx, "SELECT sum(n) FROM default.e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Rows[0][0]; got != "3" {
+		t.Errorf("sum = %s, want 3", got)
+	}
+	if err := db.Exec(ctx, "INSERT INTO default.missing (n) SELECT 1"); err == nil || !tables.IsMissingTable(err) {
+		t.Errorf("insert into a missing table: %v, want a missing-table error", err)
+	}
+}
