@@ -1,6 +1,10 @@
 package api
 
-import "net/url"
+import (
+	"encoding/json"
+	"errors"
+	"net/url"
+)
 
 // DeploymentSpec is what the scheduler asks its orchestrator to run for one
 // served entity: an element of
@@ -23,6 +27,10 @@ type DeploymentSpec struct {
 	Env          map[string]string `json:"environment_vars,omitempty"`
 	// Pending marks the deployments of a config that is rolling out.
 	Pending bool `json:"pending,omitempty"`
+	// Job is the orchestrator's own rendering of the deployment, as it
+	// submits it (for the nomad driver, the Nomad job as JSON); absent
+	// for drivers that render nothing.
+	Job json.RawMessage `json:"job,omitempty"`
 }
 
 // ListDeploymentSpecsResponse is the body of
@@ -31,14 +39,18 @@ type ListDeploymentSpecsResponse struct {
 	Deployments []DeploymentSpec `json:"deployments"`
 }
 
-// Deployments reads what the scheduler runs for an endpoint's served
+// DeploymentSpecs reads what the scheduler runs for an endpoint's served
 // entities: those of its serving config, then those of a config rolling
-// out. An unknown endpoint is a 404 RESOURCE_DOES_NOT_EXIST.
-func (e *Endpoints) Deployments(name string, q *QueryOptions) ([]DeploymentSpec, *QueryMeta, error) {
-	var out ListDeploymentSpecsResponse
-	meta, err := e.client.query("/api/2.0/gantry/serving-endpoints/"+url.PathEscape(name)+"/deployments", q, &out)
-	if err != nil {
-		return nil, nil, err
+// out. An unknown endpoint is a 404 RESOURCE_DOES_NOT_EXIST. q carries the
+// context only: the list is not a blocking query, so a WaitIndex or
+// WaitTime is refused rather than ignored.
+func (e *Endpoints) DeploymentSpecs(name string, q *QueryOptions) ([]DeploymentSpec, error) {
+	if q != nil && (q.WaitIndex > 0 || q.WaitTime > 0) {
+		return nil, errors.New("deployment specs: not a blocking query; leave WaitIndex and WaitTime unset")
 	}
-	return out.Deployments, meta, nil
+	var out ListDeploymentSpecsResponse
+	if _, err := e.client.query("/api/2.0/gantry/serving-endpoints/"+url.PathEscape(name)+"/deployments", q, &out); err != nil {
+		return nil, err
+	}
+	return out.Deployments, nil
 }

@@ -160,7 +160,8 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 		return nil, fmt.Errorf("render job %s: %w", d.ID, err)
 	}
 
-	job := nomad.NewServiceJob(JobID(d.ID), JobID(d.ID), "", 50)
+	// The deployment's ID is the job's: Nomad takes it as it is.
+	job := nomad.NewServiceJob(d.ID, d.ID, "", 50)
 	job.Region = nil // NewServiceJob sets "", which would not fall back to the client's region
 	if s.Region != "" {
 		job.Region = new(s.Region)
@@ -259,20 +260,18 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	return job, nil
 }
 
-// JobID is the Nomad job of a deployment: its ID, which Nomad takes as it
-// is (it has no spaces).
-func JobID(deployment string) string { return deployment }
-
 // invalidService matches what Nomad's service names (RFC 1123 labels)
 // cannot hold.
 var invalidService = regexp.MustCompile(`[^A-Za-z0-9-]+`)
 
 // ServiceName is the Nomad service of a deployment. Nomad allows letters,
 // digits and dashes, at most 63, so underscores become dashes and a long ID
-// is cut and keeps a hash of the whole.
+// is cut. Whenever the ID had to change, the name ends with a hash of the
+// whole ID, so that IDs that differ only there ("my_ep", "my-ep") keep
+// distinct services.
 func ServiceName(id string) string {
 	s := strings.Trim(invalidService.ReplaceAllString(id, "-"), "-")
-	if len(s) <= 63 && s != "" {
+	if s == id && s != "" && len(s) <= 63 {
 		return s
 	}
 	sum := sha256.Sum256([]byte(id))

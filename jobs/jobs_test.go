@@ -245,6 +245,9 @@ func TestServiceName(t *testing.T) {
 	seen := map[string]string{}
 	for _, id := range []string{
 		"fraud-model-v2-1a2b3c4d", "my_endpoint-my_model-1-00ff00ff", long, long + "x", "_-_",
+		// Endpoint names may hold underscores: my_ep and my-ep are two
+		// endpoints and need two services.
+		"my_ep-binary-1-00ff00ff", "my-ep-binary-1-00ff00ff",
 	} {
 		name := jobs.ServiceName(id)
 		if !valid.MatchString(name) {

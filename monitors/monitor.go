@@ -18,6 +18,7 @@ package monitors
 import (
 	"fmt"
 	"math"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,6 +135,9 @@ type Monitor struct {
 	Slices []string `json:"slices,omitempty"`
 	// Thresholds map drift metric names to the value that raises an alert.
 	Thresholds map[string]float64 `json:"thresholds,omitempty"`
+	// AlertWebhookURL, an http or https URL, receives one POST per
+	// threshold crossing (see Alerter); empty sends none.
+	AlertWebhookURL string `json:"alert_webhook_url,omitempty"`
 }
 
 // Window is the monitor's granularity, once Validate has passed.
@@ -251,6 +255,12 @@ func (m *Monitor) Validate() error {
 			} else {
 				bad("thresholds.%s: %v is out of range: want 0 to %v", k, v, r.max)
 			}
+		}
+	}
+	if m.AlertWebhookURL != "" {
+		u, err := url.Parse(m.AlertWebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("alert_webhook_url %q: want an http or https URL", m.AlertWebhookURL)
 		}
 	}
 	if len(probs) > 0 {

@@ -60,6 +60,8 @@ func TestValidate(t *testing.T) {
 		{"slice string order", func(m *monitors.Monitor) { m.Slices = []string{"c < 'b'"} }, "a string compares with = or != only"},
 		{"empty baseline range", func(m *monitors.Monitor) { m.Baseline = &monitors.Baseline{From: t0, To: t0} }, "baseline: time range"},
 		{"name", func(m *monitors.Monitor) { m.Name = "my monitor" }, `name: "my monitor" must be`},
+		{"webhook scheme", func(m *monitors.Monitor) { m.AlertWebhookURL = "ftp://hooks.example/x" }, `alert_webhook_url "ftp://hooks.example/x": want an http or https URL`},
+		{"webhook host", func(m *monitors.Monitor) { m.AlertWebhookURL = "https:///x" }, "alert_webhook_url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := good()

@@ -42,6 +42,7 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("GET /api/2.0/gantry/serving-endpoints/{name}/deployments", s.listDeploymentSpecs)
 	mux.HandleFunc("POST /api/2.0/gantry/tables/query", s.queryTable)
 	s.registerDeployments(mux)
+	s.registerMonitors(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 	})
@@ -240,6 +241,7 @@ func (s *Scheduler) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(s.eps, name)
+	s.deleteMonitorsOf(name)
 	s.mu.Unlock()
 	s.Notify(name)
 	writeJSON(w, http.StatusOK, struct{}{})

@@ -27,6 +27,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/loggers"
+	"github.com/gantry/gantry/monitors"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -41,10 +42,20 @@ type Orchestrator interface {
 	Status(id string) orchestrator.Status
 }
 
-// Tables holds endpoints' inference tables (ClickHouse).
+// Tables holds endpoints' inference tables (ClickHouse). Exec runs the
+// drift monitors' writes (it makes Tables a monitors.Store).
 type Tables interface {
 	Ensure(ctx context.Context, t loggers.Table) error
 	Query(ctx context.Context, sql string, args ...any) (*api.QueryResult, error)
+	Exec(ctx context.Context, sql string, args ...any) error
+}
+
+// pruner is implemented by drivers whose deployments outlive the
+// scheduler (Nomad jobs). After the first reconcile that ensured every
+// wanted deployment, Prune removes the driver's deployments not in keep:
+// those of endpoints deleted while the scheduler was down.
+type pruner interface {
+	Prune(ctx context.Context, keep []string) error
 }
 
 // logSource is implemented by drivers that keep their workers' output.
@@ -70,6 +81,10 @@ type Config struct {
 	// and TablesOff says why (users see it when they enable capture).
 	Tables    Tables
 	TablesOff string
+	// Monitors runs drift monitors on demand (POST …/monitors/{name}/run);
+	// default: one over Tables. Share it with the logger's monitors.Runner
+	// in one process, so that a monitor has one refresh at a time.
+	Monitors *monitors.Refresher
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -81,8 +96,8 @@ type Scheduler struct {
 	cfg  Config
 	kick chan struct{}
 
-	// mu guards eps, applied, everReady and published, and serializes
-	// reconcile with API writes.
+	// mu guards eps, applied, everReady, published and pruned, and
+	// serializes reconcile with API writes.
 	mu  sync.Mutex
 	eps map[string]*store.Endpoint
 	// applied is what was last handed to the orchestrator, by deployment ID.
@@ -94,6 +109,8 @@ type Scheduler struct {
 	// deployment it has not sized yet runs initialReplicas.
 	scale     map[string]int
 	published []api.EndpointRoute
+	// pruned is set once the orchestrator was pruned (see pruner).
+	pruned bool
 }
 
 // New loads the stored endpoints and returns a scheduler. Call Run to start
@@ -110,6 +127,9 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.InvocationURL == "" {
 		cfg.InvocationURL = cfg.BaseURL
+	}
+	if cfg.Monitors == nil && cfg.Tables != nil {
+		cfg.Monitors = monitors.NewRefresher(cfg.Tables, &monitors.Alerter{Logger: cfg.Logger})
 	}
 	all, err := cfg.Store.List()
 	if err != nil {
@@ -298,6 +318,39 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 		delete(s.everReady, id)
 		delete(s.scale, id)
 	}
+	s.prune(ctx, want)
+}
+
+// prune runs the orchestrator's Prune once, after the first reconcile in
+// which every wanted deployment was ensured. It keeps the deployment of
+// every served entity of every stored config, pending or not, even one
+// that cannot run now (its model is gone). s.mu must be held.
+func (s *Scheduler) prune(ctx context.Context, want map[string]orchestrator.Deployment) {
+	p, ok := s.cfg.Orchestrator.(pruner)
+	if s.pruned || !ok {
+		return
+	}
+	for id := range want {
+		if _, ok := s.applied[id]; !ok {
+			return // not a full reconcile yet
+		}
+	}
+	var keep []string
+	for name, ep := range s.eps {
+		for _, c := range []*api.EndpointConfig{&ep.Config, ep.Pending} {
+			if c == nil {
+				continue
+			}
+			for i := range c.ServedEntities {
+				keep = append(keep, deploymentID(name, &c.ServedEntities[i]))
+			}
+		}
+	}
+	if err := p.Prune(ctx, keep); err != nil {
+		s.cfg.Logger.Error("prune orphaned deployments", "err", err)
+		return
+	}
+	s.pruned = true
 }
 
 // step advances an endpoint's config rollout and reports whether the stored

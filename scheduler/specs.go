@@ -1,10 +1,20 @@
 package scheduler
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/orchestrator"
 )
+
+// jobRenderer is implemented by drivers that render a deployment into a
+// document of their own (the nomad driver: its Nomad job), so that
+// `gantry jobs render` shows what is submitted without repeating the
+// driver's settings.
+type jobRenderer interface {
+	RenderJob(d orchestrator.Deployment) (any, error)
+}
 
 // listDeploymentSpecs serves
 // GET /api/2.0/gantry/serving-endpoints/{name}/deployments: the
@@ -21,18 +31,27 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	out := api.ListDeploymentSpecsResponse{Deployments: []api.DeploymentSpec{}}
+	render, _ := s.cfg.Orchestrator.(jobRenderer)
 	add := func(c *api.EndpointConfig, pending bool) {
 		for _, d := range s.deployments(name, c) {
 			if d.err != nil {
 				continue
 			}
 			sp := d.spec
-			out.Deployments = append(out.Deployments, api.DeploymentSpec{
+			ds := api.DeploymentSpec{
 				ID: sp.ID, Endpoint: sp.Endpoint, Entity: sp.Entity,
 				ModelName: sp.ModelName, ModelVersion: sp.ModelVersion, ArtifactURL: sp.ArtifactURL,
 				Replicas: sp.Replicas, WorkloadSize: sp.WorkloadSize, WorkloadType: sp.WorkloadType,
 				Env: sp.Env, Pending: pending,
-			})
+			}
+			if render != nil {
+				// A spec the driver cannot render is one it refuses too:
+				// the client renders it itself and shows the error.
+				if job, err := render.RenderJob(sp); err == nil {
+					ds.Job, _ = json.Marshal(job)
+				}
+			}
+			out.Deployments = append(out.Deployments, ds)
 		}
 	}
 	add(&ep.Config, false)

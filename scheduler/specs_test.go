@@ -18,7 +18,7 @@ func TestDeploymentSpecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	specs, _, err := c.Endpoints().Deployments("fraud", nil)
+	specs, err := c.Endpoints().DeploymentSpecs("fraud", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,9 +34,14 @@ func TestDeploymentSpecs(t *testing.T) {
 		t.Errorf("spec = %+v, want what the orchestrator got: %+v", got, want)
 	}
 
-	_, _, err = c.Endpoints().Deployments("nope", nil)
+	_, err = c.Endpoints().DeploymentSpecs("nope", nil)
 	var ue *api.UnexpectedResponseError
 	if !errors.As(err, &ue) || ue.StatusCode() != 404 {
 		t.Errorf("unknown endpoint: %v, want a 404", err)
+	}
+	// The list does not block: asking it to is a mistake, not a silent
+	// immediate answer.
+	if _, err := c.Endpoints().DeploymentSpecs("fraud", &api.QueryOptions{WaitIndex: 5}); err == nil {
+		t.Error("DeploymentSpecs with a WaitIndex succeeded; want it refused (not a blocking query)")
 	}
 }

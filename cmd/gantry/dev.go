@@ -17,6 +17,7 @@ import (
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/gantry/gantry/monitors"
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -42,6 +43,10 @@ type controlPlaneOptions struct {
 	tablesOff string
 	docker    dockerOptions
 	nomad     nomadOptions
+
+	// monitors runs drift monitors for the API and the in-process logger;
+	// set by the command with tables.
+	monitors *monitors.Refresher
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -110,7 +115,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	}
 	cp.sched, err = scheduler.New(scheduler.Config{
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
-		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff,
+		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
 	})
 	if err != nil {
 		return nil, err
@@ -202,6 +207,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	defer inf.close()
 	if inf.db != nil {
 		o.tables = inf.db
+		o.monitors = monitors.NewRefresher(inf.db, &monitors.Alerter{Logger: log})
 	}
 	o.tablesOff = inf.off
 	cp, err := openControlPlane(o, log, reg)
@@ -245,6 +251,9 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	go act.Run(ctx)
 	go asc.Run(ctx)
 	captured := inf.run(ctx, io, log, reg)
+	if inf.db != nil && io.runLogger {
+		go runMonitors(ctx, &io.monitors, o.monitors, cp.sched.Monitors, log)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(cp.ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"path/filepath"
 
-	"github.com/gantry/gantry/jobs"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/docker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,13 +12,25 @@ import (
 )
 
 // dockerOptions are the flags of the docker driver. The engine itself comes
-// from Docker's own variables (DOCKER_HOST and friends).
+// from Docker's own variables (DOCKER_HOST and friends); the image is
+// --worker-image, shared with the nomad driver.
 type dockerOptions struct {
+	// image is the deprecated --docker-image; set, it wins over
+	// --worker-image.
 	image string
 }
 
 func (o *dockerOptions) flags(c *cobra.Command) {
-	c.Flags().StringVar(&o.image, "docker-image", jobs.DefaultImage, "worker image that --driver docker runs; make image builds it")
+	c.Flags().StringVar(&o.image, "docker-image", "", "worker image that --driver docker runs")
+	c.Flags().MarkDeprecated("docker-image", "use --worker-image, which names the worker image for every driver")
+}
+
+// workerImage is --worker-image, or the deprecated --docker-image when set.
+func (o *controlPlaneOptions) workerImage() string {
+	if o.docker.image != "" {
+		return o.docker.image
+	}
+	return o.nomad.image
 }
 
 // newDockerDriver opens the docker driver. Its containers are labelled with
@@ -31,7 +42,7 @@ func newDockerDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheu
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	return docker.New(docker.Config{
-		Image:   o.docker.image,
+		Image:   o.workerImage(),
 		Owner:   dir,
 		Logger:  log,
 		Metrics: orchestrator.NewMetrics(metrics),

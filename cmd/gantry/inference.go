@@ -102,6 +102,7 @@ type devInferenceOptions struct {
 	kafka      kafkaOptions
 	clickhouse clickhouseOptions
 	logger     loggerOptions
+	monitors   monitorOptions
 	// runLogger runs the logger in-process; off when loggers run as their
 	// own processes (gantry logger).
 	runLogger bool
@@ -111,6 +112,7 @@ func (o *devInferenceOptions) flags(c *cobra.Command) {
 	o.kafka.flags(c, true)
 	o.clickhouse.flags(c, true)
 	o.logger.flags(c)
+	o.monitors.flags(c, false)
 	c.Flags().BoolVar(&o.runLogger, "logger", true, "run the logger (Kafka → ClickHouse) in this process")
 }
 

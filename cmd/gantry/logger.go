@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/loggers/local"
+	"github.com/gantry/gantry/monitors"
 	"github.com/spf13/cobra"
 )
 
@@ -21,29 +22,34 @@ func loggerCmd() *cobra.Command {
 	var ko kafkaOptions
 	var co clickhouseOptions
 	var lo loggerOptions
+	var mo monitorOptions
 	c := &cobra.Command{
 		Use:   "logger",
 		Short: "Move invocation records from Kafka into ClickHouse inference tables",
 		Long: `Run a logger: a member of a Kafka consumer group that inserts invocation
 records into their ClickHouse inference tables in batches, and commits
 offsets only after the insert. Run several for more throughput; a logger
-that dies leaves its records in Kafka for the others.`,
+that dies leaves its records in Kafka for the others.
+
+With --scheduler, it also refreshes the drift monitors defined there every
+--monitor-interval and posts their alerts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ko.brokers == "" || co.addr == "" {
 				return errors.New("--kafka-brokers and --clickhouse are required")
 			}
-			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo)
+			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo, &mo)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8083", "address to serve /metrics and /healthz on")
 	ko.flags(c, false)
 	co.flags(c, false)
 	lo.flags(c)
+	mo.flags(c, true)
 	return c
 }
 
-func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions) error {
+func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions, mo *monitorOptions) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -61,6 +67,15 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
+	if mo.scheduler == "" {
+		log.Info("drift monitors are off: give --scheduler to refresh them")
+	} else {
+		cl, err := newClient(mo.scheduler)
+		if err != nil {
+			return err
+		}
+		go runMonitors(ctx, mo, monitors.NewRefresher(db, &monitors.Alerter{Logger: log}), apiMonitors(cl), log)
+	}
 	return runLogger(ctx, ko, lo, db, log, reg)
 }
 

@@ -27,7 +27,46 @@ type nomadOptions struct {
 	nodePool                      string
 	taskDriver                    string
 	image, binary                 string
+	constraints                   []*nomadapi.Constraint
 }
+
+// constraintsValue is the repeatable --constraint flag: each value is
+// "ATTR OPERATOR VALUE", as in a jobspec's constraint block, or
+// "ATTR OPERATOR" for operators that take no value (distinct_hosts,
+// is_set, is_not_set). ATTR holds no spaces; VALUE may.
+type constraintsValue struct{ list *[]*nomadapi.Constraint }
+
+func (v constraintsValue) String() string {
+	if v.list == nil {
+		return ""
+	}
+	var out []string
+	for _, c := range *v.list {
+		out = append(out, strings.TrimSpace(c.LTarget+" "+c.Operand+" "+c.RTarget))
+	}
+	return "[" + strings.Join(out, ",") + "]"
+}
+
+func (v constraintsValue) Set(s string) error {
+	f := strings.Fields(s)
+	switch {
+	case len(f) == 1 && f[0] == "distinct_hosts":
+		*v.list = append(*v.list, &nomadapi.Constraint{Operand: f[0], RTarget: "true"})
+	case len(f) == 2 && (f[1] == "is_set" || f[1] == "is_not_set" || f[1] == "distinct_property"):
+		*v.list = append(*v.list, &nomadapi.Constraint{LTarget: f[0], Operand: f[1]})
+	case len(f) >= 3:
+		// The value keeps its inner spaces: everything after the operator.
+		rest := strings.TrimSpace(s)
+		rest = strings.TrimSpace(strings.TrimPrefix(rest, f[0]))
+		rest = strings.TrimSpace(strings.TrimPrefix(rest, f[1]))
+		*v.list = append(*v.list, &nomadapi.Constraint{LTarget: f[0], Operand: f[1], RTarget: rest})
+	default:
+		return fmt.Errorf("constraint %q: want \"ATTR OPERATOR VALUE\", e.g. \"${attr.kernel.name} = linux\"", s)
+	}
+	return nil
+}
+
+func (v constraintsValue) Type() string { return "constraint" }
 
 // flags adds the connection flags and the job flags.
 func (o *nomadOptions) flags(c *cobra.Command) {
@@ -48,7 +87,8 @@ func (o *nomadOptions) jobFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.datacenters, "datacenters", nil, "Nomad datacenters the worker jobs may run in, comma-separated (default every one)")
 	fs.StringVar(&o.nodePool, "node-pool", "", "Nomad node pool of the worker jobs (default Nomad's default pool)")
 	fs.StringVar(&o.taskDriver, "task-driver", jobs.DriverDocker, "Nomad task driver that runs the worker: docker, exec or raw_exec")
-	fs.StringVar(&o.image, "worker-image", jobs.DefaultImage, "worker image for --task-driver docker; make image builds it")
+	fs.StringVar(&o.image, "worker-image", jobs.DefaultImage, "worker image for --driver docker and for --task-driver docker; make image builds it")
+	fs.Var(constraintsValue{&o.constraints}, "constraint", `Nomad constraint on the worker jobs, "ATTR OPERATOR VALUE" (e.g. "${attr.kernel.name} = linux"); repeatable`)
 	fs.StringVar(&o.binary, "worker-binary", jobs.DefaultBinary, "path of the gantry binary on the Nomad clients, for --task-driver exec and raw_exec")
 }
 
@@ -78,6 +118,7 @@ func (o *nomadOptions) settings() jobs.Settings {
 		Namespace: c.Namespace, Region: c.Region,
 		Datacenters: o.datacenters, NodePool: o.nodePool,
 		TaskDriver: o.taskDriver, Image: o.image, Binary: o.binary,
+		Constraints: o.constraints,
 	}
 }
 
@@ -95,19 +136,29 @@ func jobsCmd() *cobra.Command {
 		Use:   "render ENDPOINT [ENTITY]",
 		Short: "Print the Nomad job of each served entity of ENDPOINT (or of ENTITY) as JSON for `nomad job run -json`",
 		Long: "Print the Nomad job of each served entity of ENDPOINT (or only of ENTITY), one JSON document\n" +
-			"{\"Job\": ...} each, as the nomad driver registers it. Give the same --task-driver, --namespace,\n" +
-			"… (or GANTRY_* variables) as the scheduler runs with. The deployments of a config that is\n" +
-			"rolling out come after those of the serving config.",
+			"{\"Job\": ...} each, as the nomad driver registers it. A scheduler that runs the nomad driver\n" +
+			"sends the very job it submits. Otherwise the job is rendered here from the job flags\n" +
+			"(--task-driver, --namespace, …, or their GANTRY_* variables), and so it is when a job flag is\n" +
+			"given on the command line. The deployments of a config that is rolling out come after those\n" +
+			"of the serving config.",
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := newClient(addr)
 			if err != nil {
 				return err
 			}
-			specs, _, err := cl.Endpoints().Deployments(args[0], nil)
+			specs, err := cl.Endpoints().DeploymentSpecs(args[0], (*api.QueryOptions)(nil).WithContext(cmd.Context()))
 			if err != nil {
 				return err
 			}
+			// A job flag asks what the job would be with that setting:
+			// render here rather than print the scheduler's.
+			jobFlagsSet := false
+			jobFlags := pflag.NewFlagSet("", pflag.ContinueOnError)
+			(&nomadOptions{}).jobFlags(jobFlags)
+			jobFlags.VisitAll(func(f *pflag.Flag) {
+				jobFlagsSet = jobFlagsSet || cmd.Flags().Changed(f.Name)
+			})
 			var names []string
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -117,11 +168,13 @@ func jobsCmd() *cobra.Command {
 				if len(args) == 2 && sp.Entity != args[1] {
 					continue
 				}
-				job, err := jobs.Render(deploymentOf(sp), o.settings())
-				if err != nil {
-					return err
+				var job any = sp.Job // the scheduler's own, when it runs the nomad driver
+				if len(sp.Job) == 0 || jobFlagsSet {
+					if job, err = jobs.Render(deploymentOf(sp), o.settings()); err != nil {
+						return err
+					}
 				}
-				if err := enc.Encode(struct{ Job *nomadapi.Job }{job}); err != nil {
+				if err := enc.Encode(struct{ Job any }{job}); err != nil {
 					return err
 				}
 				printed++

@@ -9,13 +9,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/internal/nomadtest"
 	nomadapi "github.com/hashicorp/nomad/api"
+	"github.com/spf13/cobra"
 )
 
 func TestNomadEndToEnd(t *testing.T) {
@@ -51,14 +54,19 @@ func TestNomadEndToEnd(t *testing.T) {
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("Nomad jobs = %v, %v; want one", jobs, err)
 	}
-	rendered := mustCLI(t, bin, addr, "jobs", "render", "nomad-ep", "binary-1", "--task-driver", "raw_exec", "--worker-binary", bin)
-	var req struct{ Job *nomadapi.Job }
-	if err := json.NewDecoder(strings.NewReader(rendered)).Decode(&req); err != nil {
-		t.Fatalf("jobs render printed no job: %v\n%s", err, rendered)
-	}
-	if *req.Job.ID != jobs[0].ID || *req.Job.TaskGroups[0].Count != 1 || req.Job.TaskGroups[0].Tasks[0].Driver != "raw_exec" {
-		t.Errorf("rendered job %s count %d driver %s, want Nomad's %s with 1 raw_exec replica",
-			*req.Job.ID, *req.Job.TaskGroups[0].Count, req.Job.TaskGroups[0].Tasks[0].Driver, jobs[0].ID)
+	// Without job flags the scheduler's own job is printed (the scheduler
+	// runs raw_exec, the CLI's default is docker); with them, the CLI
+	// renders it.
+	for _, flags := range [][]string{nil, {"--task-driver", "raw_exec", "--worker-binary", bin}} {
+		rendered := mustCLI(t, bin, addr, append([]string{"jobs", "render", "nomad-ep", "binary-1"}, flags...)...)
+		var req struct{ Job *nomadapi.Job }
+		if err := json.NewDecoder(strings.NewReader(rendered)).Decode(&req); err != nil || req.Job == nil {
+			t.Fatalf("jobs render %v printed no job: %v\n%s", flags, err, rendered)
+		}
+		if *req.Job.ID != jobs[0].ID || *req.Job.TaskGroups[0].Count != 1 || req.Job.TaskGroups[0].Tasks[0].Driver != "raw_exec" {
+			t.Errorf("jobs render %v: job %s count %d driver %s, want Nomad's %s with 1 raw_exec replica", flags,
+				*req.Job.ID, *req.Job.TaskGroups[0].Count, req.Job.TaskGroups[0].Tasks[0].Driver, jobs[0].ID)
+		}
 	}
 	if out, err := cli(t, bin, addr, "jobs", "render", "nomad-ep", "nope"); err == nil || !strings.Contains(out, "binary-1") {
 		t.Errorf("render an unknown entity: err=%v out=%s, want a failure listing binary-1", err, out)
@@ -79,4 +87,49 @@ func TestNomadEndToEnd(t *testing.T) {
 	if status != 404 || !bytes.Contains(body, []byte("RESOURCE_DOES_NOT_EXIST")) {
 		t.Errorf("invoke a deleted endpoint: %d %s", status, body)
 	}
+}
+
+func TestNomadJobFlags(t *testing.T) {
+	var o controlPlaneOptions
+	c := &cobra.Command{Use: "x"}
+	o.flags(c, "127.0.0.1:0")
+	err := c.Flags().Parse([]string{
+		"--constraint", "${attr.kernel.name} = linux",
+		"--constraint", "${meta.rack}  regexp  r1|r 2",
+		"--constraint", "${attr.nvidia.driver} is_set",
+		"--worker-image", "worker:1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*nomadapi.Constraint{
+		{LTarget: "${attr.kernel.name}", Operand: "=", RTarget: "linux"},
+		{LTarget: "${meta.rack}", Operand: "regexp", RTarget: "r1|r 2"},
+		{LTarget: "${attr.nvidia.driver}", Operand: "is_set"},
+	}
+	if got := o.nomad.settings().Constraints; !reflect.DeepEqual(got, want) {
+		t.Errorf("constraints = %s, want %s", fmtConstraints(got), fmtConstraints(want))
+	}
+	if err := c.Flags().Set("constraint", "linux"); err == nil {
+		t.Error("--constraint linux was accepted; want ATTR OPERATOR VALUE")
+	}
+	// One image flag for both drivers.
+	if o.workerImage() != "worker:1" || o.nomad.settings().Image != "worker:1" {
+		t.Errorf("images: docker %q, nomad %q, want worker:1 for both", o.workerImage(), o.nomad.settings().Image)
+	}
+	// --docker-image still works, deprecated.
+	if err := c.Flags().Parse([]string{"--docker-image", "old:1"}); err != nil || o.workerImage() != "old:1" {
+		t.Errorf("--docker-image old:1: %v, image %q", err, o.workerImage())
+	}
+	if f := c.Flags().Lookup("docker-image"); f == nil || f.Deprecated == "" {
+		t.Error("--docker-image is not marked deprecated")
+	}
+}
+
+func fmtConstraints(cs []*nomadapi.Constraint) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, fmt.Sprintf("%+v", *c))
+	}
+	return strings.Join(out, ", ")
 }

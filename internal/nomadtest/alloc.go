@@ -295,6 +295,11 @@ wait:
 			healthy = nil
 		case <-a.stop:
 			a.kill(cmd, exited)
+			// Nomad's task runner reports the exit of a killed task too
+			// (handleKill, then emitExitResultEvent): Killing, Terminated,
+			// Killed.
+			code, msg := exitResult(waitErr)
+			a.event(api.TaskTerminated, msg, map[string]string{"exit_code": strconv.Itoa(code)}, nil)
 			return nil
 		case <-exited:
 			break wait
@@ -303,6 +308,15 @@ wait:
 	s.mu.Lock()
 	a.pid = 0
 	a.deregister()
+	code, msg := exitResult(waitErr)
+	a.eventLocked(api.TaskTerminated, msg, map[string]string{"exit_code": strconv.Itoa(code)}, nil)
+	s.mu.Unlock()
+	return errors.New(msg)
+}
+
+// exitResult is the exit code of a task and the message of its Terminated
+// event.
+func exitResult(waitErr error) (int, string) {
 	code := -1
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
@@ -314,9 +328,7 @@ wait:
 	if waitErr != nil && code == -1 {
 		msg += ", Exit Message: " + strconv.Quote(waitErr.Error())
 	}
-	a.eventLocked(api.TaskTerminated, msg, map[string]string{"exit_code": strconv.Itoa(code)}, nil)
-	s.mu.Unlock()
-	return errors.New(msg)
+	return code, msg
 }
 
 // kill stops the task as a Nomad client does: deregister its services,

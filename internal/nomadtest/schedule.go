@@ -56,6 +56,7 @@ func (s *Server) evaluate(key jobKey, trigger string) *api.Evaluation {
 		}
 	}
 	if js != nil && !*js.job.Stop {
+		s.deploy(key, js, live)
 		for name, tg := range groups {
 			as := live[name]
 			// Stop the highest indexes first, as Nomad's reconciler does.
@@ -81,15 +82,16 @@ func (s *Server) evaluate(key jobKey, trigger string) *api.Evaluation {
 		}
 	}
 
-	// One blocked evaluation per job: the old one goes when a new one
-	// comes, or when everything is placed.
-	for _, old := range s.evals {
-		if old.JobID == key.id && old.Namespace == key.ns && old.Status == api.EvalStatusBlocked {
-			old.Status, old.StatusDescription = api.EvalStatusCancelled, "evaluation superseded"
+	// Nomad's blocked-evals tracker holds one blocked evaluation per job:
+	// a newer one cancels the older as a duplicate. An evaluation that
+	// places everything only untracks the job's blocked evaluation
+	// (fsm.upsertEvals → blockedEvals.Untrack), whose status stays
+	// "blocked" for good.
+	if len(failed) > 0 {
+		if old := s.evals[s.blocked[key]]; old != nil && old.Status == api.EvalStatusBlocked {
+			old.Status, old.StatusDescription = api.EvalStatusCancelled, "existing blocked evaluation exists for job"
 			old.ModifyIndex = s.write("evals")
 		}
-	}
-	if len(failed) > 0 {
 		index := s.write("evals")
 		b := &api.Evaluation{
 			ID: uuid(), Namespace: key.ns, JobID: key.id, Type: e.Type, Priority: e.Priority,
@@ -99,8 +101,11 @@ func (s *Server) evaluate(key jobKey, trigger string) *api.Evaluation {
 			CreateIndex: index, ModifyIndex: index, CreateTime: now, ModifyTime: now,
 		}
 		s.evals[b.ID] = b
+		s.blocked[key] = b.ID
 		e.BlockedEval = b.ID
 		e.FailedTGAllocs = failed
+	} else {
+		delete(s.blocked, key)
 	}
 	e.QueuedAllocations = queued
 	e.Status = api.EvalStatusComplete
@@ -112,10 +117,15 @@ func (s *Server) evaluate(key jobKey, trigger string) *api.Evaluation {
 // when capacity frees up. s.mu must be held.
 func (s *Server) unblock() {
 	var keys []jobKey
-	for _, e := range s.evals {
-		if e.Status == api.EvalStatusBlocked {
-			keys = append(keys, jobKey{e.Namespace, e.JobID})
+	for k, id := range s.blocked {
+		// The tracker hands the blocked evaluation back to the scheduler,
+		// which completes it; the double evaluates afresh.
+		if e := s.evals[id]; e != nil && e.Status == api.EvalStatusBlocked {
+			e.Status, e.StatusDescription = api.EvalStatusComplete, ""
+			e.ModifyIndex = s.write("evals")
 		}
+		delete(s.blocked, k)
+		keys = append(keys, k)
 	}
 	for _, k := range keys {
 		s.evaluate(k, "queued-allocs")
@@ -435,10 +445,20 @@ func parseBytes(s string) (int64, bool) {
 	return int64(v * u), ok
 }
 
-// startDeployment opens a deployment for a new version of a service job
-// whose groups roll out (max_parallel above 0). s.mu must be held.
-func (s *Server) startDeployment(job *api.Job) {
+// deploy opens a deployment as Nomad's reconciler does (createDeployment):
+// for the groups that roll out (max_parallel above 0) and want
+// allocations (DesiredTotal above 0), unless this job version already has
+// a deployment, or it has allocations running and none to update. So a
+// count-0 register makes none, and a scale up from zero (a new version,
+// nothing running) makes one. live holds the group's allocations of the
+// current spec. s.mu must be held.
+func (s *Server) deploy(key jobKey, js *jobState, live map[string][]*alloc) {
+	job := js.job
 	if *job.Type != api.JobTypeService || *job.Stop {
+		return
+	}
+	old := s.latest(key)
+	if old != nil && old.JobVersion == *job.Version && old.JobCreateIndex == *job.CreateIndex && old.Status != api.DeploymentStatusSuccessful {
 		return
 	}
 	d := &api.Deployment{
@@ -447,22 +467,73 @@ func (s *Server) startDeployment(job *api.Job) {
 		Status: api.DeploymentStatusRunning, StatusDescription: "Deployment is running",
 		TaskGroups: map[string]*api.DeploymentState{},
 	}
+	var inplace []*alloc
 	for _, tg := range job.TaskGroups {
-		if tg.Update != nil && deref(tg.Update.MaxParallel) > 0 {
-			d.TaskGroups[*tg.Name] = &api.DeploymentState{DesiredTotal: *tg.Count}
+		if tg.Update == nil || deref(tg.Update.MaxParallel) <= 0 || *tg.Count == 0 {
+			continue
 		}
+		// Like Nomad's reconciler, count every allocation of this version
+		// of this job (not of a purged one with the same ID), finished
+		// ones too.
+		hadRunning := false
+		for _, a := range s.allocs {
+			if a.stub.JobID == key.id && a.stub.Namespace == key.ns && a.stub.TaskGroup == *tg.Name &&
+				a.stub.JobVersion == *job.Version && *a.job.CreateIndex == *job.CreateIndex {
+				hadRunning = true
+				break
+			}
+		}
+		var updating []*alloc
+		for _, a := range live[*tg.Name] {
+			if a.stub.JobVersion != *job.Version {
+				updating = append(updating, a) // same spec, older version: an in-place update
+			}
+		}
+		if hadRunning && len(updating) == 0 {
+			continue
+		}
+		d.TaskGroups[*tg.Name] = &api.DeploymentState{DesiredTotal: *tg.Count}
+		inplace = append(inplace, updating...)
 	}
 	if len(d.TaskGroups) == 0 {
 		return
 	}
 	// The previous deployment of the job is superseded.
-	if old := s.latest(jobKey{*job.Namespace, *job.ID}); old != nil && old.Status == api.DeploymentStatusRunning {
+	if old != nil && old.Status == api.DeploymentStatusRunning {
 		old.Status, old.StatusDescription = "cancelled", "Cancelled due to newer version of job"
 		old.ModifyIndex = s.write("deployment")
 	}
 	d.CreateIndex = s.write("deployment")
 	d.ModifyIndex = d.CreateIndex
 	s.deployments[d.ID] = d
+	// Allocations updated in place join the deployment. A Nomad client
+	// checks their health again; the double counts a running one healthy
+	// at once.
+	for _, a := range inplace {
+		st := d.TaskGroups[a.stub.TaskGroup]
+		a.stub.JobVersion = *job.Version
+		st.PlacedAllocs++
+		if a.stub.ClientStatus == api.AllocClientStatusRunning {
+			st.HealthyAllocs++
+		}
+		a.stub.ModifyIndex = s.write("allocs")
+	}
+	s.settle(d)
+}
+
+// settle ends a running deployment once every group has its desired
+// healthy count. s.mu must be held.
+func (s *Server) settle(d *api.Deployment) {
+	if d.Status != api.DeploymentStatusRunning {
+		return
+	}
+	for _, g := range d.TaskGroups {
+		if g.HealthyAllocs < g.DesiredTotal {
+			return
+		}
+	}
+	d.Status, d.StatusDescription = api.DeploymentStatusSuccessful, "Deployment completed successfully"
+	d.ModifyIndex = s.write("deployment")
 }
 
 // latest is the job's newest deployment, or nil. s.mu must be held.
@@ -497,13 +568,7 @@ func (s *Server) healthy(a *alloc, ok bool) {
 		return
 	}
 	st.HealthyAllocs++
-	for _, g := range d.TaskGroups {
-		if g.HealthyAllocs < g.DesiredTotal {
-			return
-		}
-	}
-	d.Status, d.StatusDescription = api.DeploymentStatusSuccessful, "Deployment completed successfully"
-	d.ModifyIndex = s.write("deployment")
+	s.settle(d)
 }
 
 // freePort finds a free loopback port. Another process could take it

@@ -11,8 +11,10 @@
 //     without a job or job ID is a 400;
 //   - POST /v1/job/:id/scale is a 404 for an unknown job, a 400 for an
 //     unknown group or a negative count, and a 400 "job scaling blocked due
-//     to active deployment" while a deployment of the job runs, which
-//     happens to every service job without update { max_parallel = 0 };
+//     to active deployment" while a deployment of the job runs; as in
+//     Nomad, a register or scale of a service job without
+//     update { max_parallel = 0 } opens one when the group wants
+//     allocations and its version has none running yet (or some to update);
 //   - reads are blocking queries: ?index=N waits (up to ?wait=, default
 //     5 minutes) until the answer's index passes N, and X-Nomad-Index
 //     carries the index to send next;
@@ -39,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -122,7 +125,10 @@ type Server struct {
 	evals       map[string]*api.Evaluation
 	services    map[string]*api.ServiceRegistration
 	deployments map[string]*api.Deployment
-	closed      bool
+	// blocked is the blocked evaluation Nomad's blocked-evals tracker
+	// holds for each job; only these are unblocked when capacity frees.
+	blocked map[jobKey]string
+	closed  bool
 }
 
 type jobKey struct{ ns, id string }
@@ -180,6 +186,7 @@ func New(cfg Config) (*Server, error) {
 		evals:       map[string]*api.Evaluation{},
 		services:    map[string]*api.ServiceRegistration{},
 		deployments: map[string]*api.Deployment{},
+		blocked:     map[jobKey]string{},
 	}
 	for _, n := range cfg.Nodes {
 		s.pools[n.NodePool] = true
@@ -403,17 +410,23 @@ func (s *Server) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error
 		if err != nil {
 			return nil, err
 		}
+		// ?meta=true adds each job's meta block, as in Nomad 1.6 and later.
+		meta, _ := strconv.ParseBool(r.URL.Query().Get("meta"))
 		return s.blocking(w, r, func() (any, uint64, error) {
 			out := []*api.JobListStub{}
 			for k, js := range s.jobs {
 				if k.ns == ns && strings.HasPrefix(k.id, r.URL.Query().Get("prefix")) {
 					j := js.job
-					out = append(out, &api.JobListStub{
+					stub := &api.JobListStub{
 						ID: *j.ID, Name: *j.Name, Namespace: *j.Namespace, Type: *j.Type,
 						Priority: *j.Priority, Stop: *j.Stop, Status: *j.Status, Datacenters: j.Datacenters,
 						CreateIndex: *j.CreateIndex,
 						ModifyIndex: *j.ModifyIndex, JobModifyIndex: *j.JobModifyIndex,
-					})
+					}
+					if meta {
+						stub.Meta = maps.Clone(j.Meta)
+					}
+					out = append(out, stub)
 				}
 			}
 			sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -579,9 +592,6 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, id string) (an
 		}
 		s.jobs[key] = &jobState{job: job, spec: spec}
 		resp.JobModifyIndex = index
-		if prev == nil || prev.spec != spec {
-			s.startDeployment(job)
-		}
 	}
 	eval := s.evaluate(key, "job-register")
 	resp.EvalID, resp.EvalCreateIndex = eval.ID, eval.CreateIndex

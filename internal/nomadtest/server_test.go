@@ -182,17 +182,43 @@ func TestScale(t *testing.T) {
 		t.Errorf("scale an unknown job: %v, want 404", err)
 	}
 
-	// Without max_parallel = 0 the job gets a deployment, and Nomad
-	// refuses to scale it while the deployment runs.
+	// Without max_parallel = 0 a job that wants allocations gets a
+	// deployment, and Nomad refuses to scale it while the deployment runs.
+	// With count 0 there is nothing to deploy (DesiredTotal 0): Nomad makes
+	// no deployment, and the first scale up from zero makes one.
 	rolling := taskJob(t, "rolling", 0, "")
 	rolling.Update = nil
 	if _, _, err := c.Jobs().Register(rolling, nil); err != nil {
 		t.Fatal(err)
 	}
+	if d, _, err := c.Jobs().LatestDeployment("rolling", nil); err != nil || d != nil {
+		t.Errorf("a count-0 rolling job has deployment %+v (%v), want none", d, err)
+	}
 	n = 1
+	if _, _, err := c.Jobs().Scale("rolling", "worker", &n, "", false, nil, nil); err != nil {
+		t.Fatalf("scale a count-0 rolling job up: %v, want it accepted (no deployment runs)", err)
+	}
+	if d, _, err := c.Jobs().LatestDeployment("rolling", nil); err != nil || d == nil || d.Status != api.DeploymentStatusRunning {
+		t.Errorf("after scaling up from zero: deployment %+v (%v), want a running one", d, err)
+	}
+	n = 2
 	_, _, err := c.Jobs().Scale("rolling", "worker", &n, "", false, nil, nil)
 	if code, body := status(err); code != 400 || !strings.Contains(body, "job scaling blocked due to active deployment") {
 		t.Errorf("scale during a deployment: %d %q, want 400 blocked", code, body)
+	}
+	busy := taskJob(t, "busy", 1, "")
+	busy.Update = nil
+	if _, _, err := c.Jobs().Register(busy, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Jobs().Scale("busy", "worker", &n, "", false, nil, nil)
+	if code, body := status(err); code != 400 || !strings.Contains(body, "job scaling blocked due to active deployment") {
+		t.Errorf("scale a new rolling job during its deployment: %d %q, want 400 blocked", code, body)
+	}
+	for _, id := range []string{"rolling", "busy"} {
+		if _, _, err := c.Jobs().Deregister(id, true, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	if _, _, err := c.Jobs().Register(taskJob(t, "steady", 0, ""), nil); err != nil {
@@ -339,6 +365,27 @@ func TestPlacementFailure(t *testing.T) {
 	}
 	if placed == nil || placed.FailedTGAllocs["worker"] == nil || placed.FailedTGAllocs["worker"].ConstraintFiltered["missing devices"] != 1 || blocked != 1 {
 		t.Fatalf("evaluations = %+v, want the register's to fail on missing devices, and one blocked", evals)
+	}
+
+	// Scaled to zero, nothing is left to place: Nomad untracks the blocked
+	// evaluation but leaves its status "blocked", and the newest
+	// evaluation is complete with no failed placements.
+	n := 0
+	if _, _, err := c.Jobs().Scale("gpu", "worker", &n, "", false, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	evals, _, err = c.Jobs().Evaluations("gpu", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked = 0
+	for _, e := range evals {
+		if e.Status == api.EvalStatusBlocked {
+			blocked++
+		}
+	}
+	if newest := evals[0]; newest.TriggeredBy != "job-scaling" || newest.Status != api.EvalStatusComplete || len(newest.FailedTGAllocs) != 0 || blocked != 1 {
+		t.Errorf("after scale to zero: newest %+v, %d blocked; want a complete scaling evaluation and the stale blocked one left as it is", newest, blocked)
 	}
 }
 

@@ -1,4 +1,5 @@
-// Package store keeps the scheduler's durable state, endpoints, in a bbolt file.
+// Package store keeps the scheduler's durable state, endpoints and drift
+// monitor definitions, in a bbolt file.
 package store
 
 import (
@@ -14,7 +15,10 @@ import (
 // ErrNotFound is returned by Get and Delete for a name that is not stored.
 var ErrNotFound = errors.New("not found")
 
-var endpointsBucket = []byte("endpoints")
+var (
+	endpointsBucket = []byte("endpoints")
+	monitorsBucket  = []byte("monitors")
+)
 
 // Endpoint is what the scheduler persists about one serving endpoint. Runtime
 // state (replicas, deployment states) is not stored: it is rebuilt from the
@@ -61,8 +65,12 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(endpointsBucket)
-		return err
+		for _, b := range [][]byte{endpointsBucket, monitorsBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -122,6 +130,62 @@ func (s *Store) List() ([]*Endpoint, error) {
 func (s *Store) Delete(name string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(endpointsBucket)
+		if b.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// PutMonitor writes a drift monitor's definition, replacing any with the
+// same name.
+func (s *Store) PutMonitor(m *api.Monitor) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode monitor %s: %w", m.Name, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(monitorsBucket).Put([]byte(m.Name), b)
+	})
+}
+
+// GetMonitor reads one monitor definition.
+func (s *Store) GetMonitor(name string) (*api.Monitor, error) {
+	var m *api.Monitor
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(monitorsBucket).Get([]byte(name))
+		if b == nil {
+			return ErrNotFound
+		}
+		m = new(api.Monitor)
+		return json.Unmarshal(b, m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get monitor %s: %w", name, err)
+	}
+	return m, nil
+}
+
+// ListMonitors reads every monitor definition, sorted by name.
+func (s *Store) ListMonitors() ([]*api.Monitor, error) {
+	var out []*api.Monitor
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(monitorsBucket).ForEach(func(k, v []byte) error {
+			m := new(api.Monitor)
+			if err := json.Unmarshal(v, m); err != nil {
+				return fmt.Errorf("decode monitor %s: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteMonitor removes a monitor definition.
+func (s *Store) DeleteMonitor(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(monitorsBucket)
 		if b.Get([]byte(name)) == nil {
 			return ErrNotFound
 		}

@@ -51,3 +51,43 @@ func TestPutGetListDeleteSurvivesReopen(t *testing.T) {
 		t.Errorf("second Delete: err = %v, want ErrNotFound", err)
 	}
 }
+
+func TestMonitorsSurviveReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b", "a"} {
+		m := &api.Monitor{Name: n, Endpoint: "fraud", Table: "ml_logs.fraud_payload", Granularity: "1h",
+			Columns: []api.MonitorColumn{{Name: "x", Kind: "numeric"}}, Thresholds: map[string]float64{"psi": 0.2}}
+		if err := s.PutMonitor(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	all, err := s.ListMonitors()
+	if err != nil || len(all) != 2 || all[0].Name != "a" || all[1].Thresholds["psi"] != 0.2 {
+		t.Fatalf("ListMonitors = %+v, %v", all, err)
+	}
+	if err := s.DeleteMonitor("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMonitor("a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetMonitor after delete: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteMonitor("a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second DeleteMonitor: %v, want ErrNotFound", err)
+	}
+	if m, err := s.GetMonitor("b"); err != nil || m.Columns[0].Name != "x" {
+		t.Errorf("GetMonitor(b) = %+v, %v", m, err)
+	}
+	// Endpoints and monitors are apart: a monitor is no endpoint.
+	if _, err := s.Get("b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(b) = %v, want ErrNotFound", err)
+	}
+}

@@ -5,14 +5,16 @@
 // the replica count is all that changed; Remove stops and purges it. For
 // each deployment the driver follows three lists with blocking queries (the
 // job's allocations, its evaluations and the service's registrations), so
-// it learns of a change when Nomad does and asks Nomad nothing in between.
+// it learns of a change when Nomad does and asks Nomad nothing in between;
+// each list is queried at most once per MinQueryInterval.
 // Nomad lists a service's instances whether or not they answer, so a
 // replica counts as ready only once the driver's own GET /ping answers 200
 // and while its allocation runs.
 //
 // Nomad jobs outlive the scheduler: Close stops the driver's watchers and
-// leaves the jobs running, and a restarted scheduler adopts them when it
-// ensures the same deployments again.
+// leaves the jobs running, a restarted scheduler adopts them when it
+// ensures the same deployments again, and Prune purges those of endpoints
+// deleted meanwhile.
 package nomad
 
 import (
@@ -48,6 +50,9 @@ type Config struct {
 	// WaitTime bounds each blocking query; default 5 minutes, Nomad's
 	// own default and cap.
 	WaitTime time.Duration
+	// MinQueryInterval is the least time between two blocking queries of
+	// one watcher; default 100 ms.
+	MinQueryInterval time.Duration
 	// ProbeInterval is how often a ready replica's /ping is checked again;
 	// two failures in a row take it out until it answers again. Default 5 s.
 	ProbeInterval time.Duration
@@ -129,6 +134,9 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	}
 	if cfg.WaitTime <= 0 {
 		cfg.WaitTime = 5 * time.Minute
+	}
+	if cfg.MinQueryInterval <= 0 {
+		cfg.MinQueryInterval = 100 * time.Millisecond
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 5 * time.Second
@@ -223,7 +231,7 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 	d.mu.Lock()
 	dep, ok := d.deps[id]
 	d.mu.Unlock()
-	job := jobs.JobID(id)
+	job := id // a deployment's ID is its Nomad job's ID
 	if ok {
 		job = dep.job
 	}
@@ -239,6 +247,40 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 		d.notify(id)
 	}
 	return nil
+}
+
+// RenderJob is the Nomad job that Ensure registers for d.
+func (d *Driver) RenderJob(spec orchestrator.Deployment) (any, error) {
+	return jobs.Render(spec, d.cfg.Jobs)
+}
+
+// Prune stops and purges Gantry's jobs in the driver's namespace whose
+// deployment is not in keep: the jobs of endpoints deleted while the
+// scheduler was down, which nothing else would stop. A job is Gantry's when
+// its meta names a deployment (jobs.MetaDeployment); other jobs in the
+// namespace are left alone. The listing needs Nomad 1.6 or later, which
+// returns the meta with ?meta=true.
+func (d *Driver) Prune(ctx context.Context, keep []string) error {
+	want := make(map[string]bool, len(keep))
+	for _, id := range keep {
+		want[id] = true
+	}
+	q := (&api.QueryOptions{Namespace: d.cfg.Jobs.Namespace}).WithContext(ctx)
+	list, _, err := d.client.Jobs().ListOptions(&api.JobListOptions{Fields: &api.JobListFields{Meta: true}}, q)
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	var errs []error
+	for _, j := range list {
+		if dep := j.Meta[jobs.MetaDeployment]; dep == "" || want[dep] || want[j.ID] {
+			continue
+		}
+		d.cfg.Logger.Info("nomad: purge orphaned job", "job", j.ID)
+		if err := d.Remove(ctx, j.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops following Nomad and waits for the watchers to end or ctx to
@@ -330,7 +372,7 @@ func (d *Driver) changed(id string) {
 func (d *Driver) watch(spec orchestrator.Deployment) *deployment {
 	ctx, cancel := context.WithCancel(d.ctx)
 	dep := &deployment{
-		spec: spec, job: jobs.JobID(spec.ID), service: jobs.ServiceName(spec.ID), cancel: cancel,
+		spec: spec, job: spec.ID, service: jobs.ServiceName(spec.ID), cancel: cancel,
 		allocs: map[string]*api.AllocationListStub{}, probes: map[string]*probe{}, seen: map[string]int{}, evals: map[string]bool{},
 	}
 	d.deps[spec.ID] = dep
@@ -347,6 +389,16 @@ func (d *Driver) watch(spec orchestrator.Deployment) *deployment {
 		if err == nil {
 			d.mu.Lock()
 			dep.placement = placementFailure(evals)
+			// Forget evaluations Nomad has garbage-collected.
+			current := make(map[string]bool, len(evals))
+			for _, e := range evals {
+				current[e.ID] = true
+			}
+			for id := range dep.evals {
+				if !current[id] {
+					delete(dep.evals, id)
+				}
+			}
 			for _, e := range evals {
 				// Each blocked or failed evaluation is a start that failed:
 				// counting it fails the requests held for it.
@@ -395,10 +447,26 @@ func (d *Driver) follow(ctx context.Context, id, what string, query func(*api.Qu
 				continue
 			}
 			backoff = time.Second
-			// An index that goes backwards means Nomad restored a snapshot:
-			// start over. Index 0 would make the next query return at once.
-			index = max(meta.LastIndex, 1)
+			// Nomad answers with the index the next query waits past (its
+			// lists' indexes are table-wide: any change in the cluster wakes
+			// the query). An index that went backwards means Nomad restored
+			// a snapshot: start over with 0, which answers at once. Else
+			// keep at least 1, as 0 would never block.
+			if meta.LastIndex < index && index > 1 {
+				index = 0
+			} else {
+				index = max(meta.LastIndex, 1)
+			}
 			d.changed(id)
+			// A busy cluster wakes every watcher on every allocation change:
+			// pause between queries, as Nomad's own watchers (and its
+			// autoscaler) rate-limit theirs, so one deployment costs at most
+			// a few queries a second however much else changes.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d.cfg.MinQueryInterval):
+			}
 		}
 	}()
 }
@@ -421,6 +489,8 @@ func (d *Driver) allocations(ctx context.Context, dep *deployment, list []*api.A
 	var newest *failed
 	d.mu.Lock()
 	dep.allocs = make(map[string]*api.AllocationListStub, len(list))
+	// Nomad garbage-collects old allocations: forget their counts too.
+	seen := make(map[string]int, len(list))
 	for _, a := range list {
 		dep.allocs[a.ID] = a
 		ts := a.TaskStates[jobs.Task]
@@ -428,8 +498,22 @@ func (d *Driver) allocations(ctx context.Context, dep *deployment, list []*api.A
 			continue
 		}
 		n := 0
+		// Nomad's task runner emits Terminated after every kill, the
+		// driver's own scale-downs and stops included: a Terminated that
+		// follows a Killing (with no start in between), or of an
+		// allocation Nomad is stopping, is a stop, not a failure.
+		killing := false
 		for _, e := range ts.Events {
+			switch e.Type {
+			case api.TaskKilling:
+				killing = true
+			case api.TaskStarted:
+				killing = false
+			}
 			if !failureEvents[e.Type] {
+				continue
+			}
+			if e.Type == api.TaskTerminated && (killing || a.DesiredStatus == api.AllocDesiredStatusStop) {
 				continue
 			}
 			n++
@@ -440,8 +524,9 @@ func (d *Driver) allocations(ctx context.Context, dep *deployment, list []*api.A
 				}
 			}
 		}
-		dep.seen[a.ID] = max(dep.seen[a.ID], n)
+		seen[a.ID] = max(dep.seen[a.ID], n)
 	}
+	dep.seen = seen
 	d.mu.Unlock()
 	if newest == nil {
 		return
@@ -606,6 +691,10 @@ func (d *Driver) ping(ctx context.Context, addr string) bool {
 // placementFailure says why Nomad cannot place the job's allocations: the
 // failed placements of the evaluation that created the job's blocked
 // evaluation, or of a failed evaluation. Empty when nothing is blocked.
+//
+// Only evaluations newer than the newest complete one that placed
+// everything count: Nomad merely untracks the blocked evaluation that
+// such an evaluation makes moot, and leaves its status "blocked".
 func placementFailure(evals []*api.Evaluation) string {
 	byBlocked := map[string]*api.Evaluation{}
 	for _, e := range evals {
@@ -616,6 +705,10 @@ func placementFailure(evals []*api.Evaluation) string {
 	sort.Slice(evals, func(i, j int) bool { return evals[i].CreateIndex > evals[j].CreateIndex })
 	for _, e := range evals {
 		switch e.Status {
+		case api.EvalStatusComplete:
+			if len(e.FailedTGAllocs) == 0 {
+				return ""
+			}
 		case api.EvalStatusBlocked:
 			if src := byBlocked[e.ID]; src != nil && len(src.FailedTGAllocs) > 0 {
 				return describeFailedPlacements(src.FailedTGAllocs)
@@ -694,10 +787,6 @@ func statusCode(err error) int {
 	var ue api.UnexpectedResponseError
 	if errors.As(err, &ue) {
 		return ue.StatusCode()
-	}
-	var uep *api.UnexpectedResponseError
-	if errors.As(err, &uep) {
-		return uep.StatusCode()
 	}
 	return 0
 }

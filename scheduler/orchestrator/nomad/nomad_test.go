@@ -193,7 +193,10 @@ func TestDeploymentLifecycle(t *testing.T) {
 		t.Error("the driver never notified a status change")
 	}
 
-	// Idle, the driver waits on blocking queries: it asks Nomad nothing.
+	// Idle, the driver waits on blocking queries: it asks Nomad nothing
+	// (once the queries that follow the last change, each after the
+	// watcher's 100 ms pause, are sent).
+	time.Sleep(250 * time.Millisecond)
 	before := e.srv.Requests()
 	time.Sleep(500 * time.Millisecond)
 	if n := e.srv.Requests() - before; n > 0 {
@@ -219,12 +222,27 @@ func TestDeploymentLifecycle(t *testing.T) {
 	})
 
 	t.Run("scale to zero", func(t *testing.T) {
+		failures := e.driver.Status(d.ID).Failures
 		d.Replicas = 0
 		if err := e.driver.Ensure(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 		e.waitStatus(t, d.ID, "no instances", func(s orchestrator.Status) bool { return len(s.Instances) == 0 && s.Desired == 0 })
 		waitNoProcess(t, e.srv)
+		// Nomad reports every killed task as Terminated; a stop the
+		// driver asked for is no failure.
+		e.waitAllocs(t, d.ID, "every allocation killed", func(as []*nomadapi.AllocationListStub) bool {
+			for _, a := range as {
+				if a.ClientStatus != nomadapi.AllocClientStatusComplete || !hasEvent(a, nomadapi.TaskTerminated) {
+					return false
+				}
+			}
+			return len(as) > 0
+		})
+		time.Sleep(300 * time.Millisecond) // the driver's allocation watcher catches up
+		if st := e.driver.Status(d.ID); st.Failure != "" || st.Failures != failures {
+			t.Errorf("after scale to zero: Failure %q, Failures %d, want none and %d (a stop is no failure)", st.Failure, st.Failures, failures)
+		}
 	})
 
 	t.Run("scale back and remove", func(t *testing.T) {
@@ -274,6 +292,16 @@ func TestPlacementFailure(t *testing.T) {
 	if !strings.Contains(st.Failure, `Nomad cannot place 1 allocation of group "worker"`) || !strings.Contains(st.Failure, "missing devices") || st.Failures == 0 {
 		t.Errorf("status = %+v, want a counted placement failure naming the missing devices", st)
 	}
+
+	// Scaled to zero, nothing waits for a placement. Nomad leaves the
+	// blocked evaluation, untracked, with status "blocked": it is no
+	// failure any more.
+	d.Replicas = 0
+	if err := e.driver.Ensure(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(t, d.ID, "no failure once scaled to zero", func(s orchestrator.Status) bool { return s.Failure == "" })
+	d.Replicas = 1
 
 	// A node with the GPU comes... in the form of a cluster that has one.
 	e2 := newEnv(t, nomadtest.Config{Nodes: []nomadtest.Node{{GPUs: 1, GPUMemoryMiB: 24 << 10, MemoryMB: 64 << 10}}}, jobs.Settings{})
@@ -373,4 +401,120 @@ func TestEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitNoProcess(t, srv)
+}
+
+// waitAllocs waits until the job's allocations in Nomad satisfy ok.
+func (e *env) waitAllocs(t *testing.T, job, what string, ok func([]*nomadapi.AllocationListStub) bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		as, _, err := e.nomad.Jobs().Allocations(job, false, nil)
+		if err == nil && ok(as) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v %v", what, as, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasEvent(a *nomadapi.AllocationListStub, typ string) bool {
+	for _, ts := range a.TaskStates {
+		for _, ev := range ts.Events {
+			if ev.Type == typ {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestPrune restarts the driver with one of its two deployments gone from
+// the scheduler's store: Prune purges that job and leaves the kept one and
+// a job that is not Gantry's.
+func TestPrune(t *testing.T) {
+	e := newEnv(t, nomadtest.Config{}, jobs.Settings{})
+	ctx := context.Background()
+	keep, orphan := spec("ep-keep-0000aaaa", "http://127.0.0.1:1/artifact", 0), spec("ep-gone-0000bbbb", "http://127.0.0.1:1/artifact", 0)
+	for _, d := range []orchestrator.Deployment{keep, orphan} {
+		if err := e.driver.Ensure(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := jobs.Render(spec("someone-else", "http://127.0.0.1:1/artifact", 0), jobs.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Meta = nil
+	if _, _, err := e.nomad.Jobs().Register(other, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The scheduler restarts: a new driver that knows none of them.
+	restarted, err := nomad.New(nomad.Config{Client: &nomadapi.Config{Address: e.srv.URL}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close(ctx)
+	if err := restarted.Prune(ctx, []string{keep.ID}); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := e.nomad.Jobs().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range list {
+		got = append(got, j.ID)
+	}
+	if want := []string{keep.ID, "someone-else"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("jobs after Prune = %v, want %v (the orphan purged, the rest kept)", got, want)
+	}
+}
+
+// TestWatchersPauseBetweenQueries churns another job's evaluations, which
+// wake the driver's evaluation watcher (Nomad's indexes are table-wide):
+// the watcher queries at most once per MinQueryInterval, not once per
+// change.
+func TestWatchersPauseBetweenQueries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the Nomad double")
+	}
+	srv, err := nomadtest.New(nomadtest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	driver, err := nomad.New(nomad.Config{Client: &nomadapi.Config{Address: srv.URL}, MinQueryInterval: 500 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer driver.Close(context.Background())
+	ctx := context.Background()
+	if err := driver.Ensure(ctx, spec("ep-quiet-0000aaaa", "http://127.0.0.1:1/artifact", 0)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := nomadapi.NewClient(&nomadapi.Config{Address: srv.URL})
+	busy, err := jobs.Render(spec("busy", "http://127.0.0.1:1/artifact", 0), jobs.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Jobs().Register(busy, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the watchers settle
+
+	before := srv.Requests()
+	const changes = 100
+	for i := range changes {
+		n := i % 2
+		if _, _, err := c.Jobs().Scale("busy", jobs.Group, &n, "", false, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := srv.Requests() - before - changes; n > 15 {
+		t.Errorf("the driver sent %d queries during %d evaluation changes in about 1 s, want a few (one per 500 ms per watcher)", n, changes)
+	}
 }
