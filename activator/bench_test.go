@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ import (
 //
 // "captured" is "activator" with inference tables on: every answer becomes
 // a record that a capture.Capturer produces to a Kafka-protocol broker
-// (kfake) in this process, as in gantry dev. Serial cases report the p50
+// (kfake) in this process, as in gantry dev, or to GANTRY_BENCH_KAFKA. Serial cases report the p50
 // and p99 latency too.
 //
 // Client, activator and worker share the CPUs, so compare the cases with
@@ -40,12 +41,18 @@ func BenchmarkActivator(b *testing.B) {
 		ctx.SetBody(answer)
 	})
 
-	broker, err := local.StartBroker(b.TempDir(), 0)
-	if err != nil {
-		b.Fatal(err)
+	// GANTRY_BENCH_KAFKA names a broker elsewhere (say `gantry broker` in
+	// another process), to tell the activator's share from the broker's.
+	brokerAddr := os.Getenv("GANTRY_BENCH_KAFKA")
+	if brokerAddr == "" {
+		broker, err := local.StartBroker(b.TempDir(), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer broker.Close()
+		brokerAddr = broker.Addr()
 	}
-	defer broker.Close()
-	w := capture.NewKafkaWriter([]string{broker.Addr()}, "bench")
+	w := capture.NewKafkaWriter([]string{brokerAddr}, "bench")
 	defer w.Close()
 	c := capture.New(w, capture.Config{Logger: slog.New(slog.DiscardHandler)})
 	ctx, stop := context.WithCancel(context.Background())
