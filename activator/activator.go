@@ -21,6 +21,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -156,6 +157,7 @@ type Activator struct {
 	// shadowSlots bounds the mirrored requests in flight; a request finding
 	// it full is not mirrored.
 	shadowSlots chan struct{}
+	shadows     sync.WaitGroup // mirrors in flight
 
 	// notFound counts answers for paths and endpoints that do not exist, under
 	// empty labels: naming unknown endpoints would let any client mint series.

@@ -61,13 +61,13 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 			"endpoint %s does not exist", name))
 		return
 	}
-	a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
+	forwarded := a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
 	if ep.table != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id[:], start, elapsed)
 	}
-	if len(ep.shadows) > 0 && served == nil {
+	if len(ep.shadows) > 0 && served == nil && forwarded {
 		a.mirror(ctx, ep, id[:])
 	}
 }
@@ -90,8 +90,10 @@ func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, s
 }
 
 // invoke answers one invocation of ep; served names the entity on the
-// served-models path and is nil otherwise.
-func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, deadline time.Time) {
+// served-models path and is nil otherwise. It reports whether the request
+// was valid and went on to a served entity (served or refused there), the
+// requests that shadow routes mirror.
+func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, deadline time.Time) (forwarded bool) {
 	var en *entity
 	var key []byte
 	if served != nil {
@@ -99,7 +101,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			ep.requests.WithLabelValues("404").Inc()
 			writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
 				"served entity %s does not exist in endpoint %s", served, ep.name))
-			return
+			return false
 		}
 	} else {
 		key = stickyKey(ctx, ep)
@@ -108,7 +110,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 			writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
 				"endpoint %s routes no traffic to any served entity", ep.name))
-			return
+			return false
 		}
 	}
 	ctx.Response.Header.Set(headerServedModel, en.name)
@@ -124,8 +126,10 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			"request body is %d bytes; the limit is %d", len(ctx.PostBody()), a.cfg.MaxRequestBodySize))
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
+		forwarded = true
 	}
 	en.requests.inc(ctx.Response.StatusCode())
+	return forwarded
 }
 
 // stickyKey is what pins a request to one served entity: the

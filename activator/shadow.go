@@ -11,8 +11,9 @@ import (
 )
 
 // maxShadowInFlight bounds the mirrored requests in flight at once. Each
-// holds a copy of its body; past the bound, mirrors are skipped (and
-// counted), never waited for.
+// holds a copy of its body, at most loggers.MaxBodySize (larger requests
+// are not mirrored), so mirrors hold at most 256 MiB; past the bound they
+// are skipped (and counted), never waited for.
 const maxShadowInFlight = 256
 
 // mirror sends a copy of the request to each shadow route of ep whose draw
@@ -20,6 +21,9 @@ const maxShadowInFlight = 256
 // written: the client never waits for them and never sees their answers,
 // which go to the inference table.
 func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
+	if len(ctx.PostBody()) > loggers.MaxBodySize {
+		return
+	}
 	for _, s := range ep.shadows {
 		if a.intN(100) >= s.percent {
 			continue
@@ -40,12 +44,28 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
 		shadowID := string(id) + loggers.ShadowSuffix
 		req.Header.Set(headerRequestID, shadowID)
 		req.SetBody(ctx.PostBody()) // a copy: ctx is reused once Handler returns
+		a.shadows.Add(1)
 		go a.shadowInvoke(ep, s.en, req, shadowID)
+	}
+}
+
+// WaitShadows waits until the mirrored requests in flight are answered and
+// captured, or ctx ends. A server shutting down calls it after the last
+// real answer and before it stops capturing.
+func (a *Activator) WaitShadows(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { a.shadows.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // shadowInvoke sends req to en and records the answer.
 func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, id string) {
+	defer a.shadows.Done()
 	defer func() { <-a.shadowSlots }()
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()

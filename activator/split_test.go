@@ -1,6 +1,7 @@
 package activator
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -165,9 +166,21 @@ func TestShadowRoute(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("10 answers took %s behind a stuck shadow", d)
 	}
+	// Refused requests are not mirrored: a GET (405) and a body over the
+	// 1 MiB that mirrors copy.
+	if got := h.do(http.MethodGet, "/serving-endpoints/ep/invocations", "", nil); got.status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: %d", got.status)
+	}
+	h.do(http.MethodPost, "/serving-endpoints/ep/invocations", "application/json", make([]byte, 1<<20+1))
 	close(release)
 	waitFor(t, "10 shadow requests", func() bool { return shadowed.hits.Load() == 10 })
-	waitFor(t, "20 records", func() bool { return len(rec.all()) == 20 })
+	waitFor(t, "22 records", func() bool { return len(rec.all()) == 22 })
+	if err := h.a.WaitShadows(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := shadowed.hits.Load(); n != 10 {
+		t.Fatalf("shadow got %d requests; want the 10 valid ones only", n)
+	}
 	shadows := 0
 	for _, r := range rec.all() {
 		if r.Shadow {

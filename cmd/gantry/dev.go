@@ -252,22 +252,30 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	go asc.Run(ctx)
 	captured := inf.run(ctx, io, log, reg)
 	if inf.db != nil && io.runLogger {
-		go runMonitors(ctx, &io.monitors, o.monitors, cp.sched.Monitors, log)
+		inf.goBackground(func() { runMonitors(ctx, &io.monitors, o.monitors, cp.sched.Monitors, log) })
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- front.Serve(cp.ln) }()
+	serving := make(chan error, 1)
+	go func() { serving <- front.Serve(cp.ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
+	var serveErr error
 	select {
-	case err := <-serveErr:
-		return err
+	case serveErr = <-serving:
 	case <-ctx.Done():
+		log.Info("shutting down")
 	}
-	log.Info("shutting down")
+	// In order: the last answers, their shadows, their records into
+	// Kafka; then the logger and the monitors stop, before the deferred
+	// closes stop the broker, ClickHouse and the workers under them.
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
-	err = front.ShutdownWithContext(sctx)
-	captured() // what was captured is in Kafka before the broker stops
-	return err
+	if serveErr == nil {
+		serveErr = front.ShutdownWithContext(sctx)
+	}
+	act.WaitShadows(sctx)
+	captured()
+	cancel()
+	inf.wait()
+	return serveErr
 }
 
 func samples(stats []activator.EntityStats) []autoscaler.Sample {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gantry/gantry/loggers"
@@ -124,6 +125,7 @@ type devInference struct {
 	db      *tables.DB // nil: tables are off, for the reason in off
 	off     string
 	closers []func()
+	bg      sync.WaitGroup // the logger and the monitors' refresh
 }
 
 // startDevInference starts what o does not point elsewhere. Without
@@ -182,14 +184,27 @@ func (in *devInference) run(ctx context.Context, o *devInferenceOptions, log *sl
 		return func() {}
 	}
 	if o.runLogger {
-		go func() {
+		in.goBackground(func() {
 			if err := runLogger(ctx, &o.kafka, &o.logger, in.db, log, reg); err != nil {
 				log.Error("logger stopped; invocation records wait in Kafka", "err", err)
 			}
-		}()
+		})
 	}
 	return runCapture(in.capture)
 }
+
+// goBackground runs f on a goroutine that wait joins: what uses the broker
+// or ClickHouse must end before close stops them.
+func (in *devInference) goBackground(f func()) {
+	in.bg.Add(1)
+	go func() {
+		defer in.bg.Done()
+		f()
+	}()
+}
+
+// wait waits for what goBackground started; their context must have ended.
+func (in *devInference) wait() { in.bg.Wait() }
 
 // runCapture runs c until stop is called; stop returns once c has produced
 // what it holds.

@@ -74,7 +74,14 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 		if err != nil {
 			return err
 		}
-		go runMonitors(ctx, mo, monitors.NewRefresher(db, &monitors.Alerter{Logger: log}), apiMonitors(cl), log)
+		// The refresh uses db: it ends before the deferred Close.
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runMonitors(ctx, mo, monitors.NewRefresher(db, &monitors.Alerter{Logger: log}), apiMonitors(cl), log)
+		}()
+		defer func() { cancel(); <-done }()
 	}
 	return runLogger(ctx, ko, lo, db, log, reg)
 }

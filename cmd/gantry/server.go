@@ -145,6 +145,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	err = srv.ShutdownWithContext(sctx)
+	act.WaitShadows(sctx)
 	if captured != nil {
 		captured() // produce what the last requests captured
 	}

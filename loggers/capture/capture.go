@@ -60,6 +60,7 @@ type Capturer struct {
 	lastDropLog   atomic.Int64 // unix nanoseconds
 	droppedSince  atomic.Int64 // drops since the last log line
 	droppedTotal  atomic.Int64
+	stopped       atomic.Bool // Run has ended: nobody drains the queue
 }
 
 // New returns a Capturer producing with w. Run must run for records to leave.
@@ -104,8 +105,13 @@ func New(w Writer, cfg Config) *Capturer {
 }
 
 // Capture encodes r (copying its bodies) and queues it. It reports false,
-// counting a drop, when the queue is full. It does not keep r.
+// counting a drop, when the queue is full or Run has ended. It does not
+// keep r.
 func (c *Capturer) Capture(r *loggers.Record) bool {
+	if c.stopped.Load() {
+		c.drop(1)
+		return false
+	}
 	bp, _ := c.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
@@ -142,7 +148,8 @@ func (c *Capturer) drop(n int) {
 }
 
 // Run produces queued records until ctx ends, then tries for up to
-// WriteTimeout to produce what is still queued.
+// WriteTimeout in all to produce what is still queued, counting what it
+// could not as dropped. Records captured after that are dropped too.
 func (c *Capturer) Run(ctx context.Context) {
 	batch := make([][]byte, 0, c.cfg.MaxBatch)
 	msgs := make([]kafka.Message, 0, c.cfg.MaxBatch)
@@ -152,6 +159,7 @@ func (c *Capturer) Run(ctx context.Context) {
 		case b := <-c.queue:
 			batch = append(batch, b)
 		case <-ctx.Done():
+			c.stopped.Store(true)
 			c.flush(batch, msgs)
 			return
 		}
@@ -173,30 +181,45 @@ func (c *Capturer) gather(batch [][]byte) [][]byte {
 	return batch
 }
 
-// flush writes everything still queued, on shutdown.
+// flush writes everything still queued, on shutdown, within one
+// WriteTimeout: a broker that hangs must not hold the shutdown for a
+// timeout per batch.
 func (c *Capturer) flush(batch [][]byte, msgs []kafka.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout)
+	defer cancel()
 	for {
 		batch = c.gather(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
-		c.write(context.Background(), batch, msgs)
+		if ctx.Err() != nil {
+			c.bytes.Add(-batchBytes(batch))
+			c.drop(len(batch))
+			continue
+		}
+		c.write(ctx, batch, msgs)
 	}
 }
 
+func batchBytes(batch [][]byte) int64 {
+	var n int64
+	for _, b := range batch {
+		n += int64(len(b))
+	}
+	return n
+}
+
 // write produces batch, counting its records as sent or dropped, and
-// recycles the buffers.
+// recycles the buffers once the writer is done with them.
 func (c *Capturer) write(ctx context.Context, batch [][]byte, msgs []kafka.Message) {
 	msgs = msgs[:0]
-	var size int64
 	for _, b := range batch {
 		msgs = append(msgs, kafka.Message{Value: b})
-		size += int64(len(b))
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	err := c.w.WriteMessages(ctx, msgs...)
 	cancel()
-	c.bytes.Add(-size)
+	c.bytes.Add(-batchBytes(batch))
 	failed := len(msgs)
 	var werrs kafka.WriteErrors
 	switch {
@@ -209,6 +232,14 @@ func (c *Capturer) write(ctx context.Context, batch [][]byte, msgs []kafka.Messa
 	if failed > 0 {
 		c.cfg.Logger.Debug("produce inference records", "records", len(msgs), "failed", failed, "err", err)
 		c.drop(failed)
+	}
+	// A write that ended with its context may leave batches queued in
+	// kafka-go that still point at the buffers: those go to the GC, not
+	// back to the pool. Nil and WriteErrors mean every message is done.
+	if err != nil && !errors.As(err, &werrs) {
+		clear(batch)
+		clear(msgs)
+		return
 	}
 	for i, b := range batch {
 		b := b[:0]

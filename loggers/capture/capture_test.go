@@ -142,3 +142,28 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestShutdownIsBoundedAndLaterCapturesDrop(t *testing.T) {
+	w := &fakeWriter{blocked: make(chan struct{})} // a broker that hangs
+	c := New(w, Config{MaxBatch: 10, WriteTimeout: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	for range 100 {
+		c.Capture(&loggers.Record{RequestID: "r"})
+	}
+	cancel()
+	start := time.Now()
+	<-done
+	// One write may be in flight when ctx ends (one WriteTimeout), then the
+	// flush gets one WriteTimeout in all, not one per batch of 10.
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("shutdown took %s against a hung broker", d)
+	}
+	if c.Dropped() != 100 {
+		t.Fatalf("dropped %d; want all 100 counted", c.Dropped())
+	}
+	if c.Capture(&loggers.Record{RequestID: "late"}) || c.Dropped() != 101 {
+		t.Fatalf("a capture after Run ended was taken, or not counted (dropped %d)", c.Dropped())
+	}
+}

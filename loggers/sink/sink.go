@@ -35,13 +35,17 @@ type Store interface {
 // Defaults of Config's fields.
 const (
 	DefaultMaxBatch      = 50_000
+	DefaultMaxBatchBytes = 64 << 20
 	DefaultFlushInterval = 200 * time.Millisecond
 )
 
 // Config tunes a Sink; it works at its zero value.
 type Config struct {
-	// MaxBatch bounds the records of one insert. Default 50,000.
-	MaxBatch int
+	// MaxBatch and MaxBatchBytes bound the records of one insert, by count
+	// and by encoded size (bodies are up to 1 MiB each). Defaults 50,000
+	// and 64 MiB.
+	MaxBatch      int
+	MaxBatchBytes int
 	// FlushInterval is the longest a record waits in the logger for its
 	// batch to fill. Default 200 ms.
 	FlushInterval time.Duration
@@ -67,6 +71,9 @@ type Sink struct {
 func New(r Reader, store Store, cfg Config) *Sink {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = DefaultFlushInterval
@@ -152,17 +159,18 @@ func (s *Sink) Run(parent context.Context) error {
 	return nil
 }
 
-// fetch waits for one message, then gathers more for up to FlushInterval or
-// MaxBatch messages.
+// fetch waits for one message, then gathers more for up to FlushInterval,
+// MaxBatch messages or MaxBatchBytes.
 func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
 	m, err := s.r.FetchMessage(ctx)
 	if err != nil {
 		return nil, err
 	}
 	msgs := []kafka.Message{m}
+	size := len(m.Value)
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlushInterval)
 	defer cancel()
-	for len(msgs) < s.cfg.MaxBatch {
+	for len(msgs) < s.cfg.MaxBatch && size < s.cfg.MaxBatchBytes {
 		m, err := s.r.FetchMessage(fctx)
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
@@ -171,6 +179,7 @@ func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
 			return nil, err
 		}
 		msgs = append(msgs, m)
+		size += len(m.Value)
 	}
 	return msgs, nil
 }

@@ -55,9 +55,10 @@ func (r *fakeReader) commits() int64 {
 
 // fakeStore fails inserts while down and knows which tables exist.
 type fakeStore struct {
-	mu     sync.Mutex
-	down   bool
-	tables map[loggers.Table][]loggers.Record
+	mu      sync.Mutex
+	down    bool
+	tables  map[loggers.Table][]loggers.Record
+	inserts int // successful Insert calls
 }
 
 var errMissing = errors.New("no such table")
@@ -81,6 +82,7 @@ func (s *fakeStore) Insert(ctx context.Context, t loggers.Table, recs []loggers.
 		return errMissing
 	}
 	s.tables[t] = append(s.tables[t], recs...)
+	s.inserts++
 	return nil
 }
 
@@ -144,5 +146,25 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10 s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSinkBoundsBatchBytes(t *testing.T) {
+	tbl := loggers.Table{Database: "d", Name: "a"}
+	r := &fakeReader{}
+	for i := range 10 {
+		r.msgs = append(r.msgs, message(int64(i), loggers.Record{Table: tbl.String(), RequestID: fmt.Sprint(i), Request: make([]byte, 100)}))
+	}
+	store := &fakeStore{tables: map[loggers.Table][]loggers.Record{tbl: {}}}
+	s := New(r, store, Config{MaxBatchBytes: 250, FlushInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, func() bool { return r.commits() == 10 })
+	cancel()
+	<-done
+	// Each record encodes to over 100 bytes: at most 3 fit under 250.
+	if store.rows(tbl) != 10 || store.inserts < 4 {
+		t.Fatalf("%d rows in %d inserts; want 10 rows in at least 4", store.rows(tbl), store.inserts)
 	}
 }
