@@ -82,8 +82,10 @@ func (m *Monitor) AlertID(r Row) string {
 
 // Send posts an alert for each crossing in rows (m's drift rows) that was
 // not sent before, and returns those it sent. Alerts that failed after
-// every attempt are in the error; the others are sent regardless. A
-// monitor without a webhook sends nothing.
+// every attempt are in the error; after the first such failure the rest
+// are deferred (named in the error, sent by a later call) so that a dead
+// webhook does not hold the refresh for every alert's attempts. A monitor
+// without a webhook sends nothing.
 func (a *Alerter) Send(ctx context.Context, s Store, m *Monitor, rows []Row) ([]api.MonitorAlert, error) {
 	if m.AlertWebhookURL == "" {
 		return nil, nil
@@ -102,27 +104,40 @@ func (a *Alerter) Send(ctx context.Context, s Store, m *Monitor, rows []Row) ([]
 	if err := s.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+t.Quoted()+" "+alertsDDL); err != nil {
 		return nil, fmt.Errorf("monitor %s: create table %s: %w", m.Name, t, err)
 	}
-	from, to := crossings[0].WindowStart, crossings[0].WindowStart
-	for _, r := range crossings {
-		from, to = minTime(from, r.WindowStart), maxTime(to, r.WindowStart)
-	}
-	res, err := s.Query(ctx, "SELECT DISTINCT alert_id FROM "+t.Quoted()+" WHERE monitor = "+quote(m.Name)+
-		" AND window_start >= toDateTime("+strconv.FormatInt(from.Unix(), 10)+") AND window_start <= toDateTime("+strconv.FormatInt(to.Unix(), 10)+")")
-	if err != nil {
-		return nil, fmt.Errorf("monitor %s: read sent alerts: %w", m.Name, err)
-	}
+	// Which were sent, asked by ID a batch at a time: Query answers at
+	// most tables.MaxRows rows.
 	sent := map[string]bool{}
-	for _, r := range res.Rows {
-		sent[r[0]] = true
+	const batch = 1000
+	for i := 0; i < len(crossings); i += batch {
+		from, to := crossings[i].WindowStart, crossings[i].WindowStart
+		var ids []string
+		for _, r := range crossings[i:min(i+batch, len(crossings))] {
+			from, to = minTime(from, r.WindowStart), maxTime(to, r.WindowStart)
+			ids = append(ids, quote(m.AlertID(r)))
+		}
+		res, err := s.Query(ctx, "SELECT DISTINCT alert_id FROM "+t.Quoted()+" WHERE monitor = "+quote(m.Name)+
+			" AND window_start >= toDateTime("+strconv.FormatInt(from.Unix(), 10)+") AND window_start <= toDateTime("+strconv.FormatInt(to.Unix(), 10)+")"+
+			" AND alert_id IN ("+strings.Join(ids, ", ")+")")
+		if err != nil {
+			return nil, fmt.Errorf("monitor %s: read sent alerts: %w", m.Name, err)
+		}
+		for _, r := range res.Rows {
+			sent[r[0]] = true
+		}
 	}
 	var out []api.MonitorAlert
 	var errs []error
+	down, deferred := false, 0
 	for _, r := range crossings {
 		id := m.AlertID(r)
 		if sent[id] {
 			continue
 		}
 		sent[id] = true
+		if down {
+			deferred++
+			continue
+		}
 		_, threshold := m.Crossed(r.Metric, r.Value)
 		al := api.MonitorAlert{ID: id, Monitor: m.Name, Endpoint: m.Endpoint, Granularity: m.Granularity,
 			WindowStart: r.WindowStart, WindowEnd: r.WindowStart.Add(m.Window()), ServedEntity: r.ServedEntity,
@@ -134,19 +149,34 @@ func (a *Alerter) Send(ctx context.Context, s Store, m *Monitor, rows []Row) ([]
 			if ctx.Err() != nil {
 				break
 			}
+			// The webhook failed every attempt: the others would wait as
+			// long, holding the monitor's refresh. They go next time.
+			var final *finalError
+			down = !errors.As(err, &final)
 			continue
 		}
 		out = append(out, al)
-		if err := s.Exec(ctx, "INSERT INTO "+t.Quoted()+` (monitor, alert_id, granularity, window_start, served_entity, slice_key, slice_value, column_name, drift_type, metric, value, threshold, sent_ms)
+		// The webhook took the alert: record it even when ctx ended meanwhile,
+		// or the next refresh sends it again.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		err := s.Exec(rctx, "INSERT INTO "+t.Quoted()+` (monitor, alert_id, granularity, window_start, served_entity, slice_key, slice_value, column_name, drift_type, metric, value, threshold, sent_ms)
 SELECT `+strings.Join([]string{quote(m.Name), quote(id), quote(m.Granularity), "toDateTime(" + strconv.FormatInt(r.WindowStart.Unix(), 10) + ")",
 			quote(r.ServedEntity), quote(r.SliceKey), quote(r.SliceValue), quote(r.Column), quote(r.DriftType), quote(r.Metric),
 			"toFloat64(" + strconv.FormatFloat(r.Value, 'g', -1, 64) + ")", "toFloat64(" + strconv.FormatFloat(threshold, 'g', -1, 64) + ")",
-			"toUInt64(" + strconv.FormatInt(time.Now().UnixMilli(), 10) + ")"}, ", ")); err != nil {
+			"toUInt64(" + strconv.FormatInt(time.Now().UnixMilli(), 10) + ")"}, ", "))
+		cancel()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("monitor %s: record alert %s (sent; it may be sent again): %w", m.Name, id, err))
 		}
 	}
+	if deferred > 0 {
+		errs = append(errs, fmt.Errorf("monitor %s: %d more alerts deferred: webhook %s is failing", m.Name, deferred, m.AlertWebhookURL))
+	}
 	return out, errors.Join(errs...)
 }
+
+// recordTimeout bounds the write that records a sent alert.
+const recordTimeout = 10 * time.Second
 
 // post sends one alert, retrying with a doubling backoff. A 4xx other
 // than 408 and 429 is final: the receiver refuses the alert itself.
@@ -188,14 +218,26 @@ func (a *Alerter) post(ctx context.Context, url string, al *api.MonitorAlert) er
 }
 
 // finalError is a webhook answer that retrying will not change.
-type finalError struct{ status int }
+// It has the status the webhook answered, or err when no request went out.
+type finalError struct {
+	status int
+	err    error
+}
 
-func (e *finalError) Error() string { return fmt.Sprintf("webhook answered %d", e.status) }
+func (e *finalError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("webhook answered %d", e.status)
+}
+
+func (e *finalError) Unwrap() error { return e.err }
 
 func (a *Alerter) postOnce(ctx context.Context, client *http.Client, url, id string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return &finalError{}
+		// A URL that no request can be made of: retrying will not help.
+		return &finalError{err: fmt.Errorf("webhook request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(api.AlertIDHeader, id)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,11 +156,15 @@ func TestRunner(t *testing.T) {
 	n := 0
 	r := &monitors.Runner{
 		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Backoff: time.Millisecond}),
-		Monitors: func(context.Context) ([]*monitors.Monitor, error) {
-			tick <- struct{}{}
+		Monitors: func(ctx context.Context) ([]*monitors.Monitor, error) {
+			select {
+			case tick <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 			return []*monitors.Monitor{m}, nil
 		},
-		Tick: time.Millisecond, Lookback: 10 * time.Minute,
+		Tick: time.Millisecond, Lookback: 10 * time.Minute, ScratchAge: time.Nanosecond,
 		// Now is read once a tick, before Monitors.
 		Now: func() time.Time { n++; return t0.Add(time.Duration(n-1) * 2 * time.Minute) },
 	}
@@ -210,5 +215,150 @@ func TestRunner(t *testing.T) {
 	}
 	if len(crossed) != 1 || crossed[0] != "15m0s" {
 		t.Errorf("crossings at %v; want [15m0s]", crossed)
+	}
+}
+
+// cancelAfter is a transport that ends a context once the webhook has
+// answered: the caller's deadline passes just after the POST succeeded.
+type cancelAfter struct{ cancel context.CancelFunc }
+
+func (c cancelAfter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	c.cancel()
+	return resp, err
+}
+
+// crossingRows are n CONSECUTIVE ks_statistic crossings of x, one a window.
+func crossingRows(n int) []monitors.Row {
+	var rows []monitors.Row
+	for i := range n {
+		rows = append(rows, monitors.Row{WindowStart: t0.Add(time.Duration(i) * 5 * time.Minute), ServedEntity: "v1",
+			Column: "x", DriftType: "CONSECUTIVE", Metric: monitors.KS, Value: 0.9})
+	}
+	return rows
+}
+
+// TestAlertRecordedAfterCancel: an alert the webhook took is recorded
+// though the caller's context ended right after, so it is not sent again.
+func TestAlertRecordedAfterCancel(t *testing.T) {
+	db := startDB(t)
+	h := &hook{posts: map[string]int{}}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	m := shiftMonitor(srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &monitors.Alerter{Client: &http.Client{Transport: cancelAfter{cancel}}}
+	sent, err := a.Send(ctx, db, m, crossingRows(1))
+	if len(sent) != 1 {
+		t.Fatalf("Send = %v, %v; want 1 alert", sent, err)
+	}
+	again, err := (&monitors.Alerter{}).Send(context.Background(), db, m, crossingRows(1))
+	if err != nil || len(again) != 0 {
+		t.Errorf("second Send = %v, %v; want nothing sent", again, err)
+	}
+	if got := h.count(); len(got) != 1 || got[sent[0].ID] != 1 {
+		t.Errorf("posts by alert ID = %v; want one", got)
+	}
+}
+
+// TestAlertBadURL: a webhook URL no request can be made of says why.
+func TestAlertBadURL(t *testing.T) {
+	db := startDB(t)
+	m := shiftMonitor("http://[::1")
+	_, err := (&monitors.Alerter{Backoff: time.Millisecond}).Send(context.Background(), db, m, crossingRows(1))
+	if err == nil || strings.Contains(err.Error(), "answered 0") || !strings.Contains(err.Error(), "webhook request") {
+		t.Errorf("Send = %v; want the request's error", err)
+	}
+}
+
+// TestAlertDeadWebhook: once an alert fails every attempt, the round's
+// other alerts to that webhook are deferred, not tried.
+func TestAlertDeadWebhook(t *testing.T) {
+	db := startDB(t)
+	h := &hook{fail: 1000, posts: map[string]int{}}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	m := shiftMonitor(srv.URL)
+	sent, err := (&monitors.Alerter{Backoff: time.Millisecond, Attempts: 2}).Send(context.Background(), db, m, crossingRows(5))
+	if len(sent) != 0 || err == nil || !strings.Contains(err.Error(), "4 more alerts deferred") {
+		t.Errorf("Send = %v, %v; want 4 alerts deferred", sent, err)
+	}
+	if got := h.count(); len(got) != 1 {
+		t.Errorf("posts by alert ID = %v; want one alert tried", got)
+	}
+}
+
+// runTicks runs r until Monitors has been asked ticks+1 times.
+func runTicks(t *testing.T, r *monitors.Runner, m *monitors.Monitor, ticks int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tick := make(chan struct{})
+	r.Monitors = func(ctx context.Context) ([]*monitors.Monitor, error) {
+		select {
+		case tick <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return []*monitors.Monitor{m}, nil
+	}
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	for range ticks + 1 {
+		select {
+		case <-tick:
+		case <-time.After(time.Minute):
+			t.Fatal("the runner did not tick")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunnerResumesAndRetries: a Runner that starts long after the last
+// computed window computes the windows since, not only the last
+// lookback's; an alert whose webhook failed is sent at a later tick though
+// its window is not refreshed again.
+func TestRunnerResumesAndRetries(t *testing.T) {
+	db := startDB(t)
+	ctx := context.Background()
+	shifted(t, db)
+	h := &hook{fail: 5, posts: map[string]int{}} // every attempt of the first round
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	m := shiftMonitor(srv.URL)
+	// An earlier process computed windows 0 and 5m, then stopped.
+	if _, err := monitors.Refresh(ctx, db, m, t0, t0.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	r := &monitors.Runner{
+		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Backoff: time.Millisecond, Attempts: 5}),
+		Tick:      time.Millisecond, Lookback: 2 * time.Minute,
+		Now: func() time.Time { n++; return t0.Add(31*time.Minute + time.Duration(n-1)*time.Minute) },
+	}
+	runTicks(t, r, m, 3) // 00:31 to 00:33
+	rows, err := monitors.DriftRows(ctx, db, m, t0, t0.Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	windows := map[time.Duration]bool{}
+	for _, r := range rows {
+		windows[r.WindowStart.Sub(t0)] = true
+	}
+	if len(windows) != 5 {
+		t.Errorf("drift rows for windows %v; want 5m to 25m", windows)
+	}
+	got := h.count()
+	if len(got) != 1 {
+		t.Fatalf("webhook posts by alert ID = %v; want one alert", got)
+	}
+	for id, n := range got {
+		if n != 6 {
+			t.Errorf("alert %s posted %d times; want 5 failed, then 1", id, n)
+		}
 	}
 }

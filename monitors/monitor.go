@@ -102,6 +102,7 @@ var metricRange = map[string]struct {
 	NullFractionDelta: {max: 1, abs: true},
 	MeanDelta:         {max: math.Inf(1), abs: true},
 	KS:                {max: 1},
+	KSP:               {max: 1, below: true},
 	Wasserstein:       {max: math.Inf(1)},
 	PSI:               {max: math.Inf(1)},
 	ChiSquared:        {max: math.Inf(1)},

@@ -48,6 +48,7 @@ func TestValidate(t *testing.T) {
 		{"granularity unit", func(m *monitors.Monitor) { m.Granularity = "1w" }, `granularity "1w": want <n>m, <n>h or <n>d`},
 		{"threshold above 1", func(m *monitors.Monitor) { m.Thresholds[monitors.KS] = 1.5 }, "thresholds.ks_statistic: 1.5 is out of range: want 0 to 1"},
 		{"negative threshold", func(m *monitors.Monitor) { m.Thresholds[monitors.PSI] = -0.1 }, "thresholds.psi: -0.1 is out of range: want a finite number >= 0"},
+		{"ks p-value threshold", func(m *monitors.Monitor) { m.Thresholds[monitors.KSP] = 1.5 }, "thresholds.ks_pvalue: 1.5 is out of range: want 0 to 1"},
 		{"delta threshold", func(m *monitors.Monitor) { m.Thresholds[monitors.NullFractionDelta] = 2 }, "thresholds.null_fraction_delta: 2 is out of range: want 0 to 1"},
 		{"unknown metric", func(m *monitors.Monitor) { m.Thresholds["accuracy"] = 0.5 }, `thresholds: unknown metric "accuracy"`},
 		{"column name", func(m *monitors.Monitor) { m.Columns[0].Name = "x'; DROP TABLE t --" }, `columns[0]: "x'; DROP TABLE t --" must be`},
@@ -84,13 +85,19 @@ func TestValidate(t *testing.T) {
 
 func TestCrossed(t *testing.T) {
 	m := good()
+	// ks_pvalue is a valid threshold, and crosses below it.
+	m.Thresholds[monitors.KSP] = 0.01
+	if err := m.Validate(); err != nil {
+		t.Fatalf("threshold on %s: %v", monitors.KSP, err)
+	}
 	for _, tc := range []struct {
 		metric string
 		value  float64
 		want   bool
 	}{
 		{monitors.KS, 0.25, true}, {monitors.KS, 0.2, false}, {monitors.ChiSquaredP, 0.001, true},
-		{monitors.ChiSquaredP, 0.5, false}, {monitors.JensenShannon, 1, false}, // no threshold set
+		{monitors.ChiSquaredP, 0.5, false}, {monitors.KSP, 0.001, true}, {monitors.KSP, 0.5, false},
+		{monitors.JensenShannon, 1, false},                                                  // no threshold set
 		{monitors.NullFractionDelta, -0.2, true}, {monitors.NullFractionDelta, 0.05, false}, // |delta| against 0.1
 	} {
 		if got, _ := m.Crossed(tc.metric, tc.value); got != tc.want {

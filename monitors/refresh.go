@@ -198,14 +198,17 @@ func dropScratch(ctx context.Context, s Store, t loggers.Table) {
 }
 
 // DropScratch drops the scratch tables that refreshes of m killed midway
-// left behind. Call it when no refresh of m is running (at start, before
-// scheduling m's first refresh).
-func DropScratch(ctx context.Context, s Store, m *Monitor) error {
+// left behind: those created at least minAge ago (by ClickHouse's clock,
+// system.tables' metadata_modification_time), so that the tables of a
+// refresh another process runs now are left alone. minAge must exceed the
+// longest refresh; 0 drops them all, for when no refresh of m can run.
+func DropScratch(ctx context.Context, s Store, m *Monitor, minAge time.Duration) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
 	res, err := s.Query(ctx, "SELECT name FROM system.tables WHERE database = "+quote(m.Table.Database)+
-		" AND startsWith(name, "+quote(scratchPrefix(m))+")")
+		" AND startsWith(name, "+quote(scratchPrefix(m))+")"+
+		" AND metadata_modification_time <= now() - "+strconv.FormatInt(int64(minAge/time.Second), 10))
 	if err != nil {
 		return fmt.Errorf("monitor %s: scratch tables: %w", m.Name, err)
 	}

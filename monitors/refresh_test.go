@@ -164,10 +164,19 @@ func TestDropScratch(t *testing.T) {
 		}
 	}
 	m := &monitors.Monitor{Name: "m", Endpoint: "fraud", Table: payload, Granularity: "1h", ProblemType: monitors.Regression}
-	if err := monitors.DropScratch(ctx, db, m); err != nil {
+	// They were created just now: a refresh of another process may be
+	// using them.
+	if err := monitors.DropScratch(ctx, db, m, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	res, err := db.Query(ctx, "SELECT name FROM system.tables WHERE database = 'ml_logs' AND name LIKE '%scratch%'")
+	res, err := db.Query(ctx, "SELECT count() FROM system.tables WHERE database = 'ml_logs' AND name LIKE '%scratch%'")
+	if err != nil || res.Rows[0][0] != "3" {
+		t.Fatalf("scratch tables after DropScratch(1h): %v %v; want all 3", res, err)
+	}
+	if err := monitors.DropScratch(ctx, db, m, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err = db.Query(ctx, "SELECT name FROM system.tables WHERE database = 'ml_logs' AND name LIKE '%scratch%'")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func (r *Refresher) Run(ctx context.Context, m *Monitor, since, now time.Time) (
 	if !res.From.Before(res.To) || m.AlertWebhookURL == "" {
 		return out, nil
 	}
-	rows, err := DriftRows(ctx, r.store, m, res.From, res.To)
+	rows, err := CrossingRows(ctx, r.store, m, res.From, res.To)
 	if err != nil {
 		return nil, err
 	}
@@ -80,14 +80,44 @@ func (r *Refresher) Run(ctx context.Context, m *Monitor, since, now time.Time) (
 	return out, nil
 }
 
-// DropScratch drops what killed refreshes of m left, holding m's token.
-func (r *Refresher) DropScratch(ctx context.Context, m *Monitor) error {
+// Retry sends the alerts of m's crossings in the windows closed in [since,
+// now) that were not sent before (the alerts table says which were), as
+// Run does, without refreshing the windows.
+func (r *Refresher) Retry(ctx context.Context, m *Monitor, since, now time.Time) (*api.MonitorRun, error) {
+	unlock, err := r.lock(ctx, m.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	from, to := m.Windows(since, now)
+	out := &api.MonitorRun{From: from, To: to, Alerts: []api.MonitorAlert{}}
+	if !from.Before(to) || m.AlertWebhookURL == "" {
+		return out, nil
+	}
+	if err := Ensure(ctx, r.store, m); err != nil {
+		return nil, fmt.Errorf("monitor %s: %w", m.Name, err)
+	}
+	rows, err := CrossingRows(ctx, r.store, m, from, to)
+	if err != nil {
+		return nil, err
+	}
+	sent, err := r.alerter.Send(ctx, r.store, m, rows)
+	out.Alerts = append(out.Alerts, sent...)
+	if err != nil {
+		out.AlertErrors = append(out.AlertErrors, err.Error())
+	}
+	return out, nil
+}
+
+// DropScratch drops what killed refreshes of m left at least minAge ago
+// (see DropScratch), holding m's token.
+func (r *Refresher) DropScratch(ctx context.Context, m *Monitor, minAge time.Duration) error {
 	unlock, err := r.lock(ctx, m.Name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return DropScratch(ctx, r.store, m)
+	return DropScratch(ctx, r.store, m, minAge)
 }
 
 // Runner refreshes every monitor on a schedule. A monitor is refreshed at
@@ -95,10 +125,17 @@ func (r *Refresher) DropScratch(ctx context.Context, m *Monitor) error {
 // Lookback passed since a window closed (so that rows that arrive late
 // count), and each refresh covers the windows from Lookback before the
 // last refresh on: a window is written as soon as it closes and again
-// once Lookback has passed, not at every tick. Alerts that fail are tried
-// again by the next refresh of their window (`gantry monitors run` tries
-// them again later). Monitors are refreshed one after another; a tick
-// that comes while the previous one still runs is dropped.
+// once Lookback has passed, not at every tick.
+//
+// The first time it sees a monitor, a Runner resumes from the monitor's
+// latest computed window (the metric tables say which), so that windows
+// that closed while no Runner ran are computed, back to at most MaxCatchUp.
+// Alerts that failed, and on first sight any crossing not yet sent, are
+// sent again at the next ticks for the windows of the last RetryHorizon
+// (the alerts table says what was sent), until they go through.
+//
+// Monitors are refreshed one after another; a tick that comes while the
+// previous one still runs is dropped.
 type Runner struct {
 	Refresher *Refresher
 	// Monitors lists the definitions, read again every tick.
@@ -108,20 +145,36 @@ type Runner struct {
 	// Lookback is how long after it closes a window is refreshed again.
 	// Default 10 min.
 	Lookback time.Duration
+	// MaxCatchUp bounds how far back a Runner resumes. Default 24 h.
+	MaxCatchUp time.Duration
+	// RetryHorizon bounds how old a window's unsent alerts may be and
+	// still be sent again. Default 24 h.
+	RetryHorizon time.Duration
+	// ScratchAge is how old a scratch table must be for a Runner to take
+	// it for a killed refresh's and drop it (see DropScratch): more than
+	// the longest refresh, since another process may run one. Default 1 h.
+	ScratchAge time.Duration
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
 }
 
+// runnerState is what a Runner keeps between ticks, per monitor name.
+type runnerState struct {
+	// last is the time of the monitor's last successful refresh; a
+	// monitor not in it is new to this Runner.
+	last map[string]time.Time
+	// pending marks monitors that may have unsent alerts.
+	pending map[string]bool
+}
+
 // Run refreshes until ctx ends. The first time it sees a monitor, it
-// drops the scratch tables that a killed refresh left.
+// drops the scratch tables older than ScratchAge that a killed refresh
+// left.
 func (r *Runner) Run(ctx context.Context) error {
-	tick, lookback, now, log := r.Tick, r.Lookback, r.Now, r.Logger
+	tick, now, log := r.Tick, r.Now, r.Logger
 	if tick <= 0 {
 		tick = time.Minute
-	}
-	if lookback <= 0 {
-		lookback = 10 * time.Minute
 	}
 	if now == nil {
 		now = time.Now
@@ -129,11 +182,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	last := map[string]time.Time{}
+	st := &runnerState{last: map[string]time.Time{}, pending: map[string]bool{}}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
-		r.tick(ctx, now(), lookback, last, log)
+		// Both cases of the select below may be ready: stop first.
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.tick(ctx, now(), st, log)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -142,10 +199,32 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// tick refreshes the monitors that are due. last holds the time of each
-// monitor's last successful refresh; a monitor not in it is new to this
-// Runner.
-func (r *Runner) tick(ctx context.Context, now time.Time, lookback time.Duration, last map[string]time.Time, log *slog.Logger) {
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// resume is where a Runner that first sees m starts: the end of m's latest
+// computed window, no later than now-lookback (as if refreshed then) and
+// no earlier than now-MaxCatchUp.
+func (r *Runner) resume(ctx context.Context, m *Monitor, now time.Time, lookback time.Duration, log *slog.Logger) time.Time {
+	prev := now.Add(-lookback)
+	latest, ok, err := Latest(ctx, r.Refresher.store, m)
+	switch {
+	case err != nil && !tables.IsMissingTable(err):
+		log.Warn("monitors: latest computed window", "monitor", m.Name, "err", err)
+	case ok:
+		prev = minTime(prev, latest.Add(m.Window()))
+	}
+	return maxTime(prev, now.Add(-orDefault(r.MaxCatchUp, 24*time.Hour)))
+}
+
+// tick refreshes the monitors that are due, and sends their pending
+// alerts again.
+func (r *Runner) tick(ctx context.Context, now time.Time, st *runnerState, log *slog.Logger) {
+	lookback := orDefault(r.Lookback, 10*time.Minute)
 	ms, err := r.Monitors(ctx)
 	if err != nil {
 		log.Warn("monitors: read definitions", "err", err)
@@ -159,38 +238,61 @@ func (r *Runner) tick(ctx context.Context, now time.Time, lookback time.Duration
 			log.Warn("monitors: skip an invalid definition", "monitor", m.Name, "err", err)
 			continue
 		}
-		prev, ok := last[m.Name]
+		prev, ok := st.last[m.Name]
 		if !ok {
-			if err := r.Refresher.DropScratch(ctx, m); err != nil {
+			if err := r.Refresher.DropScratch(ctx, m, orDefault(r.ScratchAge, time.Hour)); err != nil {
 				log.Warn("monitors: drop scratch tables", "monitor", m.Name, "err", err)
 			}
-			prev = now.Add(-lookback)
+			prev = r.resume(ctx, m, now, lookback, log)
+			// Alerts that an earlier process failed to send.
+			st.pending[m.Name] = true
 		}
+		retry := st.pending[m.Name]
 		g := m.Window()
 		closed := floor(now, g).After(floor(prev, g))
 		settled := floor(now.Add(-lookback), g).After(floor(prev.Add(-lookback), g))
-		if ok && !closed && !settled {
-			continue
-		}
-		run, err := r.Refresher.Run(ctx, m, prev.Add(-lookback), now)
-		if err == nil {
-			last[m.Name] = now
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil && tables.IsMissingTable(err):
-			log.Debug("monitors: no inference table yet", "monitor", m.Name)
-		case err != nil:
-			log.Warn("monitors: refresh", "monitor", m.Name, "err", err)
-		case run.From.Before(run.To):
-			log.Info("monitors: refreshed", "monitor", m.Name, "from", run.From, "to", run.To,
-				"alerts", len(run.Alerts), "alert_errors", len(run.AlertErrors))
-			for _, e := range run.AlertErrors {
-				log.Warn("monitors: alert", "monitor", m.Name, "err", e)
+		if !ok || closed || settled {
+			run, err := r.Refresher.Run(ctx, m, prev.Add(-lookback), now)
+			if err == nil {
+				st.last[m.Name] = now
+			}
+			if r.logRun(ctx, m, run, err, "refresh", "refreshed", log) {
+				return
+			}
+			if err == nil && len(run.AlertErrors) > 0 {
+				// Sent again next tick, not now: the webhook just failed.
+				st.pending[m.Name], retry = true, false
 			}
 		}
+		if !retry || m.AlertWebhookURL == "" {
+			continue
+		}
+		run, err := r.Refresher.Retry(ctx, m, now.Add(-orDefault(r.RetryHorizon, 24*time.Hour)), now)
+		st.pending[m.Name] = err != nil || len(run.AlertErrors) > 0
+		if r.logRun(ctx, m, run, err, "send pending alerts", "sent pending alerts", log) {
+			return
+		}
 	}
+}
+
+// logRun logs the outcome of a refresh or a retry of m, and reports
+// whether ctx ended.
+func (r *Runner) logRun(ctx context.Context, m *Monitor, run *api.MonitorRun, err error, do, done string, log *slog.Logger) bool {
+	switch {
+	case ctx.Err() != nil:
+		return true
+	case err != nil && tables.IsMissingTable(err):
+		log.Debug("monitors: no inference table yet", "monitor", m.Name)
+	case err != nil:
+		log.Warn("monitors: "+do, "monitor", m.Name, "err", err)
+	case run.From.Before(run.To) && (do == "refresh" || len(run.Alerts)+len(run.AlertErrors) > 0):
+		log.Info("monitors: "+done, "monitor", m.Name, "from", run.From, "to", run.To,
+			"alerts", len(run.Alerts), "alert_errors", len(run.AlertErrors))
+		for _, e := range run.AlertErrors {
+			log.Warn("monitors: alert", "monitor", m.Name, "err", e)
+		}
+	}
+	return false
 }
 
 // Latest is the start of m's latest window with metrics, and false when

@@ -25,6 +25,8 @@ const (
 	// defaultReportWindows and maxReportWindows bound GET …/report.
 	defaultReportWindows = 12
 	maxReportWindows     = 1000
+	// maxRunWindows bounds ?lookback of POST …/run.
+	maxRunWindows = 1000
 	// monitorTimeout bounds a run or a report: windows of busy endpoints
 	// take a while to compute.
 	monitorTimeout = 5 * time.Minute
@@ -199,7 +201,7 @@ func (s *Scheduler) deleteMonitorsOf(ep string) {
 }
 
 // runMonitor refreshes a monitor's windows that closed in the last
-// ?lookback (default 24 windows) and sends their alerts, synchronously.
+// ?lookback (default 24 windows, at most 1000) and sends their alerts, synchronously.
 func (s *Scheduler) runMonitor(w http.ResponseWriter, r *http.Request) {
 	a, err := s.monitor(r.PathValue("name"))
 	if err != nil {
@@ -214,15 +216,17 @@ func (s *Scheduler) runMonitor(w http.ResponseWriter, r *http.Request) {
 			writeError(w, invalid("lookback: %q is not a positive duration such as 6h", v))
 			return
 		}
+		if max := maxRunWindows * m.Window(); d > max {
+			writeError(w, invalid("lookback: %s is more than %d windows of %s (%s)", v, maxRunWindows, m.Granularity, max))
+			return
+		}
 		lookback = d
 	}
-	if s.cfg.Tables == nil {
+	// New sets Monitors whenever Tables is set.
+	rf := s.cfg.Monitors
+	if s.cfg.Tables == nil || rf == nil {
 		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "inference tables are off in this Gantry: %s", s.cfg.TablesOff))
 		return
-	}
-	rf := s.cfg.Monitors
-	if rf == nil {
-		rf = monitors.NewRefresher(s.cfg.Tables, &monitors.Alerter{Logger: s.cfg.Logger})
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), monitorTimeout)
 	defer cancel()

@@ -174,6 +174,10 @@ func TestMonitorsAPI(t *testing.T) {
 	if len(rep.Profile) == 0 {
 		t.Error("report has no profile metrics")
 	}
+	// 1000 windows of 5m is 83h20m.
+	if code, _ := h.call(t, "POST", "/api/2.0/gantry/monitors/drift/run?lookback=84h", "", nil); code != 400 {
+		t.Errorf("lookback=84h: %d, want 400", code)
+	}
 	if code, _ := h.call(t, "GET", "/api/2.0/gantry/monitors/drift/report?windows=0", "", nil); code != 400 {
 		t.Errorf("windows=0: %d, want 400", code)
 	}

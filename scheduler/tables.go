@@ -54,12 +54,16 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// queryError keeps an *api.Error (the query was refused: bad SQL, a write)
-// and makes anything else a 503: ClickHouse did not answer.
+// queryError keeps an *api.Error (the query was refused: bad SQL, a write,
+// too many rows), makes a deadline a 504 and anything else a 503:
+// ClickHouse could not run it now or did not answer.
 func queryError(err error) error {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		return ae
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return api.Errorf(api.ErrDeadlineExceeded, "query the inference table: %v", err)
 	}
 	return api.Errorf(api.ErrTemporarilyUnavailable, "query the inference table: %v", err)
 }

@@ -2,11 +2,14 @@ package scheduler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/chtest"
+	"github.com/gantry/gantry/loggers/tables"
 )
 
 func captureBody(catalog, schema, prefix string) string {
@@ -120,5 +123,23 @@ func TestAIGatewayInferenceTable(t *testing.T) {
 		"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}}`, nil)
 	if code != 400 || !strings.Contains(e.Message, "cannot both be enabled") {
 		t.Fatalf("second table: %d %v", code, e)
+	}
+}
+
+// TestQueryError: a refused query is a 400, a deadline a 504, anything
+// else a 503.
+func TestQueryError(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{&tables.RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "bad"), Err: tables.ErrTooManyRows}, api.ErrInvalidParameterValue},
+		{fmt.Errorf("monitor m: %w", context.DeadlineExceeded), api.ErrDeadlineExceeded},
+		{errors.New("connection refused"), api.ErrTemporarilyUnavailable},
+	} {
+		var ae *api.Error
+		if err := queryError(c.err); !errors.As(err, &ae) || ae.Code != c.code {
+			t.Errorf("queryError(%v) = %v; want %s", c.err, err, c.code)
+		}
 	}
 }

@@ -205,18 +205,73 @@ func IsMissingTable(err error) bool {
 // memory of the control plane.
 const MaxRows = 10000
 
+// ErrTooManyRows is a query whose result has more than MaxRows rows.
+// Callers that need more page (by time, say) or aggregate in SQL.
+var ErrTooManyRows = fmt.Errorf("the result has more than %d rows: add a LIMIT, page, or aggregate in SQL", MaxRows)
+
+// RefusedError is a query that is wrong in itself (bad SQL, an unknown
+// table, column or function, a write, a result over MaxRows): running it
+// again will not help. It is an *api.Error (INVALID_PARAMETER_VALUE, so
+// the API answers 400) that also unwraps to its cause, the
+// *clickhouse.Exception (so that IsMissingTable works) or ErrTooManyRows.
+type RefusedError struct {
+	API *api.Error
+	Err error
+}
+
+func (e *RefusedError) Error() string   { return e.API.Error() }
+func (e *RefusedError) Unwrap() []error { return []error{e.API, e.Err} }
+
+// refusedCodes are the ClickHouse error codes that say the query itself is
+// wrong, rather than that the server could not run it now (memory limit,
+// too many queries, network).
+var refusedCodes = map[int32]bool{
+	6:   true, // CANNOT_PARSE_TEXT
+	36:  true, // BAD_ARGUMENTS
+	38:  true, // CANNOT_PARSE_DATE
+	41:  true, // CANNOT_PARSE_DATETIME
+	42:  true, // NUMBER_OF_ARGUMENTS_DOESNT_MATCH
+	43:  true, // ILLEGAL_TYPE_OF_ARGUMENT
+	44:  true, // ILLEGAL_COLUMN
+	46:  true, // UNKNOWN_FUNCTION
+	47:  true, // UNKNOWN_IDENTIFIER
+	53:  true, // TYPE_MISMATCH
+	60:  true, // UNKNOWN_TABLE
+	62:  true, // SYNTAX_ERROR
+	69:  true, // ARGUMENT_OUT_OF_BOUND
+	70:  true, // CANNOT_CONVERT_TYPE
+	72:  true, // CANNOT_PARSE_NUMBER
+	81:  true, // UNKNOWN_DATABASE
+	164: true, // READONLY
+	184: true, // ILLEGAL_AGGREGATION
+	215: true, // NOT_AN_AGGREGATE
+	352: true, // AMBIGUOUS_COLUMN_NAME
+	386: true, // NO_COMMON_TYPE
+}
+
+// queryErr classifies an error of Query: a refused query is a
+// *RefusedError; anything else (ClickHouse could not run it now, or did
+// not answer) is returned wrapped, its *clickhouse.Exception kept.
+func queryErr(err error) error {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return err
+	}
+	if refusedCodes[ex.Code] {
+		return &RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "clickhouse refused the query: %s (code %d)", ex.Message, ex.Code), Err: err}
+	}
+	return fmt.Errorf("clickhouse could not run the query: %w", err)
+}
+
 // Query runs a read-only query (ClickHouse refuses writes under the readonly
-// setting) and returns at most MaxRows rows. ClickHouse refusing the query
-// is an *api.Error with its message.
+// setting) and returns its rows. A query ClickHouse refuses as wrong, or
+// whose result has more than MaxRows rows, is a *RefusedError; other
+// failures are plain errors, a *clickhouse.Exception kept in the chain.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryResult, error) {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 2}))
 	rows, err := db.conn.Query(ctx, sql, args...)
 	if err != nil {
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) {
-			return nil, api.Errorf(api.ErrInvalidParameterValue, "clickhouse refused the query: %s (code %d)", ex.Message, ex.Code)
-		}
-		return nil, err
+		return nil, queryErr(err)
 	}
 	defer rows.Close()
 	res := &api.QueryResult{Columns: rows.Columns(), Rows: [][]string{}}
@@ -228,10 +283,10 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryRes
 	}
 	for rows.Next() {
 		if len(res.Rows) == MaxRows {
-			break
+			return nil, &RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "%v", ErrTooManyRows), Err: ErrTooManyRows}
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, queryErr(err)
 		}
 		row := make([]string, len(dest))
 		for i, d := range dest {
@@ -239,7 +294,10 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryRes
 		}
 		res.Rows = append(res.Rows, row)
 	}
-	return res, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, queryErr(err)
+	}
+	return res, nil
 }
 
 func format(v any) string {

@@ -2,10 +2,12 @@ package tables_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/chtest"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/loggers/tables"
@@ -86,5 +88,43 @@ func TestExec(t *testing.T) {
 	}
 	if err := db.Exec(ctx, "INSERT INTO default.missing (n) SELECT 1"); err == nil || !tables.IsMissingTable(err) {
 		t.Errorf("insert into a missing table: %v, want a missing-table error", err)
+	}
+}
+
+// TestQueryErrors: a wrong query is a 400 *api.Error that keeps the
+// ClickHouse exception; a result over MaxRows is refused, not cut; a
+// query over a limit of the server is a plain error.
+func TestQueryErrors(t *testing.T) {
+	db := chtest.Open(t, chtest.Start(t))
+	ctx := context.Background()
+	refused := func(sql string) error {
+		t.Helper()
+		_, err := db.Query(ctx, sql)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.ErrInvalidParameterValue {
+			t.Errorf("%s: %v; want an *api.Error %s", sql, err, api.ErrInvalidParameterValue)
+		}
+		return err
+	}
+	for _, sql := range []string{"SELEC 1", "SELECT nope FROM system.one", "SELECT nofunc(1)", "DROP TABLE system.one", "SELECT 1 + 'a'"} {
+		if err := refused(sql); tables.IsMissingTable(err) {
+			t.Errorf("%s: IsMissingTable(%v)", sql, err)
+		}
+	}
+	for _, sql := range []string{"SELECT 1 FROM nodb.t", "SELECT 1 FROM system.nope"} {
+		if err := refused(sql); !tables.IsMissingTable(err) {
+			t.Errorf("%s: IsMissingTable(%v) = false", sql, err)
+		}
+	}
+	if res, err := db.Query(ctx, fmt.Sprintf("SELECT number FROM system.numbers LIMIT %d", tables.MaxRows)); err != nil || len(res.Rows) != tables.MaxRows {
+		t.Errorf("MaxRows rows: %v", err)
+	}
+	if err := refused(fmt.Sprintf("SELECT number FROM system.numbers LIMIT %d", tables.MaxRows+1)); !errors.Is(err, tables.ErrTooManyRows) {
+		t.Errorf("MaxRows+1 rows: %v; want ErrTooManyRows", err)
+	}
+	_, err := db.Query(ctx, "SELECT count() FROM (SELECT number FROM system.numbers LIMIT 100000) SETTINGS max_rows_to_read = 10")
+	var ae *api.Error
+	if err == nil || errors.As(err, &ae) {
+		t.Errorf("over max_rows_to_read: %v; want a plain error", err)
 	}
 }
