@@ -155,13 +155,18 @@ func (c *Capturer) Run(ctx context.Context) {
 	msgs := make([]kafka.Message, 0, c.cfg.MaxBatch)
 	for {
 		batch = batch[:0]
+		// Checked first: select picks at random among ready cases, and a
+		// full queue must not keep Run writing after ctx has ended.
+		if ctx.Err() != nil {
+			c.stopped.Store(true)
+			c.flush(batch, msgs)
+			return
+		}
 		select {
 		case b := <-c.queue:
 			batch = append(batch, b)
 		case <-ctx.Done():
-			c.stopped.Store(true)
-			c.flush(batch, msgs)
-			return
+			continue
 		}
 		batch = c.gather(batch)
 		c.write(context.Background(), batch, msgs)
