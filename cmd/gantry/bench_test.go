@@ -23,11 +23,17 @@ var minimalWindows = []string{"--stable-window", "1s", "--panic-window", "1s", "
 func BenchmarkColdStart(b *testing.B) {
 	trials := envInt("GANTRY_BENCH_TRIALS", 20)
 	addr, c := benchEndpoint(b, "cold-ep")
+	coldStarts(b, addr, c, "cold-ep", trials)
+}
+
+// coldStarts times trials requests to endpoint at addr, each after the
+// endpoint's entity has scaled to zero, and reports the percentiles.
+func coldStarts(b *testing.B, addr string, c *api.Client, endpoint string, trials int) {
 	body, want := oneRow(b)
 	var took []time.Duration
 	for i := 0; i < trials; i++ {
-		waitEntity(b, c, "cold-ep", "scaled to zero", time.Minute, scaledToZero)
-		a := burst(b, "http://"+addr+"/serving-endpoints/cold-ep/invocations", body, 1)[0]
+		waitEntity(b, c, endpoint, "scaled to zero", time.Minute, scaledToZero)
+		a := burst(b, "http://"+addr+"/serving-endpoints/"+endpoint+"/invocations", body, 1)[0]
 		if a.status != 200 {
 			b.Fatalf("trial %d: %d %s", i, a.status, a.body)
 		}

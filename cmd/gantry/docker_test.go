@@ -136,17 +136,5 @@ func BenchmarkColdStartDocker(b *testing.B) {
 	mustCLI(b, bin, addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
 	mustCLI(b, bin, addr, "endpoints", "create", "-f", endpointFile(b, "cold-ep", "binary", "1", "Small"), "--wait")
 	b.ResetTimer()
-
-	body, want := oneRow(b)
-	var took []time.Duration
-	for i := 0; i < trials; i++ {
-		waitEntity(b, c, "cold-ep", "scaled to zero", time.Minute, scaledToZero)
-		a := burst(b, "http://"+addr+"/serving-endpoints/cold-ep/invocations", body, 1)[0]
-		if a.status != 200 {
-			b.Fatalf("trial %d: %d %s", i, a.status, a.body)
-		}
-		comparePredictions(b, "cold start", []any{want}, a.body)
-		took = append(took, a.took)
-	}
-	reportPercentiles(b, took)
+	coldStarts(b, addr, c, "cold-ep", trials)
 }
