@@ -155,6 +155,10 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	if d.Replicas < 0 {
 		return nil, fmt.Errorf("render job %s: %d replicas", d.ID, d.Replicas)
 	}
+	// Stored configs may predate the scheduler's check (see CheckEnv).
+	if err := CheckEnvs(d.Env); err != nil {
+		return nil, fmt.Errorf("render job %s: %w", d.ID, err)
+	}
 	res, err := ResourcesFor(d.WorkloadSize, d.WorkloadType)
 	if err != nil {
 		return nil, fmt.Errorf("render job %s: %w", d.ID, err)

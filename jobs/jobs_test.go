@@ -227,6 +227,8 @@ func TestRenderRefuses(t *testing.T) {
 		"workload type": {mutate: func(d *orchestrator.Deployment) { d.WorkloadType = "TPU" }, want: "TPU"},
 		"replicas":      {mutate: func(d *orchestrator.Deployment) { d.Replicas = -1 }, want: "-1 replicas"},
 		"datacenter":    {settings: jobs.Settings{Datacenters: []string{""}}, want: "datacenters"},
+		// Issue 19: a config stored before validation refused it.
+		"loader env": {mutate: func(d *orchestrator.Deployment) { d.Env = map[string]string{"LD_PRELOAD": "/x.so"} }, want: "LD_PRELOAD"},
 	} {
 		d := cpuDeployment()
 		if tc.mutate != nil {
@@ -260,5 +262,23 @@ func TestServiceName(t *testing.T) {
 	}
 	if got := jobs.ServiceName("fraud-model-v2-1a2b3c4d"); got != "fraud-model-v2-1a2b3c4d" {
 		t.Errorf("ServiceName of a valid ID = %q, want it unchanged", got)
+	}
+}
+
+// TestCheckEnv: loader and interpreter variables are refused whatever
+// their case; configuration a model reads is not.
+func TestCheckEnv(t *testing.T) {
+	for _, k := range []string{"LD_PRELOAD", "ld_preload", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES",
+		"PYTHONPATH", "PYTHONSTARTUP", "GODEBUG", "GOTRACEBACK", "MALLOC_CHECK_", "GLIBC_TUNABLES", "GCONV_PATH",
+		"PATH", "HOME", "BASH_ENV", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "OPENSSL_CONF", "NVIDIA_VISIBLE_DEVICES",
+		"CUDA_VISIBLE_DEVICES", "NOMAD_TOKEN", "GANTRY_MODEL_DIR"} {
+		if err := jobs.CheckEnv(k); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("CheckEnv(%q) = %v; want an error naming it", k, err)
+		}
+	}
+	for _, k := range []string{"MODEL_THRESHOLD", "OMP_NUM_THREADS", "MLFLOW_TRACKING_URI", "GOOGLE_APPLICATION_CREDENTIALS", "HOSTNAME_SUFFIX", "PATHS"} {
+		if err := jobs.CheckEnv(k); err != nil {
+			t.Errorf("CheckEnv(%q) = %v; want nil", k, err)
+		}
 	}
 }

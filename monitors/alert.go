@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gantry/gantry/api"
@@ -61,7 +62,12 @@ func (m *Monitor) AlertsTable() loggers.Table {
 // two sends that alert again on the next refresh: delivery is at least
 // once, and receivers that must not see a repeat dedupe on the ID.
 type Alerter struct {
-	// Client posts the alerts. Default: a client with a 10 s timeout.
+	// Allow names the non-public addresses webhooks may reach (see
+	// WebhookAllow); nil: public addresses only.
+	Allow *WebhookAllow
+	// Client posts the alerts. Default: Allow.Client with a 10 s timeout,
+	// which dials allowed addresses only and follows no redirect. A Client
+	// set here is used as it is: its caller answers for where it goes.
 	Client *http.Client
 	// Attempts bounds the POSTs of one alert. Default 5.
 	Attempts int
@@ -70,6 +76,10 @@ type Alerter struct {
 	Backoff time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// once makes the default client, which keeps its connections.
+	once   sync.Once
+	client *http.Client
 }
 
 // AlertID names a crossing of m: the same crossing gets the same ID in
@@ -187,7 +197,8 @@ func (a *Alerter) post(ctx context.Context, url string, al *api.MonitorAlert) er
 	}
 	client, attempts, wait := a.Client, a.Attempts, a.Backoff
 	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+		a.once.Do(func() { a.client = a.Allow.Client(10 * time.Second) })
+		client = a.client
 	}
 	if attempts <= 0 {
 		attempts = 5
@@ -249,6 +260,10 @@ func (a *Alerter) postOnce(ctx context.Context, client *http.Client, url, id str
 	switch {
 	case resp.StatusCode/100 == 2:
 		return nil
+	case resp.StatusCode/100 == 3:
+		// Redirects are not followed (see WebhookAllow): fix the URL.
+		return &finalError{status: resp.StatusCode, err: fmt.Errorf("webhook answered %d (a redirect to %q); Gantry does not follow redirects: set alert_webhook_url to where it points",
+			resp.StatusCode, resp.Header.Get("Location"))}
 	case resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests:
 		return &finalError{status: resp.StatusCode}
 	}

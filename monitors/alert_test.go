@@ -86,7 +86,7 @@ func TestAlertRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &monitors.Alerter{Backoff: time.Millisecond}
+	a := &monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond}
 	sent, err := a.Send(ctx, db, m, rows)
 	if err != nil || len(sent) != 1 {
 		t.Fatalf("Send = %d alerts, %v; want 1 alert", len(sent), err)
@@ -119,7 +119,7 @@ func TestAlertRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sent, err := (&monitors.Alerter{Backoff: time.Millisecond, Attempts: 3}).Send(ctx, db, m2, rows); err == nil || len(sent) != 0 {
+	if sent, err := (&monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond, Attempts: 3}).Send(ctx, db, m2, rows); err == nil || len(sent) != 0 {
 		t.Errorf("Send to a failing webhook = %v, %v; want an error", sent, err)
 	}
 	for id, n := range h2.count() {
@@ -155,7 +155,7 @@ func TestRunner(t *testing.T) {
 	tick := make(chan struct{})
 	n := 0
 	r := &monitors.Runner{
-		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Backoff: time.Millisecond}),
+		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond}),
 		Monitors: func(ctx context.Context) ([]*monitors.Monitor, error) {
 			select {
 			case tick <- struct{}{}:
@@ -253,7 +253,7 @@ func TestAlertRecordedAfterCancel(t *testing.T) {
 	if len(sent) != 1 {
 		t.Fatalf("Send = %v, %v; want 1 alert", sent, err)
 	}
-	again, err := (&monitors.Alerter{}).Send(context.Background(), db, m, crossingRows(1))
+	again, err := (&monitors.Alerter{Allow: loopback(t)}).Send(context.Background(), db, m, crossingRows(1))
 	if err != nil || len(again) != 0 {
 		t.Errorf("second Send = %v, %v; want nothing sent", again, err)
 	}
@@ -266,7 +266,7 @@ func TestAlertRecordedAfterCancel(t *testing.T) {
 func TestAlertBadURL(t *testing.T) {
 	db := startDB(t)
 	m := shiftMonitor("http://[::1")
-	_, err := (&monitors.Alerter{Backoff: time.Millisecond}).Send(context.Background(), db, m, crossingRows(1))
+	_, err := (&monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond}).Send(context.Background(), db, m, crossingRows(1))
 	if err == nil || strings.Contains(err.Error(), "answered 0") || !strings.Contains(err.Error(), "webhook request") {
 		t.Errorf("Send = %v; want the request's error", err)
 	}
@@ -280,7 +280,7 @@ func TestAlertDeadWebhook(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	m := shiftMonitor(srv.URL)
-	sent, err := (&monitors.Alerter{Backoff: time.Millisecond, Attempts: 2}).Send(context.Background(), db, m, crossingRows(5))
+	sent, err := (&monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond, Attempts: 2}).Send(context.Background(), db, m, crossingRows(5))
 	if len(sent) != 0 || err == nil || !strings.Contains(err.Error(), "4 more alerts deferred") {
 		t.Errorf("Send = %v, %v; want 4 alerts deferred", sent, err)
 	}
@@ -336,7 +336,7 @@ func TestRunnerResumesAndRetries(t *testing.T) {
 	}
 	n := 0
 	r := &monitors.Runner{
-		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Backoff: time.Millisecond, Attempts: 5}),
+		Refresher: monitors.NewRefresher(db, &monitors.Alerter{Allow: loopback(t), Backoff: time.Millisecond, Attempts: 5}),
 		Tick:      time.Millisecond, Lookback: 2 * time.Minute,
 		Now: func() time.Time { n++; return t0.Add(31*time.Minute + time.Duration(n-1)*time.Minute) },
 	}

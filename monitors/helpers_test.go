@@ -11,6 +11,7 @@ import (
 	"github.com/gantry/gantry/internal/chtest"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/loggers/tables"
+	"github.com/gantry/gantry/monitors"
 )
 
 var (
@@ -110,3 +111,13 @@ func (tr *traffic) insert(t testing.TB, db *tables.DB) {
 
 func f(v float64) *float64 { return &v }
 func s(v string) *string   { return &v }
+
+// loopback allows webhooks on this host: the tests' webhooks are
+// httptest servers, which Alerters refuse by default.
+func loopback(t testing.TB) *monitors.WebhookAllow {
+	a, err := monitors.ParseWebhookAllow([]string{"127.0.0.0/8", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

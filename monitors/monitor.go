@@ -179,6 +179,13 @@ func ParseGranularity(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// Bounds of a monitor definition (see Validate).
+const (
+	MaxColumns  = 50
+	MaxSlices   = 10
+	maxSliceLen = 256
+)
+
 // Validate checks everything that can be checked without ClickHouse and
 // returns one *api.Error (INVALID_PARAMETER_VALUE, so the API answers 400)
 // listing every problem. Names that reach SQL must pass loggers.CheckIdent:
@@ -205,6 +212,16 @@ func (m *Monitor) Validate() error {
 	}
 	if len(m.Columns) == 0 && m.ProblemType == "" {
 		bad("columns: watch at least one column, or set problem_type to watch the prediction")
+	}
+	// Each request row becomes (slices + 1) × columns sample rows, and
+	// each slice and column adds to one SQL statement: past these bounds
+	// a monitor is accepted but its refresh can never finish (or exceeds
+	// ClickHouse's query size), so it is refused here.
+	if len(m.Columns) > MaxColumns {
+		bad("columns: %d columns, at most %d are allowed; split them over several monitors", len(m.Columns), MaxColumns)
+	}
+	if len(m.Slices) > MaxSlices {
+		bad("slices: %d slices, at most %d are allowed; split them over several monitors", len(m.Slices), MaxSlices)
 	}
 	seen := map[string]bool{}
 	for i, c := range m.Columns {
@@ -235,6 +252,10 @@ func (m *Monitor) Validate() error {
 		}
 	}
 	for i, s := range m.Slices {
+		if len(s) > maxSliceLen {
+			bad("slices[%d]: %d characters, at most %d are allowed", i, len(s), maxSliceLen)
+			continue
+		}
 		if _, err := parseSlice(s); err != nil {
 			bad("slices[%d]: %v", i, err)
 		}

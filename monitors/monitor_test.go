@@ -3,6 +3,7 @@ package monitors_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,20 @@ func TestValidate(t *testing.T) {
 		{"name", func(m *monitors.Monitor) { m.Name = "my monitor" }, `name: "my monitor" must be`},
 		{"webhook scheme", func(m *monitors.Monitor) { m.AlertWebhookURL = "ftp://hooks.example/x" }, `alert_webhook_url "ftp://hooks.example/x": want an http or https URL`},
 		{"webhook host", func(m *monitors.Monitor) { m.AlertWebhookURL = "https:///x" }, "alert_webhook_url"},
+		// Issue 19: 2,000 slices were accepted and the monitor never ran.
+		{"too many slices", func(m *monitors.Monitor) {
+			m.Slices = nil
+			for i := range 2000 {
+				m.Slices = append(m.Slices, fmt.Sprintf("x > %d", i))
+			}
+		}, fmt.Sprintf("slices: 2000 slices, at most %d", monitors.MaxSlices)},
+		{"too many columns", func(m *monitors.Monitor) {
+			m.Columns = nil
+			for i := range monitors.MaxColumns + 1 {
+				m.Columns = append(m.Columns, monitors.Column{Name: fmt.Sprintf("c%d", i), Kind: monitors.Numeric})
+			}
+		}, fmt.Sprintf("columns: %d columns, at most %d", monitors.MaxColumns+1, monitors.MaxColumns)},
+		{"long slice", func(m *monitors.Monitor) { m.Slices = []string{"c = '" + strings.Repeat("a", 1000) + "'"} }, "slices[0]: 1006 characters"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := good()

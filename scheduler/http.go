@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,11 +60,30 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.checkConfig(r.Context(), req.Name, req.Config); err != nil {
+	if err := checkTags(req.Tags); err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := checkTags(req.Tags); err != nil {
+	// Limits first, so that a refused endpoint creates no table.
+	if err := normalizeConfig(req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkCeiling(req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	err := s.checkEndpointCount()
+	if err == nil {
+		err = s.checkTableFree(req.Name, "config.auto_capture_config", req.Config.AutoCaptureConfig)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkConfig(r.Context(), req.Name, req.Config); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -78,6 +98,16 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.eps[req.Name]; ok {
 		s.mu.Unlock()
 		writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "endpoint %q already exists", req.Name))
+		return
+	}
+	// Again under the lock that the write holds: concurrent creates.
+	err = s.checkEndpointCount()
+	if err == nil {
+		err = s.checkTableFree(req.Name, "config.auto_capture_config", ep.Config.AutoCaptureConfig)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		writeError(w, err)
 		return
 	}
 	if err := s.cfg.Store.Put(ep); err != nil {
@@ -187,15 +217,6 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.endpoint(ep).AIGateway)
 }
 
-func checkTags(tags []api.Tag) error {
-	for i, t := range tags {
-		if t.Key == "" {
-			return invalid("tags[%d].key: required", i)
-		}
-	}
-	return nil
-}
-
 func (s *Scheduler) list(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	out := api.ListEndpointsResponse{Endpoints: make([]api.Endpoint, 0, len(s.eps))}
@@ -253,14 +274,38 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.checkConfig(r.Context(), r.PathValue("name"), &c); err != nil {
+	name := r.PathValue("name")
+	// The endpoint and the limits first: checkConfig creates the table.
+	if err := normalizeConfig(&c); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkCeiling(&c); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.mu.Lock()
+	_, err := s.lookup(name)
+	if err == nil {
+		err = s.checkTableFree(name, "auto_capture_config", c.AutoCaptureConfig)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkConfig(r.Context(), name, &c); err != nil {
 		writeError(w, err)
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ep, err := s.lookup(r.PathValue("name"))
+	ep, err := s.lookup(name)
 	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkTableFree(name, "auto_capture_config", c.AutoCaptureConfig); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -341,6 +386,11 @@ func (s *Scheduler) patchTags(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, t := range req.AddTags {
 		tags[t.Key] = t.Value
+	}
+	// Bounded after the merge: PATCHes add up, and the store keeps all.
+	if len(tags) > maxTags {
+		writeError(w, invalid("add_tags: the endpoint would have %d tags, at most %d are allowed; delete some with delete_tags", len(tags), maxTags))
+		return
 	}
 	next.Tags = make([]api.Tag, 0, len(tags))
 	for k, v := range tags {
@@ -462,15 +512,24 @@ func (s *Scheduler) routes(w http.ResponseWriter, r *http.Request) {
 
 // decode reads a JSON body, refusing unknown fields: API.md promises a 400
 // naming any field Gantry does not support rather than ignoring it.
+//
+// The body is read whole (it is at most maxConfigBody) so that
+// checkJSONKeys can refuse duplicate keys and field names in another case
+// after the decode, which encoding/json accepts silently.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBody))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfigBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return api.Errorf(api.ErrPayloadTooLarge, "request body is over %d bytes", maxConfigBody)
+	}
+	if err != nil {
+		return api.Errorf(api.ErrMalformedRequest, "read the request body: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
 		var typeErr *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &tooBig):
-			return api.Errorf(api.ErrPayloadTooLarge, "request body is over %d bytes", maxConfigBody)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			return invalid("%s: Gantry does not support this field", strings.TrimPrefix(err.Error(), "json: "))
 		case errors.As(err, &typeErr):
@@ -483,7 +542,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if dec.More() {
 		return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
 	}
-	return nil
+	return checkJSONKeys(b, v)
 }
 
 // requester names who made a request; authentication comes later.

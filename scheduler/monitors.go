@@ -30,6 +30,8 @@ const (
 	// monitorTimeout bounds a run or a report: windows of busy endpoints
 	// take a while to compute.
 	monitorTimeout = 5 * time.Minute
+	// webhookCheckTimeout bounds the DNS lookup of a new monitor's webhook.
+	webhookCheckTimeout = 5 * time.Second
 )
 
 func (s *Scheduler) registerMonitors(mux *http.ServeMux) {
@@ -74,6 +76,17 @@ func (s *Scheduler) createMonitor(w http.ResponseWriter, r *http.Request) {
 	if err := m.Validate(); err != nil {
 		writeError(w, err)
 		return
+	}
+	if m.AlertWebhookURL != "" {
+		// Checked again on every connection (DNS can change); here the
+		// user learns at once that the address is not allowed.
+		ctx, cancel := context.WithTimeout(r.Context(), webhookCheckTimeout)
+		err := s.cfg.WebhookAllow.CheckWebhook(ctx, m.AlertWebhookURL)
+		cancel()
+		if err != nil {
+			writeError(w, invalid("monitor %s: %v", m.Name, err))
+			return
+		}
 	}
 	if s.cfg.Tables == nil {
 		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "inference tables are off in this Gantry: %s", s.cfg.TablesOff))

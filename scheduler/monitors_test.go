@@ -76,7 +76,13 @@ func TestMonitorsAPI(t *testing.T) {
 	h.upload(t, "m")
 	db := chtest.Open(t, chtest.Start(t))
 	h.s.cfg.Tables = db
-	h.s.cfg.Monitors = monitors.NewRefresher(db, &monitors.Alerter{Backoff: time.Millisecond})
+	// The webhook is an httptest server: loopback, refused unless allowed.
+	allow, err := monitors.ParseWebhookAllow([]string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s.cfg.WebhookAllow = allow
+	h.s.cfg.Monitors = monitors.NewRefresher(db, &monitors.Alerter{Allow: allow, Backoff: time.Millisecond})
 	now := monT0.Add(31 * time.Minute)
 	h.s.cfg.Now = func() time.Time { return now }
 	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody("ml", "logs", ""), nil); code != 200 {

@@ -88,6 +88,16 @@ type Config struct {
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+
+	// Limits on what callers can grow (limits.go); zero means the default.
+	// MaxEndpoints bounds the number of endpoints (default 100);
+	// MaxProvisionedConcurrency bounds a served entity's concurrency, so
+	// its replicas (default 200, Databricks' default per model).
+	MaxEndpoints              int
+	MaxProvisionedConcurrency int
+	// WebhookAllow names the private addresses monitor webhooks may
+	// reach; nil allows public addresses only.
+	WebhookAllow *monitors.WebhookAllow
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the

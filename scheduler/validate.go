@@ -1,10 +1,16 @@
 package scheduler
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/jobs"
 )
 
 // Limits from API.md.
@@ -119,15 +125,30 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 	if !workloadTypes[e.WorkloadType] {
 		return invalid("workload_type: %q is not one of CPU, GPU_SMALL, GPU_MEDIUM, GPU_LARGE, MULTIGPU_MEDIUM", e.WorkloadType)
 	}
-	for k, v := range e.EnvironmentVars {
+	for _, k := range envNames(e.EnvironmentVars) {
 		if !envKeyRE.MatchString(k) {
 			return invalid("environment_vars: %q is not a valid variable name", k)
 		}
-		if secretRE.MatchString(v) {
+		// Loader and interpreter variables run code in the worker (an
+		// LD_PRELOAD naming a .so in the model's own tar): refused, never
+		// dropped silently, so the user learns why.
+		if err := jobs.CheckEnv(k); err != nil {
+			return invalid("environment_vars.%s: %v", k, err)
+		}
+		if secretRE.MatchString(e.EnvironmentVars[k]) {
 			return invalid("environment_vars.%s: secret references are not supported by this Gantry version yet", k)
 		}
 	}
 	return nil
+}
+
+func envNames(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
@@ -202,4 +223,130 @@ func deref(p *int) int {
 		return 0
 	}
 	return *p
+}
+
+// checkJSONKeys walks the JSON document b alongside the Go type of v and
+// refuses what encoding/json lets through silently: a key given twice in
+// one object (the last one would win, so what a reviewer reads is not what
+// runs), and a field name in another case ("Name" for "name"), which
+// encoding/json matches case-insensitively but Databricks' API does not.
+// b must already have decoded into v without error.
+func checkJSONKeys(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return walkJSON(dec, reflect.TypeOf(v), "")
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// walkJSON reads one value from dec; t is the Go type it decodes into, or
+// nil where no type is known (an unknown field, an any, a type with its
+// own UnmarshalJSON), where only duplicates are checked.
+func walkJSON(dec *json.Decoder, t reflect.Type, path string) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && (t.Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(jsonUnmarshaler) || t.Kind() == reflect.Interface) {
+		t = nil
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return api.Errorf(api.ErrMalformedRequest, "request body is not valid JSON: %v", err)
+	}
+	switch tok {
+	case json.Delim('{'):
+		var fields map[string]reflect.StructField
+		if t != nil && t.Kind() == reflect.Struct {
+			fields = jsonFields(t)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return api.Errorf(api.ErrMalformedRequest, "request body is not valid JSON: %v", err)
+			}
+			key, _ := kt.(string)
+			at := joinPath(path, key)
+			if seen[key] {
+				return invalid("%s: the key is given twice; give each key once", at)
+			}
+			seen[key] = true
+			var vt reflect.Type
+			switch {
+			case fields != nil:
+				f, ok := fields[key]
+				if !ok {
+					for name := range fields {
+						if strings.EqualFold(name, key) {
+							return invalid("%s: unknown field; field names are case-sensitive: did you mean %q?", at, joinPath(path, name))
+						}
+					}
+				}
+				vt = f.Type // nil for unknown fields, which decode refused already
+			case t != nil && t.Kind() == reflect.Map:
+				vt = t.Elem()
+			}
+			if err := walkJSON(dec, vt, at); err != nil {
+				return err
+			}
+		}
+		_, err := dec.Token() // '}'
+		return err
+	case json.Delim('['):
+		var et reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			et = t.Elem()
+		}
+		for i := 0; dec.More(); i++ {
+			if err := walkJSON(dec, et, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		_, err := dec.Token() // ']'
+		return err
+	}
+	return nil
+}
+
+// jsonFields maps the JSON names of struct t's fields, with the fields of
+// embedded structs promoted as encoding/json does.
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for k, v := range jsonFields(ft) {
+					if _, ok := out[k]; !ok {
+						out[k] = v
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f
+	}
+	return out
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

@@ -47,6 +47,8 @@ func TestNormalizeConfigErrors(t *testing.T) {
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "replica_concurrency": 0}]}`, "replica_concurrency: 0 is out of range"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"1X": "v"}}]}`, "not a valid variable name"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"K": "{{secrets/s/k}}"}}]}`, "secret references"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"LD_PRELOAD": "/m/x.so"}}]}`, "environment_vars.LD_PRELOAD: LD_PRELOAD is reserved"},
+		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "environment_vars": {"PYTHONPATH": "/m"}}]}`, "environment_vars.PYTHONPATH"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1"}, {"entity_name": "m", "entity_version": "1"}], "traffic_config": {"routes": [{"served_model_name": "m-1", "traffic_percentage": 100}]}}`, "used twice"},
 		{`{` + two + `}`, "traffic_config.routes: required"},
 		{`{` + two + `, "traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 80}, {"served_model_name": "b", "traffic_percentage": 10}]}}`, "percentages sum to 90, must sum to 100"},

@@ -47,6 +47,10 @@ type controlPlaneOptions struct {
 	// monitors runs drift monitors for the API and the in-process logger;
 	// set by the command with tables.
 	monitors *monitors.Refresher
+
+	// Limits on what API callers can grow (scheduler/limits.go).
+	maxEndpoints, maxProvisionedConcurrency int
+	webhookAllow                            []string
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -55,6 +59,9 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
+	c.Flags().IntVar(&o.maxEndpoints, "max-endpoints", scheduler.DefaultMaxEndpoints, "most serving endpoints this Gantry holds; creates beyond get 400")
+	c.Flags().IntVar(&o.maxProvisionedConcurrency, "max-provisioned-concurrency", scheduler.DefaultMaxProvisionedConcurrency, "ceiling of a served entity's concurrency (max_provisioned_concurrency, workload_size), so of its replicas")
+	c.Flags().StringSliceVar(&o.webhookAllow, "webhook-allow", nil, "non-public addresses (IPs, CIDR ranges, host names) that monitor webhooks may reach; default none")
 	o.docker.flags(c)
 	o.nomad.flags(c)
 }
@@ -113,9 +120,17 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if base == "" {
 		base = "http://" + o.listen
 	}
+	allow, err := monitors.ParseWebhookAllow(o.webhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-allow: %w", err)
+	}
+	if o.monitors == nil && o.tables != nil {
+		o.monitors = monitors.NewRefresher(o.tables, &monitors.Alerter{Logger: log, Allow: allow})
+	}
 	cp.sched, err = scheduler.New(scheduler.Config{
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
 		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
+		MaxEndpoints: o.maxEndpoints, MaxProvisionedConcurrency: o.maxProvisionedConcurrency, WebhookAllow: allow,
 	})
 	if err != nil {
 		return nil, err
@@ -206,8 +221,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	}
 	defer inf.close()
 	if inf.db != nil {
-		o.tables = inf.db
-		o.monitors = monitors.NewRefresher(inf.db, &monitors.Alerter{Logger: log})
+		o.tables = inf.db // openControlPlane makes o.monitors over it
 	}
 	o.tablesOff = inf.off
 	cp, err := openControlPlane(o, log, reg)

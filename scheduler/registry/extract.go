@@ -6,17 +6,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/mlmodel"
 )
+
+// maxEntryPath bounds an entry's name: Linux's PATH_MAX. It also bounds
+// the memory of the set of folders extract keeps.
+const maxEntryPath = 4096
+
+// metadataFiles are the files of an MLflow model that are metadata, not
+// weights: Gantry parses MLmodel, and none of them is legitimately more
+// than a few KiB. They are capped at mlmodel.MaxFileSize before a byte of
+// them is written, so that a 1 MB tar.gz holding a 1 GiB MLmodel is
+// refused at once instead of being written out and parsed.
+var metadataFiles = map[string]bool{
+	mlmodel.FileName: true, "conda.yaml": true, "python_env.yaml": true, "requirements.txt": true,
+}
 
 // extract unpacks the tar.gz at src into dst, refusing anything that could
 // write outside dst (absolute paths, "..", links) and bounding the total size
-// and file count so that a small upload cannot fill the disk.
+// and the count of files and folders so that a small upload cannot fill the
+// disk or its inodes. Folders count whether the archive lists them or only
+// implies them by a file's path: 300,000 empty folders cost a 1.5 MB upload.
+// Error messages name entries by their path in the archive, never by dst.
 func (r *Registry) extract(src, dst string) error {
 	f, err := os.Open(src)
 	if err != nil {
@@ -39,6 +57,25 @@ func (r *Registry) extract(src, dst string) error {
 	}
 	var total int64
 	files := 0
+	dirs := map[string]bool{} // folders made so far, relative to dst
+	// entries counts a new file or folder against maxFiles.
+	entries := func() error {
+		files++
+		if files > maxFiles {
+			return api.Errorf(api.ErrInvalidParameterValue, "upload has more than %d files and folders; a model directory needs far fewer", maxFiles)
+		}
+		return nil
+	}
+	// mkdirs counts the folders rel (a folder) makes, its parents included.
+	mkdirs := func(rel string) error {
+		for d := rel; d != "." && d != string(filepath.Separator) && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			if err := entries(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	tr := tar.NewReader(zr)
 	for {
 		h, err := tr.Next()
@@ -47,6 +84,9 @@ func (r *Registry) extract(src, dst string) error {
 		}
 		if err != nil {
 			return api.Errorf(api.ErrInvalidParameterValue, "upload is not a valid tar.gz: %v", err)
+		}
+		if len(h.Name) > maxEntryPath {
+			return api.Errorf(api.ErrInvalidParameterValue, "upload has an entry name of %d bytes; at most %d are allowed", len(h.Name), maxEntryPath)
 		}
 		rel, err := safePath(h.Name)
 		if err != nil {
@@ -58,19 +98,28 @@ func (r *Registry) extract(src, dst string) error {
 		target := filepath.Join(dst, rel)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
+			if err := mkdirs(rel); err != nil {
 				return err
 			}
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return fmt.Errorf("upload entry %q: make folder: %w", h.Name, pathless(err))
+			}
 		case tar.TypeReg:
-			files++
-			if files > maxFiles {
-				return api.Errorf(api.ErrInvalidParameterValue, "upload has more than %d files", maxFiles)
+			if err := mkdirs(filepath.Dir(rel)); err != nil {
+				return err
+			}
+			if err := entries(); err != nil {
+				return err
+			}
+			if metadataFiles[filepath.Base(rel)] && h.Size > mlmodel.MaxFileSize {
+				return api.Errorf(api.ErrInvalidParameterValue, "upload entry %q is %d bytes; model metadata files may be at most %d bytes",
+					h.Name, h.Size, mlmodel.MaxFileSize)
 			}
 			if h.Size < 0 || total+h.Size > maxBytes {
 				return api.Errorf(api.ErrPayloadTooLarge, "upload unpacks to more than %d bytes", maxBytes)
 			}
 			total += h.Size
-			if err := writeFile(target, tr, h.Size); err != nil {
+			if err := writeFile(target, h.Name, tr, h.Size); err != nil {
 				return err
 			}
 		case tar.TypeXGlobalHeader, tar.TypeXHeader:
@@ -101,23 +150,35 @@ func safePath(name string) (string, error) {
 	return filepath.FromSlash(clean), nil
 }
 
-func writeFile(target string, r io.Reader, size int64) error {
+// writeFile writes the entry called name (its path in the archive, for
+// messages) to target.
+func writeFile(target, name string, r io.Reader, size int64) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
+		return fmt.Errorf("upload entry %q: make folder: %w", name, pathless(err))
 	}
 	// O_EXCL: a second entry with the same name must not overwrite the first.
 	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return api.Errorf(api.ErrInvalidParameterValue, "upload has %q twice", target)
+			return api.Errorf(api.ErrInvalidParameterValue, "upload has %q twice", name)
 		}
-		return err
+		return fmt.Errorf("upload entry %q: %w", name, pathless(err))
 	}
 	defer f.Close()
 	if _, err := io.CopyN(f, r, size); err != nil {
-		return api.Errorf(api.ErrInvalidParameterValue, "upload is truncated: %v", err)
+		return api.Errorf(api.ErrInvalidParameterValue, "upload is truncated at entry %q: %v", name, pathless(err))
 	}
 	return f.Close()
+}
+
+// pathless drops the path from a file error, keeping what went wrong: the
+// path is the server's, which answers must not show.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // TarGz writes the directory dir as a tar.gz to w, with paths relative to

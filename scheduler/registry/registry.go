@@ -47,6 +47,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
 // Registry is a directory of model versions. It is safe for concurrent use.
 type Registry struct {
 	dir string
+	abs string // dir made absolute, for scrub
 	// Limits; zero means the Default* value.
 	MaxUploadSize    int64
 	MaxExtractedSize int64
@@ -68,7 +69,11 @@ func Open(dir string) (*Registry, error) {
 	for _, p := range leftovers {
 		os.RemoveAll(p)
 	}
-	return &Registry{dir: dir, now: time.Now}, nil
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	return &Registry{dir: dir, abs: abs, now: time.Now}, nil
 }
 
 // ValidName reports whether name can name a model.
@@ -76,7 +81,42 @@ func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 // Upload stores a tar.gz of an MLflow model directory as the next version of
 // name. Problems with the upload are *api.Error values (400 or 413).
+// No error names a server path: answers carry these messages, and the
+// registry's paths (where a model's files lie) help an attacker aim.
 func (r *Registry) Upload(name string, body io.Reader) (*api.ModelVersion, error) {
+	mv, err := r.upload(name, body)
+	if err != nil {
+		return nil, r.scrub(err)
+	}
+	return mv, nil
+}
+
+// uploadPathRE matches a path inside an upload's temporary directory.
+var uploadPathRE = regexp.MustCompile(regexp.QuoteMeta(tmpPrefix) + `[^/\s"']*(/` + modelDir + `)?/?`)
+
+// scrub rewrites err's message without the registry's paths: a path in an
+// upload becomes its path in the archive, anything else under the
+// registry "<registry>". An *api.Error keeps its code; any other error
+// stays an internal one.
+func (r *Registry) scrub(err error) error {
+	clean := func(msg string) string {
+		for _, d := range []string{r.abs, r.dir} {
+			if d == "" || d == "." {
+				continue
+			}
+			msg = strings.ReplaceAll(msg, d+string(filepath.Separator), "")
+			msg = strings.ReplaceAll(msg, d, "<registry>")
+		}
+		return uploadPathRE.ReplaceAllString(msg, "")
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return &api.Error{Code: ae.Code, Message: clean(ae.Message)}
+	}
+	return errors.New(clean(err.Error()))
+}
+
+func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error) {
 	if !ValidName(name) {
 		return nil, api.Errorf(api.ErrInvalidParameterValue,
 			"model name %q: use 1-255 of letters, digits, '_', '.', '-', starting with a letter or digit", name)
@@ -242,7 +282,7 @@ func (r *Registry) Get(name, version string) (*api.ModelVersion, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(p, metaFile))
 	if err != nil {
-		return nil, fmt.Errorf("model %s version %s: %w", name, version, err)
+		return nil, r.scrub(fmt.Errorf("model %s version %s: %w", name, version, err))
 	}
 	mv := new(api.ModelVersion)
 	if err := json.Unmarshal(b, mv); err != nil {

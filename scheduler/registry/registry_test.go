@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/mlmodel"
 )
 
 const mlmodelText = `flavors:
@@ -196,5 +200,102 @@ func assertEmpty(t *testing.T, dir string) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		t.Errorf("left behind: %s", e.Name())
+	}
+}
+
+// TestUploadErrorsHideServerPaths: no refusal names the registry's
+// directory or its .upload-* temporary one (issue 19: the path in the
+// answer told an attacker where their upload's files lay).
+func TestUploadErrorsHideServerPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body *bytes.Buffer
+		want string
+	}{
+		{"duplicate entry", tgz(t, append(validModel(), entry{name: "model.json", body: "{}"})...), `"model.json" twice`},
+		{"MLmodel is a folder", tgz(t, entry{name: "MLmodel/", typ: tar.TypeDir}, entry{name: "MLmodel/x", body: "x"}), "MLmodel"},
+		{"file under a file", tgz(t, append(validModel(), entry{name: "model.json/x", body: "x"})...), "model.json/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			r, _ := Open(dir)
+			_, err := r.Upload("m", tc.body)
+			if err == nil || strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), tmpPrefix) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v; want one naming %q and no server path", err, tc.want)
+			}
+		})
+	}
+	// A relative registry directory is a server path too.
+	t.Chdir(t.TempDir())
+	r, err := Open("models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Upload("m", tgz(t, append(validModel(), entry{name: "model.json", body: "{}"})...))
+	if err == nil || strings.Contains(err.Error(), "models/") || strings.Contains(err.Error(), tmpPrefix) {
+		t.Errorf("relative registry: err = %v; want no server path", err)
+	}
+}
+
+// TestUploadHugeMLmodel: a 1 MB tar.gz holding a 1 GiB MLmodel took 40 s
+// and 6 GiB (issue 19). The header's size is refused before a byte of the
+// file is read, so the archive here claims 1 GiB and holds 64 KiB.
+func TestUploadHugeMLmodel(t *testing.T) {
+	for _, name := range []string{"MLmodel", "top/MLmodel", "conda.yaml", "requirements.txt"} {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		tw := tar.NewWriter(zw)
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 1 << 30, Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(make([]byte, 64<<10)) // truncated: never closed
+		zw.Close()
+		dir := t.TempDir()
+		r, _ := Open(dir)
+		start := time.Now()
+		_, err := r.Upload("m", &buf)
+		if code(err) != api.ErrInvalidParameterValue || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "at most") {
+			t.Errorf("%s of 1 GiB: err = %v; want a 400 naming it and the cap", name, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s of 1 GiB: refused after %v", name, d)
+		}
+		assertEmpty(t, dir)
+	}
+	// An MLmodel at the cap passes extract; the parser sees it (and
+	// refuses its content, not its size).
+	_, err := func() (*api.ModelVersion, error) {
+		r, _ := Open(t.TempDir())
+		return r.Upload("m", tgz(t, entry{name: "MLmodel", body: "flavors: {}\n#" + strings.Repeat("x", mlmodel.MaxFileSize-15)}))
+	}()
+	if err == nil || strings.Contains(err.Error(), "at most") {
+		t.Errorf("MLmodel at the cap: err = %v; want the parser's refusal", err)
+	}
+}
+
+// TestUploadCountsFolders: 300,000 folders came from a 1.5 MB upload
+// (issue 19): folders count against MaxFiles, listed or implied by a
+// file's path.
+func TestUploadCountsFolders(t *testing.T) {
+	dirs := validModel()
+	for i := range 20 {
+		dirs = append(dirs, entry{name: fmt.Sprintf("d%d/", i), typ: tar.TypeDir})
+	}
+	deep := append(validModel(), entry{name: strings.Repeat("a/", 20) + "f", body: "x"})
+	for name, body := range map[string]*bytes.Buffer{"listed": tgz(t, dirs...), "implied": tgz(t, deep...)} {
+		dir := t.TempDir()
+		r, _ := Open(dir)
+		r.MaxFiles = 10
+		if _, err := r.Upload("m", body); code(err) != api.ErrInvalidParameterValue || !strings.Contains(err.Error(), "files and folders") {
+			t.Errorf("%s folders: err = %v; want the file limit", name, err)
+		}
+		assertEmpty(t, dir)
+	}
+	// The limit still lets a normal model with folders through.
+	r, _ := Open(t.TempDir())
+	r.MaxFiles = 10
+	if _, err := r.Upload("m", tgz(t, entry{name: "m/", typ: tar.TypeDir}, entry{name: "m/MLmodel", body: mlmodelText},
+		entry{name: "m/model.json", body: "{}"}, entry{name: "m/extra/a", body: "x"})); err != nil {
+		t.Errorf("a model with two folders: %v", err)
 	}
 }

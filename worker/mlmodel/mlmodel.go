@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -83,11 +85,49 @@ func parseCols(s string, into *[]api.ColSpec) error {
 	return nil
 }
 
-// Load reads dir/MLmodel.
+// MaxFileSize bounds the MLmodel file. MLflow writes a few KiB (a large
+// signature makes tens); a YAML parser holds several times its input in
+// memory, so a 1 GiB MLmodel would take the reader down.
+const MaxFileSize = 4 << 20
+
+// ErrTooLarge is an MLmodel file over MaxFileSize.
+var ErrTooLarge = fmt.Errorf("MLmodel is over %d bytes; MLflow writes a few KiB", MaxFileSize)
+
+// pathless drops the path from a file error, keeping what went wrong.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Load reads dir/MLmodel, refusing one over MaxFileSize before reading it.
+// Errors name the file relative to dir: dir may be a server path that
+// callers must not show.
 func Load(dir string) (*Model, error) {
-	b, err := os.ReadFile(filepath.Join(dir, FileName))
+	f, err := os.Open(filepath.Join(dir, FileName))
 	if err != nil {
-		return nil, fmt.Errorf("read MLmodel: %w", err)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errors.New("read MLmodel: no such file")
+		}
+		return nil, fmt.Errorf("read MLmodel: %w", pathless(err))
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("read MLmodel: %w", pathless(err))
+	} else if !st.Mode().IsRegular() {
+		return nil, errors.New("read MLmodel: not a regular file")
+	} else if st.Size() > MaxFileSize {
+		return nil, ErrTooLarge
+	}
+	// The size may change after Stat: read at most one byte past the cap.
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read MLmodel: %w", pathless(err))
+	}
+	if len(b) > MaxFileSize {
+		return nil, ErrTooLarge
 	}
 	return Parse(b)
 }

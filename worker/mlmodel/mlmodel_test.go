@@ -1,6 +1,9 @@
 package mlmodel
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -54,5 +57,26 @@ func TestParseErrors(t *testing.T) {
 		if _, err := Parse([]byte(in)); err == nil {
 			t.Errorf("%s: Parse succeeded, want an error", name)
 		}
+	}
+}
+
+// TestLoadRefusesHugeFile: an MLmodel over MaxFileSize is refused before
+// it is read (issue 19: a 1 GiB MLmodel took the reader to 6 GiB). The
+// file is sparse: 1 GiB that costs no disk.
+func TestLoadRefusesHugeFile(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := Load(dir); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Load of a 1 GiB MLmodel = %v; want ErrTooLarge", err)
+	}
+	if _, err := Load(t.TempDir()); err == nil || strings.Contains(err.Error(), "/") {
+		t.Errorf("Load of a missing MLmodel = %v; want an error without the path", err)
 	}
 }

@@ -153,6 +153,12 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 	if err != nil {
 		return "", fmt.Errorf("deployment %s: %w", spec.ID, err)
 	}
+	// Configs stored before validation refused loader variables
+	// (LD_PRELOAD...) must not start a container with them either. The
+	// container gets these variables and the image's, never gantry's.
+	if err := jobs.CheckEnvs(spec.Env); err != nil {
+		return "", fmt.Errorf("deployment %s: %w", spec.ID, err)
+	}
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)

@@ -311,3 +311,15 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Errorf("%d containers after Close, want 0", len(cs))
 	}
 }
+
+// TestReservedEnvRefused: a stored config from before validation refused
+// LD_PRELOAD gets no container (issue 19); the check comes before any call
+// to the engine, so this test needs none.
+func TestReservedEnvRefused(t *testing.T) {
+	d := &Driver{}
+	s := orchestrator.Deployment{ID: "dep-preload", WorkloadSize: api.WorkloadSmall, ModelDir: t.TempDir(), Replicas: 1,
+		Env: map[string]string{"LD_PRELOAD": "/model/x.so"}}
+	if _, err := d.create(s, "r1", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "LD_PRELOAD") {
+		t.Errorf("create = %v; want an error naming LD_PRELOAD", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -38,6 +39,7 @@ func fakeWorker(mode string) {
 	http.HandleFunc("/ping", func(w http.ResponseWriter, r *http.Request) {})
 	http.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
 	http.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	http.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, strings.Join(os.Environ(), "\n")) })
 	http.ListenAndServe(*listen, nil)
 }
 
@@ -54,7 +56,8 @@ func (n *notifier) notify(id string) {
 
 func newDriver(t *testing.T, mode string, cfg Config) *Driver {
 	t.Helper()
-	t.Setenv("GANTRY_TEST_WORKER", mode)
+	// Workers inherit nothing: the mode goes in the driver's Env.
+	cfg.Env = append(cfg.Env, "GANTRY_TEST_WORKER="+mode)
 	n := &notifier{}
 	cfg.Command, cfg.MinBackoff, cfg.StopTimeout, cfg.DrainDelay = []string{os.Args[0], "worker"}, 20*time.Millisecond, 2*time.Second, 50*time.Millisecond
 	d, err := New(cfg, n.notify)
@@ -143,5 +146,52 @@ func TestFailingWorkerReportsReason(t *testing.T) {
 	logs, ok := d.Logs(spec.ID)
 	if !ok || !strings.Contains(logs, "corrupt model.json") {
 		t.Errorf("Logs = %q, %v", logs, ok)
+	}
+}
+
+// TestWorkerEnvironmentIsClean: a worker sees the entity's variables and
+// what the driver passes, never gantry's own environment, which holds
+// secrets (issue 19: workers inherited the ClickHouse password and the
+// Nomad token).
+func TestWorkerEnvironmentIsClean(t *testing.T) {
+	t.Setenv("GANTRY_CLICKHOUSE_PASSWORD", "hunter2")
+	t.Setenv("NOMAD_TOKEN", "s3cret-token")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+	t.Setenv("TZ", "UTC")
+	d := newDriver(t, "ok", Config{})
+	spec := orchestrator.Deployment{ID: "ep-env-1", ModelDir: t.TempDir(), Replicas: 1, Env: map[string]string{"MODEL_FLAG": "on"}}
+	if err := d.Ensure(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a ready replica", func() bool { return d.Status(spec.ID).Ready() == 1 })
+	resp, err := http.Get("http://" + d.Status(spec.ID).Instances[0].Addr + "/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	env := string(b)
+	for _, secret := range []string{"hunter2", "s3cret-token", "aws-secret", "GANTRY_CLICKHOUSE_PASSWORD", "NOMAD_TOKEN"} {
+		if strings.Contains(env, secret) {
+			t.Errorf("the worker's environment holds %q:\n%s", secret, env)
+		}
+	}
+	for _, want := range []string{"MODEL_FLAG=on", "TZ=UTC"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the worker's environment lacks %q:\n%s", want, env)
+		}
+	}
+}
+
+// TestReservedEnvRefused: a stored config from before validation refused
+// LD_PRELOAD still cannot start a worker with it.
+func TestReservedEnvRefused(t *testing.T) {
+	d := newDriver(t, "ok", Config{})
+	spec := orchestrator.Deployment{ID: "ep-preload-1", ModelDir: t.TempDir(), Replicas: 1,
+		Env: map[string]string{"LD_PRELOAD": "/models/m/1/model/x.so"}}
+	d.Ensure(context.Background(), spec)
+	waitFor(t, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
+	if s := d.Status(spec.ID); !strings.Contains(s.Failure, "LD_PRELOAD") || s.Ready() != 0 {
+		t.Errorf("status %+v; want a failure naming LD_PRELOAD and no ready replica", s)
 	}
 }

@@ -2,9 +2,11 @@ package replicas
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,5 +115,30 @@ func TestHungWorkerIsNotReady(t *testing.T) {
 	awaitReady(1, "the replica to be ready again")
 	if got := s.Status("dep").Instances; len(got) != 1 || got[0].Addr != addr {
 		t.Errorf("instances %+v after recovery, want the same worker at %s", got, addr)
+	}
+}
+
+// TestFailureHidesModelDir: a failure message shows no server path of
+// the model (issue 19: the path told an attacker where their upload's
+// files lay, for LD_PRELOAD to load).
+func TestFailureHidesModelDir(t *testing.T) {
+	dir := t.TempDir()
+	failing := func(spec orchestrator.Deployment, _, _ string, _ io.Writer) (Worker, error) {
+		return nil, fmt.Errorf("load model %s: corrupt model.json", spec.ModelDir)
+	}
+	s := New(Config{MinBackoff: time.Millisecond}, failing, func(string) {})
+	t.Cleanup(func() { s.Close(context.Background()) })
+	if err := s.Ensure(context.Background(), orchestrator.Deployment{ID: "dep", ModelDir: dir, Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Status("dep").Failure == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for a failure")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if f := s.Status("dep").Failure; strings.Contains(f, dir) || !strings.Contains(f, "corrupt model.json") {
+		t.Errorf("Failure = %q; want the reason without %s", f, dir)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gantry/gantry/scheduler/orchestrator"
@@ -25,7 +26,7 @@ func (s *Set) supervise(dep *deployment, r *replica) {
 		}
 		s.cfg.Logger.Warn("worker failed", "replica", r.id, "err", err)
 		s.mu.Lock()
-		dep.failure = err.Error()
+		dep.failure = hideModelDir(err.Error(), dep.spec.ModelDir)
 		dep.failures++
 		id := dep.spec.ID
 		s.mu.Unlock()
@@ -214,4 +215,16 @@ func freeAddr(host string) (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// hideModelDir replaces the model directory's server path in a failure
+// message, which users see in deployment_state_message: where a model's
+// files lie on the server is what an attacker needs to point a loader
+// variable at a file of their upload (issue 19). The logs API keeps the
+// worker's output as it is.
+func hideModelDir(msg, dir string) string {
+	if dir == "" || dir == "/" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, dir, "<model dir>")
 }

@@ -1,0 +1,90 @@
+package jobs
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// A served entity's environment_vars reach the worker's environment, where
+// some names are not configuration but a way to run code or to escape the
+// limits Gantry sets: the dynamic loader loads LD_PRELOAD's object into the
+// worker before main (a model's tar can ship that object), Python and
+// other runtimes load modules named in their variables, glibc reads
+// GLIBC_TUNABLES and GCONV_PATH, OpenSSL loads engines from OPENSSL_CONF,
+// the NVIDIA container runtime hands out the GPUs NVIDIA_VISIBLE_DEVICES
+// names. The scheduler refuses these names at validation (400) and every
+// driver refuses them again before it starts a worker, so a config stored
+// before the rule existed cannot start one either.
+//
+// Names are compared in upper case: the loader reads only LD_PRELOAD, but
+// refusing ld_preload costs nobody anything and leaves no doubt.
+var (
+	// deniedEnvPrefixes are refused with everything after them.
+	deniedEnvPrefixes = []string{
+		"LD_",        // dynamic loader: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT
+		"DYLD_",      // macOS loader
+		"PYTHON",     // PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, PYTHONINSPECT
+		"MALLOC_",    // glibc malloc debugging hooks
+		"GLIBC_",     // GLIBC_TUNABLES (CVE-2023-4911)
+		"BASH_FUNC_", // exported shell functions
+		"NODE_",      // NODE_OPTIONS --require
+		"JAVA_",      // JAVA_TOOL_OPTIONS -javaagent
+		"_JAVA_",     // _JAVA_OPTIONS
+		"JDK_JAVA_",  // JDK_JAVA_OPTIONS
+		"PERL5",      // PERL5LIB, PERL5OPT
+		"RUBY",       // RUBYOPT, RUBYLIB
+		"OPENSSL_",   // OPENSSL_CONF loads engines and providers
+		"NVIDIA_",    // NVIDIA_VISIBLE_DEVICES: GPUs beyond the allocation
+		"NOMAD_",     // the task's own Nomad settings
+		"GANTRY_",    // the worker's flags (every flag reads GANTRY_<FLAG>)
+	}
+	// deniedEnvNames are refused as they are.
+	deniedEnvNames = []string{
+		// Go runtime of the worker: debugging switches and the sizing that
+		// workload_size sets.
+		"GODEBUG", "GOTRACEBACK", "GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GORACE", "GOCOVERDIR", "GOFIPS140",
+		// Where programs and libraries are found, and shell start-up.
+		"PATH", "HOME", "SHELL", "ENV", "BASH_ENV", "IFS", "CDPATH", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+		"TMPDIR", "TMP", "TEMP", "USER", "LOGNAME", "PWD",
+		// glibc loads code or data from these.
+		"GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN",
+		// Interpreter paths.
+		"PERLLIB", "TCLLIBPATH", "R_PROFILE", "R_PROFILE_USER", "R_LIBS", "R_LIBS_USER",
+		"CLASSPATH", "VIRTUAL_ENV", "CONDA_PREFIX",
+		"CUDA_VISIBLE_DEVICES",
+	}
+)
+
+// CheckEnv returns an error naming the variable when a served entity may
+// not set name in its worker's environment, or nil.
+func CheckEnv(name string) error {
+	up := strings.ToUpper(name)
+	for _, n := range deniedEnvNames {
+		if up == n {
+			return fmt.Errorf("%s is reserved: it changes how the worker's runtime or loader behaves; Gantry does not let a served entity set it", name)
+		}
+	}
+	for _, p := range deniedEnvPrefixes {
+		if strings.HasPrefix(up, p) {
+			return fmt.Errorf("%s is reserved: names starting with %s change how the worker's runtime or loader behaves; Gantry does not let a served entity set them", name, p)
+		}
+	}
+	return nil
+}
+
+// CheckEnvs checks every name of env (in sorted order, so the error is
+// stable).
+func CheckEnvs(env map[string]string) error {
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if err := CheckEnv(k); err != nil {
+			return fmt.Errorf("environment_vars: %w", err)
+		}
+	}
+	return nil
+}
