@@ -10,8 +10,21 @@ import (
 	"github.com/gantry/gantry/api"
 )
 
-// queryTimeout bounds one query through the API.
+// queryTimeout bounds one query of Gantry's own SQL through the API (the
+// monitors' checks and reports). Callers' SQL has the limits of
+// userQuerier instead.
 const queryTimeout = 60 * time.Second
+
+// userQuerier runs SQL that comes from a caller locked down: reads only,
+// no table functions (url, remote, file, ...: the ClickHouse host's
+// network and disk), no SETTINGS, and limits of time, memory, rows and
+// bytes read and returned that the query cannot change, the query killed
+// in ClickHouse once Gantry gives up (tables.DB.UserQuery). Tables
+// without it cannot serve the query API: Gantry never runs a caller's SQL
+// through Query, which is for its own.
+type userQuerier interface {
+	UserQuery(ctx context.Context, sql string) (*api.QueryResult, error)
+}
 
 // queryTable runs read-only SQL over an endpoint's inference table.
 func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
@@ -44,9 +57,14 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "inference tables are off in this Gantry: %s", s.cfg.TablesOff))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	res, err := s.cfg.Tables.Query(ctx, strings.ReplaceAll(req.SQL, "{table}", t.String()))
+	uq, ok := s.cfg.Tables.(userQuerier)
+	if !ok {
+		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "this Gantry's inference tables cannot run queries from callers under limits"))
+		return
+	}
+	// The deadline is UserQuery's (its Limits.Timeout); the request's
+	// context still ends it early when the client goes away.
+	res, err := uq.UserQuery(r.Context(), strings.ReplaceAll(req.SQL, "{table}", t.String()))
 	if err != nil {
 		writeError(w, queryError(err))
 		return
@@ -55,8 +73,9 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 }
 
 // queryError keeps an *api.Error (the query was refused: bad SQL, a write,
-// too many rows), makes a deadline a 504 and anything else a 503:
-// ClickHouse could not run it now or did not answer.
+// a table function, SETTINGS, KILL, a result or read over the limits),
+// makes a deadline a 504 and anything else a 503: ClickHouse could not
+// run it now or did not answer.
 func queryError(err error) error {
 	var ae *api.Error
 	if errors.As(err, &ae) {

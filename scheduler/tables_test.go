@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/chtest"
@@ -123,6 +128,63 @@ func TestAIGatewayInferenceTable(t *testing.T) {
 		"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}}`, nil)
 	if code != 400 || !strings.Contains(e.Message, "cannot both be enabled") {
 		t.Fatalf("second table: %d %v", code, e)
+	}
+}
+
+// TestQueryLockdown: SQL from a caller (issue 19) cannot reach the
+// network or files of the ClickHouse host through table functions, kill
+// other queries or change its limits (400), gets a 400 for a result over
+// the byte limit and a 504 past the time limit.
+func TestQueryLockdown(t *testing.T) {
+	var hits atomic.Int64
+	secret := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintln(w, "secret")
+	}))
+	defer secret.Close()
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	ch := chtest.Start(t)
+	db := chtest.Open(t, ch)
+	h.s.cfg.Tables = db
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", captureBody("ml", "logs", ""), nil); code != 200 {
+		t.Fatalf("create: %d %v", code, e)
+	}
+	query := func(sql string) (int, api.Error) {
+		t.Helper()
+		return h.call(t, "POST", "/api/2.0/gantry/tables/query", `{"endpoint": "fraud-det", "sql": `+strconv.Quote(sql)+`}`, nil)
+	}
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT * FROM url('" + secret.URL + "/api', CSV, 'a String')", "table functions"},
+		{"SELECT * FROM remote('" + ch.Addr() + "', system.one)", "table functions"},
+		{"SELECT * FROM file('x', CSV, 'a String')", "table functions"},
+		{"KILL QUERY WHERE 1", "KILL"},
+		{"/* x */ KILL QUERY WHERE user = 'default'", "KILL"},
+		{"SELECT count() FROM {table} SETTINGS max_execution_time = 0", "SETTINGS"},
+		{"SELECT count() FROM {table} SETTINGS readonly = 0", "SETTINGS"},
+	} {
+		if code, e := query(c.sql); code != 400 || e.Code != api.ErrInvalidParameterValue || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s: %d %v; want 400 naming %q", c.sql, code, e, c.want)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("a caller's query made ClickHouse fetch an HTTP service %d times", n)
+	}
+
+	h.s.cfg.Tables = db.WithLimits(tables.Limits{MaxResultBytes: 1 << 20})
+	big := "SELECT arrayStringConcat(arrayMap(x -> 'x', range(300000))) FROM system.numbers LIMIT 8"
+	if code, e := query(big); code != 400 || !strings.Contains(e.Message, "the result is larger than") || !strings.Contains(e.Message, "1 MiB") {
+		t.Errorf("a result over 1 MiB: %d %v; want 400 naming the limit", code, e)
+	}
+	for _, sql := range []string{"SELECT count() FROM {table}", "SELECT * FROM {table}_per_minute", "SELECT * FROM {table}_latest"} {
+		if code, e := query(sql); code != 200 {
+			t.Errorf("%s: %d %v", sql, code, e)
+		}
+	}
+
+	h.s.cfg.Tables = db.WithLimits(tables.Limits{Timeout: time.Second, MaxRowsToRead: 1 << 50, MaxBytesToRead: 1 << 50})
+	if code, e := query("SELECT count() FROM system.numbers WHERE NOT ignore(toString(number))"); code != 504 || e.Code != api.ErrDeadlineExceeded || !strings.Contains(e.Message, "within 1s") {
+		t.Errorf("past the time limit: %d %v; want 504 naming the limit", code, e)
 	}
 }
 

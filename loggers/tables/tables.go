@@ -24,11 +24,15 @@ type Options struct {
 	Addr     string // host:port of the native protocol
 	Username string
 	Password string
+	// Limits bound queries whose SQL comes from a caller (UserQuery);
+	// zero fields take DefaultLimits.
+	Limits Limits
 }
 
 // DB is a connection pool to ClickHouse.
 type DB struct {
 	conn driver.Conn
+	user *userQueries
 }
 
 // Open connects to ClickHouse and checks that it answers.
@@ -46,7 +50,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse %s: %w", o.Addr, err)
 	}
-	return &DB{conn: conn}, nil
+	return &DB{conn: conn, user: newUserQueries(o.Limits)}, nil
 }
 
 // Close closes the pool.
@@ -257,16 +261,21 @@ func queryErr(err error) error {
 	if !errors.As(err, &ex) {
 		return err
 	}
+	if ex.Code == 159 { // TIMEOUT_EXCEEDED: the query's max_execution_time
+		return fmt.Errorf("clickhouse stopped the query at its time limit: %w (%w)", context.DeadlineExceeded, err)
+	}
 	if refusedCodes[ex.Code] {
 		return &RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "clickhouse refused the query: %s (code %d)", ex.Message, ex.Code), Err: err}
 	}
 	return fmt.Errorf("clickhouse could not run the query: %w", err)
 }
 
-// Query runs a read-only query (ClickHouse refuses writes under the readonly
-// setting) and returns its rows. A query ClickHouse refuses as wrong, or
-// whose result has more than MaxRows rows, is a *RefusedError; other
-// failures are plain errors, a *clickhouse.Exception kept in the chain.
+// Query runs a read-only query of Gantry's own (ClickHouse refuses writes
+// under the readonly setting) and returns its rows. A query ClickHouse
+// refuses as wrong, or whose result has more than MaxRows rows, is a
+// *RefusedError; other failures are plain errors, a *clickhouse.Exception
+// kept in the chain. SQL that comes from a caller goes to UserQuery,
+// which locks it down.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryResult, error) {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 2}))
 	rows, err := db.conn.Query(ctx, sql, args...)
@@ -274,28 +283,50 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (*api.QueryRes
 		return nil, queryErr(err)
 	}
 	defer rows.Close()
+	res, err := collect(rows, MaxRows, 0)
+	if errors.Is(err, ErrTooManyRows) {
+		return nil, &RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "%v", ErrTooManyRows), Err: ErrTooManyRows}
+	}
+	if err != nil {
+		return nil, queryErr(err)
+	}
+	return res, nil
+}
+
+// collect reads rows, formatted as text, up to maxRows rows and (unless
+// 0) maxBytes bytes of values and names: past either it stops with
+// ErrTooManyRows or ErrResultTooLarge, so that the answer never holds
+// much more than that.
+func collect(rows driver.Rows, maxRows, maxBytes int) (*api.QueryResult, error) {
 	res := &api.QueryResult{Columns: rows.Columns(), Rows: [][]string{}}
 	types := rows.ColumnTypes()
 	dest := make([]any, len(types))
+	size := 0
 	for i, ct := range types {
 		res.Types = append(res.Types, ct.DatabaseTypeName())
 		dest[i] = reflect.New(ct.ScanType()).Interface()
+		size += len(res.Columns[i]) + len(res.Types[i])
 	}
 	for rows.Next() {
-		if len(res.Rows) == MaxRows {
-			return nil, &RefusedError{API: api.Errorf(api.ErrInvalidParameterValue, "%v", ErrTooManyRows), Err: ErrTooManyRows}
+		if len(res.Rows) == maxRows {
+			return nil, ErrTooManyRows
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, queryErr(err)
+			return nil, err
 		}
 		row := make([]string, len(dest))
 		for i, d := range dest {
 			row[i] = format(reflect.ValueOf(d).Elem().Interface())
+			// A value's length plus its quotes and comma in JSON.
+			size += len(row[i]) + 3
+		}
+		if maxBytes > 0 && size > maxBytes {
+			return nil, ErrResultTooLarge
 		}
 		res.Rows = append(res.Rows, row)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, queryErr(err)
+		return nil, err
 	}
 	return res, nil
 }

@@ -127,4 +127,9 @@ func TestQueryErrors(t *testing.T) {
 	if err == nil || errors.As(err, &ae) {
 		t.Errorf("over max_rows_to_read: %v; want a plain error", err)
 	}
+	// ClickHouse's own time limit is a deadline (504 through the API).
+	_, err = db.Query(ctx, "SELECT count() FROM system.numbers SETTINGS max_execution_time = 1")
+	if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ae) {
+		t.Errorf("over max_execution_time: %v; want a deadline", err)
+	}
 }
