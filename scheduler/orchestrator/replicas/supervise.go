@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/scheduler/orchestrator/probe"
 )
 
 // supervise runs one replica's worker until the replica is stopped,
@@ -112,64 +111,67 @@ func (s *Set) run(dep *deployment, r *replica) error {
 // awaitReady probes /ping until it answers 200 (true), ctx ends (false), or
 // the worker exits or times out (error). It also says when the worker first
 // answered at all (its process was up; the model was loading), zero if it
-// never did. It probes every few milliseconds at first, because a native
-// model loads in milliseconds and cold-start time is what the user waits
-// for.
+// never did. The pace is package probe's start-up policy.
 func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{}) (ready bool, answeredAt time.Time, err error) {
-	deadline := time.NewTimer(s.cfg.ReadyTimeout)
-	defer deadline.Stop()
-	interval := 2 * time.Millisecond
-	for {
-		answered, ok := s.ping(ctx, addr)
-		if answered && answeredAt.IsZero() {
-			answeredAt = time.Now()
-		}
-		if ok {
-			return true, answeredAt, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, answeredAt, nil
-		case <-exited:
-			return false, answeredAt, errors.New("worker exited before it was ready")
-		case <-deadline.C:
-			return false, answeredAt, fmt.Errorf("worker did not answer /ping within %s", s.cfg.ReadyTimeout)
-		case <-time.After(interval):
-		}
-		interval = min(2*interval, 200*time.Millisecond)
+	pctx, cancel := untilExit(ctx, exited)
+	defer cancel()
+	pctx, cancelDeadline := context.WithTimeout(pctx, s.cfg.ReadyTimeout)
+	defer cancelDeadline()
+	ready, answeredAt = s.prober().AwaitReady(pctx, addr)
+	switch {
+	case ready:
+		return true, answeredAt, nil
+	case ctx.Err() != nil:
+		return false, answeredAt, nil // stopped while starting
+	case isClosed(exited):
+		return false, answeredAt, errors.New("worker exited before it was ready")
+	default:
+		return false, answeredAt, fmt.Errorf("worker did not answer /ping within %s", s.cfg.ReadyTimeout)
 	}
 }
 
-// serve probes a ready worker's /ping every ProbeInterval until the replica
-// is stopped (true) or the worker exits (false). A worker that hangs keeps
-// running but must not get requests: probeMisses failed probes in a row
-// report it not ready, and its next answer ready again.
+// serve probes a ready worker's /ping until the replica is stopped (true)
+// or the worker exits (false). A worker that hangs keeps running but must
+// not get requests: package probe's policy reports it not ready after
+// probe.Misses failed probes in a row, and ready again at its next answer.
 func (s *Set) serve(dep *deployment, r *replica, addr string, exited <-chan struct{}) (stopped bool) {
-	tick := time.NewTicker(s.cfg.ProbeInterval)
-	defer tick.Stop()
-	misses := 0
-	for {
+	ctx, cancel := untilExit(r.ctx, exited)
+	defer cancel()
+	s.prober().Watch(ctx, addr, func(ready bool) {
+		if !ready {
+			s.cfg.Logger.Warn("worker stopped answering /ping", "replica", r.id, "addr", addr, "misses", probe.Misses)
+		}
+		s.setReady(dep, r, ready)
+	})
+	return r.ctx.Err() != nil
+}
+
+// prober is the set's readiness check: s.probe's pings, paced by
+// ProbeInterval.
+func (s *Set) prober() *probe.Prober {
+	return &probe.Prober{Interval: s.cfg.ProbeInterval, Client: s.probe}
+}
+
+// untilExit is ctx, also ended when the worker exits, so that a probe
+// loop stops for either.
+func untilExit(ctx context.Context, exited <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
 		select {
-		case <-r.ctx.Done():
-			return true
 		case <-exited:
-			return false
-		case <-tick.C:
+			cancel()
+		case <-ctx.Done():
 		}
-		_, ok := s.ping(r.ctx, addr)
-		switch {
-		case r.ctx.Err() != nil:
-			// The probe was cut short by the stop, not by the worker.
-		case ok:
-			misses = 0
-			s.setReady(dep, r, true)
-		default:
-			misses++
-			if misses == probeMisses {
-				s.cfg.Logger.Warn("worker stopped answering /ping", "replica", r.id, "addr", addr, "misses", misses)
-				s.setReady(dep, r, false)
-			}
-		}
+	}()
+	return ctx, cancel
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -188,22 +190,6 @@ func (s *Set) setReady(dep *deployment, r *replica, ready bool) {
 	if changed {
 		s.notify(id)
 	}
-}
-
-// ping asks the worker at addr for /ping: answered is true when it
-// answered at all, ok when it answered 200.
-func (s *Set) ping(ctx context.Context, addr string) (answered, ok bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/ping", nil)
-	if err != nil {
-		return false, false
-	}
-	resp, err := s.probe.Do(req)
-	if err != nil {
-		return false, false
-	}
-	io.Copy(io.Discard, resp.Body) // so that the next probe reuses the connection
-	resp.Body.Close()
-	return true, resp.StatusCode == http.StatusOK
 }
 
 // freeAddr finds a free TCP port. Another process could take it before the

@@ -1,0 +1,221 @@
+package probe
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/internal/fakeclock"
+)
+
+// TestDecideScripts runs the policy over scripts of ping results: "ok" is
+// a 200, "-" a miss. Each step shows the readiness after it, "R" or "-",
+// a "!" when it changed, and the wait before the next ping.
+func TestDecideScripts(t *testing.T) {
+	const interval = 5 * time.Second
+	for _, tc := range []struct {
+		name, pings, want string
+	}{{
+		name:  "starts fast and backs off to 200 ms while loading",
+		pings: "- - - - - - - - - - ok",
+		want:  "-/2ms -/4ms -/8ms -/16ms -/32ms -/64ms -/128ms -/200ms -/200ms -/200ms R!/5s",
+	}, {
+		name:  "ready at the first ping",
+		pings: "ok ok",
+		want:  "R!/5s R/5s",
+	}, {
+		name:  "two misses keep a busy worker in",
+		pings: "ok - - ok - - ok",
+		want:  "R!/5s R/5s R/5s R/5s R/5s R/5s R/5s",
+	}, {
+		name:  "three misses in a row take it out, the next 200 puts it back",
+		pings: "ok - - - - ok",
+		want:  "R!/5s R/5s R/5s -!/5s -/5s R!/5s",
+	}, {
+		name:  "out again after another three",
+		pings: "ok - - - ok - - -",
+		want:  "R!/5s R/5s R/5s -!/5s R!/5s R/5s R/5s -!/5s",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s State
+			var got []string
+			for _, p := range strings.Fields(tc.pings) {
+				var d Decision
+				s, d = Decide(s, p == "ok", interval)
+				step := "-"
+				if s.Ready {
+					step = "R"
+				}
+				if d.Changed {
+					step += "!"
+				}
+				got = append(got, step+"/"+d.Wait.String())
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Errorf("pings %q\n got %s\nwant %s", tc.pings, g, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecideDefaultInterval(t *testing.T) {
+	if _, d := Decide(State{}, true, 0); d.Wait != DefaultInterval {
+		t.Errorf("Wait = %v with no interval, want %v", d.Wait, DefaultInterval)
+	}
+}
+
+func TestPing(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusServiceUnavailable)
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ping" {
+			t.Errorf("probed %s, want /ping", r.URL.Path)
+		}
+		if status.Load() == 0 {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	defer close(hang)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+	if got := Ping(ctx, srv.Client(), addr); got != (Result{Answered: true}) {
+		t.Errorf("loading worker: %+v, want answered, not ok", got)
+	}
+	status.Store(http.StatusOK)
+	if got := Ping(ctx, srv.Client(), addr); got != (Result{Answered: true, OK: true}) {
+		t.Errorf("ready worker: %+v, want ok", got)
+	}
+	status.Store(0)
+	start := time.Now()
+	if got := Ping(ctx, srv.Client(), addr); got != (Result{}) {
+		t.Errorf("hung worker: %+v, want a miss", got)
+	}
+	if took := time.Since(start); took < Timeout || took > Timeout+time.Second {
+		t.Errorf("a hung ping took %v, want about Timeout (%v)", took, Timeout)
+	}
+	if got := Ping(ctx, srv.Client(), "127.0.0.1:1"); got != (Result{}) {
+		t.Errorf("nothing listening: %+v, want a miss", got)
+	}
+}
+
+// script is a worker whose ping results the test sets, with a fake clock.
+type script struct {
+	mu      sync.Mutex // guards results and pings
+	results []Result   // the next results, in order; empty: a miss
+	pings   int
+	clock   *fakeclock.Clock
+}
+
+func (s *script) ping(context.Context, string) Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pings++
+	if len(s.results) == 0 {
+		return Result{}
+	}
+	r := s.results[0]
+	s.results = s.results[1:]
+	return r
+}
+
+func (s *script) push(rs ...Result) {
+	s.mu.Lock()
+	s.results = append(s.results, rs...)
+	s.mu.Unlock()
+}
+
+func (s *script) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pings
+}
+
+// tick waits until the prober waits on the clock, then moves it by d.
+func (s *script) tick(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.clock.Waiters() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the prober never waited on the clock")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.clock.Add(d)
+}
+
+func TestAwaitReady(t *testing.T) {
+	s := &script{clock: &fakeclock.Clock{}}
+	p := &Prober{Clock: s.clock, Ping: s.ping}
+	s.push(Result{}, Result{Answered: true}, Result{Answered: true}, Result{Answered: true, OK: true})
+	type out struct {
+		ready bool
+		at    time.Time
+	}
+	done := make(chan out, 1)
+	go func() {
+		ready, at := p.AwaitReady(context.Background(), "w")
+		done <- out{ready, at}
+	}()
+	// Nothing listens, then the process answers (at 2 ms) while the model
+	// loads, then it is ready: pinged at 0, 2, 6 and 14 ms.
+	for _, d := range []time.Duration{2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond} {
+		s.tick(t, d)
+	}
+	got := <-done
+	if !got.ready || got.at != (time.Time{}).Add(2*time.Millisecond) || s.count() != 4 {
+		t.Errorf("AwaitReady = %v answered at %v after %d pings; want ready, first answer at 2ms, 4 pings", got.ready, got.at.Sub(time.Time{}), s.count())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		ready, at := p.AwaitReady(ctx, "w")
+		done <- out{ready, at}
+	}()
+	s.tick(t, 2*time.Millisecond)
+	cancel()
+	if got := <-done; got.ready || !got.at.IsZero() {
+		t.Errorf("cancelled AwaitReady = %+v, want not ready, never answered", got)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	s := &script{clock: &fakeclock.Clock{}}
+	p := &Prober{Interval: time.Second, Clock: s.clock, Ping: s.ping}
+	sets := make(chan bool, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Watch(ctx, "w", func(r bool) { sets <- r }); close(done) }()
+
+	ok := Result{Answered: true, OK: true}
+	s.push(ok, Result{}, Result{Answered: true}, Result{}, Result{}, ok)
+	for range 4 { // ok, miss, 503, miss: still in
+		s.tick(t, time.Second)
+	}
+	select {
+	case r := <-sets:
+		t.Fatalf("set(%v) after two misses in a row, want nothing", r)
+	default:
+	}
+	s.tick(t, time.Second) // the third miss in a row
+	if r := <-sets; r {
+		t.Fatal("set(true), want set(false) after three misses")
+	}
+	s.tick(t, time.Second)
+	if r := <-sets; !r {
+		t.Fatal("set(false), want set(true) at the next 200")
+	}
+	cancel()
+	<-done
+}
