@@ -240,8 +240,16 @@ func TestHostileInferenceTables(t *testing.T) {
 	code, e = h.call(t, "PUT", "/api/2.0/serving-endpoints/other/config",
 		`{"served_entities": [{"entity_name": "m", "entity_version": "1"}], `+capture("fraud_ep")+`}`, nil)
 	wantError(t, "update naming another's table", code, e, 400, `"fraud-ep"`)
-
+	// Nor the AI gateway's inference table.
 	before := len(tables.created())
+	code, e = h.call(t, "PUT", "/api/2.0/serving-endpoints/other/ai-gateway",
+		`{"inference_table_config": {"catalog_name": "ml", "schema_name": "logs", "table_name_prefix": "fraud_ep", "enabled": true}}`, nil)
+	wantError(t, "AI gateway naming another's table", code, e, 400, `"fraud-ep"`)
+	if got := tables.created()[before:]; len(got) != 0 {
+		t.Errorf("the refused AI gateway config created tables %v", got)
+	}
+
+	before = len(tables.created())
 	code, e = h.call(t, "PUT", "/api/2.0/serving-endpoints/nope/config",
 		`{"served_entities": [{"entity_name": "m", "entity_version": "1"}], `+capture("nope_table")+`}`, nil)
 	wantError(t, "update of a nonexistent endpoint", code, e, 404, "nope")

@@ -180,6 +180,9 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	s.mu.Lock()
 	_, err := s.lookup(name)
+	if err == nil {
+		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
+	}
 	s.mu.Unlock()
 	if err != nil { // before creating a table for it
 		writeError(w, err)
@@ -415,9 +418,9 @@ func (s *Scheduler) logs(w http.ResponseWriter, r *http.Request) {
 	ep, err := s.lookup(r.PathValue("name"))
 	var id string
 	if err == nil {
-		for _, d := range s.deployments(ep.Name, &ep.Config) {
-			if d.entity.Name == r.PathValue("served") {
-				id = d.spec.ID
+		for _, e := range s.world().entities(ep.Name, &ep.Config) {
+			if e.served.Name == r.PathValue("served") {
+				id = e.d.ID
 			}
 		}
 		if id == "" {

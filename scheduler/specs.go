@@ -32,12 +32,13 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 	}
 	out := api.ListDeploymentSpecsResponse{Deployments: []api.DeploymentSpec{}}
 	render, _ := s.cfg.Orchestrator.(jobRenderer)
+	world := s.world()
 	add := func(c *api.EndpointConfig, pending bool) {
-		for _, d := range s.deployments(name, c) {
-			if d.err != nil {
+		for _, e := range world.entities(name, c) {
+			if e.err != nil {
 				continue
 			}
-			sp := d.spec
+			sp := e.d
 			ds := api.DeploymentSpec{
 				ID: sp.ID, Endpoint: sp.Endpoint, Entity: sp.Entity,
 				ModelName: sp.ModelName, ModelVersion: sp.ModelVersion, ArtifactURL: sp.ArtifactURL,

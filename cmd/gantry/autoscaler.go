@@ -54,11 +54,12 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL string, so *scaling
 	// collector: asc is set before either serves or runs.
 	var asc *autoscaler.Autoscaler
 	col := autoscaler.NewCollector(autoscaler.CollectorConfig{Logger: log}, func(dep string) { asc.Poke(dep) })
-	asc = autoscaler.New(autoscaler.Config{Spec: spec, Logger: log}, sched, col.Samples)
+	reg := newRegistry()
+	asc = autoscaler.New(autoscaler.Config{Spec: spec, Logger: log, Metrics: autoscaler.NewMetrics(reg)}, sched, col.Samples)
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", col)
-	health(mux, newRegistry(), sched.Synced)
+	health(mux, reg, sched.Synced)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)

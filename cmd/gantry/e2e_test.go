@@ -36,14 +36,45 @@ type expected struct {
 
 const fixtures = "../../worker/testdata/models"
 
+// The binary the tests run is built once per test run of this package,
+// by the first test that needs it, into a folder TestMain removes.
+var (
+	binDir    string
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(nomadDoubleEnv) != "" {
+		runNomadDouble() // the soak test's child; never returns
+	}
+	dir, err := os.MkdirTemp("", "gantry-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildGantry returns the path of the gantry binary built from this tree.
 func buildGantry(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gantry")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		bin := filepath.Join(binDir, "gantry")
+		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		binPath = bin
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return binPath
 }
 
 func freeAddr(t testing.TB) string {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/internal/chtest"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/loggers/local"
 	"github.com/gantry/gantry/loggers/tables"
 )
@@ -61,13 +62,7 @@ func startRig(t *testing.T) *rig {
 	if testing.Short() {
 		t.Skip("runs ClickHouse, a broker and gantry processes; run without -short")
 	}
-	r := &rig{bin: buildGantry(t), addr: freeAddr(t), sent: map[string]exchange{},
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
-	t.Cleanup(r.client.CloseIdleConnections)
-	r.ch = chtest.Start(t)
-	r.db = chtest.Open(t, r.ch)
-	r.brokerAddr, r.brokerDir = freeAddr(t), t.TempDir()
-	r.startBroker(t)
+	r := startStores(t)
 	dataDir := t.TempDir()
 	startDev(t, r.bin, r.addr, dataDir, "--kafka-brokers", r.brokerAddr, "--clickhouse", r.ch.Addr(), "--logger=false")
 	r.loggerAddr = freeAddr(t)
@@ -78,6 +73,19 @@ func startRig(t *testing.T) *rig {
 	writeFile(t, ep, `{"name": "fraud", "config": {"served_entities": [{"entity_name": "binary", "entity_version": "1", "workload_size": "Small"}],
 		"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}}}`)
 	mustCLI(t, r.bin, r.addr, "endpoints", "create", "-f", ep, "--wait")
+	return r
+}
+
+// startStores starts what the rig keeps data in: ClickHouse and the broker.
+func startStores(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{bin: buildGantry(t), addr: freeAddr(t), sent: map[string]exchange{},
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+	t.Cleanup(r.client.CloseIdleConnections)
+	r.ch = chtest.Start(t)
+	r.db = chtest.Open(t, r.ch)
+	r.brokerAddr, r.brokerDir = freeAddr(t), t.TempDir()
+	r.startBroker(t)
 	return r
 }
 
@@ -215,16 +223,24 @@ func (r *rig) waitRows(t *testing.T, timeout time.Duration) {
 // request, equal to what the client sent and received.
 func TestInferenceTableExactlyOnce(t *testing.T) {
 	r := startRig(t)
-	r.send(t, "a", 5000, 16)
-	// Kill it while it works: some rows are inserted, their offsets maybe not.
-	for deadline := time.Now().Add(30 * time.Second); r.count() <= 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("no rows within 30 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sent := make(chan struct{})
+	go func() { r.send(t, "a", 5000, 16); close(sent) }()
+	// Kill it while it works: some rows are inserted, their offsets maybe
+	// not, and more records are still arriving.
+	eventually.True(t, 30*time.Second, "the first rows", func() bool { return r.count() > 0 })
 	r.logger.cmd.Process.Signal(syscall.SIGKILL)
 	r.logger.cmd.Wait()
+	atKill := r.count()
+	select {
+	case <-sent:
+		t.Fatal("every request was answered before the kill: nothing was arriving; send more")
+	default:
+	}
+	<-sent
+	if atKill >= 5000 {
+		t.Fatalf("the table held %d of 5000 rows at the kill; the kill came too late to test redelivery", atKill)
+	}
+	t.Logf("killed the logger with %d of 5000 rows in the table", atKill)
 	r.send(t, "b", 5000, 16)
 	r.startLogger(t)
 	r.waitRows(t, 90*time.Second)

@@ -33,7 +33,7 @@ func TestMonitorsCLI(t *testing.T) {
 	bin, addr := buildGantry(t), freeAddr(t)
 	ch := chtest.Start(t)
 	db := chtest.Open(t, ch)
-	dev := startDev(t, bin, addr, t.TempDir(), "--clickhouse", ch.Addr(), "--monitor-interval", "200ms")
+	dev := startDev(t, bin, addr, t.TempDir(), "--clickhouse", ch.Addr(), "--monitor-interval", "200ms", "--webhook-allow", "127.0.0.1")
 	mustCLI(t, bin, addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
 	dir := t.TempDir()
 	ep := filepath.Join(dir, "ep.json")

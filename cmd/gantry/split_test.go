@@ -5,6 +5,8 @@ package main
 // HTTP, the way they run in a cluster.
 
 import (
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,6 +38,19 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 	// Idle load reports from the activator let the autoscaler, in its own
 	// process, scale the entity to zero through the scheduler's API.
 	waitEntity(t, c, "split-ep", "scaled to zero", 30*time.Second, scaledToZero)
+
+	// The standalone autoscaler exports its metrics, as it does in gantry dev.
+	resp, err := http.Get("http://" + ascAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"gantry_autoscaler_desired_replicas{", "gantry_autoscaler_ready_replicas{", "gantry_autoscaler_panic{"} {
+		if !strings.Contains(string(scrape), m) {
+			t.Errorf("gantry autoscaler's /metrics lacks %s:\n%s", m, scrape)
+		}
+	}
 
 	// A burst at zero: the activator holds the requests and pokes the
 	// autoscaler, which asks the scheduler for a replica; the new route

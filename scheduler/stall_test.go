@@ -1,0 +1,125 @@
+package scheduler
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
+	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/scheduler/routes"
+)
+
+// hungOrchestrator is a driver whose every call blocks until released,
+// ignoring its context: the worst a paused Nomad leader or a wedged dockerd
+// can do. Status still answers from memory, as drivers must.
+type hungOrchestrator struct {
+	*fakeOrchestrator
+	release chan struct{}
+	mu      sync.Mutex
+	calls   int
+}
+
+func (o *hungOrchestrator) Ensure(ctx context.Context, d orchestrator.Deployment) error {
+	o.mu.Lock()
+	o.calls++
+	o.mu.Unlock()
+	<-o.release
+	return o.fakeOrchestrator.Ensure(ctx, d)
+}
+
+func (o *hungOrchestrator) Remove(ctx context.Context, id string) error {
+	<-o.release
+	return o.fakeOrchestrator.Remove(ctx, id)
+}
+
+// TestHungOrchestratorStallsNothing restarts the scheduler on a driver that
+// hangs: API reads answer at once, a create is accepted and shows that the
+// orchestrator is not answering, the ready endpoint keeps its replicas in
+// the route table, and once the driver answers everything converges
+// without a restart.
+func TestHungOrchestratorStallsNothing(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil); code != 200 {
+		t.Fatalf("create: %d %v", code, e)
+	}
+	h.reconcile()
+	h.orch.set("v1", ready("127.0.0.1:9001"))
+
+	hung := &hungOrchestrator{fakeOrchestrator: h.orch, release: make(chan struct{})}
+	rt := routes.NewTable()
+	s, err := New(Config{Store: h.s.cfg.Store, Registry: h.s.cfg.Registry, Orchestrator: hung, Routes: rt,
+		BaseURL: "http://gantry.test", CallTimeout: 100 * time.Millisecond, Resync: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s, h.srv = s, httptest.NewServer(s.Handler())
+	t.Cleanup(h.srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-hung.release:
+		default:
+			close(hung.release)
+		}
+		cancel()
+		<-done
+	})
+	eventually.True(t, 5*time.Second, "the restarted scheduler to call its driver", func() bool {
+		hung.mu.Lock()
+		defer hung.mu.Unlock()
+		return hung.calls > 0
+	})
+
+	// Reads answer while the driver hangs (before the split, they waited
+	// on the lock that reconcile held across the driver call, forever).
+	var slowest time.Duration
+	for range 50 {
+		start := time.Now()
+		var list api.ListEndpointsResponse
+		if code, e := h.call(t, "GET", "/api/2.0/serving-endpoints", "", &list); code != 200 {
+			t.Fatalf("list: %d %v", code, e)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if slowest > time.Second {
+		t.Errorf("slowest API read with the driver hung took %s", slowest)
+	}
+	if ep := h.get(t, "fraud"); ep.State.Ready != api.EndpointReady {
+		t.Errorf("ready endpoint with the driver hung: %+v, want READY", ep.State)
+	}
+	if r := rt.Current(); len(r.Endpoints) != 1 || len(r.Endpoints[0].Entities[0].Replicas) != 1 {
+		t.Errorf("route table with the driver hung = %+v, want fraud's ready replica", r.Endpoints)
+	}
+
+	body := strings.Replace(createBody, `"fraud"`, `"stuck"`, 1)
+	var created api.Endpoint
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", body, &created); code != 200 {
+		t.Fatalf("create with the driver hung: %d %v", code, e)
+	}
+	if created.State.ConfigUpdate != api.ConfigInProgress {
+		t.Errorf("created endpoint state = %+v, want IN_PROGRESS", created.State)
+	}
+	var msg string
+	eventually.True(t, 5*time.Second, "the endpoint to say the orchestrator is not answering", func() bool {
+		msg = h.get(t, "stuck").Config.ServedEntities[0].State.DeploymentStateMessage
+		return strings.Contains(msg, "orchestrator is not answering")
+	})
+	if err := s.Scale(deploymentID("stuck", &created.Config.ServedEntities[0]), 1); err != nil {
+		t.Errorf("scale with the driver hung: %v", err)
+	}
+
+	close(hung.release)
+	eventually.True(t, 5*time.Second, "stuck to become ready once the driver answers", func() bool {
+		h.orch.set("v1", ready("127.0.0.1:9002")) // once ensured; both endpoints' entities are v1
+		ep := h.get(t, "stuck")
+		return ep.State.Ready == api.EndpointReady && ep.State.ConfigUpdate == api.ConfigNotUpdating
+	})
+}
