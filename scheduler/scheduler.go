@@ -135,7 +135,7 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg.InvocationURL = cfg.BaseURL
 	}
 	if cfg.Monitors == nil && cfg.Tables != nil {
-		cfg.Monitors = monitors.NewRefresher(cfg.Tables, &monitors.Alerter{Logger: cfg.Logger})
+		cfg.Monitors = monitors.NewRefresher(cfg.Tables, &monitors.Alerter{Logger: cfg.Logger, Allow: cfg.WebhookAllow})
 	}
 	all, err := cfg.Store.List()
 	if err != nil {

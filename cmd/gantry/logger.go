@@ -19,6 +19,7 @@ import (
 
 func loggerCmd() *cobra.Command {
 	var listen string
+	var webhookAllow []string
 	var ko kafkaOptions
 	var co clickhouseOptions
 	var lo loggerOptions
@@ -38,10 +39,15 @@ With --scheduler, it also refreshes the drift monitors defined there every
 			if ko.brokers == "" || co.addr == "" {
 				return errors.New("--kafka-brokers and --clickhouse are required")
 			}
-			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo, &mo)
+			allow, err := monitors.ParseWebhookAllow(webhookAllow)
+			if err != nil {
+				return fmt.Errorf("--webhook-allow: %w", err)
+			}
+			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo, &mo, allow)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8083", "address to serve /metrics and /healthz on")
+	c.Flags().StringSliceVar(&webhookAllow, "webhook-allow", nil, "non-public addresses (IPs, CIDR ranges, host names) that monitor webhooks may reach; default none")
 	ko.flags(c, false)
 	co.flags(c, false)
 	lo.flags(c)
@@ -49,7 +55,7 @@ With --scheduler, it also refreshes the drift monitors defined there every
 	return c
 }
 
-func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions, mo *monitorOptions) error {
+func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions, mo *monitorOptions, allow *monitors.WebhookAllow) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -79,7 +85,7 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			runMonitors(ctx, mo, monitors.NewRefresher(db, &monitors.Alerter{Logger: log}), apiMonitors(cl), log)
+			runMonitors(ctx, mo, monitors.NewRefresher(db, &monitors.Alerter{Logger: log, Allow: allow}), apiMonitors(cl), log)
 		}()
 		defer func() { cancel(); <-done }()
 	}
