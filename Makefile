@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short soak bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
@@ -36,6 +36,16 @@ test: test-deps
 
 test-short:
 	$(GO) test -short ./...
+
+# Every component a process of its own, 32 clients on three endpoints for
+# 10 minutes, with faults in turn (kill -9 an activator and the scheduler,
+# SIGSTOP the Nomad API, restart ClickHouse and the broker). make test runs
+# a one-minute version with 8 clients.
+SOAK_DURATION ?= 10m
+SOAK_CLIENTS  ?= 32
+soak: test-deps
+	GANTRY_SOAK_DURATION=$(SOAK_DURATION) GANTRY_SOAK_CLIENTS=$(SOAK_CLIENTS) \
+		$(GO) test -run '^TestSoak$$' -count 1 -timeout 30m -v ./cmd/gantry/
 
 bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline
 
