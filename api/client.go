@@ -266,6 +266,17 @@ func (e *Endpoints) UpdateConfig(name string, config *EndpointConfig, w *WriteOp
 	return &out, meta, nil
 }
 
+// PatchTags adds and deletes an endpoint's tags (deletes first) and
+// returns its tags after the change.
+func (e *Endpoints) PatchTags(name string, req *PatchTagsRequest, w *WriteOptions) ([]Tag, *WriteMeta, error) {
+	var out EndpointTags
+	meta, err := e.client.write(http.MethodPatch, endpointPath(name)+"/tags", req, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out.Tags, meta, nil
+}
+
 // Logs reads the recent output of a served entity's workers.
 func (e *Endpoints) Logs(name, served string, q *QueryOptions) (string, *QueryMeta, error) {
 	var out struct {

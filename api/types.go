@@ -197,6 +197,18 @@ type Tag struct {
 	Value string `json:"value,omitempty"`
 }
 
+// PatchTagsRequest is the body of PATCH /api/2.0/serving-endpoints/{name}/tags.
+type PatchTagsRequest struct {
+	AddTags    []Tag    `json:"add_tags,omitempty"`
+	DeleteTags []string `json:"delete_tags,omitempty"`
+}
+
+// EndpointTags is the answer of PATCH .../tags: the endpoint's tags after
+// the change (Databricks' EndpointTags).
+type EndpointTags struct {
+	Tags []Tag `json:"tags"`
+}
+
 // ListEndpointsResponse is the answer of GET /api/2.0/serving-endpoints.
 type ListEndpointsResponse struct {
 	Endpoints []Endpoint `json:"endpoints"`

@@ -35,6 +35,9 @@ func (s *Scheduler) Handler() http.Handler {
 	mux.HandleFunc("PATCH /api/2.0/serving-endpoints/{name}/tags", s.patchTags)
 	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/ai-gateway", s.putAIGateway)
 	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", s.logs)
+	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs", s.buildLogs)
+	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/metrics", s.endpointMetrics)
+	mux.HandleFunc("GET /.well-known/databricks-config", hostMetadata)
 	mux.HandleFunc("GET /api/2.0/gantry/models", s.listModels)
 	mux.HandleFunc("POST /api/2.0/gantry/models/{name}/versions", s.uploadModel)
 	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
@@ -405,7 +408,7 @@ func (s *Scheduler) patchTags(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	*ep = next
-	writeJSON(w, http.StatusOK, ep.Tags)
+	writeJSON(w, http.StatusOK, api.EndpointTags{Tags: ep.Tags})
 }
 
 func (s *Scheduler) logs(w http.ResponseWriter, r *http.Request) {

@@ -363,9 +363,14 @@ func TestTags(t *testing.T) {
 	h := newHarness(t, t.TempDir())
 	h.upload(t, "m")
 	h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil)
-	var tags []api.Tag
-	if code, e := h.call(t, "PATCH", "/api/2.0/serving-endpoints/fraud/tags", `{"add_tags": [{"key": "env", "value": "prod"}], "delete_tags": ["team"]}`, &tags); code != 200 {
-		t.Fatalf("%d %+v", code, e)
+	// Databricks' EndpointTags: {"tags": [...]}, through the Go client.
+	c, err := api.NewClient(&api.Config{Address: h.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, _, err := c.Endpoints().PatchTags("fraud", &api.PatchTagsRequest{AddTags: []api.Tag{{Key: "env", Value: "prod"}}, DeleteTags: []string{"team"}}, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(tags) != 1 || tags[0] != (api.Tag{Key: "env", Value: "prod"}) {
 		t.Errorf("tags = %+v", tags)
