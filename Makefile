@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short soak bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
@@ -86,6 +86,12 @@ bench-pipeline: test-deps
 bench-memory:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench HeldRequests -benchtime 1x ./activator/ | tee bin/bench-memory.txt
+
+# gantry dev's RSS idle, under 1,000 clients trickling 16 MiB bodies and
+# under 20 clients claiming 1 GiB bodies (goal: under 100 MB above idle).
+bench-hostile:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkHostileRSS$$' -benchtime 1x ./cmd/gantry/ | tee bin/bench-hostile.txt
 
 # What the tests need from Debian, installed when missing: ClickHouse holds
 # the inference tables (the tests start their own servers); scipy is the

@@ -38,6 +38,10 @@ const (
 	DefaultQueueDepth         = queue.DefaultQueueDepth // 10,000
 	DefaultQueueBytes         = queue.DefaultQueueBytes // 256 MiB
 	DefaultQueueTimeout       = 120 * time.Second
+	// DefaultMaxBufferedBytes bounds the request bodies held in memory at
+	// once, over every endpoint: twice one entity's queue, so that the
+	// queue's own bound stays the one a single busy entity meets.
+	DefaultMaxBufferedBytes = 2 * DefaultQueueBytes // 512 MiB
 	// DefaultConcurrency is the slots of one replica when the route table
 	// gives none (EntityRoute.Concurrency 0).
 	DefaultConcurrency = 4
@@ -52,8 +56,19 @@ type Config struct {
 	// The fasthttp.Server in front must accept somewhat more
 	// (Server.MaxRequestBodySize, whose own default is 4 MiB); otherwise
 	// fasthttp refuses the body before Handler runs and answers in its own
-	// shape instead of API.md's.
+	// shape instead of API.md's. A server with StreamRequestBody (what
+	// gantry runs) is better: Handler then refuses a Content-Length over
+	// the limit before reading a byte, and reads the rest itself.
 	MaxRequestBodySize int
+
+	// MaxBufferedBytes bounds the request bodies that the activator holds
+	// in memory at once, summed over every request being read, waiting in
+	// a queue or being forwarded. Bodies are counted as their bytes arrive
+	// (with a StreamRequestBody server), so clients that claim a large
+	// Content-Length and trickle it hold only what they sent. A request
+	// whose body would go over gets 503 TEMPORARILY_UNAVAILABLE with
+	// Retry-After. Default 512 MiB.
+	MaxBufferedBytes int64
 
 	// Timeout bounds one invocation from its arrival to the worker's answer;
 	// past it the client gets 504 DEADLINE_EXCEEDED. Default 297 s, the
@@ -159,6 +174,10 @@ type Activator struct {
 	shadowSlots chan struct{}
 	shadows     sync.WaitGroup // mirrors in flight
 
+	// buffered is the bytes of request bodies held now; see
+	// Config.MaxBufferedBytes.
+	buffered atomic.Int64
+
 	// notFound counts answers for paths and endpoints that do not exist, under
 	// empty labels: naming unknown endpoints would let any client mint series.
 	notFound prometheus.Counter
@@ -190,6 +209,9 @@ func New(cfg Config, routes routeSource) *Activator {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.MaxBufferedBytes <= 0 {
+		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	return &Activator{
 		cfg:         cfg,

@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/gantry/gantry/activator/queue"
@@ -39,11 +43,16 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	newRequestID(&id)
 	ctx.Response.Header.SetBytesV(headerRequestID, id[:])
 
-	name, served, ok := parsePath(ctx.Path())
+	// The path as sent, not ctx.Path(): fasthttp decodes that one and then
+	// removes dot segments, so /serving-endpoints/other/..%2fep/invocations
+	// would reach ep, past anything that judged the request by the
+	// endpoint named in its URL. parsePath decodes segment by segment.
+	raw := ctx.URI().PathOriginal()
+	name, served, ok := parsePath(raw)
 	if !ok {
 		a.notFound.Inc()
 		writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
-			"no such path %q; invocations go to /serving-endpoints/{name}/invocations", ctx.Path()))
+			"no such path %q; invocations go to /serving-endpoints/{name}/invocations", clip(raw)))
 		return
 	}
 	t := a.table.Load()
@@ -58,10 +67,19 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	if ep == nil {
 		a.notFound.Inc()
 		writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
-			"endpoint %s does not exist", name))
+			"endpoint %s does not exist", clip(name)))
 		return
 	}
-	forwarded := a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
+	// The body is read only now, for an endpoint that exists: a request
+	// for any other costs no more than its headers.
+	release, ok := a.readBody(ctx)
+	defer release() // after capture and mirror, which read the body
+	forwarded := false
+	if ok {
+		forwarded = a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
+	} else {
+		ep.requests.WithLabelValues(strconv.Itoa(ctx.Response.StatusCode())).Inc()
+	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
 	if ep.table != "" && a.cfg.Capture != nil {
@@ -70,6 +88,130 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	if len(ep.shadows) > 0 && served == nil && forwarded {
 		a.mirror(ctx, ep, id[:])
 	}
+}
+
+// firstChunk is the most buffer a streamed body gets before its first
+// bytes arrive; it doubles from there as they do, up to the declared length.
+const firstChunk = 64 << 10
+
+// readBody makes ctx.PostBody() the whole request body, or answers the
+// request and reports false. release, to call once nothing reads the body
+// any more, gives its bytes back to Config.MaxBufferedBytes.
+//
+// Under a fasthttp server with StreamRequestBody, the body is read here:
+// a Content-Length over Config.MaxRequestBodySize gets 413 before a byte
+// is read; otherwise the body is read as it arrives into a buffer that
+// doubles as it fills, each growth counted against MaxBufferedBytes before
+// it is allocated, so memory follows the bytes clients send, not the ones
+// they claim. The server's read deadline bounds a client that trickles.
+// Under a server without StreamRequestBody, fasthttp has read the body
+// already and it is only counted.
+func (a *Activator) readBody(ctx *fasthttp.RequestCtx) (release func(), ok bool) {
+	limit := a.cfg.MaxRequestBodySize
+	if !ctx.Request.IsBodyStream() {
+		n := int64(len(ctx.PostBody()))
+		if n > int64(limit) {
+			a.tooLarge(ctx, len(ctx.PostBody()))
+			return noRelease, false
+		}
+		if !a.charge(ctx, n) {
+			return noRelease, false
+		}
+		return func() { a.buffered.Add(-n) }, true
+	}
+	declared := ctx.Request.Header.ContentLength() // -1: chunked
+	if declared > limit {
+		a.tooLarge(ctx, declared)
+		ctx.SetConnectionClose() // the client may be sending it still
+		return noRelease, false
+	}
+	// Room up to which the buffer grows: the declared length, or one byte
+	// over the limit for a chunked body, to see that it is over.
+	room := limit + 1
+	if declared >= 0 {
+		room = declared
+	}
+	var buf []byte
+	var charged int64
+	fail := func() (func(), bool) {
+		a.buffered.Add(-charged)
+		ctx.SetConnectionClose() // the rest of the body may be on its way
+		return noRelease, false
+	}
+	stream := ctx.RequestBodyStream()
+	for len(buf) < room {
+		if len(buf) == cap(buf) {
+			size := min(max(2*cap(buf), firstChunk), room)
+			if !a.charge(ctx, int64(size-cap(buf))) {
+				return fail()
+			}
+			charged += int64(size - cap(buf))
+			grown := make([]byte, len(buf), size)
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := stream.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			a.unreadable(ctx, err)
+			return fail()
+		}
+	}
+	if len(buf) > limit {
+		a.tooLarge(ctx, -1)
+		return fail()
+	}
+	if declared >= 0 && len(buf) < declared {
+		a.unreadable(ctx, io.ErrUnexpectedEOF)
+		return fail()
+	}
+	ctx.Request.SetBodyRaw(buf)
+	return func() { a.buffered.Add(-charged) }, true
+}
+
+func noRelease() {}
+
+// charge counts n bytes of body against Config.MaxBufferedBytes, or
+// answers 503 and reports false when they do not fit.
+func (a *Activator) charge(ctx *fasthttp.RequestCtx, n int64) bool {
+	if a.buffered.Add(n) <= a.cfg.MaxBufferedBytes {
+		return true
+	}
+	a.buffered.Add(-n)
+	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
+		"the activator holds %d bytes of request bodies, its limit; retry later", a.cfg.MaxBufferedBytes))
+	return false
+}
+
+// tooLarge answers 413 for a body of size bytes, -1 when it was chunked
+// and only known to be over.
+func (a *Activator) tooLarge(ctx *fasthttp.RequestCtx, size int) {
+	if size < 0 {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
+			"request body is over the limit of %d bytes", a.cfg.MaxRequestBodySize))
+		return
+	}
+	writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
+		"request body is %d bytes; the limit is %d", size, a.cfg.MaxRequestBodySize))
+}
+
+// unreadable answers a request whose body could not be read: the client
+// went away, broke the chunked encoding, or was slower than the server's
+// read deadline. The message names which, never what was read.
+func (a *Activator) unreadable(ctx *fasthttp.RequestCtx, err error) {
+	ctx.SetConnectionClose() // the connection is at an unknown place in the body
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		writeError(ctx, fasthttp.StatusRequestTimeout, errorBody(api.ErrMalformedRequest,
+			"the request body did not arrive in time; send it faster, or smaller"))
+		return
+	}
+	writeError(ctx, fasthttp.StatusBadRequest, errorBody(api.ErrMalformedRequest,
+		"the request body could not be read to its end (the connection ended, or its chunked encoding is broken)"))
 }
 
 // capture hands the record of an answered invocation to Config.Capture,
@@ -121,9 +263,6 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, errorBody(api.ErrMalformedRequest,
 			"method %s is not allowed; invocations are POST", ctx.Method()))
-	case len(ctx.PostBody()) > a.cfg.MaxRequestBodySize:
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
-			"request body is %d bytes; the limit is %d", len(ctx.PostBody()), a.cfg.MaxRequestBodySize))
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true
@@ -367,8 +506,13 @@ func errorBody(code, format string, args ...any) []byte {
 }
 
 // parsePath splits /serving-endpoints/{name}/invocations and
-// /serving-endpoints/{name}/served-models/{served}/invocations. served is nil
-// on the first form. The slices point into p.
+// /serving-endpoints/{name}/served-models/{served}/invocations. p is the
+// path as sent (fasthttp's URI.PathOriginal): it is split on its slashes
+// first and each segment decoded after, so an encoded slash or dot stays
+// inside its segment, where no endpoint name can match it. Dot segments are
+// not removed: /serving-endpoints/x/../y/invocations matches nothing. served
+// is nil on the first form. name and served point into p unless they held
+// an escape; an invalid escape matches nothing.
 func parsePath(p []byte) (name, served []byte, ok bool) {
 	const prefix, models, tail = "/serving-endpoints/", "/served-models/", "/invocations"
 	rest, ok := bytes.CutPrefix(p, []byte(prefix))
@@ -380,17 +524,46 @@ func parsePath(p []byte) (name, served []byte, ok bool) {
 		return nil, nil, false
 	}
 	name, rest = rest[:i], rest[i:]
-	if string(rest) == tail {
-		return name, nil, true
+	if string(rest) != tail {
+		if rest, ok = bytes.CutPrefix(rest, []byte(models)); !ok {
+			return nil, nil, false
+		}
+		i = bytes.IndexByte(rest, '/')
+		if i <= 0 || string(rest[i:]) != tail {
+			return nil, nil, false
+		}
+		if served, ok = unescapeSegment(rest[:i]); !ok {
+			return nil, nil, false
+		}
 	}
-	if rest, ok = bytes.CutPrefix(rest, []byte(models)); !ok {
+	if name, ok = unescapeSegment(name); !ok {
 		return nil, nil, false
 	}
-	i = bytes.IndexByte(rest, '/')
-	if i <= 0 || string(rest[i:]) != tail {
-		return nil, nil, false
+	return name, served, true
+}
+
+// unescapeSegment decodes the %XX escapes of one path segment. Without
+// escapes, the common case, it returns seg itself.
+func unescapeSegment(seg []byte) ([]byte, bool) {
+	if bytes.IndexByte(seg, '%') < 0 {
+		return seg, true
 	}
-	return name, rest[:i], true
+	s, err := url.PathUnescape(string(seg))
+	if err != nil || s == "" {
+		return nil, false
+	}
+	return []byte(s), true
+}
+
+// clip shortens what a client sent before an error message quotes it: a
+// name or path is at most a few KiB (the header buffer), and an answer
+// that repeats it in full only feeds whoever sent it.
+func clip(b []byte) string {
+	const max = 128
+	if len(b) <= max {
+		return string(b)
+	}
+	return string(b[:max]) + "…"
 }
 
 // newRequestID writes 128 random bits as hex. math/rand/v2's global source

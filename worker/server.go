@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -158,14 +159,31 @@ func putBuffer(b *bytes.Buffer) {
 	}
 }
 
-// readBody reads the request body up to the size limit.
+// bodyTimeout bounds the time from the end of an invocation's headers to
+// the end of its body (ReadHeaderTimeout bounds the headers). The
+// activator forwards bodies it holds whole, so a slow body is a client
+// that reached the worker directly, or a stuck connection. A variable for
+// tests.
+var bodyTimeout = time.Minute
+
+// readBody reads the request body up to the size limit, within bodyTimeout.
 func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
 	if r.ContentLength > s.maxBody {
 		return nil, s.tooLarge()
 	}
+	// Not the server's ReadTimeout: that deadline would stand while the
+	// model predicts, and net/http cancels the request when it passes.
+	// This one goes once the body is in.
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(bodyTimeout)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// Sized by the claim only up to maxPooled; past it the buffer grows
+		// as bytes arrive, so that clients claiming 16 MiB and trickling
+		// hold what they sent, not what they claimed.
+		buf.Grow(int(min(r.ContentLength, maxPooled)))
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.maxBody))
 	if err != nil {
@@ -173,6 +191,10 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, s.tooLarge()
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, api.Errorf(api.ErrMalformedRequest, "the request body did not arrive within %s", bodyTimeout)
 		}
 		return nil, api.Errorf(api.ErrMalformedRequest, "read request body: %v", err)
 	}

@@ -3,18 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gantry/gantry/activator"
+	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
 	"github.com/gantry/gantry/monitors"
@@ -180,12 +185,20 @@ type queueOptions struct {
 	depth   int
 	bytes   int64
 	timeout time.Duration
+	// buffered bounds the request bodies in memory over all entities.
+	buffered int64
 }
 
 func (o *queueOptions) flags(c *cobra.Command) {
 	c.Flags().IntVar(&o.depth, "queue-depth", activator.DefaultQueueDepth, "requests held per served entity while it has no free replica; beyond, 503")
 	c.Flags().Int64Var(&o.bytes, "queue-bytes", activator.DefaultQueueBytes, "bytes of request bodies held per served entity; beyond, 503")
 	c.Flags().DurationVar(&o.timeout, "queue-timeout", activator.DefaultQueueTimeout, "longest a request waits for a replica; then 504")
+	bufferedFlag(c, &o.buffered)
+}
+
+func bufferedFlag(c *cobra.Command, v *int64) {
+	c.Flags().Int64Var(v, "max-buffered-bytes", activator.DefaultMaxBufferedBytes,
+		"bytes of invocation bodies held in memory at once, over all endpoints; beyond, 503")
 }
 
 func devCmd() *cobra.Command {
@@ -239,6 +252,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	acfg := activator.Config{
 		Logger: log, Metrics: activator.NewMetrics(reg), Poke: asc.Poke,
 		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
+		MaxBufferedBytes: qo.buffered,
 	}
 	if inf.capture != nil {
 		acfg.Capture = inf.capture
@@ -247,17 +261,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	control := http.NewServeMux()
 	control.Handle("/api/", cp.sched.Handler())
 	health(control, reg, act.Ready)
-	front := &fasthttp.Server{
-		Handler:            devHandler(act.Handler, fasthttpadaptor.NewFastHTTPHandler(control)),
-		MaxRequestBodySize: int(max(o.maxUploadSize, activator.DefaultMaxRequestBodySize)) + 1,
-		ErrorHandler:       frontError,
-		IdleTimeout:        90 * time.Second,
-		// Held requests would otherwise keep a 4 KiB read buffer each
-		// while they wait for a cold start.
-		ReduceMemoryUsage: true,
-		Name:              "gantry",
-		NoDefaultDate:     true,
-	}
+	front := newFront(act.Handler, control, o.maxUploadSize)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -300,13 +304,122 @@ func samples(stats []activator.EntityStats) []autoscaler.Sample {
 	return out
 }
 
+// Limits of the fasthttp servers in front of the activator: gantry dev's,
+// which serves the control plane too, and gantry activator's. The README's
+// Limits section lists them.
+const (
+	// headerTimeout bounds a new connection's wait for its first request,
+	// and a request's headers from their first byte.
+	headerTimeout = 10 * time.Second
+	// bodyTimeout bounds a request body from the end of its headers: a
+	// 16 MiB invocation in a minute is 280 KB/s.
+	bodyTimeout = time.Minute
+	// uploadTimeout is bodyTimeout for model uploads, whose bodies may be
+	// up to --max-upload-size (1 GiB in 15 minutes is 1.2 MB/s).
+	uploadTimeout = 15 * time.Minute
+	// idleTimeout bounds a keep-alive connection's wait for its next
+	// request.
+	idleTimeout = 90 * time.Second
+	// maxControlBody bounds control-plane bodies other than uploads (the
+	// scheduler reads configs of up to 1 MiB) and bodies sent to /healthz
+	// and /metrics.
+	maxControlBody = 16 << 20
+)
+
+// newFront is the fasthttp server in front of the activator's handler
+// invoke and the net/http handler control, which gets every path outside
+// /serving-endpoints/. Bodies are streamed (StreamRequestBody), so no
+// buffer is sized by what a client claims: the activator reads an
+// invocation as it arrives, up to its 16 MiB, under its memory bound
+// (--max-buffered-bytes); control is given the connection to read from, so
+// that an upload goes to disk as it arrives, up to maxUpload (0: control
+// takes no uploads, and their path gets no upload's limits). A
+// Content-Length over its path's limit is refused before a byte of the
+// body is read (see refuseDeclared).
+func newFront(invoke fasthttp.RequestHandler, control http.Handler, maxUpload int64) *fasthttp.Server {
+	lim := frontLimits{upload: maxUpload}
+	return &fasthttp.Server{
+		Handler:           lim.handler(invoke, controlHandler(control, lim)),
+		StreamRequestBody: true,
+		HeaderReceived:    lim.headerReceived,
+		ReadTimeout:       headerTimeout, // headerReceived sets the body's
+		IdleTimeout:       idleTimeout,
+		ErrorHandler:      frontError,
+		// fasthttp's errors otherwise quote up to 4 KiB of the request,
+		// headers (and so bearer tokens) included; frontLog drops what
+		// SecureErrorLogMessage leaves (the header line that failed).
+		SecureErrorLogMessage: true,
+		Logger:                frontLog{},
+		// Held requests would otherwise keep a 4 KiB read buffer each
+		// while they wait for a cold start. (With StreamRequestBody,
+		// fasthttp keeps it anyway while a handler runs.)
+		ReduceMemoryUsage: true,
+		Name:              "gantry",
+		NoDefaultDate:     true,
+	}
+}
+
+// frontLimits are the body limits of the front server's paths.
+type frontLimits struct {
+	upload int64 // model uploads; 0: none served
+}
+
+// limit is the largest body a request for method and path (as sent) may
+// carry, and whether it is a model upload.
+func (l frontLimits) limit(method, path []byte) (int64, bool) {
+	switch {
+	case bytes.HasPrefix(path, invocationsPrefix):
+		return activator.DefaultMaxRequestBodySize, false
+	case l.upload > 0 && isUpload(method, path):
+		return l.upload, true
+	}
+	return maxControlBody, false
+}
+
+// refusedLength is the header under which headerReceived hands a refused
+// Content-Length to the handler; headerReceived drops any a client sent.
+const refusedLength = "X-Gantry-Refused-Length"
+
+// headerReceived runs once a request's headers are in, before fasthttp
+// reads any of the body. It gives the body its deadline, and refuses a
+// Content-Length over the path's limit: fasthttp with StreamRequestBody
+// would otherwise wait for the first 8 KiB of the body before calling the
+// handler, so a client claiming 1 GiB and sending nothing would hold its
+// connection until the deadline. The request goes on to the handler with
+// no body, marked for a 413, and its connection closes after the answer
+// (the body would otherwise be read as the next request).
+func (l frontLimits) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	h.Del(refusedLength)
+	limit, upload := l.limit(h.Method(), requestPath(h.RequestURI()))
+	if n := h.ContentLength(); int64(n) > limit {
+		h.Set(refusedLength, strconv.Itoa(n))
+		h.SetContentLength(0)
+		h.Del(fasthttp.HeaderExpect) // no 100 Continue for a body refused
+		h.SetConnectionClose()
+	}
+	if upload {
+		return fasthttp.RequestConfig{ReadTimeout: uploadTimeout}
+	}
+	return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
+}
+
 var invocationsPrefix = []byte("/serving-endpoints/")
 
-// devHandler sends invocations to the activator and the rest to the control
-// plane, so that one address serves both in dev mode.
-func devHandler(invoke, control fasthttp.RequestHandler) fasthttp.RequestHandler {
+// handler sends invocations to the activator and the rest to the control
+// plane, so that one address serves both, after answering 413 to what
+// headerReceived refused. It goes by the path as sent, as the activator
+// matches it: fasthttp's ctx.Path() is decoded and normalized, and would
+// send /api/..%2fserving-endpoints/x elsewhere than the path says.
+func (l frontLimits) handler(invoke, control fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		if bytes.HasPrefix(ctx.Path(), invocationsPrefix) {
+		path := ctx.URI().PathOriginal()
+		if n := ctx.Request.Header.Peek(refusedLength); n != nil {
+			limit, _ := l.limit(ctx.Method(), path)
+			writeFrontError(ctx, api.Errorf(api.ErrPayloadTooLarge,
+				"request body is %s bytes; the limit is %d", n, limit))
+			return
+		}
+		if bytes.HasPrefix(path, invocationsPrefix) {
 			invoke(ctx)
 			return
 		}
@@ -314,16 +427,171 @@ func devHandler(invoke, control fasthttp.RequestHandler) fasthttp.RequestHandler
 	}
 }
 
-// frontError answers errors fasthttp hits before a handler runs (a body
-// over the server's limit, a malformed request) in API.md's shape.
+// isUpload reports whether method and the path as sent are a model upload,
+// POST /api/2.0/gantry/models/{name}/versions.
+func isUpload(method, path []byte) bool {
+	name, ok := bytes.CutPrefix(path, []byte("/api/2.0/gantry/models/"))
+	if !ok || string(method) != fasthttp.MethodPost {
+		return false
+	}
+	name, ok = bytes.CutSuffix(name, []byte("/versions"))
+	return ok && len(name) > 0 && bytes.IndexByte(name, '/') < 0
+}
+
+// requestPath is the path of a request target as sent: origin form
+// (/path?query) or absolute form (http://host/path?query).
+func requestPath(uri []byte) []byte {
+	if len(uri) > 0 && uri[0] != '/' {
+		if _, rest, ok := bytes.Cut(uri, []byte("://")); ok {
+			uri = nil
+			if i := bytes.IndexByte(rest, '/'); i >= 0 {
+				uri = rest[i:]
+			}
+		}
+	}
+	if i := bytes.IndexAny(uri, "?#"); i >= 0 {
+		uri = uri[:i]
+	}
+	return uri
+}
+
+// bodyKey is the user value under which controlHandler hands the body
+// stream to the net/http side.
+type bodyKey struct{}
+
+// controlHandler serves the net/http handler h on the front server without
+// buffering request bodies. fasthttpadaptor reads the whole body with
+// ctx.PostBody() before h runs, which for a model upload would hold up to
+// --max-upload-size in memory; here h reads the body from the connection
+// as h consumes it, up to the path's limit.
+func controlHandler(h http.Handler, lim frontLimits) fasthttp.RequestHandler {
+	adapted := fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b, ok := r.Context().Value(bodyKey{}).(*streamedBody); ok {
+			r.Body, r.ContentLength = b, b.length
+		}
+		h.ServeHTTP(w, r)
+	}))
+	return func(ctx *fasthttp.RequestCtx) {
+		limit, _ := lim.limit(ctx.Method(), ctx.URI().PathOriginal())
+		declared := int64(ctx.Request.Header.ContentLength()) // -1: chunked
+		if !ctx.Request.IsBodyStream() {
+			adapted(ctx)
+			return
+		}
+		// One byte over the limit passes: handlers that bound a body
+		// themselves read limit+1 to see that it is over, and answer in
+		// their own words.
+		b := &streamedBody{r: ctx.RequestBodyStream(), left: limit + 1, limit: limit, length: declared}
+		ctx.SetUserValue(bodyKey{}, b)
+		// Takes the stream off the request, so that the adaptor's
+		// PostBody() finds no body to read; the stream itself stays the
+		// server's until this handler returns.
+		ctx.Request.SetBodyRaw(nil)
+		adapted(ctx)
+		// A handler that flushed its answer may still run; the stream is
+		// the server's again from here.
+		b.close()
+		ctx.RemoveUserValue(bodyKey{})
+	}
+}
+
+// streamedBody is a request body read from the connection by a net/http
+// handler, up to left bytes (then *http.MaxBytesError, as with
+// http.MaxBytesReader).
+type streamedBody struct {
+	mu     sync.Mutex // guards r and left
+	r      io.Reader  // nil once closed
+	left   int64
+	limit  int64
+	length int64 // the declared length; -1 when chunked
+}
+
+var errBodyGone = errors.New("the request body is no longer readable: the request was answered")
+
+func (b *streamedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.r == nil {
+		return 0, errBodyGone
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one byte over, to see that it is over
+	}
+	n, err := b.r.Read(p)
+	if int64(n) > b.left {
+		n = int(b.left)
+		b.left = 0
+		return n, &http.MaxBytesError{Limit: b.limit}
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+// Close is a no-op: the connection is the server's to close or reuse.
+func (b *streamedBody) Close() error { return nil }
+
+func (b *streamedBody) close() {
+	b.mu.Lock()
+	b.r = nil
+	b.mu.Unlock()
+}
+
+// frontLog is fasthttp's logger on the front servers. fasthttp formats its
+// errors with the bytes that failed to parse (a header line, or the whole
+// buffer), so only the message's fixed words and the connection's
+// addresses reach the log.
+type frontLog struct{}
+
+func (frontLog) Printf(format string, args ...any) {
+	msg, _, _ := strings.Cut(format, "%")
+	var attrs []any
+	for _, a := range args {
+		if addr, ok := a.(net.Addr); ok {
+			attrs = append(attrs, "addr", addr.String())
+		}
+	}
+	slog.Warn("front server: "+strings.TrimRight(msg, " :<->"), attrs...)
+}
+
+// frontError answers errors fasthttp hits before a handler runs (a
+// malformed request, headers too large or too slow) in API.md's shape. The
+// message never quotes err: fasthttp's errors can hold up to 4 KiB of the
+// raw request, headers and their tokens included.
 func frontError(ctx *fasthttp.RequestCtx, err error) {
-	status, code := fasthttp.StatusBadRequest, "MALFORMED_REQUEST"
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		status, code = fasthttp.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE"
+	var ne net.Error
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeFrontError(ctx, api.Errorf(api.ErrPayloadTooLarge, "request body is over the limit"))
+	case errors.As(err, &small):
+		writeFrontErrorStatus(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge,
+			api.Errorf(api.ErrMalformedRequest, "request headers are too large"))
+	case errors.As(err, &ne) && ne.Timeout():
+		writeFrontErrorStatus(ctx, fasthttp.StatusRequestTimeout,
+			api.Errorf(api.ErrMalformedRequest, "the request did not arrive in time"))
+	default:
+		writeFrontError(ctx, api.Errorf(api.ErrMalformedRequest, "the request is not valid HTTP/1.1"))
+	}
+}
+
+// writeFrontError answers e in API.md's shape with the status of its code.
+func writeFrontError(ctx *fasthttp.RequestCtx, e *api.Error) {
+	writeFrontErrorStatus(ctx, api.HTTPStatus(e.Code), e)
+}
+
+// writeFrontErrorStatus answers e with status, and Retry-After on 429 and
+// 503 as the scheduler's answers have it.
+func writeFrontErrorStatus(ctx *fasthttp.RequestCtx, status int, e *api.Error) {
+	body, err := json.Marshal(e)
+	if err != nil { // two strings always marshal
+		panic(err)
+	}
+	if status == fasthttp.StatusServiceUnavailable || status == fasthttp.StatusTooManyRequests {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	}
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	fmt.Fprintf(ctx, `{"error_code":%q,"message":%q}`, code, err.Error())
+	ctx.SetBody(body)
 }
 
 // health adds /healthz, /readyz and /metrics, which every component serves.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,8 +14,6 @@ import (
 
 	"github.com/gantry/gantry/activator"
 	"github.com/spf13/cobra"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 func schedulerCmd() *cobra.Command {
@@ -53,7 +52,11 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 	mux := http.NewServeMux()
 	mux.Handle("/api/", cp.sched.Handler())
 	health(mux, reg, func() bool { return true })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           withBodyTimeout(mux),
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -73,30 +76,32 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 
 func activatorCmd() *cobra.Command {
 	var listen, schedulerURL, autoscalerURL string
+	var buffered int64
 	var ko kafkaOptions
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &ko)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, buffered, &ko)
 		},
 	}
 	ko.flags(c, false)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
 	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
+	bufferedFlag(c, &buffered)
 	return c
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, ko *kafkaOptions) error {
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, buffered int64, ko *kafkaOptions) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	reg := newRegistry()
-	cfg := activator.Config{Logger: log, Metrics: activator.NewMetrics(reg)}
+	cfg := activator.Config{Logger: log, Metrics: activator.NewMetrics(reg), MaxBufferedBytes: buffered}
 	var report *activator.Reporter
 	if autoscalerURL != "" {
 		if u, err := url.Parse(autoscalerURL); err != nil || u.Host == "" {
@@ -119,15 +124,8 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	act := activator.New(cfg, &activator.HTTPRoutes{Base: schedulerURL})
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
-	srv := &fasthttp.Server{
-		Handler:            devHandler(act.Handler, fasthttpadaptor.NewFastHTTPHandler(mux)),
-		MaxRequestBodySize: activator.DefaultMaxRequestBodySize + 1,
-		ErrorHandler:       frontError,
-		IdleTimeout:        90 * time.Second,
-		ReduceMemoryUsage:  true, // see runDev
-		Name:               "gantry",
-		NoDefaultDate:      true,
-	}
+	srv := newFront(act.Handler, mux, 0) // the limits and timeouts of gantry dev's
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go act.Run(ctx)
@@ -150,4 +148,44 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 		captured() // produce what the last requests captured
 	}
 	return err
+}
+
+// withBodyTimeout gives a request body bodyTimeout to arrive from the end
+// of its headers (uploadTimeout for a model upload), on the scheduler's
+// net/http server; ReadHeaderTimeout bounds the headers. It is not the
+// server's ReadTimeout: that deadline also stands while a handler runs,
+// and net/http cancels the request's context when it passes, cutting off
+// blocking route queries and table queries that take their time. Here the
+// deadline goes once the body has been read to its end.
+func withBodyTimeout(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			d := bodyTimeout
+			if isUpload([]byte(r.Method), []byte(r.URL.EscapedPath())) {
+				d = uploadTimeout
+			}
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(d)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the connection's read deadline once the body has been
+// read to its end (or failed).
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.done {
+		b.done = true
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }

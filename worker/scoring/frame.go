@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gantry/gantry/api"
 )
@@ -23,7 +24,10 @@ import (
 //
 // Numbers, numeric strings and booleans convert; null, NaN and the empty
 // string are missing values. Anything else is an error naming the row and
-// column.
+// column, and so is a number that is infinite (Infinity, or a literal such
+// as 1e999 that overflows) or beyond float32's range: runtimes take float32
+// features (XGBoost's DMatrix, and the native runtime, refuse such values),
+// so it is the input's fault, a 400, not the runtime's.
 func (f *Frame) Floats(inputs []string, nFeatures int) ([][]float64, error) {
 	if len(inputs) > 0 && nFeatures > 0 && len(inputs) != nFeatures {
 		// The model disagrees with itself; no request can fix that.
@@ -58,7 +62,7 @@ func (f *Frame) Floats(inputs []string, nFeatures int) ([][]float64, error) {
 	for i, row := range f.Rows {
 		dst := cells[i*width : (i+1)*width : (i+1)*width]
 		for j, v := range row {
-			x, err := toFloat(v)
+			x, err := feature(v)
 			if err != nil {
 				return nil, f.cellError(i, j, err)
 			}
@@ -86,7 +90,7 @@ func (f *Frame) byName(inputs []string) ([][]float64, error) {
 		idx[k] = j
 	}
 	if missing != nil {
-		msg := "missing columns: " + strings.Join(missing, ", ")
+		msg := "missing columns: " + nameList(missing)
 		var unexpected []string
 		for _, c := range f.Columns {
 			if _, ok := want[c]; !ok {
@@ -94,7 +98,7 @@ func (f *Frame) byName(inputs []string) ([][]float64, error) {
 			}
 		}
 		if unexpected != nil {
-			msg += "; unexpected columns: " + strings.Join(unexpected, ", ")
+			msg += "; unexpected columns: " + nameList(unexpected)
 		}
 		return nil, api.Errorf(api.ErrInvalidParameterValue, "%s", msg)
 	}
@@ -109,7 +113,7 @@ func (f *Frame) byName(inputs []string) ([][]float64, error) {
 	for i, row := range f.Rows {
 		dst := cells[i*width : (i+1)*width : (i+1)*width]
 		for k, j := range idx {
-			x, err := toFloat(row[j])
+			x, err := feature(row[j])
 			if err != nil {
 				return nil, f.cellError(i, j, err)
 			}
@@ -127,9 +131,42 @@ func alloc(rows, width int) ([][]float64, []float64) {
 
 func (f *Frame) cellError(row, col int, err error) error {
 	if col < len(f.Columns) {
-		return api.Errorf(api.ErrInvalidParameterValue, "row %d, column %q: %v", row, f.Columns[col], err)
+		return api.Errorf(api.ErrInvalidParameterValue, "row %d, column %q: %v", row, clip(f.Columns[col]), err)
 	}
 	return api.Errorf(api.ErrInvalidParameterValue, "row %d, column %d: %v", row, col, err)
+}
+
+// feature converts one value with toFloat and refuses what no runtime
+// takes: ±Inf, and finite values that are infinite as float32.
+func feature(v any) (float64, error) {
+	x, err := toFloat(v)
+	if err != nil {
+		return 0, err
+	}
+	if f := float64(float32(x)); math.IsInf(f, 0) {
+		what := "infinite"
+		if !math.IsInf(x, 0) {
+			what = "beyond float32's range (±3.4e38)"
+		}
+		return 0, fmt.Errorf("%s is %s; send a finite number, or null for a missing value", clip(valueText(v)), what)
+	}
+	return x, nil
+}
+
+// valueText is how an error names a value: as the client wrote it.
+func valueText(v any) string {
+	switch v := v.(type) {
+	case json.Number:
+		return string(v)
+	case string:
+		return strconv.Quote(v)
+	case float64: // Infinity or -Infinity
+		if v > 0 {
+			return "Infinity"
+		}
+		return "-Infinity"
+	}
+	return fmt.Sprint(v)
 }
 
 // toFloat converts one value the way pandas' astype(float) would.
@@ -148,7 +185,7 @@ func toFloat(v any) (float64, error) {
 		}
 		x, err := parseFloat(s)
 		if err != nil {
-			return 0, fmt.Errorf("%q is not a number", v)
+			return 0, fmt.Errorf("%s is not a number", clip(strconv.Quote(v)))
 		}
 		return x, nil
 	case bool:
@@ -181,4 +218,40 @@ func parseFloat(s string) (float64, error) {
 		return 0, err
 	}
 	return x, nil
+}
+
+// Error messages name what a client sent, so they are bounded like it is
+// not: a CSV header of a million columns once made an 8.9 MB answer.
+const (
+	maxNameInError  = 64 // bytes of one name or value
+	maxNamesInError = 10 // names in a list
+)
+
+// clip cuts s to maxNameInError bytes (at a rune boundary), marking the cut.
+func clip(s string) string {
+	if len(s) <= maxNameInError {
+		return s
+	}
+	cut := maxNameInError
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// nameList joins the first maxNamesInError names, each clipped, and says
+// how many more there are.
+func nameList(names []string) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i == maxNamesInError {
+			fmt.Fprintf(&b, " and %d more", len(names)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(clip(n))
+	}
+	return b.String()
 }

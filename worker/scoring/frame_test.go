@@ -1,6 +1,7 @@
 package scoring
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -51,9 +52,9 @@ func TestFloats(t *testing.T) {
 		{
 			name: "conversions",
 			frame: Frame{Rows: [][]any{{
-				nil, "", "  ", "NaN", nan, true, false, " 4.5 ", "-inf", n("1e400"), math.Inf(1), 7, int64(8), float32(0.5),
+				nil, "", "  ", "NaN", nan, true, false, " 4.5 ", n("3.4e38"), 7, int64(8), float32(0.5),
 			}}},
-			want: [][]float64{{nan, nan, nan, nan, nan, 1, 0, 4.5, math.Inf(-1), math.Inf(1), math.Inf(1), 7, 8, 0.5}},
+			want: [][]float64{{nan, nan, nan, nan, nan, 1, 0, 4.5, 3.4e38, 7, 8, 0.5}},
 		},
 		{
 			name:  "large integers round as float64",
@@ -162,5 +163,50 @@ func TestFloatsModelDisagreesWithItself(t *testing.T) {
 	}
 	if _, ok := err.(*api.Error); ok {
 		t.Errorf("a broken model is not the client's fault, got %v", err)
+	}
+}
+
+// TestFloatsRefusesInfinity: Infinity, -Infinity, 1e999 (which overflows to
+// Infinity) and values beyond float32 once reached the runtime, which
+// refused them with a 500; they are the input's fault, a 400 naming the
+// row and column.
+func TestFloatsRefusesInfinity(t *testing.T) {
+	for _, v := range []any{math.Inf(1), math.Inf(-1), n("1e999"), n("-1e400"), n("1e39"), "inf", "-Infinity", "1e999"} {
+		f := Frame{Columns: []string{"a", "b"}, Rows: [][]any{{n("1"), n("2")}, {n("1"), v}}}
+		for _, call := range []struct {
+			inputs []string
+			n      int
+		}{{nil, 2}, {[]string{"a", "b"}, 2}} {
+			_, err := f.Floats(call.inputs, call.n)
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Code != api.ErrInvalidParameterValue || !strings.Contains(ae.Message, `row 1, column "b"`) {
+				t.Errorf("Floats with %v (inputs %v) = %v; want INVALID_PARAMETER_VALUE naming row 1, column b", v, call.inputs, err)
+			}
+		}
+	}
+}
+
+// TestErrorsBounded: a frame of a million columns that misses the model's
+// inputs once got an error naming every column, 8.9 MB; messages name a
+// few and count the rest, and cut long names.
+func TestErrorsBounded(t *testing.T) {
+	cols := make([]string, 1_000_000)
+	for i := range cols {
+		cols[i] = fmt.Sprintf("column_%d", i)
+	}
+	cols[1] = strings.Repeat("x", 10_000)
+	f := Frame{Columns: cols, Rows: [][]any{make([]any, len(cols))}}
+	_, err := f.Floats([]string{"a", "b"}, 2)
+	if err == nil {
+		t.Fatal("no error for missing inputs")
+	}
+	msg := err.Error()
+	if len(msg) > 2048 {
+		t.Fatalf("error is %d bytes: %.300s…", len(msg), msg)
+	}
+	for _, want := range []string{"missing columns: a, b", "unexpected columns: column_0, xxxx", "and 999990 more"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not contain %q", msg, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"testing"
 
@@ -79,7 +80,15 @@ func checkAPIError(t *testing.T, err error) {
 	if ae.Code != api.ErrMalformedRequest && ae.Code != api.ErrInvalidParameterValue {
 		t.Fatalf("error code %s", ae.Code)
 	}
+	// Messages quote what the client sent, clipped: never the body back.
+	if len(ae.Message) > maxErrorMessage {
+		t.Fatalf("error message of %d bytes: %.200s…", len(ae.Message), ae.Message)
+	}
 }
+
+// maxErrorMessage bounds every parser error: two lists of maxNamesInError
+// names of maxNameInError bytes, and words around them.
+const maxErrorMessage = 2*maxNamesInError*(maxNameInError+8) + 512
 
 // exerciseFrame converts the frame every way a server would: positionally,
 // with a feature count, and by the frame's own column names.
@@ -100,6 +109,13 @@ func exerciseFrame(t *testing.T, f *Frame) {
 		}
 		if len(rows) != len(f.Rows) {
 			t.Fatalf("Floats gave %d rows for %d", len(rows), len(f.Rows))
+		}
+		for _, row := range rows {
+			for _, x := range row {
+				if math.IsInf(float64(float32(x)), 0) {
+					t.Fatalf("Floats gave %v, which no float32 runtime takes", x)
+				}
+			}
 		}
 	}
 }

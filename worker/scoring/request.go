@@ -89,7 +89,7 @@ func ParseJSON(body []byte) (*Request, error) {
 			// API.md: a field Gantry does not take is a 400 naming it,
 			// never silently ignored.
 			return nil, api.Errorf(api.ErrInvalidParameterValue,
-				"body has unknown key %q; send one of %s, plus optional params and client_request_id", k, formatList)
+				"body has unknown key %q; send one of %s, plus optional params and client_request_id", clip(k), formatList)
 		}
 	}
 	switch format {
@@ -148,7 +148,7 @@ func splitFrame(v any, f *Frame) error {
 			index = o.vals[i]
 		default:
 			return api.Errorf(api.ErrInvalidParameterValue,
-				"dataframe_split has unknown key %q; it takes columns, data and index", k)
+				"dataframe_split has unknown key %q; it takes columns, data and index", clip(k))
 		}
 	}
 	if !hasData {
@@ -303,7 +303,7 @@ func columnsFrame(o *object, f *Frame) error {
 		vals, ok := o.vals[i].([]any)
 		if !ok {
 			return api.Errorf(api.ErrInvalidParameterValue,
-				"inputs.%s is %s; want a list of the column's values", k, kindOf(o.vals[i]))
+				"inputs.%s is %s; want a list of the column's values", clip(k), kindOf(o.vals[i]))
 		}
 		if j, seen := col[k]; seen {
 			values[j] = vals // a repeated key replaces, as in Python
@@ -320,7 +320,7 @@ func columnsFrame(o *object, f *Frame) error {
 		} else if len(vals) != rows {
 			return api.Errorf(api.ErrInvalidParameterValue,
 				"inputs.%s has %d values but inputs.%s has %d; columns must have equal lengths",
-				f.Columns[j], len(vals), f.Columns[0], rows)
+				clip(f.Columns[j]), len(vals), clip(f.Columns[0]), rows)
 		}
 	}
 	n := len(f.Columns)
@@ -345,7 +345,7 @@ func checkUnique(names []string, where string) error {
 	seen := make(map[string]struct{}, len(names))
 	for _, n := range names {
 		if _, dup := seen[n]; dup {
-			return api.Errorf(api.ErrInvalidParameterValue, "%s names column %q twice", where, n)
+			return api.Errorf(api.ErrInvalidParameterValue, "%s names column %q twice", where, clip(n))
 		}
 		seen[n] = struct{}{}
 	}
