@@ -95,8 +95,9 @@ bench-hostile:
 
 # What the tests need from Debian, installed when missing: ClickHouse holds
 # the inference tables (the tests start their own servers); scipy is the
-# reference the drift statistics are checked against.
-TEST_DEBS := clickhouse-server python3-scipy
+# reference the drift statistics are checked against; sklearn, torch, pandas
+# and cloudpickle are what the Python model host serves in the tests.
+TEST_DEBS := clickhouse-server python3-scipy python3-sklearn python3-torch python3-pandas python3-cloudpickle
 test-deps:
 	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
 
@@ -104,9 +105,11 @@ bench-deps:
 	@mkdir -p bin
 	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS))
 
-# Regenerates worker/testdata/models with Debian's python3-xgboost.
-fixtures: bench-deps
+# Regenerates worker/testdata/models with Debian's python3-xgboost, and the
+# py_* models of the Python runtime with python3-sklearn and python3-torch.
+fixtures: bench-deps test-deps
 	$(PYTHON) deploy/fixtures/make_models.py
+	$(PYTHON) deploy/fixtures/make_pyfunc_models.py
 
 # A minute of each fuzz target; new crashers land in testdata/fuzz as seeds.
 fuzz:
