@@ -59,18 +59,14 @@ type Config struct {
 	// that failed or exited. Defaults 200 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 	// ProbeInterval is how often a ready worker's /ping is checked again;
-	// three failures in a row (probeMisses) report it not ready until it
-	// answers again. Default 5 s.
+	// probe.Misses failures in a row report it not ready until it answers
+	// again. Default 5 s.
 	ProbeInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics receives the start phases of workers; nil: not exported.
 	Metrics *orchestrator.Metrics
 }
-
-// probeMisses is how many failed probes in a row take a ready replica out:
-// one slow answer from a busy worker should not.
-const probeMisses = 3
 
 // Set runs the replicas of deployments. It is safe for concurrent use.
 type Set struct {
