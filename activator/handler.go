@@ -3,7 +3,6 @@ package activator
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
 	"github.com/valyala/fasthttp"
 )
@@ -51,23 +51,22 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	name, served, ok := parsePath(raw)
 	if !ok {
 		a.notFound.Inc()
-		writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
-			"no such path %q; invocations go to /serving-endpoints/{name}/invocations", clip(raw)))
+		fail(ctx, api.ErrResourceDoesNotExist,
+			"no such path %q; invocations go to /serving-endpoints/{name}/invocations", clip(raw))
 		return
 	}
 	t := a.table.Load()
 	if t == nil {
 		a.metrics.requests.WithLabelValues("", "", "503").Inc()
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
-			"the activator has not received its route table yet; retry later"))
+		fail(ctx, api.ErrTemporarilyUnavailable,
+			"the activator has not received its route table yet; retry later")
 		return
 	}
 	ep := t.endpoints[string(name)] // the compiler does not copy name for the lookup
 	if ep == nil {
 		a.notFound.Inc()
-		writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
-			"endpoint %s does not exist", clip(name)))
+		fail(ctx, api.ErrResourceDoesNotExist,
+			"endpoint %s does not exist", clip(name))
 		return
 	}
 	// The body is read only now, for an endpoint that exists: a request
@@ -181,9 +180,8 @@ func (a *Activator) charge(ctx *fasthttp.RequestCtx, n int64) bool {
 		return true
 	}
 	a.buffered.Add(-n)
-	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-	writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
-		"the activator holds %d bytes of request bodies, its limit; retry later", a.cfg.MaxBufferedBytes))
+	fail(ctx, api.ErrTemporarilyUnavailable,
+		"the activator holds %d bytes of request bodies, its limit; retry later", a.cfg.MaxBufferedBytes)
 	return false
 }
 
@@ -191,12 +189,12 @@ func (a *Activator) charge(ctx *fasthttp.RequestCtx, n int64) bool {
 // and only known to be over.
 func (a *Activator) tooLarge(ctx *fasthttp.RequestCtx, size int) {
 	if size < 0 {
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
-			"request body is over the limit of %d bytes", a.cfg.MaxRequestBodySize))
+		fail(ctx, api.ErrPayloadTooLarge,
+			"request body is over the limit of %d bytes", a.cfg.MaxRequestBodySize)
 		return
 	}
-	writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errorBody(api.ErrPayloadTooLarge,
-		"request body is %d bytes; the limit is %d", size, a.cfg.MaxRequestBodySize))
+	fail(ctx, api.ErrPayloadTooLarge,
+		"request body is %d bytes; the limit is %d", size, a.cfg.MaxRequestBodySize)
 }
 
 // unreadable answers a request whose body could not be read: the client
@@ -206,12 +204,12 @@ func (a *Activator) unreadable(ctx *fasthttp.RequestCtx, err error) {
 	ctx.SetConnectionClose() // the connection is at an unknown place in the body
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		writeError(ctx, fasthttp.StatusRequestTimeout, errorBody(api.ErrMalformedRequest,
-			"the request body did not arrive in time; send it faster, or smaller"))
+		apierr.WithStatus(fasthttp.StatusRequestTimeout, api.Errorf(api.ErrMalformedRequest,
+			"the request body did not arrive in time; send it faster, or smaller")).WriteFast(ctx)
 		return
 	}
-	writeError(ctx, fasthttp.StatusBadRequest, errorBody(api.ErrMalformedRequest,
-		"the request body could not be read to its end (the connection ended, or its chunked encoding is broken)"))
+	fail(ctx, api.ErrMalformedRequest,
+		"the request body could not be read to its end (the connection ended, or its chunked encoding is broken)")
 }
 
 // capture hands the record of an answered invocation to Config.Capture,
@@ -241,17 +239,16 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	if served != nil {
 		if en = ep.entities[string(served)]; en == nil {
 			ep.requests.WithLabelValues("404").Inc()
-			writeError(ctx, fasthttp.StatusNotFound, errorBody(api.ErrResourceDoesNotExist,
-				"served entity %s does not exist in endpoint %s", served, ep.name))
+			fail(ctx, api.ErrResourceDoesNotExist,
+				"served entity %s does not exist in endpoint %s", served, ep.name)
 			return false
 		}
 	} else {
 		key = stickyKey(ctx, ep)
 		if en = ep.pick(key, a.intN); en == nil {
 			ep.requests.WithLabelValues("503").Inc()
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-			writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
-				"endpoint %s routes no traffic to any served entity", ep.name))
+			fail(ctx, api.ErrTemporarilyUnavailable,
+				"endpoint %s routes no traffic to any served entity", ep.name)
 			return false
 		}
 	}
@@ -261,8 +258,8 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	case !ctx.IsPost():
 		// API.md has no code for this; MALFORMED_REQUEST is the nearest.
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, errorBody(api.ErrMalformedRequest,
-			"method %s is not allowed; invocations are POST", ctx.Method()))
+		apierr.WithStatus(fasthttp.StatusMethodNotAllowed, api.Errorf(api.ErrMalformedRequest,
+			"method %s is not allowed; invocations are POST", ctx.Method())).WriteFast(ctx)
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true
@@ -409,13 +406,12 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 		// with ctx's old (empty) buffer.
 		ctx.Response.SwapBody(resp.SwapBody(ctx.Response.SwapBody(nil)))
 	case errors.Is(err, fasthttp.ErrTimeout):
-		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
-			"served entity %s did not answer within %s", en.name, a.cfg.Timeout))
+		fail(ctx, api.ErrDeadlineExceeded,
+			"served entity %s did not answer within %s", en.name, a.cfg.Timeout)
 	default:
 		a.log.Warn("replica failed", "endpoint", en.endpoint, "served_entity", en.name, "replica", r.addr, "err", err)
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, errorBody(api.ErrTemporarilyUnavailable,
-			"served entity %s of endpoint %s: no replica answered; retry later", en.name, en.endpoint))
+		fail(ctx, api.ErrTemporarilyUnavailable,
+			"served entity %s of endpoint %s: no replica answered; retry later", en.name, en.endpoint)
 	}
 }
 
@@ -445,26 +441,24 @@ func (a *Activator) refuse(ctx *fasthttp.RequestCtx, en *entity, cold bool, dead
 	var refused *refusal
 	switch {
 	case errors.Is(err, queue.ErrQueueFull):
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, en.queueFull)
+		en.queueFull.WriteFast(ctx)
 	case errors.As(err, &refused):
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, refused.body)
+		refused.answer.WriteFast(ctx)
 	case errors.Is(err, context.DeadlineExceeded) && !time.Now().Before(deadline):
-		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
-			"served entity %s of endpoint %s did not answer within %s", en.name, en.endpoint, a.cfg.Timeout))
+		fail(ctx, api.ErrDeadlineExceeded,
+			"served entity %s of endpoint %s did not answer within %s", en.name, en.endpoint, a.cfg.Timeout)
 	case errors.Is(err, context.DeadlineExceeded) && cold:
-		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
+		fail(ctx, api.ErrDeadlineExceeded,
 			"served entity %s of endpoint %s did not become ready within the queue timeout (%s, state %s); retry later",
-			en.name, en.endpoint, a.cfg.QueueTimeout, stateOrUnknown(en.state)))
+			en.name, en.endpoint, a.cfg.QueueTimeout, stateOrUnknown(en.state))
 	case errors.Is(err, context.DeadlineExceeded):
-		writeError(ctx, fasthttp.StatusGatewayTimeout, errorBody(api.ErrDeadlineExceeded,
+		fail(ctx, api.ErrDeadlineExceeded,
 			"no replica of served entity %s of endpoint %s had a free slot within the queue timeout (%s); retry later",
-			en.name, en.endpoint, a.cfg.QueueTimeout))
+			en.name, en.endpoint, a.cfg.QueueTimeout)
 	default:
 		a.log.Error("waiting for a replica slot", "endpoint", en.endpoint, "served_entity", en.name, "err", err)
-		writeError(ctx, fasthttp.StatusInternalServerError, errorBody(api.ErrInternal,
-			"served entity %s of endpoint %s: %v", en.name, en.endpoint, err))
+		fail(ctx, api.ErrInternal,
+			"served entity %s of endpoint %s: %v", en.name, en.endpoint, err)
 	}
 }
 
@@ -490,19 +484,15 @@ func stateOrUnknown(s string) string {
 	return s
 }
 
-func writeError(ctx *fasthttp.RequestCtx, status int, body []byte) {
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
+// fail answers with API.md's error of code, with the status of its code.
+func fail(ctx *fasthttp.RequestCtx, code, format string, args ...any) {
+	apierr.WriteFast(ctx, api.Errorf(code, format, args...))
 }
 
-// errorBody is API.md's error shape: {"error_code": ..., "message": ...}.
+// errorBody is API.md's error body, for answers that are not written to
+// a client (a shadow's, which goes to the inference table).
 func errorBody(code, format string, args ...any) []byte {
-	b, err := json.Marshal(api.Errorf(code, format, args...))
-	if err != nil { // two strings always marshal
-		panic(err)
-	}
-	return b
+	return apierr.For(api.Errorf(code, format, args...)).Body
 }
 
 // parsePath splits /serving-endpoints/{name}/invocations and

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,7 +49,7 @@ type poolKey struct {
 // that every request whose wait it ends gets this 503 answer.
 type refusal struct {
 	reason string
-	body   []byte // API.md's error shape, TEMPORARILY_UNAVAILABLE
+	answer apierr.Answer // TEMPORARILY_UNAVAILABLE
 	// removed says the entity's deployment left the route table, so the
 	// request may move to whatever took its place.
 	removed bool
@@ -58,7 +59,7 @@ func (r *refusal) Error() string { return r.reason }
 
 func newRefusal(format string, args ...any) *refusal {
 	e := api.Errorf(api.ErrTemporarilyUnavailable, format, args...)
-	return &refusal{reason: e.Message, body: errorBody(e.Code, "%s", e.Message)}
+	return &refusal{reason: e.Message, answer: apierr.For(e)}
 }
 
 func (a *Activator) newPool(k poolKey) *pool {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -62,9 +63,9 @@ type entity struct {
 	pool     *pool // slots, queue and load; outlives the table
 	requests counters
 	inFlight prometheus.Gauge
-	// queueFull is the 503 body for when the queue has no room, built once
-	// per table rather than per refused request.
-	queueFull []byte
+	// queueFull is the 503 for when the queue has no room, built once per
+	// table rather than per refused request.
+	queueFull apierr.Answer
 }
 
 // counters is one label set's requests_total family, curried down to the
@@ -202,8 +203,8 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 				pool:     p,
 				requests: m.counters(er.Name, e.Name),
 				inFlight: m.inFlight.WithLabelValues(er.Name, e.Name),
-				queueFull: errorBody(api.ErrTemporarilyUnavailable,
-					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name),
+				queueFull: apierr.For(api.Errorf(api.ErrTemporarilyUnavailable,
+					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name)),
 			}
 			ep.entities[e.Name] = en
 		}

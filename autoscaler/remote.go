@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 )
 
 // DefaultRemoteTimeout is RemoteScheduler.Timeout's default.
@@ -359,13 +360,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 // writeAPIError answers with API.md's error shape.
-func writeAPIError(w http.ResponseWriter, err error) {
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.ErrInternal, "%v", err)
-	}
-	writeAPIJSON(w, api.HTTPStatus(ae.Code), ae)
-}
+func writeAPIError(w http.ResponseWriter, err error) { apierr.Write(w, err) }
 
 func writeAPIJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/scheduler/store"
 )
@@ -567,14 +568,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError answers with API.md's error shape; errors that are not
 // *api.Error are internal.
-func writeError(w http.ResponseWriter, err error) {
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.ErrInternal, "%v", err)
-	}
-	status := api.HTTPStatus(ae.Code)
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
-	}
-	writeJSON(w, status, ae)
-}
+func writeError(w http.ResponseWriter, err error) { apierr.Write(w, err) }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/worker/scoring"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -211,24 +212,9 @@ func (s *server) tooLarge() *api.Error {
 
 // writeAPIError answers err, which the parsers and readBody make an
 // *api.Error, with the status of its code.
-func writeAPIError(w http.ResponseWriter, err error) int {
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.ErrInternal, "%v", err)
-	}
-	return writeError(w, api.HTTPStatus(ae.Code), ae)
-}
+func writeAPIError(w http.ResponseWriter, err error) int { return apierr.Write(w, err) }
 
-// writeError writes API.md's error body with status and returns status.
+// writeError answers e with status, which may differ from its code's (415).
 func writeError(w http.ResponseWriter, status int, e *api.Error) int {
-	body, _ := json.Marshal(e) // two strings: cannot fail
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if status == http.StatusServiceUnavailable {
-		h.Set("Retry-After", "1")
-	}
-	w.WriteHeader(status)
-	w.Write(body)
-	return status
+	return apierr.WithStatus(status, e).Write(w)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
 	"github.com/gantry/gantry/monitors"
@@ -415,7 +415,7 @@ func (l frontLimits) handler(invoke, control fasthttp.RequestHandler) fasthttp.R
 		path := ctx.URI().PathOriginal()
 		if n := ctx.Request.Header.Peek(refusedLength); n != nil {
 			limit, _ := l.limit(ctx.Method(), path)
-			writeFrontError(ctx, api.Errorf(api.ErrPayloadTooLarge,
+			apierr.WriteFast(ctx, api.Errorf(api.ErrPayloadTooLarge,
 				"request body is %s bytes; the limit is %d", n, limit))
 			return
 		}
@@ -562,36 +562,16 @@ func frontError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeFrontError(ctx, api.Errorf(api.ErrPayloadTooLarge, "request body is over the limit"))
+		apierr.WriteFast(ctx, api.Errorf(api.ErrPayloadTooLarge, "request body is over the limit"))
 	case errors.As(err, &small):
-		writeFrontErrorStatus(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge,
-			api.Errorf(api.ErrMalformedRequest, "request headers are too large"))
+		apierr.WithStatus(fasthttp.StatusRequestHeaderFieldsTooLarge,
+			api.Errorf(api.ErrMalformedRequest, "request headers are too large")).WriteFast(ctx)
 	case errors.As(err, &ne) && ne.Timeout():
-		writeFrontErrorStatus(ctx, fasthttp.StatusRequestTimeout,
-			api.Errorf(api.ErrMalformedRequest, "the request did not arrive in time"))
+		apierr.WithStatus(fasthttp.StatusRequestTimeout,
+			api.Errorf(api.ErrMalformedRequest, "the request did not arrive in time")).WriteFast(ctx)
 	default:
-		writeFrontError(ctx, api.Errorf(api.ErrMalformedRequest, "the request is not valid HTTP/1.1"))
+		apierr.WriteFast(ctx, api.Errorf(api.ErrMalformedRequest, "the request is not valid HTTP/1.1"))
 	}
-}
-
-// writeFrontError answers e in API.md's shape with the status of its code.
-func writeFrontError(ctx *fasthttp.RequestCtx, e *api.Error) {
-	writeFrontErrorStatus(ctx, api.HTTPStatus(e.Code), e)
-}
-
-// writeFrontErrorStatus answers e with status, and Retry-After on 429 and
-// 503 as the scheduler's answers have it.
-func writeFrontErrorStatus(ctx *fasthttp.RequestCtx, status int, e *api.Error) {
-	body, err := json.Marshal(e)
-	if err != nil { // two strings always marshal
-		panic(err)
-	}
-	if status == fasthttp.StatusServiceUnavailable || status == fasthttp.StatusTooManyRequests {
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
 }
 
 // health adds /healthz, /readyz and /metrics, which every component serves.
