@@ -684,3 +684,24 @@ func newUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
+
+// setActive sets a user's or service principal's active flag; an
+// inactive principal's tokens do not authenticate.
+func (s *Service) setActive(id string, active bool) (*Principal, error) {
+	var out *Principal
+	err := s.update(func(tx *bolt.Tx, next *snapshot) error {
+		p := next.principals[id]
+		if p == nil {
+			return api.Errorf(api.ErrResourceDoesNotExist, "principal %q does not exist", id)
+		}
+		np := *p
+		np.Active = active
+		if err := putJSON(tx, principalsBucket, id, &np); err != nil {
+			return err
+		}
+		next.principals[id] = &np
+		out = &np
+		return nil
+	})
+	return out, err
+}
