@@ -60,7 +60,7 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL string, so *scaling
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", col)
 	health(mux, reg, sched.Synced)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: jsonErrors(mux), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

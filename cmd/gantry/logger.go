@@ -70,7 +70,7 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 	reg := newRegistry()
 	mux := http.NewServeMux()
 	health(mux, reg, func() bool { return db.Ping(context.Background()) == nil })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: jsonErrors(mux), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
 	if mo.scheduler == "" {

@@ -50,7 +50,9 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 	}
 	defer cp.close()
 	mux := http.NewServeMux()
-	mux.Handle("/api/", cp.sched.Handler())
+	// Every path but the health ones: the scheduler answers those it does
+	// not serve (/.well-known/databricks-config too) in API.md's shape.
+	mux.Handle("/", cp.sched.Handler())
 	health(mux, reg, func() bool { return true })
 	srv := &http.Server{
 		Handler:           withBodyTimeout(mux),
@@ -124,7 +126,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	act := activator.New(cfg, &activator.HTTPRoutes{Base: schedulerURL})
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
-	srv := newFront(act.Handler, mux, 0) // the limits and timeouts of gantry dev's
+	srv := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
