@@ -259,7 +259,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	}
 	act = activator.New(acfg, cp.routes)
 	control := http.NewServeMux()
-	control.Handle("/api/", cp.sched.Handler())
+	control.Handle("/", cp.sched.Handler()) // API.md's JSON errors for every unknown path, /.well-known/databricks-config too
 	health(control, reg, act.Ready)
 	front := newFront(act.Handler, control, o.maxUploadSize)
 
