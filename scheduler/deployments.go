@@ -39,13 +39,6 @@ type deploymentsAPI struct {
 	last  []byte
 }
 
-// registerDeployments adds the deployments API to mux.
-func (s *Scheduler) registerDeployments(mux *http.ServeMux) {
-	d := &deploymentsAPI{s: s}
-	mux.HandleFunc("GET /api/2.0/gantry/deployments", d.list)
-	mux.HandleFunc("POST /api/2.0/gantry/deployments/{id}/scale", d.scale)
-}
-
 // targets returns the current list, sorted by deployment, and its index.
 func (d *deploymentsAPI) targets() ([]api.DeploymentTarget, uint64) {
 	ts := d.s.Targets()

@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/scheduler/store"
@@ -25,33 +27,64 @@ const maxConfigBody = 1 << 20
 // maxRoutesWait caps the wait of a blocking route query.
 const maxRoutesWait = 5 * time.Minute
 
-// Handler serves the control-plane API of API.md.
+// Handler serves the control-plane API of API.md. With Config.Auth set,
+// every route needs a bearer token and its rule (apiRoutes), and the
+// identity APIs (SCIM, tokens, permissions) are served too.
 func (s *Scheduler) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/2.0/serving-endpoints", s.create)
-	mux.HandleFunc("GET /api/2.0/serving-endpoints", s.list)
-	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}", s.get)
-	mux.HandleFunc("DELETE /api/2.0/serving-endpoints/{name}", s.delete)
-	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/config", s.updateConfig)
-	mux.HandleFunc("PATCH /api/2.0/serving-endpoints/{name}/tags", s.patchTags)
-	mux.HandleFunc("PUT /api/2.0/serving-endpoints/{name}/ai-gateway", s.putAIGateway)
-	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", s.logs)
-	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs", s.buildLogs)
-	mux.HandleFunc("GET /api/2.0/serving-endpoints/{name}/metrics", s.endpointMetrics)
-	mux.HandleFunc("GET /.well-known/databricks-config", hostMetadata)
-	mux.HandleFunc("GET /api/2.0/gantry/models", s.listModels)
-	mux.HandleFunc("POST /api/2.0/gantry/models/{name}/versions", s.uploadModel)
-	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}", s.getModel)
-	mux.HandleFunc("GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", s.modelArtifact)
-	mux.HandleFunc("GET /api/2.0/gantry/routes", s.routes)
-	mux.HandleFunc("GET /api/2.0/gantry/serving-endpoints/{name}/deployments", s.listDeploymentSpecs)
-	mux.HandleFunc("POST /api/2.0/gantry/tables/query", s.queryTable)
-	s.registerDeployments(mux)
-	s.registerMonitors(mux)
+	for _, rt := range s.apiRoutes() {
+		mux.Handle(rt.pattern, s.guard(rt))
+	}
+	if s.cfg.Auth != nil {
+		ih := s.authenticate(s.cfg.Auth.Handler(authObjects{s}))
+		for _, p := range identity.Patterns() {
+			mux.Handle(p, ih)
+		}
+	}
+	// Unknown paths answer 404 without a token: which paths exist is
+	// public (API.md), and clients learn of a wrong path before a token.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// apiRoutes is every control-plane route with who may call it (auth.go).
+// Levels follow API.md and PEERS.md: CAN_VIEW gets, lists, reads logs
+// and deployment specs; CAN_MANAGE changes and deletes, and reads the
+// inference table (its rows are callers' payloads), directly or through
+// monitors. The route table and the deployments are the components' view
+// of every endpoint: admins (the components' service principals) only.
+func (s *Scheduler) apiRoutes() []apiRoute {
+	d := &deploymentsAPI{s: s}
+	return []apiRoute{
+		{"POST /api/2.0/serving-endpoints", anyCaller, s.create}, // + CAN_READ on its models
+		{"GET /api/2.0/serving-endpoints", anyCaller, s.list},    // what the caller may view
+		{"GET /api/2.0/serving-endpoints/{name}", onEndpoint(identity.CanView), s.get},
+		{"DELETE /api/2.0/serving-endpoints/{name}", onEndpoint(identity.CanManage), s.delete},
+		{"PUT /api/2.0/serving-endpoints/{name}/config", onEndpoint(identity.CanManage), s.updateConfig},
+		{"PATCH /api/2.0/serving-endpoints/{name}/tags", onEndpoint(identity.CanManage), s.patchTags},
+		{"PUT /api/2.0/serving-endpoints/{name}/ai-gateway", onEndpoint(identity.CanManage), s.putAIGateway},
+		{"GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", onEndpoint(identity.CanView), s.logs},
+		{"GET /api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs", onEndpoint(identity.CanView), s.buildLogs},
+		{"GET /api/2.0/serving-endpoints/{name}/metrics", onEndpoint(identity.CanView), s.endpointMetrics},
+		{"GET /.well-known/databricks-config", public, hostMetadata}, // SDKs ask before they authenticate
+		{"GET /api/2.0/gantry/models", anyCaller, s.listModels},                       // what the caller may read
+		{"POST /api/2.0/gantry/models/{name}/versions", anyCaller, s.uploadModel}, // a new model, or CAN_MANAGE
+		{"GET /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanRead), s.getModel},
+		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", onModel(identity.CanRead), s.modelArtifact},
+		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
+		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
+		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
+		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
+		{"POST /api/2.0/gantry/deployments/{id}/scale", adminOnly, d.scale},
+		{"POST /api/2.0/gantry/monitors", anyCaller, s.createMonitor}, // + CAN_MANAGE on the body's endpoint
+		{"GET /api/2.0/gantry/monitors", anyCaller, s.listMonitors},   // those of endpoints the caller may view
+		{"GET /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanView), s.getMonitor},
+		{"DELETE /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanManage), s.deleteMonitor},
+		{"POST /api/2.0/gantry/monitors/{name}/run", onMonitor(identity.CanManage), s.runMonitor},
+		{"GET /api/2.0/gantry/monitors/{name}/report", onMonitor(identity.CanManage), s.reportMonitor},
+	}
 }
 
 func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
@@ -77,6 +110,10 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.needModels(r, req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
 	s.mu.Lock()
 	err := s.checkEndpointCount()
 	if err == nil {
@@ -97,6 +134,21 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		Tags: req.Tags, Config: *req.Config, UpdateState: api.ConfigInProgress,
 	}
 	ep.Config.ConfigVersion = 1
+	// The creator's CAN_MANAGE is claimed before the endpoint appears, so
+	// that its first GET finds it; a create that fails below forgets it.
+	created := false
+	if s.cfg.Auth != nil {
+		obj := identity.Object{Type: identity.Endpoints, ID: ep.ID}
+		if _, err := s.cfg.Auth.Claim(obj, s.caller(r)); err != nil {
+			writeError(w, err)
+			return
+		}
+		defer func() {
+			if !created {
+				s.forget(obj)
+			}
+		}()
+	}
 
 	s.mu.Lock()
 	if _, ok := s.eps[req.Name]; ok {
@@ -120,7 +172,8 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.eps[req.Name] = ep
-	view := s.endpoint(ep)
+	created = true
+	view := s.endpoint(ep) // the creator manages it
 	s.mu.Unlock()
 	s.Notify(req.Name)
 	writeJSON(w, http.StatusOK, view)
@@ -228,7 +281,13 @@ func (s *Scheduler) list(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	out := api.ListEndpointsResponse{Endpoints: make([]api.Endpoint, 0, len(s.eps))}
 	for _, ep := range s.eps {
-		out.Endpoints = append(out.Endpoints, s.endpoint(ep))
+		l := s.endpointLevel(r, ep.ID)
+		if !l.AtLeast(identity.CanView) {
+			continue
+		}
+		v := s.endpoint(ep)
+		v.PermissionLevel = string(l)
+		out.Endpoints = append(out.Endpoints, v)
 	}
 	s.mu.Unlock()
 	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].Name < out.Endpoints[j].Name })
@@ -243,7 +302,9 @@ func (s *Scheduler) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.endpoint(ep))
+	v := s.endpoint(ep)
+	v.PermissionLevel = string(s.endpointLevel(r, ep.ID))
+	writeJSON(w, http.StatusOK, v)
 }
 
 // lookup finds an endpoint or returns a 404 error. s.mu must be held.
@@ -268,9 +329,11 @@ func (s *Scheduler) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	id := s.eps[name].ID
 	delete(s.eps, name)
 	s.deleteMonitorsOf(name)
 	s.mu.Unlock()
+	s.forget(identity.Object{Type: identity.Endpoints, ID: id})
 	s.Notify(name)
 	writeJSON(w, http.StatusOK, struct{}{})
 }
@@ -288,6 +351,10 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.checkCeiling(&c); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.needModels(r, &c); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -343,7 +410,9 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	*ep = next
 	s.Notify(ep.Name)
-	writeJSON(w, http.StatusOK, s.endpoint(ep))
+	v := s.endpoint(ep)
+	v.PermissionLevel = string(s.endpointLevel(r, ep.ID))
+	writeJSON(w, http.StatusOK, v)
 }
 
 // sameDeployments reports whether two configs run the same deployments.
@@ -446,10 +515,16 @@ func (s *Scheduler) listModels(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// Only the models the caller may read.
+	ms = slices.DeleteFunc(ms, func(m api.ModelVersion) bool { return !s.modelLevel(r, m.Name).AtLeast(identity.CanRead) })
 	writeJSON(w, http.StatusOK, api.ListModelsResponse{Models: ms})
 }
 
 func (s *Scheduler) uploadModel(w http.ResponseWriter, r *http.Request) {
+	if err := s.mayUpload(r, r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
 	mv, err := s.cfg.Registry.Upload(r.PathValue("name"), r.Body)
 	if err != nil {
 		writeError(w, err)
@@ -552,8 +627,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return checkJSONKeys(b, v)
 }
 
-// requester names who made a request; authentication comes later.
+// requester names who made a request: the authenticated principal's name
+// (a userName or a service principal's applicationId), else, with
+// authentication off, X-Gantry-User or "anonymous".
 func requester(r *http.Request) string {
+	if c := identity.CallerFrom(r.Context()); c != nil {
+		return c.Name()
+	}
 	if u := r.Header.Get("X-Gantry-User"); u != "" {
 		return u
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/monitors"
 	"github.com/gantry/gantry/scheduler/store"
 )
@@ -34,15 +35,6 @@ const (
 	webhookCheckTimeout = 5 * time.Second
 )
 
-func (s *Scheduler) registerMonitors(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/2.0/gantry/monitors", s.createMonitor)
-	mux.HandleFunc("GET /api/2.0/gantry/monitors", s.listMonitors)
-	mux.HandleFunc("GET /api/2.0/gantry/monitors/{name}", s.getMonitor)
-	mux.HandleFunc("DELETE /api/2.0/gantry/monitors/{name}", s.deleteMonitor)
-	mux.HandleFunc("POST /api/2.0/gantry/monitors/{name}/run", s.runMonitor)
-	mux.HandleFunc("GET /api/2.0/gantry/monitors/{name}/report", s.reportMonitor)
-}
-
 func (s *Scheduler) createMonitor(w http.ResponseWriter, r *http.Request) {
 	var a api.Monitor
 	if err := decode(w, r, &a); err != nil {
@@ -52,6 +44,13 @@ func (s *Scheduler) createMonitor(w http.ResponseWriter, r *http.Request) {
 	if a.Table != "" {
 		writeError(w, invalid("table: Gantry sets it to the endpoint's inference table; leave it out"))
 		return
+	}
+	if a.Endpoint != "" {
+		// A monitor reads the endpoint's inference table: CAN_MANAGE.
+		if _, err := s.needEndpoint(r, a.Endpoint, identity.CanManage); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	s.mu.Lock()
 	ep, err := s.lookup(a.Endpoint)
@@ -167,7 +166,8 @@ func (s *Scheduler) listMonitors(w http.ResponseWriter, r *http.Request) {
 	out := api.ListMonitorsResponse{Monitors: []api.Monitor{}}
 	s.mu.Lock()
 	for _, a := range all {
-		if _, ok := s.eps[a.Endpoint]; ok {
+		// Only monitors of endpoints the caller may view.
+		if ep, ok := s.eps[a.Endpoint]; ok && s.endpointLevel(r, ep.ID).AtLeast(identity.CanView) {
 			out.Monitors = append(out.Monitors, *a)
 		}
 	}

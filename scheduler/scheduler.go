@@ -99,6 +99,9 @@ type Config struct {
 	// WebhookAllow names the private addresses monitor webhooks may
 	// reach; nil allows public addresses only.
 	WebhookAllow *monitors.WebhookAllow
+	// Auth authenticates callers and checks their permissions (auth.go);
+	// nil turns both off: every caller may do everything.
+	Auth Auth
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the

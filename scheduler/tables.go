@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/identity"
 )
 
 // queryTimeout bounds one query of Gantry's own SQL through the API (the
@@ -35,6 +36,12 @@ func (s *Scheduler) queryTable(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.TrimSpace(req.SQL) == "" {
 		writeError(w, invalid("sql: required"))
+		return
+	}
+	// The table holds callers' payloads: CAN_MANAGE, as Databricks asks
+	// for the inference table's schema.
+	if _, err := s.needEndpoint(r, req.Endpoint, identity.CanManage); err != nil {
+		writeError(w, err)
 		return
 	}
 	s.mu.Lock()
