@@ -68,8 +68,8 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", onEndpoint(identity.CanView), s.logs},
 		{"GET /api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs", onEndpoint(identity.CanView), s.buildLogs},
 		{"GET /api/2.0/serving-endpoints/{name}/metrics", onEndpoint(identity.CanView), s.endpointMetrics},
-		{"GET /.well-known/databricks-config", public, hostMetadata}, // SDKs ask before they authenticate
-		{"GET /api/2.0/gantry/models", anyCaller, s.listModels},                       // what the caller may read
+		{"GET /.well-known/databricks-config", public, hostMetadata},              // SDKs ask before they authenticate
+		{"GET /api/2.0/gantry/models", anyCaller, s.listModels},                   // what the caller may read
 		{"POST /api/2.0/gantry/models/{name}/versions", anyCaller, s.uploadModel}, // a new model, or CAN_MANAGE
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanRead), s.getModel},
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", onModel(identity.CanRead), s.modelArtifact},
