@@ -51,9 +51,16 @@ func (s *server) setModel(m *model, elapsed time.Duration) {
 // ping is the readiness probe the activator and Nomad check before sending
 // traffic. The 200 body is MLflow's.
 func (s *server) ping(w http.ResponseWriter, r *http.Request) {
-	if s.model.Load() == nil {
+	m := s.model.Load()
+	if m == nil {
 		writeError(w, http.StatusServiceUnavailable, loadingError())
 		return
+	}
+	if rr, ok := m.rt.(readyRuntime); ok {
+		if err := rr.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, api.Errorf(api.ErrTemporarilyUnavailable, "%v", err))
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte("\n"))
@@ -106,11 +113,19 @@ func (s *server) invoke(w http.ResponseWriter, r *http.Request) int {
 		// and native runtimes declare none.
 		s.log.Debug("ignoring params: the runtime takes none", "flavor", m.flavor)
 	}
-	rows, err := req.Frame.Floats(m.inputs, m.nFeatures)
-	if err != nil {
-		return s.writeFailure(w, "convert features", err)
+	var preds any
+	if fr, ok := m.rt.(FrameRuntime); ok {
+		// The process runtime types the columns by the signature itself:
+		// its models take strings, which Floats would refuse.
+		preds, err = s.predictFrame(r, m, fr, &req.Frame)
+	} else {
+		var rows [][]float64
+		rows, err = req.Frame.Floats(m.inputs, m.nFeatures)
+		if err != nil {
+			return s.writeFailure(w, "convert features", err)
+		}
+		preds, err = s.predict(m, rows)
 	}
-	preds, err := s.predict(m, rows)
 	if err != nil {
 		return s.writeFailure(w, "predict", err)
 	}
@@ -135,6 +150,17 @@ func (s *server) predict(m *model, rows [][]float64) (preds any, err error) {
 		}
 	}()
 	return m.rt.Predict(rows)
+}
+
+// predictFrame is predict for a FrameRuntime.
+func (s *server) predictFrame(r *http.Request, m *model, fr FrameRuntime, f *scoring.Frame) (preds any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("runtime panicked", "flavor", m.flavor, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s runtime panicked: %v", m.flavor, p)
+		}
+	}()
+	return fr.PredictFrame(r.Context(), f)
 }
 
 // writeFailure answers an error from the model side: an *api.Error is the

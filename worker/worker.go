@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/gantry/gantry/worker/scoring"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -55,6 +57,22 @@ func (c Config) withDefaults() Config {
 // runtime says the input was at fault; any other error is a 500.
 type Runtime interface {
 	Predict(rows [][]float64) (any, error)
+}
+
+// A FrameRuntime takes the parsed request itself instead of float rows:
+// the process runtime, whose models take strings and integers, matches and
+// types the columns by the model's signature. An error is answered as
+// Predict's are. ctx ends when the client goes away.
+type FrameRuntime interface {
+	Runtime
+	PredictFrame(ctx context.Context, f *scoring.Frame) (any, error)
+}
+
+// readyRuntime is a runtime that can be briefly unable to predict after it
+// loaded (the process runtime while it replaces a model host); /ping
+// answers 503 with the reason meanwhile.
+type readyRuntime interface {
+	Ready() error
 }
 
 // A Loader builds a runtime from a model directory and the settings of its
@@ -128,6 +146,11 @@ func serve(ctx context.Context, cfg Config, loaders map[string]Loader, ln net.Li
 		return shutdown(hs, cfg.ShutdownTimeout)
 	}
 
+	// A runtime with a process of its own (the Python model host) stops
+	// with the worker, after the requests it serves.
+	if c, ok := s.model.Load().rt.(io.Closer); ok {
+		defer c.Close()
+	}
 	select {
 	case err := <-served:
 		return fmt.Errorf("worker: serve: %w", err)

@@ -2,8 +2,11 @@ package main
 
 import (
 	"errors"
+	"time"
 
 	"github.com/gantry/gantry/worker"
+	"github.com/gantry/gantry/worker/mlmodel"
+	"github.com/gantry/gantry/worker/pyfunc"
 	"github.com/gantry/gantry/worker/xgboost"
 	"github.com/spf13/cobra"
 )
@@ -19,8 +22,33 @@ var loaders = map[string]worker.Loader{
 	},
 }
 
+// withPython adds the process runtime for python_function, which serves
+// every flavor that no native runtime takes (the worker prefers native
+// ones).
+func withPython(native map[string]worker.Loader, cfg pyfunc.Config) map[string]worker.Loader {
+	all := make(map[string]worker.Loader, len(native)+1)
+	for k, v := range native {
+		all[k] = v
+	}
+	all["python_function"] = func(dir string, _ map[string]any) (worker.Runtime, int, error) {
+		mm, err := mlmodel.Load(dir)
+		if err != nil {
+			return nil, 0, err
+		}
+		rt, err := pyfunc.Load(dir, mm, cfg)
+		if err != nil {
+			return nil, 0, err
+		}
+		return rt, 0, nil
+	}
+	return all
+}
+
 func workerCmd() *cobra.Command {
-	var cfg worker.Config
+	var (
+		cfg worker.Config
+		py  pyfunc.Config
+	)
 	c := &cobra.Command{
 		Use:   "worker",
 		Short: "Serve one MLflow model directory over the MLflow scoring protocol",
@@ -29,10 +57,30 @@ func workerCmd() *cobra.Command {
 			if cfg.ModelDir == "" {
 				return errors.New("--model-dir is required")
 			}
-			return worker.Run(cmd.Context(), cfg, loaders)
+			if py.MaxBatchRows < 1 {
+				return errors.New("--max-batch-size must be at least 1 (1 turns batching off)")
+			}
+			if py.MaxBatchWait < 0 || py.MaxBatchWait > time.Second {
+				return errors.New("--max-batch-wait must be between 0 and 1s")
+			}
+			return worker.Run(cmd.Context(), cfg, withPython(loaders, py))
 		},
 	}
 	c.Flags().StringVar(&cfg.ModelDir, "model-dir", "", "MLflow model directory to serve")
 	c.Flags().StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to listen on")
+	addPythonFlags(c, &py)
+	c.Flags().IntVar(&py.MaxBatchRows, "max-batch-size", pyfunc.DefaultMaxBatchRows,
+		"Python models: most rows merged into one predict call from concurrent requests (1: no batching)")
+	c.Flags().DurationVar(&py.MaxBatchWait, "max-batch-wait", pyfunc.DefaultMaxBatchWait,
+		"Python models: how long a batch waits for more requests once the model is free (0: not at all)")
+	c.Flags().DurationVar(&py.Timeout, "execution-timeout", pyfunc.DefaultTimeout,
+		"Python models: longest predict call; past it the request gets a 504 and the model host is replaced")
 	return c
+}
+
+// addPythonFlags adds --python, which gantry dev and gantry scheduler pass
+// on to their workers.
+func addPythonFlags(c *cobra.Command, py *pyfunc.Config) {
+	c.Flags().StringVar(&py.Python, "python", pyfunc.DefaultPython,
+		"Python interpreter that runs models without a native runtime (sklearn, pytorch, custom pyfunc); a name is looked up on PATH")
 }
