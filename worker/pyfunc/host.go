@@ -45,11 +45,11 @@ type hostInfo struct {
 // host is one running model host process. Only the runtime's dispatcher
 // goroutine calls it, one message at a time.
 type host struct {
-	cmd    *exec.Cmd
-	req    *os.File      // our end of the request pipe (fd 3 in the host)
-	resp   *os.File      // our end of the answer pipe (fd 4 in the host)
-	rd     *bufio.Reader // over resp
-	exited chan struct{} // closed once the process has exited; then waitErr is set
+	cmd     *exec.Cmd
+	req     *os.File      // our end of the request pipe (fd 3 in the host)
+	resp    *os.File      // our end of the answer pipe (fd 4 in the host)
+	rd      *bufio.Reader // over resp
+	exited  chan struct{} // closed once the process has exited; then waitErr is set
 	waitErr error
 	info    hostInfo
 	buf     []byte // reused for answers

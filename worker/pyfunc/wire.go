@@ -151,13 +151,13 @@ func appendPredict(dst []byte, bs []*batch) []byte {
 
 // array is a 1-D (width 0) or row-major 2-D array of the model's output.
 type array struct {
-	typ        byte
-	rows       int
-	width      int
-	f          []float64
-	i          []int64
-	b          []bool
-	s          []string // strings, or JSON texts for typeJSON
+	typ   byte
+	rows  int
+	width int
+	f     []float64
+	i     []int64
+	b     []bool
+	s     []string // strings, or JSON texts for typeJSON
 }
 
 // output is one answer of the host.
