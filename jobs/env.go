@@ -56,9 +56,21 @@ var (
 	}
 )
 
+// allowedEnvNames are worker settings that a served entity may choose for
+// itself although they start with a denied prefix: the Python interpreter
+// of the process runtime and its batching. The interpreter runs the
+// entity's own model code, which can already run anything in the worker,
+// so naming it gives the entity nothing it did not have.
+var allowedEnvNames = []string{"GANTRY_PYTHON", "GANTRY_MAX_BATCH_SIZE", "GANTRY_MAX_BATCH_WAIT"}
+
 // CheckEnv returns an error naming the variable when a served entity may
 // not set name in its worker's environment, or nil.
 func CheckEnv(name string) error {
+	for _, n := range allowedEnvNames {
+		if name == n {
+			return nil
+		}
+	}
 	up := strings.ToUpper(name)
 	for _, n := range deniedEnvNames {
 		if up == n {

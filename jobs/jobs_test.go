@@ -271,12 +271,13 @@ func TestCheckEnv(t *testing.T) {
 	for _, k := range []string{"LD_PRELOAD", "ld_preload", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES",
 		"PYTHONPATH", "PYTHONSTARTUP", "GODEBUG", "GOTRACEBACK", "MALLOC_CHECK_", "GLIBC_TUNABLES", "GCONV_PATH",
 		"PATH", "HOME", "BASH_ENV", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "OPENSSL_CONF", "NVIDIA_VISIBLE_DEVICES",
-		"CUDA_VISIBLE_DEVICES", "NOMAD_TOKEN", "GANTRY_MODEL_DIR"} {
+		"CUDA_VISIBLE_DEVICES", "NOMAD_TOKEN", "GANTRY_MODEL_DIR", "GANTRY_LISTEN", "gantry_python"} {
 		if err := jobs.CheckEnv(k); err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("CheckEnv(%q) = %v; want an error naming it", k, err)
 		}
 	}
-	for _, k := range []string{"MODEL_THRESHOLD", "OMP_NUM_THREADS", "MLFLOW_TRACKING_URI", "GOOGLE_APPLICATION_CREDENTIALS", "HOSTNAME_SUFFIX", "PATHS"} {
+	for _, k := range []string{"MODEL_THRESHOLD", "OMP_NUM_THREADS", "MLFLOW_TRACKING_URI", "GOOGLE_APPLICATION_CREDENTIALS", "HOSTNAME_SUFFIX", "PATHS",
+		"GANTRY_PYTHON", "GANTRY_MAX_BATCH_SIZE", "GANTRY_MAX_BATCH_WAIT"} {
 		if err := jobs.CheckEnv(k); err != nil {
 			t.Errorf("CheckEnv(%q) = %v; want nil", k, err)
 		}

@@ -48,6 +48,7 @@ type controlPlaneOptions struct {
 	tablesOff string
 	docker    dockerOptions
 	nomad     nomadOptions
+	python    string // --python: the interpreter local workers serve Python models with
 
 	// monitors runs drift monitors for the API and the in-process logger;
 	// set by the command with tables.
@@ -62,6 +63,7 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&o.listen, "listen", defaultListen, "address to serve the API (and, for dev, invocations) on")
 	c.Flags().StringVar(&o.dataDir, "data-dir", ".gantry", "directory for the endpoint store and the model registry")
 	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
+	o.pythonFlag(c)
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
 	c.Flags().IntVar(&o.maxEndpoints, "max-endpoints", scheduler.DefaultMaxEndpoints, "most serving endpoints this Gantry holds; creates beyond get 400")

@@ -8,7 +8,9 @@ import (
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/local"
+	"github.com/gantry/gantry/worker/pyfunc"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 )
 
 // driver is an orchestrator that the control plane closes on exit.
@@ -27,11 +29,29 @@ var driverNames = []string{"local", "docker", "nomad"}
 func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Registerer, notify func(id string)) (driver, error) {
 	switch o.driver {
 	case "local":
-		return local.New(local.Config{Logger: log, Metrics: orchestrator.NewMetrics(metrics)}, notify)
+		return local.New(local.Config{Logger: log, Metrics: orchestrator.NewMetrics(metrics), Env: o.workerEnv()}, notify)
 	case "docker":
 		return newDockerDriver(o, log, metrics, notify)
 	case "nomad":
 		return newNomadDriver(&o.nomad, log, notify)
 	}
 	return nil, fmt.Errorf("--driver %q: choose one of %v", o.driver, driverNames)
+}
+
+// pythonFlag adds --python to gantry dev and gantry scheduler: local
+// workers get it as GANTRY_PYTHON, which sets their own --python (a served
+// entity's environment_vars may name another).
+func (o *controlPlaneOptions) pythonFlag(c *cobra.Command) {
+	c.Flags().StringVar(&o.python, "python", pyfunc.DefaultPython,
+		"Python interpreter for models without a native runtime (sklearn, pytorch, custom pyfunc), passed to local workers; a name is looked up on PATH")
+}
+
+// workerEnv is what local workers get on top of their clean environment.
+// Workers do not inherit this process's variables, so GANTRY_PYTHON set
+// for gantry dev reaches them only through here.
+func (o *controlPlaneOptions) workerEnv() []string {
+	if o.python == "" || o.python == pyfunc.DefaultPython {
+		return nil
+	}
+	return []string{"GANTRY_PYTHON=" + o.python}
 }

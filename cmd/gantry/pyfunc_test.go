@@ -1,0 +1,314 @@
+package main
+
+// End to end with the Python runtime: gantry dev serves the py_* fixtures
+// (scikit-learn, PyTorch and a custom pyfunc model) through real model
+// hosts in Debian's Python, and every answer must equal what the model's
+// own predict returned in Python when the fixtures were made.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/pyfunc"
+)
+
+// testPython is the interpreter with python3-sklearn and python3-torch
+// (make test-deps); GANTRY_TEST_PYTHON overrides it. Without them the test
+// skips, except under CI.
+func testPython(t testing.TB) string {
+	t.Helper()
+	py := os.Getenv("GANTRY_TEST_PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	if out, err := exec.Command(py, "-c", "import sklearn, torch, pandas, cloudpickle").CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s lacks the test libraries (make test-deps): %v\n%s", py, err, out)
+		}
+		t.Skipf("%s lacks sklearn/torch/pandas/cloudpickle (make test-deps installs them): %s", py, out)
+	}
+	return py
+}
+
+// pyBodies renders rows in the four JSON formats and CSV, with strings and
+// missing values as they are.
+func pyBodies(t testing.TB, columns []string, data [][]any) map[string][]byte {
+	t.Helper()
+	records := make([]map[string]any, len(data))
+	columnar := map[string][]any{}
+	var csv strings.Builder
+	csv.WriteString(strings.Join(columns, ",") + "\n")
+	for i, row := range data {
+		records[i] = map[string]any{}
+		cells := make([]string, len(row))
+		for j, c := range columns {
+			records[i][c] = row[j]
+			columnar[c] = append(columnar[c], row[j])
+			switch v := row[j].(type) {
+			case float64:
+				cells[j] = strconv.FormatFloat(v, 'g', -1, 64)
+			case string:
+				cells[j] = v
+			}
+		}
+		csv.WriteString(strings.Join(cells, ",") + "\n")
+	}
+	enc := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return map[string][]byte{
+		"dataframe_split":   enc(map[string]any{"dataframe_split": map[string]any{"columns": columns, "data": data}}),
+		"dataframe_records": enc(map[string]any{"dataframe_records": records}),
+		"instances":         enc(map[string]any{"instances": data}),
+		"inputs":            enc(map[string]any{"inputs": columnar}),
+		"csv":               []byte(csv.String()),
+	}
+}
+
+// pySame compares an answer with Python's: numbers to 1e-6, strings,
+// lists and records element by element.
+func pySame(got, want any) bool {
+	switch w := want.(type) {
+	case float64:
+		g, ok := got.(float64)
+		return ok && math.Abs(g-w) <= 1e-6*math.Max(1, math.Abs(w))
+	case string:
+		return got == w
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !pySame(g[i], w[i]) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for k := range w {
+			if !pySame(g[k], w[k]) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func pyCompare(t testing.TB, what string, want []any, body []byte) {
+	t.Helper()
+	var got struct {
+		Predictions []any `json:"predictions"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("%s: answer is not JSON: %v: %s", what, err, body)
+	}
+	if len(got.Predictions) != len(want) {
+		t.Fatalf("%s: %d predictions, want %d: %s", what, len(got.Predictions), len(want), body)
+	}
+	for i := range want {
+		if !pySame(got.Predictions[i], want[i]) {
+			t.Fatalf("%s: prediction %d = %v, want %v (Python)", what, i, got.Predictions[i], want[i])
+		}
+	}
+}
+
+// hostPIDs lists the model hosts whose command line names a model under
+// dataDir, so that other tests' hosts are never touched.
+func hostPIDs(t testing.TB, dataDir string) []int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, []byte(pyfunc.HostMarker)) && bytes.Contains(b, []byte(dataDir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestPythonModelsEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs Python model hosts; run without -short")
+	}
+	py := testPython(t)
+	bin := buildGantry(t)
+	addr := freeAddr(t)
+	dataDir := t.TempDir()
+	startDev(t, bin, addr, dataDir, "--python", py)
+
+	models := []string{"py_sklearn_pipeline", "py_sklearn_regressor", "py_torch_mlp", "py_custom"}
+	for _, m := range models {
+		mustCLI(t, bin, addr, "models", "upload", m, filepath.Join(fixtures, m))
+		// replica_concurrency lets many requests reach the one replica at
+		// once, so that the worker merges them into batches.
+		p := filepath.Join(t.TempDir(), m+".json")
+		writeFile(t, p, fmt.Sprintf(`{"name": %q, "config": {"served_entities": [{"entity_name": %q, "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": false, "replica_concurrency": 64}]}}`, m+"-ep", m))
+		if out := mustCLI(t, bin, addr, "endpoints", "create", "-f", p, "--wait"); !strings.Contains(out, "READY") {
+			t.Fatalf("create %s-ep: %s", m, out)
+		}
+	}
+
+	t.Run("every format equals Python", func(t *testing.T) {
+		for _, m := range models {
+			e := readExpected(t, m)
+			for format, body := range pyBodies(t, e.Columns, e.Data) {
+				ct := "application/json"
+				if format == "csv" {
+					ct = "text/csv"
+				}
+				status, h, out := invoke(t, addr, m+"-ep", ct, body)
+				if status != 200 {
+					t.Fatalf("%s %s: status %d: %s", m, format, status, out)
+				}
+				if h.Get("served-model-name") != m+"-1" {
+					t.Errorf("%s %s: served-model-name=%q", m, format, h.Get("served-model-name"))
+				}
+				pyCompare(t, m+" "+format, e.Predictions, out)
+			}
+		}
+	})
+
+	t.Run("a string in a number column is a 400 naming it", func(t *testing.T) {
+		status, _, out := invoke(t, addr, "py_sklearn_pipeline-ep", "application/json",
+			[]byte(`{"dataframe_records": [{"plan": "pro", "tenure": 14, "spend": "lots"}]}`))
+		var e api.Error
+		json.Unmarshal(out, &e)
+		if status != 400 || e.Code != api.ErrInvalidParameterValue || !strings.Contains(e.Message, `"spend"`) {
+			t.Errorf("%d %s, want a 400 naming spend", status, out)
+		}
+	})
+
+	t.Run("200 concurrent requests each get their own rows", func(t *testing.T) {
+		e := readExpected(t, "py_sklearn_regressor")
+		const n = 200
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for k := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Request k asks for rows lo..lo+w of the fixture, so its
+				// answer is known and differs from its neighbours'.
+				w := 1 + k%3
+				lo := (k * 7) % (len(e.Data) - w)
+				body := pyBodies(t, e.Columns, e.Data[lo:lo+w])["dataframe_split"]
+				status, _, out := invoke(t, addr, "py_sklearn_regressor-ep", "application/json", body)
+				if status != 200 {
+					errs <- fmt.Errorf("request %d: %d %s", k, status, out)
+					return
+				}
+				var got struct{ Predictions []any }
+				json.Unmarshal(out, &got)
+				if !pySame(got.Predictions, e.Predictions[lo:lo+w]) {
+					errs <- fmt.Errorf("request %d (rows %d..%d): %v, want %v", k, lo, lo+w, got.Predictions, e.Predictions[lo:lo+w])
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+
+	t.Run("a host killed with -9 is replaced", func(t *testing.T) {
+		before := hostPIDs(t, dataDir)
+		if len(before) != len(models) {
+			t.Fatalf("model hosts under the data dir: %v, want %d", before, len(models))
+		}
+		e := readExpected(t, "py_custom")
+		body := pyBodies(t, e.Columns, e.Data[:5])["dataframe_split"]
+		// Find py_custom's host: the one whose command line names its model.
+		var victim int
+		for _, pid := range before {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if bytes.Contains(b, []byte("py_custom")) {
+				victim = pid
+			}
+		}
+		if victim == 0 {
+			// Registry paths need not hold the model's name; any host will do
+			// as long as its endpoint is the one invoked below.
+			t.Skip("cannot tell which host serves py_custom from its command line")
+		}
+		if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			status, _, out := invoke(t, addr, "py_custom-ep", "application/json", body)
+			if status == 200 {
+				pyCompare(t, "after kill -9", e.Predictions[:5], out)
+				break
+			}
+			if status != 503 {
+				t.Fatalf("while the host restarts: %d %s, want 503 or 200", status, out)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no answer 60 s after kill -9: %d %s", status, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		after := hostPIDs(t, dataDir)
+		for _, pid := range after {
+			if pid == victim {
+				t.Errorf("the killed host %d is still listed", victim)
+			}
+		}
+		if len(after) != len(models) {
+			t.Errorf("model hosts after the restart: %v, want %d", after, len(models))
+		}
+	})
+
+	t.Run("a missing library fails the deployment naming it", func(t *testing.T) {
+		mustCLI(t, bin, addr, "models", "upload", "py_missing_lib", filepath.Join(fixtures, "py_missing_lib"))
+		start := time.Now()
+		out, err := cli(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "missing-ep", "py_missing_lib", "1", "Small"), "--wait", "--timeout", "60s")
+		if err == nil || !strings.Contains(out, "lightgbm") {
+			t.Fatalf("create --wait: err=%v, want a failure naming lightgbm:\n%s", err, out)
+		}
+		if strings.Contains(out, "Traceback") {
+			t.Errorf("the failure shows a traceback:\n%s", out)
+		}
+		c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
+		ep, _, err := c.Endpoints().Get("missing-ep", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := ep.Config.ServedEntities[0].State
+		if st.Deployment != api.DeploymentFailed || !strings.Contains(st.DeploymentStateMessage, "No module named 'lightgbm'") {
+			t.Errorf("entity state = %+v, want DEPLOYMENT_FAILED naming lightgbm", st)
+		}
+		t.Logf("failed in %s: %s", time.Since(start).Round(time.Millisecond), st.DeploymentStateMessage)
+	})
+}
