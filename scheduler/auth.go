@@ -1,12 +1,15 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/identity"
+	"github.com/gantry/gantry/scheduler/store"
 )
 
 // Auth authenticates callers and keeps the ACLs of endpoints and models;
@@ -31,6 +34,11 @@ type Auth interface {
 	// Handler serves the SCIM, token and permissions APIs, resolving
 	// the objects of permission paths with objects.
 	Handler(objects identity.Objects) http.Handler
+	// Export is the access snapshot of the endpoints (name → id), and
+	// Wait blocks until its index passes index: the activators' blocking
+	// query (GET /api/2.0/gantry/access).
+	Export(endpoints map[string]string) *api.AccessSnapshot
+	Wait(ctx context.Context, index uint64) (uint64, error)
 }
 
 var _ Auth = (*identity.Service)(nil)
@@ -293,4 +301,50 @@ func (s *Scheduler) mayUpload(r *http.Request, name string) error {
 		return api.Errorf(api.ErrPermissionDenied, "%s", d.Denied(c, "registered model "+name))
 	}
 	return nil
+}
+
+// access serves the access snapshot as a blocking query: with ?index=N it
+// waits (up to ?wait=, default 30 s) for a snapshot whose index passes N.
+// The index is the identity service's: an endpoint's grants enter it when
+// its creator claims it (after the endpoint exists) and leave it when its
+// ACL is forgotten (after the endpoint is gone), both changes of that
+// index, so a follower never keeps a stale name.
+func (s *Scheduler) access(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Auth == nil {
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "authentication is off in this Gantry: there is no access snapshot to follow"))
+		return
+	}
+	index, wait, err := blockingParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	s.cfg.Auth.Wait(ctx, index) // on timeout: the current snapshot
+	s.mu.Lock()
+	names := make(map[string]string, len(s.eps))
+	for n, ep := range s.eps {
+		names[n] = ep.ID
+	}
+	s.mu.Unlock()
+	snap := s.cfg.Auth.Export(names)
+	w.Header().Set("X-Gantry-Index", strconv.FormatUint(snap.Index, 10))
+	writeJSON(w, http.StatusOK, snap)
+}
+
+// dropNew removes endpoint ep that create stored but could not claim for
+// its creator: an endpoint nobody but admins could see is worse than a
+// failed create.
+func (s *Scheduler) dropNew(ep *store.Endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.eps[ep.Name]; ok && cur.ID == ep.ID {
+		if err := s.cfg.Store.Delete(ep.Name); err != nil {
+			s.cfg.Logger.Warn("drop an endpoint whose owner could not be recorded", "endpoint", ep.Name, "err", err)
+			return
+		}
+		delete(s.eps, ep.Name)
+		s.Notify(ep.Name)
+	}
 }

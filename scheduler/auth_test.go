@@ -3,6 +3,7 @@ package scheduler
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -309,6 +310,7 @@ func matrixRows() []matrixRow {
 
 		// The components' views.
 		{pattern: "GET /api/2.0/gantry/routes", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/routes", "")},
+		{pattern: "GET /api/2.0/gantry/access", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/access", "")},
 		{pattern: "GET /api/2.0/gantry/deployments", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/deployments", "")},
 		{pattern: "POST /api/2.0/gantry/deployments/{id}/scale", access: adminsOnly, ok: 400, req: static("POST", "/api/2.0/gantry/deployments/x/scale", `{"replicas": -1}`)},
 
@@ -587,4 +589,99 @@ func TestCallerViews(t *testing.T) {
 	if st, b := a.do(t, idManage, "PUT", "/api/2.0/serving-endpoints/ep/config", `{"served_entities": [{"entity_name": "mine", "entity_version": "1"}]}`); st != 404 || !strings.Contains(string(b), "model mine version 1 does not exist") {
 		t.Errorf("an update to serve a model the caller may not read: %d %s", st, b)
 	}
+}
+
+// TestAccessSnapshotFollowsRevocation: an activator following the access
+// snapshot learns of a revocation at once (well within the issue's 2 s),
+// and its in-memory check then refuses the token.
+func TestAccessSnapshotFollowsRevocation(t *testing.T) {
+	a := newAuthHarness(t)
+	get := func(index uint64) (*api.AccessSnapshot, time.Duration) {
+		start := time.Now()
+		st, b := a.do(t, idAdmin, "GET", fmt.Sprintf("/api/2.0/gantry/access?index=%d&wait=20s", index), "")
+		if st != 200 {
+			t.Fatalf("access: %d %s", st, b)
+		}
+		var snap api.AccessSnapshot
+		if err := json.Unmarshal(b, &snap); err != nil {
+			t.Fatal(err)
+		}
+		return &snap, time.Since(start)
+	}
+	snap, _ := get(0)
+	if bytes.Contains(mustJSON(t, snap), []byte(a.tokens[idQuery])) {
+		t.Fatal("the access snapshot holds a token value")
+	}
+	notFound := api.Errorf(api.ErrResourceDoesNotExist, "endpoint \"ep\" does not exist")
+	now := time.Unix(a.now.Load(), 0)
+	chk := identity.NewChecker(snap)
+	for who, want := range map[string]string{
+		idQuery: "", idGroup: "", idManage: "", idAdmin: "",
+		idView: api.ErrPermissionDenied, idStranger: api.ErrResourceDoesNotExist,
+		idNone: api.ErrUnauthenticated, idBad: api.ErrUnauthenticated, idRevoked: api.ErrUnauthenticated,
+	} {
+		var hdr string
+		if tok, ok := a.tokens[who]; ok {
+			hdr = "Bearer " + tok
+		}
+		c, err := chk.Invoke(hdr, "ep", now, notFound)
+		got := ""
+		if err != nil {
+			got = err.Code
+		}
+		if got != want {
+			t.Errorf("%s invokes ep: %v, want %q", who, err, want)
+		}
+		if err == nil && who == idQuery && c.Name() != "can_query@corp.com" {
+			t.Errorf("requester = %q", c.Name())
+		}
+	}
+	if _, err := chk.Invoke("Bearer "+a.tokens[idExpired], "ep", now.Add(time.Hour), notFound); err == nil || err.Code != api.ErrUnauthenticated {
+		t.Errorf("expired token: %v", err)
+	}
+
+	// Revoke CAN_QUERY's token while a follower waits.
+	done := make(chan struct{})
+	var next *api.AccessSnapshot
+	var took time.Duration
+	go func() {
+		defer close(done)
+		next, took = get(snap.Index)
+	}()
+	time.Sleep(50 * time.Millisecond) // let the query block
+	p := a.users["can_query@corp.com"]
+	revokedAt := time.Now()
+	if err := a.id.DeleteToken(a.id.Tokens(p.ID)[0].ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if next.Index <= snap.Index {
+		t.Fatalf("index %d did not pass %d", next.Index, snap.Index)
+	}
+	if since := time.Since(revokedAt); since > 2*time.Second {
+		t.Fatalf("the follower learned of the revocation after %s, want under 2s", since)
+	}
+	t.Logf("revocation reached the follower %s after the delete (query open %s)", time.Since(revokedAt), took)
+	if _, err := identity.NewChecker(next).Invoke("Bearer "+a.tokens[idQuery], "ep", now, notFound); err == nil || err.Code != api.ErrUnauthenticated {
+		t.Errorf("revoked token after the update: %v", err)
+	}
+
+	// A new endpoint enters the snapshot with its owner.
+	if st, b := a.do(t, idStranger, "POST", "/api/2.0/serving-endpoints", `{"name": "fresh", "config": {"served_entities": [{"entity_name": "m", "entity_version": "1"}]}}`); st != 404 {
+		t.Fatalf("stranger creates on m: %d %s", st, b)
+	}
+	a.uploadAs(t, idStranger, "sm", 200)
+	a.do(t, idStranger, "POST", "/api/2.0/serving-endpoints", `{"name": "fresh", "config": {"served_entities": [{"entity_name": "sm", "entity_version": "1"}]}}`)
+	last, _ := get(0)
+	if _, err := identity.NewChecker(last).Invoke("Bearer "+a.tokens[idStranger], "fresh", now, notFound); err != nil {
+		t.Errorf("the creator invokes its new endpoint: %v", err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -74,6 +74,7 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanRead), s.getModel},
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", onModel(identity.CanRead), s.modelArtifact},
 		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
+		{"GET /api/2.0/gantry/access", adminOnly, s.access},
 		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
 		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
 		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
@@ -134,21 +135,6 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		Tags: req.Tags, Config: *req.Config, UpdateState: api.ConfigInProgress,
 	}
 	ep.Config.ConfigVersion = 1
-	// The creator's CAN_MANAGE is claimed before the endpoint appears, so
-	// that its first GET finds it; a create that fails below forgets it.
-	created := false
-	if s.cfg.Auth != nil {
-		obj := identity.Object{Type: identity.Endpoints, ID: ep.ID}
-		if _, err := s.cfg.Auth.Claim(obj, s.caller(r)); err != nil {
-			writeError(w, err)
-			return
-		}
-		defer func() {
-			if !created {
-				s.forget(obj)
-			}
-		}()
-	}
 
 	s.mu.Lock()
 	if _, ok := s.eps[req.Name]; ok {
@@ -172,9 +158,19 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.eps[req.Name] = ep
-	created = true
 	view := s.endpoint(ep) // the creator manages it
 	s.mu.Unlock()
+	// The creator's CAN_MANAGE is claimed once the endpoint exists, so
+	// that the access snapshot the claim wakes (activators) has its name;
+	// until then only admins see it, and its creator is still waiting
+	// for this answer.
+	if s.cfg.Auth != nil {
+		if _, err := s.cfg.Auth.Claim(identity.Object{Type: identity.Endpoints, ID: ep.ID}, s.caller(r)); err != nil {
+			s.dropNew(ep)
+			writeError(w, err)
+			return
+		}
+	}
 	s.Notify(req.Name)
 	writeJSON(w, http.StatusOK, view)
 }
