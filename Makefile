@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
@@ -49,7 +49,7 @@ soak: test-deps
 	GANTRY_SOAK_DURATION=$(SOAK_DURATION) GANTRY_SOAK_CLIENTS=$(SOAK_CLIENTS) \
 		$(GO) test -run '^TestSoak$$' -count 1 -timeout 30m -v ./cmd/gantry/
 
-bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline
+bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline bench-pyfunc
 
 bench-go:
 	@mkdir -p bin
@@ -63,6 +63,15 @@ bench-python: bench-deps
 
 bench-proxy: bench-deps build
 	deploy/bench/proxy.sh
+
+# A scikit-learn model through gantry worker's Python runtime, batching on
+# and off, against FastAPI + uvicorn and a plain predict loop; cold start
+# next to native XGBoost. Numbers and the command: README, Models.
+PYFUNC_BENCH_DEBS := python3-sklearn python3-pandas python3-fastapi python3-uvicorn
+bench-pyfunc: build
+	@dpkg -s $(PYFUNC_BENCH_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PYFUNC_BENCH_DEBS))
+	@mkdir -p bin
+	PYTHON=$(PYTHON) deploy/bench/pyfunc.sh | tee bin/bench-pyfunc.txt
 
 # Zero to first response with the local driver (20 trials), and a burst of
 # 1,000 concurrent requests at zero: p50/p99 and how many succeeded. The
