@@ -17,7 +17,8 @@ import (
 //	go test -run '^$' -fuzz FuzzParse -fuzztime 60s ./worker/xgboost/
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(fixtures, "*", "model.json"))
-	for _, name := range files {
+	ubj, _ := filepath.Glob(filepath.Join(fixtures, "*", "model.ubj"))
+	for _, name := range append(files, ubj...) {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

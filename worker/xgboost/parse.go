@@ -168,7 +168,17 @@ func sniff(b []byte) error {
 // Booster.save_model("model.json") or mlflow.xgboost.save_model(...,
 // model_format="json"). It checks the trees completely, so a Booster it
 // returns can predict any row without indexing out of range or looping.
+//
+// It reads XGBoost's UBJSON format (model.ubj) too, by transcoding it to
+// the same JSON first.
 func Parse(b []byte) (*Booster, error) {
+	if isUBJ(b) {
+		j, err := ubjToJSON(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errNotJSON, err)
+		}
+		b = j
+	}
 	if err := sniff(b); err != nil {
 		return nil, err
 	}

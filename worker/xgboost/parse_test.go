@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -154,7 +156,12 @@ func TestParseNotJSON(t *testing.T) {
 		{"spaces", " \n", "the file is empty"},
 		{"truncated", `{"learner": {"attributes": {`, "not an XGBoost JSON model: unexpected end of JSON input"},
 		{"array", `[1, 2]`, "legacy binary format"},
-		{"ubjson", "{L\x00\x00\x00\x00\x00\x00\x00\x07learner{", "binary UBJSON format"},
+		{"ubjson cut short", "{L\x00\x00\x00\x00\x00\x00\x00\x07learner{", "invalid UBJSON: the document is cut short"},
+		{"ubjson deep", "{i\x01a" + strings.Repeat("[", 1000), "invalid UBJSON: nested deeper than 64"},
+		{"ubjson empty elements", "{i\x01a[$Z#L\x7f\xff\xff\xff\xff\xff\xff\xff", "invalid UBJSON: length"},
+		{"ubjson many nulls", "{i\x01a[$Z#l\x7f\xff\xff\xff}", "invalid UBJSON: 2147483647 elements of no size"},
+		{"ubjson NaN", "{i\x01a[$d#i\x01\x7f\xc0\x00\x00}", "invalid UBJSON: a number is NaN"},
+		{"ubjson other", "{i\x01aSi\x01b}", `no "learner" object`},
 		{"legacy", "binf\x9a\x99\x99>", "legacy binary format"},
 		{"other json", `{"a": 1}`, `no "learner" object`},
 		{"null learner", `{"learner": null}`, `no "learner" object`},
@@ -230,9 +237,6 @@ func TestLoadErrors(t *testing.T) {
 		conf map[string]any
 		want string
 	}{
-		{"ubj", filepath.Join(fixtures, "binary_ubj"),
-			map[string]any{"data": "model.ubj", "model_format": "ubj"},
-			`model.ubj: not an XGBoost JSON model: this looks like XGBoost's binary UBJSON format (.ubj); save the model with model_format="json"`},
 		{"legacy", filepath.Join(fixtures, "binary_legacy"),
 			map[string]any{"data": "model.xgb", "model_format": "xgb"},
 			`model.xgb: not an XGBoost JSON model: this looks like XGBoost's legacy binary format`},
@@ -273,4 +277,29 @@ func TestBestIterationOutOfRange(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("newModel error %v, want one containing %q", err, want)
 	}
+}
+
+// TestUBJ: the UBJSON fixture is the binary fixture's Booster saved as
+// model.ubj by XGBoost itself; it must parse to the same model and give
+// the same predictions, bit for bit.
+func TestUBJ(t *testing.T) {
+	want, _, exp := loadFixture(t, filepath.Join(fixtures, "binary"))
+	got, err := Load(filepath.Join(fixtures, "binary_ubj"), map[string]any{"data": "model.ubj", "model_format": "ubj"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Booster().NumTrees() != want.Booster().NumTrees() || !slices.Equal(got.Booster().FeatureNames(), want.Booster().FeatureNames()) {
+		t.Fatalf("ubj model: %d trees, features %v; json: %d, %v", got.Booster().NumTrees(), got.Booster().FeatureNames(),
+			want.Booster().NumTrees(), want.Booster().FeatureNames())
+	}
+	rows := exp.rows()
+	a, err := got.Predict(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := want.Predict(rows)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("ubj predictions %v, json %v", a, b)
+	}
+	comparePredictions(t, a, exp.Predictions)
 }

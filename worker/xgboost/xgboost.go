@@ -1,12 +1,12 @@
 // Package xgboost serves XGBoost models natively: it reads XGBoost's JSON
-// model format and predicts in pure Go, without Python or cgo. It repeats
+// and UBJSON model formats and predicts in pure Go, without Python or cgo. It repeats
 // XGBoost's float32 arithmetic step by step, so its predictions match the
 // Python library's: bit for bit on the test fixtures.
 //
 // It supports the gbtree, dart and gblinear boosters with numerical splits,
 // and the regression, binary, multiclass, count, survival and ranking
-// objectives listed in objectives. Models saved in XGBoost's binary
-// formats (UBJSON, legacy .xgb) must be re-saved as JSON.
+// objectives listed in objectives. Models saved in XGBoost's legacy binary
+// format (.xgb, .bin) must be re-saved as JSON or UBJSON.
 package xgboost
 
 import (

@@ -32,10 +32,16 @@ func fixtureDirs(t testing.TB) []string {
 	if len(dirs) == 0 {
 		t.Fatalf("no fixtures under %s; run make fixtures", fixtures)
 	}
-	for i, d := range dirs {
-		dirs[i] = filepath.Dir(d)
+	// The py_* fixtures beside them are the Python runtime's.
+	var out []string
+	for _, d := range dirs {
+		d = filepath.Dir(d)
+		if mm, err := mlmodel.Load(d); err == nil && mm.Flavors["xgboost"] == nil {
+			continue
+		}
+		out = append(out, d)
 	}
-	return dirs
+	return out
 }
 
 // loadFixture loads a fixture model the way the worker does: through its
