@@ -18,6 +18,10 @@ type EndpointRoute struct {
 	// InferenceTable is where the activator logs this endpoint's
 	// invocations ("database.table"); empty when capture is off.
 	InferenceTable string `json:"inference_table,omitempty"`
+	// Fallback (ai_gateway.fallback_config.enabled) sends a request that
+	// an external entity answered with 429 or 5xx to the next entity of
+	// Entities, in order.
+	Fallback bool `json:"fallback,omitempty"`
 }
 
 // EntityRoute is one served entity in the route table.
@@ -36,6 +40,47 @@ type EntityRoute struct {
 	// Concurrency is how many requests one replica takes at once.
 	Concurrency int       `json:"concurrency"`
 	Replicas    []Replica `json:"replicas"`
+	// External is set for an external model: the activator calls the
+	// provider itself, and Replicas is empty.
+	External *ExternalRoute `json:"external,omitempty"`
+}
+
+// ExternalRoute is what an activator needs to call a provider for an
+// external entity, with defaults resolved by the scheduler.
+type ExternalRoute struct {
+	Provider string `json:"provider"`
+	Task     string `json:"task"`
+	// Model is the provider's model name.
+	Model string `json:"model"`
+	// BaseURL is the provider's API base ("https://api.openai.com/v1").
+	BaseURL string `json:"base_url"`
+	// Azure OpenAI: APIType "azure", with its version and deployment.
+	APIType      string `json:"api_type,omitempty"`
+	APIVersion   string `json:"api_version,omitempty"`
+	Deployment   string `json:"deployment,omitempty"`
+	Organization string `json:"organization,omitempty"`
+	// KeyHeader names the header that carries the credential for a custom
+	// provider with api_key_auth; empty means the provider's own scheme.
+	KeyHeader string `json:"key_header,omitempty"`
+	// Key is the credential. It is never encoded ("-"): an activator in
+	// the scheduler's process reads it from the table in memory, and one
+	// in another process fetches it from the admin-only
+	// GET /api/2.0/gantry/external-keys, so that the route table as JSON
+	// (GET /api/2.0/gantry/routes, logs, dumps) never holds a key.
+	Key string `json:"-"`
+}
+
+// ExternalKeys is the answer of GET /api/2.0/gantry/external-keys: the
+// credential of every external entity, by its deployment in the route
+// table. Admins only.
+type ExternalKeys struct {
+	Keys []ExternalKey `json:"keys"`
+}
+
+// ExternalKey is one external entity's credential.
+type ExternalKey struct {
+	Deployment string `json:"deployment"`
+	Key        string `json:"key"`
 }
 
 // Replica is one ready worker that answers /invocations.

@@ -73,12 +73,21 @@ type Endpoint struct {
 }
 
 // AIGateway is what PUT .../ai-gateway takes and returns. Gantry supports
-// its inference table so far; rate limits, usage tracking and guardrails
-// are refused as unknown fields until they are built.
+// its inference table and fallbacks so far; rate limits, usage tracking and
+// guardrails are refused as unknown fields until they are built.
 type AIGateway struct {
 	// InferenceTableConfig turns on the inference table like
 	// EndpointConfig.AutoCaptureConfig; the two cannot both be enabled.
 	InferenceTableConfig *AutoCaptureConfig `json:"inference_table_config,omitempty"`
+	// FallbackConfig, when enabled, sends a request that an external
+	// entity answered with 429 or 5xx (or did not answer) to the next
+	// served entity in the config's order.
+	FallbackConfig *FallbackConfig `json:"fallback_config,omitempty"`
+}
+
+// FallbackConfig is the AI gateway's fallback switch.
+type FallbackConfig struct {
+	Enabled bool `json:"enabled"`
 }
 
 // EndpointState is an endpoint's readiness and the state of its config update.
@@ -109,8 +118,8 @@ type PendingConfig struct {
 // distinct, as in Nomad's api.Job.
 type ServedEntity struct {
 	Name                      string            `json:"name,omitempty"`
-	EntityName                string            `json:"entity_name"`
-	EntityVersion             string            `json:"entity_version"`
+	EntityName                string            `json:"entity_name,omitempty"`
+	EntityVersion             string            `json:"entity_version,omitempty"`
 	WorkloadSize              string            `json:"workload_size,omitempty"`
 	WorkloadType              string            `json:"workload_type,omitempty"`
 	ScaleToZeroEnabled        *bool             `json:"scale_to_zero_enabled,omitempty"`
@@ -121,11 +130,104 @@ type ServedEntity struct {
 	// (default 4); a Gantry extension. Requests beyond wait in the
 	// activator's queue, and the autoscaler sizes the entity by it.
 	ReplicaConcurrency *int `json:"replica_concurrency,omitempty"`
+	// ExternalModel serves a model hosted by a provider (OpenAI,
+	// Anthropic, Cohere, any OpenAI-compatible server) through the
+	// activator: no replicas, no model, no workload. It excludes
+	// entity_name, entity_version, workload_size, workload_type,
+	// scale_to_zero_enabled and the concurrency fields.
+	ExternalModel *ExternalModel `json:"external_model,omitempty"`
 
 	// Read-only fields, filled in by the server.
 	State        *ServedEntityState `json:"state,omitempty"`
 	ScaledToZero *bool              `json:"scaled_to_zero,omitempty"`
 	Replicas     *Replicas          `json:"replicas,omitempty"`
+}
+
+// External model providers and tasks (ExternalModel.Provider, .Task).
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+	ProviderCohere    = "cohere"
+	ProviderCustom    = "custom"
+
+	TaskChat        = "llm/v1/chat"
+	TaskCompletions = "llm/v1/completions"
+	TaskEmbeddings  = "llm/v1/embeddings"
+)
+
+// ExternalModel is a served entity's model at a provider (Databricks'
+// ExternalModel). Exactly the config block that matches Provider is set.
+//
+// Every credential has a twin ending in _plaintext: the first takes a
+// secret reference ("{{secrets/scope/key}}"), the twin the value itself;
+// exactly one of the two is given. Answers never carry a _plaintext value.
+type ExternalModel struct {
+	// Name is the provider's model name ("gpt-4o-mini").
+	Name string `json:"name"`
+	// Provider is one of the Provider* constants.
+	Provider string `json:"provider"`
+	// Task is one of the Task* constants; every external entity of an
+	// endpoint has the same.
+	Task string `json:"task"`
+
+	OpenAIConfig         *OpenAIConfig         `json:"openai_config,omitempty"`
+	AnthropicConfig      *AnthropicConfig      `json:"anthropic_config,omitempty"`
+	CohereConfig         *CohereConfig         `json:"cohere_config,omitempty"`
+	CustomProviderConfig *CustomProviderConfig `json:"custom_provider_config,omitempty"`
+}
+
+// OpenAIConfig reaches OpenAI, or Azure OpenAI with OpenAIAPIType "azure".
+type OpenAIConfig struct {
+	OpenAIAPIKey          string `json:"openai_api_key,omitempty"`
+	OpenAIAPIKeyPlaintext string `json:"openai_api_key_plaintext,omitempty"`
+	// OpenAIAPIBase defaults to https://api.openai.com/v1; Azure needs its
+	// resource's URL.
+	OpenAIAPIBase string `json:"openai_api_base,omitempty"`
+	// OpenAIAPIType is "openai" (the default) or "azure" (key auth).
+	OpenAIAPIType string `json:"openai_api_type,omitempty"`
+	// OpenAIAPIVersion and OpenAIDeploymentName are Azure's, required there.
+	OpenAIAPIVersion     string `json:"openai_api_version,omitempty"`
+	OpenAIDeploymentName string `json:"openai_deployment_name,omitempty"`
+	OpenAIOrganization   string `json:"openai_organization,omitempty"`
+}
+
+// AnthropicConfig reaches Anthropic's Messages API.
+type AnthropicConfig struct {
+	AnthropicAPIKey          string `json:"anthropic_api_key,omitempty"`
+	AnthropicAPIKeyPlaintext string `json:"anthropic_api_key_plaintext,omitempty"`
+	// AnthropicAPIBase (a Gantry extension) defaults to
+	// https://api.anthropic.com; a proxy or a test server can stand in.
+	AnthropicAPIBase string `json:"anthropic_api_base,omitempty"`
+}
+
+// CohereConfig reaches Cohere's v2 API.
+type CohereConfig struct {
+	CohereAPIKey          string `json:"cohere_api_key,omitempty"`
+	CohereAPIKeyPlaintext string `json:"cohere_api_key_plaintext,omitempty"`
+	// CohereAPIBase defaults to https://api.cohere.com.
+	CohereAPIBase string `json:"cohere_api_base,omitempty"`
+}
+
+// CustomProviderConfig reaches any OpenAI-compatible server (vLLM,
+// llama.cpp's server, another Gantry) at CustomProviderURL, with at most
+// one of the two ways to authenticate.
+type CustomProviderConfig struct {
+	CustomProviderURL string           `json:"custom_provider_url"`
+	APIKeyAuth        *APIKeyAuth      `json:"api_key_auth,omitempty"`
+	BearerTokenAuth   *BearerTokenAuth `json:"bearer_token_auth,omitempty"`
+}
+
+// APIKeyAuth sends Value in the header named Key.
+type APIKeyAuth struct {
+	Key            string `json:"key"`
+	Value          string `json:"value,omitempty"`
+	ValuePlaintext string `json:"value_plaintext,omitempty"`
+}
+
+// BearerTokenAuth sends "Authorization: Bearer <token>".
+type BearerTokenAuth struct {
+	Token          string `json:"token,omitempty"`
+	TokenPlaintext string `json:"token_plaintext,omitempty"`
 }
 
 // ServedEntityState is the deployment state of a served entity.

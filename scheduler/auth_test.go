@@ -311,6 +311,7 @@ func matrixRows() []matrixRow {
 		// The components' views.
 		{pattern: "GET /api/2.0/gantry/routes", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/routes", "")},
 		{pattern: "GET /api/2.0/gantry/access", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/access", "")},
+		{pattern: "GET /api/2.0/gantry/external-keys", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/external-keys", "")},
 		{pattern: "GET /api/2.0/gantry/deployments", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/deployments", "")},
 		{pattern: "POST /api/2.0/gantry/deployments/{id}/scale", access: adminsOnly, ok: 400, req: static("POST", "/api/2.0/gantry/deployments/x/scale", `{"replicas": -1}`)},
 

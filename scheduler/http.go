@@ -75,6 +75,7 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", onModel(identity.CanRead), s.modelArtifact},
 		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
 		{"GET /api/2.0/gantry/access", adminOnly, s.access},
+		{"GET /api/2.0/gantry/external-keys", adminOnly, s.externalKeys},
 		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
 		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
 		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
@@ -185,6 +186,9 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		c.AutoCaptureConfig.State = nil // read-only
 	}
 	for i, e := range c.ServedEntities {
+		if isExternal(&e) {
+			continue
+		}
 		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) {
@@ -387,12 +391,17 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceConflict, "endpoint %q has a config update in progress; wait for it to finish", ep.Name))
 		return
 	}
+	if err := checkExternalSwitch(&ep.Config, &c); err != nil {
+		writeError(w, err)
+		return
+	}
 	next := *ep
 	now := s.cfg.Now().UnixMilli()
 	next.Updated = now
 	next.DroppedUpdate = false
-	if sameDeployments(ep.Name, &ep.Config, &c) {
-		// Only traffic (or nothing) changed: no new replicas, apply at once.
+	if sameDeployments(ep.Name, &ep.Config, &c) || allExternal(&c) {
+		// Only traffic (or nothing) changed, or only external entities,
+		// which have no replicas: apply at once.
 		c.ConfigVersion = ep.Config.ConfigVersion + 1
 		next.Config = c
 		next.UpdateState, next.UpdateMessage = api.ConfigNotUpdating, ""

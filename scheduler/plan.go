@@ -108,6 +108,11 @@ type entity struct {
 	err error
 }
 
+// external reports whether e serves an external model: its deployment
+// is a name in the route table, never handed to the driver, with no
+// replicas.
+func (e entity) external() bool { return isExternal(e.served) }
+
 // plan computes a pass over eps, which are sorted by name.
 func plan(w *world, eps []*store.Endpoint) Plan {
 	var p Plan
@@ -119,8 +124,8 @@ func plan(w *world, eps []*store.Endpoint) Plan {
 			ep = next
 		}
 		for _, e := range slices.Concat(cur, pend) {
-			if e.err != nil {
-				continue
+			if e.err != nil || e.external() {
+				continue // nothing to deploy
 			}
 			want[e.d.ID] = e.d
 			if !w.everReady[e.d.ID] && w.status(e.d.ID).Ready() > 0 && !slices.Contains(p.Ready, e.d.ID) {
@@ -173,7 +178,9 @@ func keep(eps []*store.Endpoint) []string {
 				continue
 			}
 			for i := range c.ServedEntities {
-				out = append(out, deploymentID(ep.Name, &c.ServedEntities[i]))
+				if !isExternal(&c.ServedEntities[i]) {
+					out = append(out, deploymentID(ep.Name, &c.ServedEntities[i]))
+				}
 			}
 		}
 	}
@@ -238,6 +245,10 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 	for i := range c.ServedEntities {
 		e := &c.ServedEntities[i]
 		id := deploymentID(ep, e)
+		if isExternal(e) {
+			out[i] = entity{served: e, d: orchestrator.Deployment{ID: id, Endpoint: ep, Entity: e.Name}}
+			continue
+		}
 		n, ok := w.scale[id]
 		if !ok {
 			n = initialReplicas(e)
@@ -264,9 +275,15 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 // deploymentID names the deployment of an entity. It hashes everything but
 // the replica count, so a change of model, workload or environment makes a
 // new deployment while a change of traffic alone keeps the running one.
+//
+// An external entity's hash leaves its key out (redactExternal): the ID is
+// in the route table and the activators' metrics, and a hash of a short key
+// would be a way to guess it. A new key alone keeps the ID; the route table
+// carries the key itself.
 func deploymentID(ep string, e *api.ServedEntity) string {
 	spec := *e
 	spec.State, spec.ScaledToZero, spec.Replicas = nil, nil, nil
+	spec.ExternalModel = redactExternal(e.ExternalModel)
 	b, _ := json.Marshal(spec) // map keys are sorted, so this is stable
 	sum := sha256.Sum256(b)
 	return ep + "-" + e.Name + "-" + hex.EncodeToString(sum[:4])
@@ -277,6 +294,11 @@ func deploymentID(ep string, e *api.ServedEntity) string {
 func (w *world) entityState(e entity) (api.ServedEntityState, orchestrator.Status) {
 	if e.err != nil {
 		return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: e.err.Error()}, orchestrator.Status{}
+	}
+	if e.external() {
+		// Ready once its config validated: a wrong key shows on the first
+		// call, as the provider's 401, not as a failed deployment.
+		return api.ServedEntityState{Deployment: api.DeploymentReady}, orchestrator.Status{}
 	}
 	st := w.status(e.d.ID)
 	state := func(s, msg string) (api.ServedEntityState, orchestrator.Status) {
@@ -350,12 +372,16 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 	if t, ok := payloadTable(ep.Name, captureConfig(ep.AIGateway, &ep.Config)); ok {
 		r.InferenceTable = t.String()
 	}
+	r.Fallback = ep.AIGateway != nil && ep.AIGateway.FallbackConfig != nil && ep.AIGateway.FallbackConfig.Enabled
 	for _, e := range cur {
 		st, status := w.entityState(e)
 		er := api.EntityRoute{
 			Name: e.served.Name, Deployment: e.d.ID, State: st.Deployment,
 			Message: st.DeploymentStateMessage, Failures: status.Failures,
 			Concurrency: replicaConcurrency(e.served), Replicas: []api.Replica{},
+		}
+		if e.external() {
+			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)
 		}
 		for _, in := range status.Instances {
 			if in.Ready {

@@ -77,11 +77,23 @@ func normalizeConfig(c *api.EndpointConfig) error {
 		}
 		seen[e.Name] = true
 	}
+	if err := checkExternalMix(c); err != nil {
+		return err
+	}
 	return normalizeTraffic(c, seen)
 }
 
 func normalizeEntity(e *api.ServedEntity) *api.Error {
 	e.State, e.ScaledToZero, e.Replicas = nil, nil, nil
+	if isExternal(e) {
+		if err := normalizeExternal(e); err != nil {
+			return err
+		}
+		if !nameRE.MatchString(e.Name) {
+			return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)
+		}
+		return nil
+	}
 	if e.EntityName == "" {
 		return invalid("entity_name: required")
 	}

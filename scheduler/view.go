@@ -1,12 +1,14 @@
 package scheduler
 
 import (
+	"slices"
+
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/scheduler/store"
 )
 
-// allEntities lists the entities of every endpoint's serving config and of
-// configs rolling out.
+// allEntities lists the entities that have deployments, of every
+// endpoint's serving config and of configs rolling out.
 func (w *world) allEntities(eps map[string]*store.Endpoint) []entity {
 	var out []entity
 	for name, ep := range eps {
@@ -15,7 +17,8 @@ func (w *world) allEntities(eps map[string]*store.Endpoint) []entity {
 			out = append(out, w.entities(name, ep.Pending)...)
 		}
 	}
-	return out
+	// External entities have no deployment to size or scale.
+	return slices.DeleteFunc(out, entity.external)
 }
 
 // endpointView renders the API view of a stored endpoint; invocationURL
@@ -60,6 +63,12 @@ func (w *world) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfi
 		view := *e.served
 		st, status := w.entityState(e)
 		view.State = &st
+		if e.external() {
+			// No replicas to count, and never a key in an answer.
+			view.ExternalModel = redactExternal(e.served.ExternalModel)
+			v.ServedEntities[i] = view
+			continue
+		}
 		zero := e.d.Replicas == 0
 		view.ScaledToZero = &zero
 		view.Replicas = &api.Replicas{Desired: e.d.Replicas, Ready: status.Ready()}
