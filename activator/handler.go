@@ -31,8 +31,9 @@ const (
 const maxMoves = 3
 
 // Handler serves POST /serving-endpoints/{name}/invocations and
-// POST /serving-endpoints/{name}/served-models/{served}/invocations; any other
-// path gets 404 in API.md's error shape. Every answer carries a fresh
+// POST /serving-endpoints/{name}/served-models/{served}/invocations, and the
+// Open Inference Protocol under /v2/ (oip.go); any other path gets 404 in
+// API.md's error shape. Every answer carries a fresh
 // x-request-id, and served-model-name once a served entity is chosen.
 //
 // Handler keeps nothing of ctx after it returns: the request body travels to
@@ -48,6 +49,10 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	// would reach ep, past anything that judged the request by the
 	// endpoint named in its URL. parsePath decodes segment by segment.
 	raw := ctx.URI().PathOriginal()
+	if bytes.HasPrefix(raw, v2Prefix) {
+		a.oip(ctx, raw, start, id[:])
+		return
+	}
 	name, served, ok := parsePath(raw)
 	if !ok {
 		a.notFound.Inc()
@@ -73,19 +78,26 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	// for any other costs no more than its headers.
 	release, ok := a.readBody(ctx)
 	defer release() // after capture and mirror, which read the body
+	a.serve(ctx, ep, served, id[:], start, ok)
+}
+
+// serve invokes ep with the body in ctx when ok (when not, ctx holds the
+// answer already), then times, captures and mirrors the request. The
+// Open Inference Protocol's infer comes here too, its body translated.
+func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, start time.Time, ok bool) {
 	forwarded := false
 	if ok {
-		forwarded = a.invoke(ctx, ep, served, id[:], start.Add(a.cfg.Timeout))
+		forwarded = a.invoke(ctx, ep, served, id, start.Add(a.cfg.Timeout))
 	} else {
 		ep.requests.WithLabelValues(strconv.Itoa(ctx.Response.StatusCode())).Inc()
 	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
 	if ep.table != "" && a.cfg.Capture != nil {
-		a.capture(ctx, ep, id[:], start, elapsed)
+		a.capture(ctx, ep, id, start, elapsed)
 	}
 	if len(ep.shadows) > 0 && served == nil && forwarded {
-		a.mirror(ctx, ep, id[:])
+		a.mirror(ctx, ep, id)
 	}
 }
 

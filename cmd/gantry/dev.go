@@ -370,7 +370,7 @@ type frontLimits struct {
 // carry, and whether it is a model upload.
 func (l frontLimits) limit(method, path []byte) (int64, bool) {
 	switch {
-	case bytes.HasPrefix(path, invocationsPrefix):
+	case isInvocation(path):
 		return activator.DefaultMaxRequestBodySize, false
 	case l.upload > 0 && isUpload(method, path):
 		return l.upload, true
@@ -421,7 +421,7 @@ func (l frontLimits) handler(invoke, control fasthttp.RequestHandler) fasthttp.R
 				"request body is %s bytes; the limit is %d", n, limit))
 			return
 		}
-		if bytes.HasPrefix(path, invocationsPrefix) {
+		if isInvocation(path) {
 			invoke(ctx)
 			return
 		}

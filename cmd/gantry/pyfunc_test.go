@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,6 +196,112 @@ func TestPythonModelsEndToEnd(t *testing.T) {
 				}
 				pyCompare(t, m+" "+format, e.Predictions, out)
 			}
+		}
+	})
+
+	t.Run("Open Inference Protocol equals Python", func(t *testing.T) {
+		for _, m := range models {
+			e := readExpected(t, m)
+			var inputs []map[string]any
+			for j, c := range e.Columns {
+				col := make([]any, len(e.Data))
+				dt := "INT64"
+				for i, row := range e.Data {
+					col[i] = row[j]
+					switch v := row[j].(type) {
+					case string:
+						dt = "BYTES"
+					case float64:
+						if v != math.Trunc(v) && dt != "BYTES" {
+							dt = "FP64"
+						}
+					}
+				}
+				inputs = append(inputs, map[string]any{"name": c, "shape": []int{len(col)}, "datatype": dt, "data": col})
+			}
+			body, _ := json.Marshal(map[string]any{"id": "req-" + m, "inputs": inputs})
+			for _, path := range []string{"/v2/models/" + m + "-ep/infer", "/v2/models/" + m + "-ep/versions/" + m + "-1/infer"} {
+				resp, err := http.Post("http://"+addr+path, "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got struct {
+					ModelName    string `json:"model_name"`
+					ModelVersion string `json:"model_version"`
+					ID           string `json:"id"`
+					Outputs      []struct {
+						Name     string
+						Shape    []int
+						Datatype string
+						Data     []any
+					}
+					Error string
+				}
+				json.NewDecoder(resp.Body).Decode(&got)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || got.ModelName != m+"-ep" || got.ModelVersion != m+"-1" || got.ID != "req-"+m {
+					t.Fatalf("%s %s: %d %+v", m, path, resp.StatusCode, got)
+				}
+				// Outputs back into MLflow's shape: one tensor is the list of
+				// predictions; several are the fields of records.
+				var preds []any
+				if len(got.Outputs) == 1 {
+					preds = got.Outputs[0].Data
+				} else {
+					preds = make([]any, len(e.Data))
+					for i := range preds {
+						rec := map[string]any{}
+						for _, o := range got.Outputs {
+							rec[o.Name] = o.Data[i]
+						}
+						preds[i] = rec
+					}
+				}
+				if !pySame(preds, e.Predictions) {
+					t.Fatalf("%s %s: %v, want %v (Python)", m, path, preds, e.Predictions)
+				}
+			}
+		}
+		for _, tc := range []struct {
+			method, path string
+			status       int
+			want         string
+		}{
+			{"GET", "/v2/health/live", 200, ""},
+			{"GET", "/v2/health/ready", 200, ""},
+			{"GET", "/v2/models/py_custom-ep/ready", 200, ""},
+			{"GET", "/v2/models/py_custom-ep", 200, `"versions":["py_custom-1"]`},
+			{"GET", "/v2/models/nope/ready", 404, `{"error":"model nope does not exist"}`},
+			{"POST", "/v2/models/py_custom-ep/infer", 400, `{"error":"the body is not an inference request`},
+			{"POST", "/v2/models/py_custom-ep/versions/nope/infer", 404, `{"error":"model py_custom-ep has no version nope"}`},
+			{"GET", "/v2/models/py_custom-ep/infer", 405, `{"error":"method GET is not allowed`},
+			{"GET", "/v2/other", 404, `{"error":"no such path`},
+		} {
+			req, _ := http.NewRequest(tc.method, "http://"+addr+tc.path, strings.NewReader(`{"rows": []}`))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(b.String(), tc.want) {
+				t.Errorf("%s %s: %d %s, want %d with %s", tc.method, tc.path, resp.StatusCode, b.String(), tc.status, tc.want)
+			}
+		}
+		// A value the model cannot take is the protocol's 400 naming the column.
+		body := `{"inputs": [{"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
+			{"name": "tenure", "shape": [1], "datatype": "INT64", "data": [3]},
+			{"name": "spend", "shape": [1], "datatype": "BYTES", "data": ["lots"]}]}`
+		resp, err := http.Post("http://"+addr+"/v2/models/py_sklearn_pipeline-ep/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(b.String(), `{"error":"row 0, column \"spend\"`) {
+			t.Errorf("a string in a number column: %d %s", resp.StatusCode, b.String())
 		}
 	})
 
