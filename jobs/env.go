@@ -3,7 +3,9 @@ package jobs
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // A served entity's environment_vars reach the worker's environment, where
@@ -85,6 +87,27 @@ func CheckEnv(name string) error {
 	return nil
 }
 
+// CheckEnvValue checks the value of a worker setting that a served entity
+// may set (allowedEnvNames), so that a bad one is a 400 at create, not a
+// worker that fails to start. Other variables are the model's business.
+func CheckEnvValue(name, value string) error {
+	switch name {
+	case "GANTRY_PYTHON":
+		if strings.TrimSpace(value) == "" {
+			return fmt.Errorf("%s is empty; name a Python interpreter, such as /opt/envs/churn/bin/python", name)
+		}
+	case "GANTRY_MAX_BATCH_SIZE":
+		if n, err := strconv.Atoi(value); err != nil || n < 1 || n > 1<<20 {
+			return fmt.Errorf("%s must be a number of rows from 1 (no batching) to %d", name, 1<<20)
+		}
+	case "GANTRY_MAX_BATCH_WAIT":
+		if d, err := time.ParseDuration(value); err != nil || d < 0 || d > time.Second {
+			return fmt.Errorf("%s must be a duration from 0 to 1s, such as 2ms", name)
+		}
+	}
+	return nil
+}
+
 // CheckEnvs checks every name of env (in sorted order, so the error is
 // stable).
 func CheckEnvs(env map[string]string) error {
@@ -95,6 +118,9 @@ func CheckEnvs(env map[string]string) error {
 	sort.Strings(names)
 	for _, k := range names {
 		if err := CheckEnv(k); err != nil {
+			return fmt.Errorf("environment_vars: %w", err)
+		}
+		if err := CheckEnvValue(k, env[k]); err != nil {
 			return fmt.Errorf("environment_vars: %w", err)
 		}
 	}

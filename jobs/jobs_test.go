@@ -265,6 +265,26 @@ func TestServiceName(t *testing.T) {
 	}
 }
 
+func TestCheckEnvValue(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"GANTRY_MAX_BATCH_SIZE", "64", ""},
+		{"GANTRY_MAX_BATCH_SIZE", "0", "from 1"},
+		{"GANTRY_MAX_BATCH_SIZE", "many", "from 1"},
+		{"GANTRY_MAX_BATCH_WAIT", "2ms", ""},
+		{"GANTRY_MAX_BATCH_WAIT", "0", ""},
+		{"GANTRY_MAX_BATCH_WAIT", "2s", "from 0 to 1s"},
+		{"GANTRY_MAX_BATCH_WAIT", "-1ms", "from 0 to 1s"},
+		{"GANTRY_PYTHON", "/opt/envs/churn/bin/python", ""},
+		{"GANTRY_PYTHON", "", "is empty"},
+		{"MODEL_THRESHOLD", "", ""},
+	} {
+		err := jobs.CheckEnvValue(tc.name, tc.value)
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckEnvValue(%s, %q) = %v; want %q", tc.name, tc.value, err, tc.want)
+		}
+	}
+}
+
 // TestCheckEnv: loader and interpreter variables are refused whatever
 // their case; configuration a model reads is not.
 func TestCheckEnv(t *testing.T) {

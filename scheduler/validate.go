@@ -147,6 +147,9 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 		if err := jobs.CheckEnv(k); err != nil {
 			return invalid("environment_vars.%s: %v", k, err)
 		}
+		if err := jobs.CheckEnvValue(k, e.EnvironmentVars[k]); err != nil {
+			return invalid("environment_vars.%s: %v", k, err)
+		}
 		if secretRE.MatchString(e.EnvironmentVars[k]) {
 			return invalid("environment_vars.%s: secret references are not supported by this Gantry version yet", k)
 		}

@@ -418,4 +418,22 @@ func TestPythonModelsEndToEnd(t *testing.T) {
 		}
 		t.Logf("failed in %s: %s", time.Since(start).Round(time.Millisecond), st.DeploymentStateMessage)
 	})
+
+	t.Run("a served entity names its own interpreter", func(t *testing.T) {
+		// The entity's GANTRY_PYTHON wins over gantry dev's --python: a path
+		// that does not exist fails the deployment naming it.
+		p := filepath.Join(t.TempDir(), "own.json")
+		writeFile(t, p, `{"name": "own-python-ep", "config": {"served_entities": [{"entity_name": "py_custom", "entity_version": "1", "workload_size": "Small",
+			"environment_vars": {"GANTRY_PYTHON": "/nonexistent/envs/churn/bin/python", "GANTRY_MAX_BATCH_SIZE": "8"}}]}}`)
+		out, err := cli(t, bin, addr, "endpoints", "create", "-f", p, "--wait", "--timeout", "60s")
+		if err == nil || !strings.Contains(out, `"/nonexistent/envs/churn/bin/python" not found`) {
+			t.Fatalf("create --wait: err=%v, want a failure naming the entity's interpreter:\n%s", err, out)
+		}
+		writeFile(t, p, `{"name": "bad-batch-ep", "config": {"served_entities": [{"entity_name": "py_custom", "entity_version": "1", "workload_size": "Small",
+			"environment_vars": {"GANTRY_MAX_BATCH_SIZE": "0"}}]}}`)
+		out, err = cli(t, bin, addr, "endpoints", "create", "-f", p)
+		if err == nil || !strings.Contains(out, "GANTRY_MAX_BATCH_SIZE must be a number of rows") {
+			t.Errorf("create with GANTRY_MAX_BATCH_SIZE 0: err=%v out=%s, want a 400 saying why", err, out)
+		}
+	})
 }

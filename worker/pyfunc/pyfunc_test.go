@@ -241,6 +241,20 @@ func TestBadValueIs400NamingColumn(t *testing.T) {
 	}
 }
 
+func TestNoRowsNoPredictions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python model host")
+	}
+	rt := load(t, filepath.Join(fixtures, "py_sklearn_pipeline"), Config{})
+	preds, err := rt.PredictFrame(context.Background(), &scoring.Frame{Columns: []string{"plan", "tenure", "spend"}, Rows: [][]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(preds); string(b) != "[]" {
+		t.Errorf("predictions = %s, want []", b)
+	}
+}
+
 // writeModel writes a custom loader_module model whose code is src; the
 // model's _load_pyfunc returns it.
 func writeModel(t testing.TB, src, signature string) string {

@@ -206,6 +206,12 @@ func (r *Runtime) PredictFrame(ctx context.Context, f *scoring.Frame) (any, erro
 	if err != nil {
 		return nil, err
 	}
+	if b.rows == 0 {
+		// No rows, no predictions: models raise on an empty frame
+		// (scikit-learn: "Found array with 0 sample(s)"), and the native
+		// runtimes answer [].
+		return Predictions{o: &output{kind: 'A', arr: array{typ: typeDouble}}}, nil
+	}
 	j := &job{ctx: ctx, b: b, key: b.key(), done: make(chan result, 1)}
 	select {
 	case r.jobs <- j:
