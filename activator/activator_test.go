@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/internal/fakeclock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -325,7 +326,7 @@ func TestPenaltyExpires(t *testing.T) {
 	if r.penalty.Load() == 0 {
 		t.Fatal("no penalty after a refused connection")
 	}
-	waitFor(t, "the penalty to end", func() bool { return r.penalty.Load() == 0 })
+	eventually.True(t, 5*time.Second, "the penalty to end", func() bool { return r.penalty.Load() == 0 })
 }
 
 func TestRouteTableUpdates(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/internal/fakeclock"
 	"github.com/valyala/fasthttp"
 )
@@ -63,7 +64,7 @@ func TestColdStartHoldsThenServes(t *testing.T) {
 	e := coldEntity("m")
 	e.State, e.Replicas = api.DeploymentReady, []api.Replica{{ID: "a", Addr: w.addr}}
 	h.push(oneEndpoint(2, "ep", nil, e))
-	waitFor(t, "4 requests at the worker", func() bool { return w.holding.Load() == 4 })
+	eventually.True(t, 5*time.Second, "4 requests at the worker", func() bool { return w.holding.Load() == 4 })
 	h.waitQueued("ep", "m", n-4)
 	time.Sleep(20 * time.Millisecond) // room for a burst, if there were one
 	if got := w.most.Load(); got != 4 {
@@ -134,7 +135,7 @@ func TestWaitersServedInOrder(t *testing.T) {
 	// one, so their arrival order is known.
 	var answers []<-chan answer
 	answers = append(answers, h.invokeAsync("ep", []byte("0")))
-	waitFor(t, "the first request at the worker", func() bool { return w.holding.Load() == 1 })
+	eventually.True(t, 5*time.Second, "the first request at the worker", func() bool { return w.holding.Load() == 1 })
 	for i := 1; i < 6; i++ {
 		answers = append(answers, h.invokeAsync("ep", []byte(fmt.Sprint(i))))
 		h.waitQueued("ep", "m", i)
@@ -377,7 +378,7 @@ func TestPokeRateLimited(t *testing.T) {
 		held = append(held, h.invokeServedAsync("ep", served))
 	}
 	hold("m")
-	waitFor(t, "the first poke", func() bool { return count() == 1 })
+	eventually.True(t, 5*time.Second, "the first poke", func() bool { return count() == 1 })
 	hold("m")
 	hold("m")
 	h.waitQueued("ep", "m", 3)
@@ -385,10 +386,10 @@ func TestPokeRateLimited(t *testing.T) {
 		t.Errorf("%d pokes for 3 requests within 100 ms, want 1", n)
 	}
 	hold("n") // another entity has its own limit
-	waitFor(t, "n's poke", func() bool { return count() == 2 })
+	eventually.True(t, 5*time.Second, "n's poke", func() bool { return count() == 2 })
 	clock.Add(100 * time.Millisecond)
 	hold("m")
-	waitFor(t, "a poke 100 ms later", func() bool { return count() == 3 })
+	eventually.True(t, 5*time.Second, "a poke 100 ms later", func() bool { return count() == 3 })
 	h.invoke("warm") // replicas: no poke
 	if n := count(); n != 3 {
 		t.Errorf("%d pokes, want 3", n)
@@ -430,7 +431,7 @@ func TestStats(t *testing.T) {
 	for range 2 {
 		answers = append(answers, h.invokeServedAsync("ep", "m"))
 	}
-	waitFor(t, "2 requests at the worker", func() bool { return w.holding.Load() == 2 })
+	eventually.True(t, 5*time.Second, "2 requests at the worker", func() bool { return w.holding.Load() == 2 })
 	clock.Add(500 * time.Millisecond)
 	for range 2 {
 		answers = append(answers, h.invokeServedAsync("ep", "z"))
@@ -485,7 +486,7 @@ func TestHeldRequestsLeaveNoGoroutines(t *testing.T) {
 	}
 	// fasthttp keeps idle workers for a while, so counting all goroutines
 	// proves nothing; count those still inside the activator's wait.
-	waitFor(t, "no goroutine left waiting", func() bool { return waiting() == 0 })
+	eventually.True(t, 5*time.Second, "no goroutine left waiting", func() bool { return waiting() == 0 })
 	if n := h.queued("ep", "m"); n != 0 {
 		t.Errorf("%d requests left in the queue", n)
 	}

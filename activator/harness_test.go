@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 )
@@ -214,7 +215,7 @@ func (h *harness) queued(endpoint, entity string) int {
 // waitQueued waits until n requests wait at a served entity.
 func (h *harness) waitQueued(endpoint, entity string, n int) {
 	h.t.Helper()
-	waitFor(h.t, fmt.Sprintf("%d requests queued at %s/%s", n, endpoint, entity),
+	eventually.True(h.t, 5*time.Second, fmt.Sprintf("%d requests queued at %s/%s", n, endpoint, entity),
 		func() bool { return h.queued(endpoint, entity) == n })
 }
 
@@ -295,18 +296,6 @@ func oneEndpoint(index uint64, name string, routes []api.Route, entities ...api.
 	return &api.RouteTable{Index: index, Endpoints: []api.EndpointRoute{{
 		Name: name, ConfigVersion: 1, Routes: routes, Entities: entities,
 	}}}
-}
-
-// waitFor polls cond until it holds or a few seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 var errBoom = errors.New("boom")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 )
 
 // fakeAutoscaler takes the reporter's pushes and pokes.
@@ -100,7 +101,7 @@ func TestReporterPushesStats(t *testing.T) {
 		h.invokeServedAsync("ep", "m")
 	}
 	h.invokeServedAsync("ep", "z")
-	waitFor(t, "2 requests at the worker", func() bool { return w.holding.Load() == 2 })
+	eventually.True(t, 5*time.Second, "2 requests at the worker", func() bool { return w.holding.Load() == 2 })
 	h.waitQueued("ep", "z", 1)
 
 	as := startAutoscaler(t)

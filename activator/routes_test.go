@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 )
 
 // routeServer answers the scheduler's blocking route query the way the
@@ -231,9 +232,9 @@ func TestRunFollowsHTTPRoutes(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, "the first table", a.Ready)
+	eventually.True(t, 5*time.Second, "the first table", a.Ready)
 	rs.publish(api.RouteTable{Index: 2, Endpoints: []api.EndpointRoute{{Name: "ep"}}})
-	waitFor(t, "table 2", func() bool { return a.table.Load().index == 2 })
+	eventually.True(t, 5*time.Second, "table 2", func() bool { return a.table.Load().index == 2 })
 	if a.table.Load().endpoints["ep"] == nil {
 		t.Error("table 2 has no endpoint ep")
 	}

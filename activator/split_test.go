@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/valyala/fasthttp"
 )
 
@@ -173,8 +174,8 @@ func TestShadowRoute(t *testing.T) {
 	}
 	h.do(http.MethodPost, "/serving-endpoints/ep/invocations", "application/json", make([]byte, 1<<20+1))
 	close(release)
-	waitFor(t, "10 shadow requests", func() bool { return shadowed.hits.Load() == 10 })
-	waitFor(t, "22 records", func() bool { return len(rec.all()) == 22 })
+	eventually.True(t, 5*time.Second, "10 shadow requests", func() bool { return shadowed.hits.Load() == 10 })
+	eventually.True(t, 5*time.Second, "22 records", func() bool { return len(rec.all()) == 22 })
 	if err := h.a.WaitShadows(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
@@ -50,30 +48,21 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL string, so *scaling
 	}
 
 	sched := &autoscaler.RemoteScheduler{Client: client, Logger: log}
-	// The collector pokes the autoscaler and the autoscaler reads the
-	// collector: asc is set before either serves or runs.
-	var asc *autoscaler.Autoscaler
-	col := autoscaler.NewCollector(autoscaler.CollectorConfig{Logger: log}, func(dep string) { asc.Poke(dep) })
+	// The collector pokes the autoscaler, built after it, which reads the
+	// collector's samples.
+	var pokes relay
+	col := autoscaler.NewCollector(autoscaler.CollectorConfig{Logger: log}, pokes.send)
 	reg := newRegistry()
-	asc = autoscaler.New(autoscaler.Config{Spec: spec, Logger: log, Metrics: autoscaler.NewMetrics(reg)}, sched, col.Samples)
+	asc := newAutoscaler(spec, sched, col.Samples, log, reg)
+	pokes.connect(asc.Poke)
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", col)
 	health(mux, reg, sched.Synced)
-	srv := &http.Server{Handler: jsonErrors(mux), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go asc.Run(ctx)
-	go func() {
-		<-ctx.Done()
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		srv.Shutdown(sctx)
-	}()
 	log.Info("gantry autoscaler is up", "url", "http://"+ln.Addr().String(), "scheduler", client.Address())
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve(ctx, ln, newHTTPServer(jsonErrors(mux)))
 }

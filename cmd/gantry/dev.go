@@ -14,14 +14,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/api"
-	"github.com/gantry/gantry/internal/apierr"
-	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/monitors"
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/registry"
@@ -112,14 +110,9 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	}
 	reg.MaxUploadSize = o.maxUploadSize
 
-	// The driver and the scheduler point at each other: the driver tells the
-	// scheduler about status changes. sched is set before anything runs.
-	var sched atomic.Pointer[scheduler.Scheduler]
-	cp.driver, err = newDriver(o, log, metrics, func(id string) {
-		if s := sched.Load(); s != nil {
-			s.Notify(id)
-		}
-	})
+	// The driver tells the scheduler, built after it, about status changes.
+	var changed relay
+	cp.driver, err = newDriver(o, log, metrics, changed.send)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +135,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if err != nil {
 		return nil, err
 	}
-	sched.Store(cp.sched)
+	changed.connect(cp.sched.Notify)
 	return cp, nil
 }
 
@@ -245,23 +238,14 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	}
 	defer cp.close()
 
-	// The autoscaler reads the activator's load and the activator pokes the
-	// autoscaler: act is set before either runs.
-	var act *activator.Activator
-	asc := autoscaler.New(autoscaler.Config{Spec: spec, Logger: log, Metrics: autoscaler.NewMetrics(reg)}, cp.sched, func() []autoscaler.Sample {
-		return samples(act.Stats())
-	})
-	acfg := activator.Config{
-		Logger: log, Metrics: activator.NewMetrics(reg), Poke: asc.Poke,
-		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
-		MaxBufferedBytes: qo.buffered,
-	}
-	if inf.capture != nil {
-		acfg.Capture = inf.capture
-	}
-	act = activator.New(acfg, cp.routes)
+	// The activator pokes the autoscaler, built after it, which reads the
+	// activator's load.
+	var pokes relay
+	act := newActivator(cp.routes, pokes.send, inf.capture, qo, log, reg)
+	asc := newAutoscaler(spec, cp.sched, activatorSamples(act), log, reg)
+	pokes.connect(asc.Poke)
 	control := http.NewServeMux()
-	control.Handle("/", cp.sched.Handler()) // API.md's JSON errors for every unknown path, /.well-known/databricks-config too
+	control.Handle("/api/", cp.sched.Handler())
 	health(control, reg, act.Ready)
 	front := newFront(act.Handler, control, o.maxUploadSize)
 
@@ -274,36 +258,19 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	if inf.db != nil && io.runLogger {
 		inf.goBackground(func() { runMonitors(ctx, &io.monitors, o.monitors, cp.sched.Monitors, log) })
 	}
-	serving := make(chan error, 1)
-	go func() { serving <- front.Serve(cp.ln) }()
 	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
-	var serveErr error
-	select {
-	case serveErr = <-serving:
-	case <-ctx.Done():
-		log.Info("shutting down")
-	}
-	// In order: the last answers, their shadows, their records into
+	serveErr := serve(ctx, cp.ln, fastServer{front})
+	log.Info("shutting down")
+	// In order, after the last answers: their shadows, their records into
 	// Kafka; then the logger and the monitors stop, before the deferred
 	// closes stop the broker, ClickHouse and the workers under them.
-	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
-	if serveErr == nil {
-		serveErr = front.ShutdownWithContext(sctx)
-	}
 	act.WaitShadows(sctx)
 	captured()
 	cancel()
 	inf.wait()
 	return serveErr
-}
-
-func samples(stats []activator.EntityStats) []autoscaler.Sample {
-	out := make([]autoscaler.Sample, len(stats))
-	for i, s := range stats {
-		out[i] = autoscaler.Sample{Deployment: s.Deployment, Concurrency: s.Concurrency}
-	}
-	return out
 }
 
 // Limits of the fasthttp servers in front of the activator: gantry dev's,

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/gantry/gantry/loggers/local"
 	"github.com/gantry/gantry/monitors"
@@ -70,9 +69,11 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 	reg := newRegistry()
 	mux := http.NewServeMux()
 	health(mux, reg, func() bool { return db.Ping(context.Background()) == nil })
-	srv := &http.Server{Handler: jsonErrors(mux), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
+	// The server stops after the logger has.
+	ctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, ln, newHTTPServer(jsonErrors(mux))) }()
+	defer func() { stop(); <-served }()
 	if mo.scheduler == "" {
 		log.Info("drift monitors are off: give --scheduler to refresh them")
 	} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/activator"
+	"github.com/gantry/gantry/loggers/capture"
 	"github.com/spf13/cobra"
 )
 
@@ -54,57 +54,43 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 	// not serve (/.well-known/databricks-config too) in API.md's shape.
 	mux.Handle("/", cp.sched.Handler())
 	health(mux, reg, func() bool { return true })
-	srv := &http.Server{
-		Handler:           withBodyTimeout(mux),
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       idleTimeout,
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go cp.sched.Run(ctx)
-	go func() {
-		<-ctx.Done()
-		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer scancel()
-		srv.Shutdown(sctx)
-	}()
 	log.Info("gantry scheduler is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
-	if err := srv.Serve(cp.ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serve(ctx, cp.ln, newHTTPServer(mux))
 }
 
 func activatorCmd() *cobra.Command {
 	var listen, schedulerURL, autoscalerURL string
-	var buffered int64
+	var qo queueOptions
 	var ko kafkaOptions
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, buffered, &ko)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &qo, &ko)
 		},
 	}
 	ko.flags(c, false)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
 	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
-	bufferedFlag(c, &buffered)
+	qo.flags(c)
 	return c
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, buffered int64, ko *kafkaOptions) error {
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	reg := newRegistry()
-	cfg := activator.Config{Logger: log, Metrics: activator.NewMetrics(reg), MaxBufferedBytes: buffered}
 	var report *activator.Reporter
+	poke := func(string) {} // no autoscaler: nothing to wake
 	if autoscalerURL != "" {
 		if u, err := url.Parse(autoscalerURL); err != nil || u.Host == "" {
 			ln.Close()
@@ -112,21 +98,21 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 		}
 		host, _ := os.Hostname()
 		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + ln.Addr().String(), Logger: log}
-		cfg.Poke = report.Poke
+		poke = report.Poke
 	}
-	var captured func()
+	var records *capture.Capturer
+	captured := func() {}
 	if len(ko.list()) > 0 {
 		c, closeWriter := newCapture(ko, log, reg)
 		defer closeWriter()
-		cfg.Capture = c
-		captured = runCapture(c)
+		records, captured = c, runCapture(c)
 	} else {
 		log.Warn("no --kafka-brokers: invocations are not captured to inference tables")
 	}
-	act := activator.New(cfg, &activator.HTTPRoutes{Base: schedulerURL})
+	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL}, poke, records, qo, log, reg)
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
-	srv := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
+	front := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -134,21 +120,12 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	if report != nil {
 		go report.Run(ctx, act)
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("gantry activator is up", "url", "http://"+ln.Addr().String(), "scheduler", schedulerURL, "autoscaler", autoscalerURL)
-	select {
-	case err := <-serveErr:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = serve(ctx, ln, fastServer{front})
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
-	err = srv.ShutdownWithContext(sctx)
 	act.WaitShadows(sctx)
-	if captured != nil {
-		captured() // produce what the last requests captured
-	}
+	captured() // produce what the last requests captured
 	return err
 }
 

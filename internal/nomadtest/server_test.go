@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
 )
@@ -240,7 +241,7 @@ func TestScale(t *testing.T) {
 	if err != nil || *job.TaskGroups[0].Count != 2 {
 		t.Fatalf("after scale: %v %v", job, err)
 	}
-	waitFor(t, "two running processes", func() bool { return len(srv.Processes()) == 2 })
+	eventually.True(t, 15*time.Second, "two running processes", func() bool { return len(srv.Processes()) == 2 })
 }
 
 // TestBlockingQuery checks that a read with an index waits for a change,
@@ -300,7 +301,7 @@ func TestRunsAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	var regs []*api.ServiceRegistration
-	waitFor(t, "two registrations", func() bool {
+	eventually.True(t, 15*time.Second, "two registrations", func() bool {
 		var err error
 		regs, _, err = c.Services().Get("svc", nil)
 		return err == nil && len(regs) == 2
@@ -308,7 +309,7 @@ func TestRunsAllocations(t *testing.T) {
 	for _, r := range regs {
 		addr := fmt.Sprintf("http://%s:%d", r.Address, r.Port)
 		var body []byte
-		waitFor(t, "the task to answer", func() bool {
+		eventually.True(t, 15*time.Second, "the task to answer", func() bool {
 			resp, err := http.Get(addr + "/file")
 			if err != nil {
 				return false
@@ -329,7 +330,7 @@ func TestRunsAllocations(t *testing.T) {
 	if _, _, err := c.Jobs().Deregister("svc", true, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "no process", func() bool { return len(srv.Processes()) == 0 })
+	eventually.True(t, 15*time.Second, "no process", func() bool { return len(srv.Processes()) == 0 })
 	regs, _, err = c.Services().Get("svc", nil)
 	if err != nil || len(regs) != 0 {
 		t.Errorf("registrations after purge = %v, %v", regs, err)
@@ -399,7 +400,7 @@ func TestTaskFailureIsRestartedThenFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var a *api.AllocationListStub
-	waitFor(t, "a failed allocation", func() bool {
+	eventually.True(t, 15*time.Second, "a failed allocation", func() bool {
 		allocs, _, err := c.Jobs().Allocations("crash", false, nil)
 		if err == nil && len(allocs) == 1 && allocs[0].ClientStatus == "failed" {
 			a = allocs[0]
@@ -438,16 +439,5 @@ func TestToken(t *testing.T) {
 	_, _, err = wrong.Jobs().List(nil)
 	if code, body := status(err); code != 403 || body != "ACL token not found" {
 		t.Errorf("wrong token: %d %q", code, body)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/loggers"
 	"github.com/segmentio/kafka-go"
 )
@@ -66,7 +67,7 @@ func TestCaptureBatchesInOrder(t *testing.T) {
 	}
 	body[0] = 'X' // Capture copied the body
 	close(w.blocked)
-	waitFor(t, func() bool { return len(w.records()) == 1000 })
+	eventually.True(t, 10*time.Second, "the condition", func() bool { return len(w.records()) == 1000 })
 	cancel()
 	<-done
 	for i, r := range w.records() {
@@ -128,19 +129,9 @@ func TestCaptureCountsFailedWrites(t *testing.T) {
 	for range 5 {
 		c.Capture(&loggers.Record{RequestID: "r"})
 	}
-	waitFor(t, func() bool { return c.Dropped() == 5 })
+	eventually.True(t, 10*time.Second, "the condition", func() bool { return c.Dropped() == 5 })
 	cancel()
 	<-done
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestShutdownIsBoundedAndLaterCapturesDrop(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/internal/chtest"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/loggers/capture"
 	"github.com/gantry/gantry/loggers/local"
@@ -74,12 +75,12 @@ func TestPipeline(t *testing.T) {
 		fmt.Sscan(res.Rows[0][0], &v)
 		return v
 	}
-	waitFor(t, func() bool { return count() > 0 })
+	eventually.True(t, 60*time.Second, "the condition", func() bool { return count() > 0 })
 	stop()
 	send(n/2, n)
 	stop = startSink()
 	defer stop()
-	waitFor(t, func() bool { return count() == n })
+	eventually.True(t, 60*time.Second, "the condition", func() bool { return count() == n })
 	stopCapture()
 	<-captured
 	if c.Dropped() != 0 {
@@ -91,15 +92,5 @@ func TestPipeline(t *testing.T) {
 	}
 	if got := fmt.Sprint(res.Rows[0]); got != fmt.Sprintf("[%d %d req-00000 req-%05d]", n, n, n-1) {
 		t.Fatalf("table holds %s", got)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 60 s")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -111,7 +112,14 @@ func New(r Reader, store Store, cfg Config) *Sink {
 	return s
 }
 
-// Run moves records until ctx ends or the reader fails.
+// Backoff of fetches while the broker cannot be read.
+const (
+	minFetchBackoff = 100 * time.Millisecond
+	maxFetchBackoff = 5 * time.Second
+)
+
+// Run moves records until ctx ends or the reader is closed. A broker that
+// cannot be read is retried with backoff: the records wait in Kafka.
 //
 // Fetching the next batch overlaps with inserting this one: one goroutine
 // fetches, this one inserts and commits, in order, so offsets are still
@@ -123,12 +131,25 @@ func (s *Sink) Run(parent context.Context) error {
 	fetchErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
+		backoff := minFetchBackoff
 		for {
 			msgs, err := s.fetch(ctx)
+			if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
+				// A broker that is down or restarting: the reader dials
+				// again on the next fetch, and the records wait in Kafka.
+				s.cfg.Logger.Warn("read from kafka; retrying", "retry_in", backoff, "err", err)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				backoff = min(2*backoff, maxFetchBackoff)
+				continue
+			}
 			if err != nil {
 				fetchErr <- err
 				return
 			}
+			backoff = minFetchBackoff
 			select {
 			case batches <- msgs:
 			case <-ctx.Done():
@@ -173,10 +194,13 @@ func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
 	for len(msgs) < s.cfg.MaxBatch && size < s.cfg.MaxBatchBytes {
 		m, err := s.r.FetchMessage(fctx)
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				break
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
-			return nil, err
+			// The batch is due, or the broker failed: insert what was
+			// fetched (the reader has moved past it), and let the next
+			// fetch meet the failure.
+			break
 		}
 		msgs = append(msgs, m)
 		size += len(m.Value)

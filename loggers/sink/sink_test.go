@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/loggers"
 	"github.com/segmentio/kafka-go"
 )
@@ -18,11 +19,18 @@ type fakeReader struct {
 	msgs      []kafka.Message
 	next      int
 	committed int64 // highest committed offset + 1
+	// failures is how many fetches fail, as while the broker restarts.
+	failures int
 }
 
 func (r *fakeReader) FetchMessage(ctx context.Context) (kafka.Message, error) {
 	for {
 		r.mu.Lock()
+		if r.failures > 0 {
+			r.failures--
+			r.mu.Unlock()
+			return kafka.Message{}, errors.New("failed to dial: connection refused")
+		}
 		if r.next < len(r.msgs) {
 			m := r.msgs[r.next]
 			r.next++
@@ -126,7 +134,7 @@ func TestSinkCommitsOnlyAfterInsert(t *testing.T) {
 		t.Fatalf("committed up to offset %d while ClickHouse was down", c)
 	}
 	store.setDown(false)
-	waitFor(t, func() bool { return r.commits() == 101 })
+	eventually.True(t, 10*time.Second, "the condition", func() bool { return r.commits() == 101 })
 	if store.rows(a) != 50 || store.rows(b) != 50 {
 		t.Fatalf("rows: a %d, b %d; want 50 each", store.rows(a), store.rows(b))
 	}
@@ -136,16 +144,6 @@ func TestSinkCommitsOnlyAfterInsert(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -160,11 +158,41 @@ func TestSinkBoundsBatchBytes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
-	waitFor(t, func() bool { return r.commits() == 10 })
+	eventually.True(t, 10*time.Second, "the condition", func() bool { return r.commits() == 10 })
 	cancel()
 	<-done
 	// Each record encodes to over 100 bytes: at most 3 fit under 250.
 	if store.rows(tbl) != 10 || store.inserts < 4 {
 		t.Fatalf("%d rows in %d inserts; want 10 rows in at least 4", store.rows(tbl), store.inserts)
+	}
+}
+
+// A broker that restarts fails the reader's fetches for a while; the sink
+// retries them and moves every record (before, the logger exited).
+func TestSinkRetriesFetchErrors(t *testing.T) {
+	tbl := loggers.Table{Database: "d", Name: "a"}
+	r := &fakeReader{failures: 3}
+	for i := range 5 {
+		r.msgs = append(r.msgs, message(int64(i), loggers.Record{Table: tbl.String(), RequestID: fmt.Sprint(i)}))
+	}
+	store := &fakeStore{tables: map[loggers.Table][]loggers.Record{tbl: {}}}
+	s := New(r, store, Config{FlushInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	eventually.True(t, 10*time.Second, "every record committed after the fetch errors", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v on a fetch error; want it to retry", err)
+		default:
+		}
+		return r.commits() == 5
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+	if store.rows(tbl) != 5 {
+		t.Errorf("%d rows, want 5", store.rows(tbl))
 	}
 }

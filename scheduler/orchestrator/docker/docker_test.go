@@ -22,6 +22,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/dockertest"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 )
 
@@ -115,17 +116,6 @@ func spec(id, dir string, replicas int) orchestrator.Deployment {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func running(t *testing.T, cli *client.Client, deployment string) []container.Summary {
 	t.Helper()
 	return dockertest.Containers(t, cli, LabelDeployment, deployment)
@@ -137,7 +127,7 @@ func TestEnsureScaleRemove(t *testing.T) {
 	if err := d.Ensure(ctx, spec("dep-a", modelDir(t, "binary"), 2)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two ready replicas", func() bool { return d.Status("dep-a").Ready() == 2 })
+	eventually.True(t, 30*time.Second, "two ready replicas", func() bool { return d.Status("dep-a").Ready() == 2 })
 	if n.count() == 0 {
 		t.Error("no status change was notified")
 	}
@@ -193,7 +183,7 @@ func TestEnsureScaleRemove(t *testing.T) {
 	if st := d.Status("dep-a"); st.Desired != 1 || len(st.Instances) != 1 {
 		t.Errorf("after scaling to 1: %+v", st)
 	}
-	waitFor(t, "one container", func() bool { return len(running(t, cli, "dep-a")) == 1 })
+	eventually.True(t, 30*time.Second, "one container", func() bool { return len(running(t, cli, "dep-a")) == 1 })
 
 	if err := d.Remove(ctx, "dep-a"); err != nil {
 		t.Fatal(err)
@@ -201,14 +191,14 @@ func TestEnsureScaleRemove(t *testing.T) {
 	if st := d.Status("dep-a"); len(st.Instances) != 0 {
 		t.Errorf("after Remove: %+v", st)
 	}
-	waitFor(t, "no container", func() bool { return len(running(t, cli, "dep-a")) == 0 })
+	eventually.True(t, 30*time.Second, "no container", func() bool { return len(running(t, cli, "dep-a")) == 0 })
 }
 
 func TestDrainBeforeStop(t *testing.T) {
 	d, _, _ := newDriver(t, Config{DrainDelay: time.Second})
 	ctx := context.Background()
 	d.Ensure(ctx, spec("dep-drain", modelDir(t, "binary"), 1))
-	waitFor(t, "a ready replica", func() bool { return d.Status("dep-drain").Ready() == 1 })
+	eventually.True(t, 30*time.Second, "a ready replica", func() bool { return d.Status("dep-drain").Ready() == 1 })
 	addr := d.Status("dep-drain").Instances[0].Addr
 
 	d.Ensure(ctx, spec("dep-drain", modelDir(t, "binary"), 0))
@@ -223,7 +213,7 @@ func TestDrainBeforeStop(t *testing.T) {
 		t.Fatalf("worker stopped before the drain delay: %v", err)
 	}
 	resp.Body.Close()
-	waitFor(t, "the worker to stop", func() bool {
+	eventually.True(t, 30*time.Second, "the worker to stop", func() bool {
 		resp, err := http.Get("http://" + addr + "/ping")
 		if err == nil {
 			resp.Body.Close()
@@ -235,7 +225,7 @@ func TestDrainBeforeStop(t *testing.T) {
 func TestFailedStartReportsReasonAndRetries(t *testing.T) {
 	d, _, cli := newDriver(t, Config{})
 	d.Ensure(context.Background(), spec("dep-bad", corruptModel(t), 1))
-	waitFor(t, "two failed starts", func() bool { return d.Status("dep-bad").Failures >= 2 })
+	eventually.True(t, 30*time.Second, "two failed starts", func() bool { return d.Status("dep-bad").Failures >= 2 })
 	st := d.Status("dep-bad")
 	if !strings.Contains(st.Failure, "model.json") || st.Ready() != 0 {
 		t.Errorf("status %+v, want a failure naming model.json", st)
@@ -249,7 +239,7 @@ func TestFailedStartReportsReasonAndRetries(t *testing.T) {
 func TestMissingImage(t *testing.T) {
 	d, _, _ := newDriver(t, Config{Image: "gantry-worker:no-such-tag"})
 	d.Ensure(context.Background(), spec("dep-noimage", modelDir(t, "binary"), 1))
-	waitFor(t, "a failed start", func() bool { return d.Status("dep-noimage").Failures >= 1 })
+	eventually.True(t, 30*time.Second, "a failed start", func() bool { return d.Status("dep-noimage").Failures >= 1 })
 	if f := d.Status("dep-noimage").Failure; !strings.Contains(f, "gantry-worker:no-such-tag") || !strings.Contains(f, "make image") {
 		t.Errorf("Failure = %q, want it to name the image and `make image`", f)
 	}
@@ -259,14 +249,14 @@ func TestExitedContainerIsReplaced(t *testing.T) {
 	d, _, cli := newDriver(t, Config{})
 	ctx := context.Background()
 	d.Ensure(ctx, spec("dep-exit", modelDir(t, "binary"), 1))
-	waitFor(t, "a ready replica", func() bool { return d.Status("dep-exit").Ready() == 1 })
+	eventually.True(t, 30*time.Second, "a ready replica", func() bool { return d.Status("dep-exit").Ready() == 1 })
 	first := running(t, cli, "dep-exit")[0].ID
 
 	if err := cli.ContainerKill(ctx, first, "KILL"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the exit to count as a failure", func() bool { return d.Status("dep-exit").Failures == 1 })
-	waitFor(t, "a new ready replica", func() bool { return d.Status("dep-exit").Ready() == 1 })
+	eventually.True(t, 30*time.Second, "the exit to count as a failure", func() bool { return d.Status("dep-exit").Failures == 1 })
+	eventually.True(t, 30*time.Second, "a new ready replica", func() bool { return d.Status("dep-exit").Ready() == 1 })
 	cs := running(t, cli, "dep-exit")
 	if len(cs) != 1 || cs[0].ID == first {
 		t.Errorf("containers after the exit: %v, want one new one", cs)
@@ -303,7 +293,7 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Ensure(context.Background(), spec("dep-close", modelDir(t, "binary"), 2))
-	waitFor(t, "two ready replicas", func() bool { return d.Status("dep-close").Ready() == 2 })
+	eventually.True(t, 30*time.Second, "two ready replicas", func() bool { return d.Status("dep-close").Ready() == 2 })
 	if err := d.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -68,17 +69,6 @@ func newDriver(t *testing.T, mode string, cfg Config) *Driver {
 	return d
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestEnsureScaleRestartRemove(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d := newDriver(t, "ok", Config{Metrics: orchestrator.NewMetrics(reg)})
@@ -86,7 +76,7 @@ func TestEnsureScaleRestartRemove(t *testing.T) {
 	if err := d.Ensure(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two ready replicas", func() bool { return d.Status(spec.ID).Ready() == 2 })
+	eventually.True(t, 10*time.Second, "two ready replicas", func() bool { return d.Status(spec.ID).Ready() == 2 })
 	counts := map[string]uint64{}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -111,7 +101,7 @@ func TestEnsureScaleRestartRemove(t *testing.T) {
 	st := d.Status(spec.ID)
 	addr := st.Instances[0].Addr
 	http.Get("http://" + addr + "/exit")
-	waitFor(t, "a restart", func() bool {
+	eventually.True(t, 10*time.Second, "a restart", func() bool {
 		s := d.Status(spec.ID)
 		return s.Ready() == 2 && s.Instances[0].Addr != addr
 	})
@@ -119,7 +109,7 @@ func TestEnsureScaleRestartRemove(t *testing.T) {
 	// Scale down to one.
 	spec.Replicas = 1
 	d.Ensure(context.Background(), spec)
-	waitFor(t, "one replica", func() bool { return len(d.Status(spec.ID).Instances) == 1 })
+	eventually.True(t, 10*time.Second, "one replica", func() bool { return len(d.Status(spec.ID).Instances) == 1 })
 
 	last := d.Status(spec.ID).Instances[0].Addr
 	if err := d.Remove(context.Background(), spec.ID); err != nil {
@@ -128,7 +118,7 @@ func TestEnsureScaleRestartRemove(t *testing.T) {
 	if s := d.Status(spec.ID); len(s.Instances) != 0 {
 		t.Errorf("after Remove: %+v", s)
 	}
-	waitFor(t, "the removed worker to stop", func() bool {
+	eventually.True(t, 10*time.Second, "the removed worker to stop", func() bool {
 		_, err := http.Get("http://" + last + "/ping")
 		return err != nil
 	})
@@ -138,7 +128,7 @@ func TestFailingWorkerReportsReason(t *testing.T) {
 	d := newDriver(t, "fail", Config{})
 	spec := orchestrator.Deployment{ID: "ep-bad-1", ModelDir: "/models/bad", Replicas: 1}
 	d.Ensure(context.Background(), spec)
-	waitFor(t, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
+	eventually.True(t, 10*time.Second, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
 	s := d.Status(spec.ID)
 	if !strings.Contains(s.Failure, "corrupt model.json") {
 		t.Errorf("Failure = %q, want the worker's message", s.Failure)
@@ -163,7 +153,7 @@ func TestWorkerEnvironmentIsClean(t *testing.T) {
 	if err := d.Ensure(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a ready replica", func() bool { return d.Status(spec.ID).Ready() == 1 })
+	eventually.True(t, 10*time.Second, "a ready replica", func() bool { return d.Status(spec.ID).Ready() == 1 })
 	resp, err := http.Get("http://" + d.Status(spec.ID).Instances[0].Addr + "/env")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +180,7 @@ func TestReservedEnvRefused(t *testing.T) {
 	spec := orchestrator.Deployment{ID: "ep-preload-1", ModelDir: t.TempDir(), Replicas: 1,
 		Env: map[string]string{"LD_PRELOAD": "/models/m/1/model/x.so"}}
 	d.Ensure(context.Background(), spec)
-	waitFor(t, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
+	eventually.True(t, 10*time.Second, "a failure", func() bool { return d.Status(spec.ID).Failure != "" })
 	if s := d.Status(spec.ID); !strings.Contains(s.Failure, "LD_PRELOAD") || s.Ready() != 0 {
 		t.Errorf("status %+v; want a failure naming LD_PRELOAD and no ready replica", s)
 	}
