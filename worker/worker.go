@@ -136,6 +136,13 @@ func serve(ctx context.Context, cfg Config, loaders map[string]Loader, ln net.Li
 			_ = shutdown(hs, cfg.ShutdownTimeout)
 			return fmt.Errorf("load model %s: %w", cfg.ModelDir, r.err)
 		}
+		// A runtime with metrics of its own (the Python runtime's batches
+		// and host restarts) shows them beside the worker's.
+		if c, ok := r.model.rt.(prometheus.Collector); ok {
+			if err := reg.Register(c); err != nil {
+				log.Warn("runtime metrics not registered", "err", err)
+			}
+		}
 		s.setModel(r.model, r.elapsed)
 		log.Info("model loaded", "flavor", r.model.flavor, "features", r.model.nFeatures,
 			"load_seconds", r.elapsed.Seconds())

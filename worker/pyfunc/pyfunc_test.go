@@ -18,6 +18,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker/mlmodel"
 	"github.com/gantry/gantry/worker/scoring"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const fixtures = "../testdata/models"
@@ -453,6 +454,9 @@ func TestKilledHostIsReplaced(t *testing.T) {
 	if got := decoded(t, preds); len(got) != 1 || got[0] != 42.0 {
 		t.Errorf("after the restart: %v", got)
 	}
+	if n := testutil.ToFloat64(rt.metrics.restarts.WithLabelValues("exited")); n != 2 {
+		t.Errorf("gantry_worker_model_host_restarts_total{reason=exited} = %v, want 2", n)
+	}
 }
 
 func waitReady(t testing.TB, rt *Runtime) {
@@ -480,6 +484,9 @@ func TestStuckHostTimesOutAndIsReplaced(t *testing.T) {
 	waitReady(t, rt)
 	if rt.PID() == first {
 		t.Error("the stuck host was not replaced")
+	}
+	if n := testutil.ToFloat64(rt.metrics.restarts.WithLabelValues("timeout")); n != 1 {
+		t.Errorf("gantry_worker_model_host_restarts_total{reason=timeout} = %v, want 1", n)
 	}
 	preds, err := rt.PredictFrame(context.Background(), echoFrame([]int64{3}, 0))
 	if err != nil || decoded(t, preds)[0] != 3.0 {

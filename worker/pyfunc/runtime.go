@@ -115,6 +115,8 @@ type Runtime struct {
 	// failed restart), nil when it can. Ready reports it.
 	down atomic.Pointer[error]
 	pid  atomic.Int64
+
+	metrics *metrics
 }
 
 type job struct {
@@ -142,6 +144,7 @@ func Load(dir string, mm *mlmodel.Model, cfg Config) (*Runtime, error) {
 		cfg: cfg, dir: dir, load: load, schema: newSchema(mm.Signature),
 		log:  cfg.Logger.With("runtime", "python_function"),
 		jobs: make(chan *job, 1024), stop: make(chan struct{}), stopped: make(chan struct{}),
+		metrics: newMetrics(),
 	}
 	h, err := r.start()
 	if err != nil {
@@ -352,6 +355,8 @@ func (r *Runtime) run(h *host, group []*job) bool {
 		bs[k] = j.b
 		rows += j.b.rows
 	}
+	r.metrics.batch.Observe(float64(len(group)))
+	r.metrics.rows.Observe(float64(rows))
 	msg := appendPredict(make([]byte, 0, 64+rows*16), bs)
 	kind, body, err := h.call(msg, time.Now().Add(r.cfg.Timeout))
 	switch {
@@ -360,6 +365,7 @@ func (r *Runtime) run(h *host, group []*job) bool {
 		e := api.Errorf(api.ErrDeadlineExceeded,
 			"the model took longer than the execution timeout (%s) to predict; its host was replaced", r.cfg.Timeout)
 		r.markDown("the model host is being replaced after a timeout")
+		r.metrics.restarts.WithLabelValues("timeout").Inc()
 		h.kill()
 		answerAll(group, e)
 		return false
@@ -367,6 +373,7 @@ func (r *Runtime) run(h *host, group []*job) bool {
 		status := h.exitStatus()
 		r.log.Error("model host died while predicting", "status", status, "requests", len(group), "rows", rows)
 		r.markDown("the model host is restarting")
+		r.metrics.restarts.WithLabelValues("exited").Inc()
 		answerAll(group, api.Errorf(api.ErrTemporarilyUnavailable,
 			"the model host exited (%s) while predicting; it is being restarted, retry the request", status))
 		h.kill()
@@ -430,6 +437,7 @@ func (r *Runtime) markDown(why string) {
 func (r *Runtime) replace(h *host, why string) {
 	r.log.Error("replacing the model host", "why", why)
 	r.markDown("the model host is restarting")
+	r.metrics.restarts.WithLabelValues("exited").Inc()
 	h.kill()
 }
 
