@@ -215,7 +215,7 @@ func (s *Scheduler) ensureTable(ctx context.Context, ep, field string, c *api.Au
 	if s.cfg.Tables == nil {
 		return invalid("%s: inference tables are off in this Gantry: %s", field, s.cfg.TablesOff)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.TablesTimeout)
 	defer cancel()
 	if err := s.cfg.Tables.Ensure(ctx, t); err != nil {
 		return api.Errorf(api.ErrTemporarilyUnavailable, "%s: create inference table %s: %v", field, t, err)

@@ -86,6 +86,9 @@ type Config struct {
 	// CallTimeout bounds each orchestrator call (Ensure, Remove, Prune).
 	// Default 30 s.
 	CallTimeout time.Duration
+	// TablesTimeout bounds creating an inference table while an API call
+	// waits (a ClickHouse that hangs answers 503). Default 10 s.
+	TablesTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -130,6 +133,9 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.TablesTimeout <= 0 {
+		cfg.TablesTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/eventually"
+	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/routes"
 )
@@ -122,4 +123,46 @@ func TestHungOrchestratorStallsNothing(t *testing.T) {
 		ep := h.get(t, "stuck")
 		return ep.State.Ready == api.EndpointReady && ep.State.ConfigUpdate == api.ConfigNotUpdating
 	})
+}
+
+// hungTables is a ClickHouse that accepts connections and never answers.
+type hungTables struct{ fakeTables }
+
+func (*hungTables) Ensure(ctx context.Context, _ loggers.Table) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestHungClickHouseStallsNothing creates an endpoint with an inference
+// table while ClickHouse hangs: the create answers a retryable 503 once
+// its table deadline passes, and reads answer at once meanwhile.
+func TestHungClickHouseStallsNothing(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	h.s.cfg.Tables, h.s.cfg.TablesTimeout = &hungTables{}, 300*time.Millisecond
+	created := make(chan int, 1)
+	go func() {
+		code, _ := h.call(t, "POST", "/api/2.0/serving-endpoints", endpointBody("fraud", "",
+			`"auto_capture_config": {"catalog_name": "ml", "schema_name": "logs", "enabled": true}`), nil)
+		created <- code
+	}()
+	start := time.Now()
+	for time.Since(start) < 200*time.Millisecond {
+		t0 := time.Now()
+		var list api.ListEndpointsResponse
+		if code, e := h.call(t, "GET", "/api/2.0/serving-endpoints", "", &list); code != 200 {
+			t.Fatalf("list while ClickHouse hangs: %d %v", code, e)
+		}
+		if d := time.Since(t0); d > 100*time.Millisecond {
+			t.Errorf("a read took %s while a create waited on ClickHouse", d)
+		}
+	}
+	select {
+	case code := <-created:
+		if code != 503 {
+			t.Errorf("create with ClickHouse hung: %d, want 503", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the create waited past its table deadline")
+	}
 }
