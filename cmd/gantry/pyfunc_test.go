@@ -289,11 +289,37 @@ func TestPythonModelsEndToEnd(t *testing.T) {
 				t.Errorf("%s %s: %d %s, want %d with %s", tc.method, tc.path, resp.StatusCode, b.String(), tc.status, tc.want)
 			}
 		}
+		// A native runtime answers the protocol too: XGBoost, rows of
+		// features as one 2-D tensor.
+		mustCLI(t, bin, addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
+		mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "xgb-ep", "binary", "1", "Small"), "--wait")
+		e := readExpected(t, "binary")
+		var flat []any
+		for _, row := range e.Data {
+			flat = append(flat, row...)
+		}
+		tensor, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "x", "shape": []int{len(e.Data), len(e.Columns)}, "datatype": "FP64", "data": flat}}})
+		resp, err := http.Post("http://"+addr+"/v2/models/xgb-ep/infer", "application/json", bytes.NewReader(tensor))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var xgb struct {
+			Outputs []struct {
+				Shape []int `json:"shape"`
+				Data  []any `json:"data"`
+			} `json:"outputs"`
+		}
+		json.NewDecoder(resp.Body).Decode(&xgb)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(xgb.Outputs) != 1 || !pySame(xgb.Outputs[0].Data, e.Predictions) {
+			t.Errorf("xgboost over OIP: %d %+v, want %v", resp.StatusCode, xgb, e.Predictions)
+		}
+
 		// A value the model cannot take is the protocol's 400 naming the column.
 		body := `{"inputs": [{"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
 			{"name": "tenure", "shape": [1], "datatype": "INT64", "data": [3]},
 			{"name": "spend", "shape": [1], "datatype": "BYTES", "data": ["lots"]}]}`
-		resp, err := http.Post("http://"+addr+"/v2/models/py_sklearn_pipeline-ep/infer", "application/json", strings.NewReader(body))
+		resp, err = http.Post("http://"+addr+"/v2/models/py_sklearn_pipeline-ep/infer", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
