@@ -1,0 +1,366 @@
+package external
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gantry/gantry/api"
+)
+
+// Defaults of Config's fields.
+const (
+	DefaultMaxConns    = 256
+	DefaultMaxInFlight = 1024
+	DefaultTimeout     = 297 * time.Second
+	// MaxAnswerSize bounds a whole (not streamed) answer read from a
+	// provider: 2,048 embeddings of 3,072 floats fit.
+	MaxAnswerSize = 128 << 20
+)
+
+// Config tunes a Gateway. It works at its zero value and must not change
+// after NewGateway.
+type Config struct {
+	// MaxConns bounds the connections to one provider base URL (HTTP/1.1;
+	// HTTP/2 multiplexes over fewer). Default 256.
+	MaxConns int
+	// MaxInFlight bounds the requests in flight to one provider base URL;
+	// one more gets 503 TEMPORARILY_UNAVAILABLE with Retry-After at once,
+	// so that a slow provider cannot hold every activator goroutine.
+	// Default 1024.
+	MaxInFlight int
+	// Timeout bounds one call, from its start to the last byte of the
+	// answer (of the stream too); past it the client gets 504. Default
+	// 297 s, Databricks' execution limit.
+	Timeout time.Duration
+	// CAFile is a PEM file of CAs trusted besides the system's, for
+	// private providers behind a private CA. Default: the system's only.
+	CAFile string
+	// Clock stamps the "created" field of translated answers. Default
+	// time.Now.
+	Clock func() time.Time
+}
+
+// Gateway calls providers. Safe for concurrent use.
+type Gateway struct {
+	cfg  Config
+	tls  *tls.Config
+	mu   sync.Mutex           // guards ups
+	ups  map[string]*upstream // by base URL
+	dial *net.Dialer
+}
+
+// upstream is one provider base URL: its connection pool and its slots.
+type upstream struct {
+	client *http.Client
+	slots  chan struct{}
+}
+
+// NewGateway returns a gateway; it fails only on an unreadable CAFile.
+func NewGateway(cfg Config) (*Gateway, error) {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("external CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("external CA file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return &Gateway{cfg: cfg, tls: tc, ups: map[string]*upstream{},
+		dial: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}, nil
+}
+
+// Timeout is the gateway's per-call limit.
+func (g *Gateway) Timeout() time.Duration { return g.cfg.Timeout }
+
+func (g *Gateway) upstream(base string) *upstream {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u := g.ups[base]
+	if u == nil {
+		u = &upstream{
+			client: &http.Client{
+				Transport: &http.Transport{
+					Proxy:               http.ProxyFromEnvironment,
+					DialContext:         g.dial.DialContext,
+					TLSClientConfig:     g.tls.Clone(),
+					ForceAttemptHTTP2:   true,
+					MaxConnsPerHost:     g.cfg.MaxConns,
+					MaxIdleConnsPerHost: g.cfg.MaxConns,
+					IdleConnTimeout:     90 * time.Second,
+					TLSHandshakeTimeout: 10 * time.Second,
+				},
+				// A provider that redirects is misconfigured; following it
+				// would send the key to wherever it points.
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			},
+			slots: make(chan struct{}, g.cfg.MaxInFlight),
+		}
+		g.ups[base] = u
+	}
+	return u
+}
+
+// Error is a call's failure with the answer the client gets. Retryable
+// marks what a fallback may retry on another entity: 429, 5xx, timeouts
+// and connection failures.
+type Error struct {
+	Status    int
+	Err       *api.Error
+	Retryable bool
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+
+// Reason is a short word for the inference table's note of an attempt.
+func (e *Error) Reason() string { return strconv.Itoa(e.Status) }
+
+func fail(status int, retryable bool, code, format string, args ...any) *Error {
+	return &Error{Status: status, Retryable: retryable, Err: api.Errorf(code, format, args...)}
+}
+
+// begin checks r against the route's provider, takes a slot and sends the
+// request. The caller closes the response body and calls release.
+func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) (provider, *http.Response, func(), error) {
+	p, ok := providerOf(rt.Provider)
+	if !ok {
+		return nil, nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
+	}
+	if r.Task != rt.Task {
+		return nil, nil, nil, fail(400, false, api.ErrInvalidParameterValue,
+			"this endpoint serves %s; the request is for %s", rt.Task, r.Task)
+	}
+	u, body, err := p.request(rt, r)
+	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return nil, nil, nil, &Error{Status: api.HTTPStatus(ae.Code), Err: ae}
+		}
+		return nil, nil, nil, fail(500, false, api.ErrInternal, "build the %s request: %v", rt.Provider, err)
+	}
+	up := g.upstream(rt.BaseURL)
+	select {
+	case up.slots <- struct{}{}:
+	default:
+		return nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable,
+			"%d requests to provider %s are in flight, this activator's limit; retry later", cap(up.slots), rt.Provider)
+	}
+	release := func() { <-up.slots }
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		release()
+		return nil, nil, nil, fail(500, false, api.ErrInternal, "provider %s: the request URL is not valid", rt.Provider)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.Stream {
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	p.authorize(req.Header, rt)
+	resp, err := up.client.Do(req)
+	if err != nil {
+		release()
+		return nil, nil, nil, transportError(ctx, rt, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer release()
+		defer resp.Body.Close()
+		return nil, nil, nil, upstreamError(rt, resp)
+	}
+	return p, resp, release, nil
+}
+
+// transportError names a failure to get an answer: the deadline (504),
+// or the connection (502). The message names the provider, not the URL
+// (which may carry an Azure resource name the client should not learn).
+func transportError(ctx context.Context, rt *api.ExternalRoute, err error) *Error {
+	var ne net.Error
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return fail(504, true, api.ErrDeadlineExceeded, "provider %s did not answer in time", rt.Provider)
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fail(499, false, api.ErrTemporarilyUnavailable, "the client went away")
+	}
+	return fail(502, true, api.ErrTemporarilyUnavailable, "provider %s could not be reached: %s", rt.Provider, netReason(err))
+}
+
+// netReason is the kind of a connection failure, without addresses.
+func netReason(err error) string {
+	var op *net.OpError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial":
+		return "connection refused or unreachable"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection closed before an answer"
+	case strings.Contains(err.Error(), "certificate"):
+		return "its TLS certificate is not trusted (see --external-ca-file)"
+	}
+	return "connection failed"
+}
+
+// upstreamError turns a provider's non-2xx answer into the client's: a
+// 4xx passes with its status and the provider's message (a wrong key is
+// the provider's 401, on the first call); 5xx become 502.
+func upstreamError(rt *api.ExternalRoute, resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := clip(scrub(providerMessage(b), rt.Key))
+	s := resp.StatusCode
+	switch {
+	case s == 429:
+		e := fail(429, true, api.ErrRequestLimitExceeded, "provider %s answered 429: %s", rt.Provider, msg)
+		return e
+	case s >= 500:
+		return fail(502, true, api.ErrTemporarilyUnavailable, "provider %s answered %d: %s", rt.Provider, s, msg)
+	case s >= 400:
+		code := api.ErrInvalidParameterValue
+		switch s {
+		case 401:
+			code = api.ErrUnauthenticated
+		case 403:
+			code = api.ErrPermissionDenied
+		case 404:
+			code = api.ErrResourceDoesNotExist
+		case 413:
+			code = api.ErrPayloadTooLarge
+		}
+		return fail(s, false, code, "provider %s answered %d: %s", rt.Provider, s, msg)
+	}
+	return fail(502, true, api.ErrTemporarilyUnavailable, "provider %s answered %d, which Gantry does not take", rt.Provider, s)
+}
+
+// scrub removes the key from text a provider sent back (some echo it).
+func scrub(s, key string) string {
+	if len(key) < 4 {
+		return s
+	}
+	return strings.ReplaceAll(s, key, "[REDACTED]")
+}
+
+// Call makes one whole (not streamed) call for r and returns the unified
+// answer. Its error is an *Error.
+func (g *Gateway) Call(ctx context.Context, rt *api.ExternalRoute, r *Request) (Answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	p, resp, release, err := g.begin(ctx, rt, r)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer release()
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerSize+1))
+	if err != nil {
+		return Answer{}, transportError(ctx, rt, err)
+	}
+	if len(body) > MaxAnswerSize {
+		return Answer{}, fail(502, true, api.ErrTemporarilyUnavailable, "provider %s answered more than %d bytes", rt.Provider, MaxAnswerSize)
+	}
+	a, err := p.answer(rt, r, body, g.cfg.Clock().Unix())
+	if err != nil {
+		return Answer{}, fail(502, true, api.ErrTemporarilyUnavailable, "provider %s: %v", rt.Provider, err)
+	}
+	return a, nil
+}
+
+// Stream is a provider's event stream being translated. Open it, then
+// Run it.
+type Stream struct {
+	resp    *http.Response
+	release func()
+	cancel  context.CancelFunc
+	tr      translator
+	rt      *api.ExternalRoute
+	ctx     context.Context
+}
+
+// Open starts a streamed call for r: it returns once the provider has
+// answered 2xx with its headers, so that a refusal still gets its own
+// status. The caller must Run or Close the stream.
+func (g *Gateway) Open(ctx context.Context, rt *api.ExternalRoute, r *Request) (*Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	p, resp, release, err := g.begin(ctx, rt, r)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &Stream{resp: resp, release: release, cancel: cancel, tr: p.stream(rt, r, g.cfg.Clock().Unix()), rt: rt, ctx: ctx}, nil
+}
+
+// Close ends the stream and the upstream call; Run calls it.
+func (s *Stream) Close() {
+	s.cancel() // first: a blocked read returns
+	s.resp.Body.Close()
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
+}
+
+// Run passes each unified chunk to emit as it arrives, and returns the
+// assembled answer. An emit error (the client went away) ends the call
+// upstream at once. A provider that ends the stream early, breaks it or
+// runs out of time is an error; what came before it was emitted.
+func (s *Stream) Run(emit func(chunk []byte) error) (Answer, error) {
+	defer s.Close()
+	var asm assembler
+	rd := newSSEReader(s.resp.Body)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				// OpenAI-compatible servers end with [DONE], Anthropic with
+				// message_stop, Cohere with message-end; an end without
+				// them is a cut, unless the server simply closes (some
+				// OpenAI-compatible servers do after the usage chunk).
+				if _, ok := s.tr.(openAIStream); ok && asm.id != "" {
+					return asm.answer(), nil
+				}
+			}
+			if errors.Is(err, ErrEventTooLarge) {
+				return asm.answer(), fmt.Errorf("provider %s: %w", s.rt.Provider, err)
+			}
+			return asm.answer(), transportError(s.ctx, s.rt, err)
+		}
+		chunks, done, err := s.tr.event(ev)
+		if err != nil {
+			return asm.answer(), fmt.Errorf("provider %s: %s", s.rt.Provider, scrub(err.Error(), s.rt.Key))
+		}
+		for _, c := range chunks {
+			asm.add(c)
+			if err := emit(c); err != nil {
+				return asm.answer(), err
+			}
+		}
+		if done {
+			return asm.answer(), nil
+		}
+	}
+}

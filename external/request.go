@@ -1,0 +1,316 @@
+// Package external calls the providers behind external model entities
+// (OpenAI and Azure OpenAI, Anthropic, Cohere, any OpenAI-compatible
+// server) for the activator, translating Databricks' unified request and
+// answer shapes to each provider's wire format and back.
+//
+// Who does what:
+//   - Decode checks a unified request (chat, completions or embeddings)
+//     with the ranges Databricks documents; a bad field is a 400 naming it.
+//   - A Gateway holds one HTTP client per provider base URL (keep-alive,
+//     HTTP/2, a bound on connections and on requests in flight) and makes
+//     the call: Call for a whole answer, Stream for server-sent events,
+//     each translated to OpenAI's chat.completion(.chunk) shapes.
+//   - sse.go reads event streams a line at a time, with bounded lines, so
+//     a stream passes through as it arrives and never whole.
+//
+// Keys never appear in an error, a log line or a record: errors name the
+// provider and its status, and upstream error bodies are reduced to their
+// message before they reach the client.
+package external
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/gantry/gantry/api"
+)
+
+// Limits of the unified request, as Databricks documents them
+// (QueryEndpointInput).
+const (
+	maxN           = 5
+	maxTemperature = 2.0
+	maxStop        = 4 // OpenAI's limit, the tightest of the providers
+	maxItems       = 2048
+)
+
+// Request is a unified request, decoded and checked for its task.
+type Request struct {
+	Task string
+	// Model is what the OpenAI SDK sends (the endpoint's name); it is not
+	// the provider's model and is not sent on.
+	Model string
+
+	Messages []Message // chat
+	Prompt   []string  // completions; a string is one prompt
+	Input    []string  // embeddings; a string is one input
+
+	MaxTokens   *int
+	Temperature *float64
+	N           *int
+	Stop        []string
+	Stream      bool
+	// IncludeUsage asks for a last chunk with the usage (OpenAI's
+	// stream_options.include_usage); Gantry always asks the provider for it.
+	IncludeUsage bool
+	// ExtraParams go to the provider's body as they are, for parameters
+	// the unified shape has no field for (top_p, seed, ...).
+	ExtraParams map[string]json.RawMessage
+
+	ClientRequestID string
+	UsageContext    map[string]string
+}
+
+// Message is one chat message.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+var roles = map[string]bool{"system": true, "user": true, "assistant": true}
+
+// invalidf is a 400 INVALID_PARAMETER_VALUE.
+func invalidf(format string, args ...any) *api.Error {
+	return api.Errorf(api.ErrInvalidParameterValue, format, args...)
+}
+
+// fieldsOf are the fields each task takes; the rest are refused by name.
+var fieldsOf = map[string][]string{
+	api.TaskChat:        {"messages", "max_tokens", "temperature", "n", "stop", "stream", "stream_options", "extra_params", "client_request_id", "usage_context", "model"},
+	api.TaskCompletions: {"prompt", "max_tokens", "temperature", "n", "stop", "stream", "stream_options", "extra_params", "client_request_id", "usage_context", "model"},
+	api.TaskEmbeddings:  {"input", "extra_params", "client_request_id", "usage_context", "model"},
+}
+
+// Decode reads a unified request for task from body. Every refusal is an
+// *api.Error 400 that names the field and never quotes the body.
+func Decode(task string, body []byte) (*Request, error) {
+	allowed, ok := fieldsOf[task]
+	if !ok {
+		return nil, api.Errorf(api.ErrInternal, "unknown task %q", task)
+	}
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil || raw == nil {
+		return nil, api.Errorf(api.ErrMalformedRequest, "request body is not a JSON object; send the fields of %s", task)
+	}
+	if dec.More() {
+		return nil, api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !contains(allowed, k) {
+			return nil, invalidf("%s: not a field of %s requests; it takes %s (provider parameters go in extra_params)", clip(k), task, strings.Join(allowed, ", "))
+		}
+	}
+	r := &Request{Task: task}
+	var err *api.Error
+	for _, k := range keys {
+		v := raw[k]
+		switch k {
+		case "model":
+			err = decodeInto(k, v, &r.Model)
+		case "messages":
+			err = r.decodeMessages(v)
+		case "prompt":
+			r.Prompt, err = stringOrList(k, v)
+		case "input":
+			r.Input, err = stringOrList(k, v)
+		case "max_tokens":
+			r.MaxTokens, err = positiveInt(k, v)
+		case "n":
+			if r.N, err = positiveInt(k, v); err == nil && *r.N > maxN {
+				err = invalidf("n: %d is out of range; an integer between 1 and %d", *r.N, maxN)
+			}
+		case "temperature":
+			var t float64
+			if err = decodeInto(k, v, &t); err == nil && (t < 0 || t > maxTemperature || math.IsNaN(t)) {
+				err = invalidf("temperature: %g is out of range; a float between 0.0 and 2.0", t)
+			}
+			r.Temperature = &t
+		case "stop":
+			if r.Stop, err = stringOrList(k, v); err == nil && len(r.Stop) > maxStop {
+				err = invalidf("stop: %d sequences; at most %d", len(r.Stop), maxStop)
+			}
+		case "stream":
+			err = decodeInto(k, v, &r.Stream)
+		case "stream_options":
+			var so struct {
+				IncludeUsage bool `json:"include_usage"`
+			}
+			err = decodeInto(k, v, &so)
+			r.IncludeUsage = so.IncludeUsage
+		case "extra_params":
+			err = decodeInto(k, v, &r.ExtraParams)
+			for p := range r.ExtraParams {
+				if reservedExtra[p] {
+					err = invalidf("extra_params.%s: set by Gantry from the unified fields; use the field itself", clip(p))
+				}
+			}
+		case "client_request_id":
+			err = decodeInto(k, v, &r.ClientRequestID)
+		case "usage_context":
+			err = decodeInto(k, v, &r.UsageContext)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch task {
+	case api.TaskChat:
+		if len(r.Messages) == 0 {
+			return nil, invalidf("messages: required; a list of {\"role\", \"content\"}")
+		}
+	case api.TaskCompletions:
+		if len(r.Prompt) == 0 {
+			return nil, invalidf("prompt: required; a string or a list of strings")
+		}
+	case api.TaskEmbeddings:
+		if len(r.Input) == 0 {
+			return nil, invalidf("input: required; a string or a list of strings")
+		}
+	}
+	return r, nil
+}
+
+// reservedExtra are provider fields that the unified ones set; letting
+// extra_params override them would make the record lie about the request.
+var reservedExtra = map[string]bool{"model": true, "messages": true, "prompt": true, "input": true, "stream": true}
+
+func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
+	var list []json.RawMessage
+	if err := json.Unmarshal(v, &list); err != nil {
+		return invalidf("messages: must be a list of {\"role\", \"content\"}")
+	}
+	if len(list) > maxItems {
+		return invalidf("messages: %d messages; at most %d", len(list), maxItems)
+	}
+	for i, m := range list {
+		var msg struct {
+			Role    *string         `json:"role"`
+			Content json.RawMessage `json:"content"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(m))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&msg); err != nil {
+			return invalidf("messages[%d]: must be an object with role and content only", i)
+		}
+		if msg.Role == nil || !roles[*msg.Role] {
+			return invalidf("messages[%d].role: must be one of system, user, assistant", i)
+		}
+		content, err := messageContent(msg.Content)
+		if err != nil {
+			return invalidf("messages[%d].content: %s", i, err)
+		}
+		r.Messages = append(r.Messages, Message{Role: *msg.Role, Content: content})
+	}
+	return nil
+}
+
+// messageContent takes a string or OpenAI's list of text parts, which the
+// OpenAI SDK sends for typed messages.
+func messageContent(v json.RawMessage) (string, error) {
+	if len(v) == 0 || string(v) == "null" {
+		return "", fmt.Errorf("required; a string")
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(v, &parts) != nil {
+		return "", fmt.Errorf("must be a string or a list of text parts")
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return "", fmt.Errorf("part type %q is not supported; only text", clip(p.Type))
+		}
+		b.WriteString(p.Text)
+	}
+	return b.String(), nil
+}
+
+func decodeInto(field string, v json.RawMessage, dst any) *api.Error {
+	dec := json.NewDecoder(bytes.NewReader(v))
+	if _, ok := dst.(*map[string]json.RawMessage); !ok {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(dst); err != nil {
+		return invalidf("%s: %s", field, typeName(dst))
+	}
+	return nil
+}
+
+func typeName(dst any) string {
+	switch dst.(type) {
+	case *string:
+		return "must be a string"
+	case *bool:
+		return "must be true or false"
+	case *float64:
+		return "must be a number"
+	case *map[string]string:
+		return "must be an object of strings"
+	case *map[string]json.RawMessage:
+		return "must be an object"
+	}
+	return "has the wrong shape"
+}
+
+func positiveInt(field string, v json.RawMessage) (*int, *api.Error) {
+	var n json.Number
+	if err := json.Unmarshal(v, &n); err != nil {
+		return nil, invalidf("%s: must be an integer", field)
+	}
+	i, err := n.Int64()
+	if err != nil || i < 1 || i > math.MaxInt32 {
+		return nil, invalidf("%s: %s is out of range; an integer of at least 1", field, clip(n.String()))
+	}
+	x := int(i)
+	return &x, nil
+}
+
+func stringOrList(field string, v json.RawMessage) ([]string, *api.Error) {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return []string{s}, nil
+	}
+	var list []string
+	if err := json.Unmarshal(v, &list); err != nil {
+		return nil, invalidf("%s: must be a string or a list of strings", field)
+	}
+	if len(list) > maxItems {
+		return nil, invalidf("%s: %d items; at most %d", field, len(list), maxItems)
+	}
+	return list, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// clip shortens what a client sent before a message quotes it.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}
