@@ -40,6 +40,10 @@ type EntityRoute struct {
 	// Concurrency is how many requests one replica takes at once.
 	Concurrency int       `json:"concurrency"`
 	Replicas    []Replica `json:"replicas"`
+	// Signature is the model's MLflow signature, when it has one: the
+	// Open Inference Protocol's model metadata lists its inputs and
+	// outputs.
+	Signature *Schema `json:"signature,omitempty"`
 	// External is set for an external model: the activator calls the
 	// provider itself, and Replicas is empty.
 	External *ExternalRoute `json:"external,omitempty"`

@@ -39,6 +39,10 @@ type world struct {
 	status func(id string) orchestrator.Status
 	// modelDir resolves a model version to its directory in the registry.
 	modelDir func(name, version string) (string, error)
+	// signature is a model version's MLflow signature, for the route
+	// table (the Open Inference Protocol's metadata); nil, or nil answers,
+	// leave it out.
+	signature func(name, version string) *api.Schema
 	// baseURL makes the artifact URLs that remote workers fetch.
 	baseURL string
 
@@ -382,6 +386,8 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 		}
 		if e.external() {
 			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)
+		} else if w.signature != nil {
+			er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
 		}
 		for _, in := range status.Instances {
 			if in.Ready {

@@ -192,6 +192,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) world() *world {
 	return &world{
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
+		signature: s.cfg.Registry.Signature,
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
 	}
 }
