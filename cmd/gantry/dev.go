@@ -40,6 +40,7 @@ type controlPlaneOptions struct {
 	driver        string
 	advertiseURL  string
 	maxUploadSize int64
+	maxStorage    int64
 	// tables holds inference tables; nil turns them off for the reason in
 	// tablesOff. Set by the command, not a flag.
 	tables    scheduler.Tables
@@ -64,6 +65,7 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	o.pythonFlag(c)
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
+	c.Flags().Int64Var(&o.maxStorage, "max-model-storage", registry.DefaultMaxStorage, "bytes on disk of every stored model version together; beyond, uploads are refused")
 	c.Flags().IntVar(&o.maxEndpoints, "max-endpoints", scheduler.DefaultMaxEndpoints, "most serving endpoints this Gantry holds; creates beyond get 400")
 	c.Flags().IntVar(&o.maxProvisionedConcurrency, "max-provisioned-concurrency", scheduler.DefaultMaxProvisionedConcurrency, "ceiling of a served entity's concurrency (max_provisioned_concurrency, workload_size), so of its replicas")
 	c.Flags().StringSliceVar(&o.webhookAllow, "webhook-allow", nil, "non-public addresses (IPs, CIDR ranges, host names) that monitor webhooks may reach; default none")
@@ -108,7 +110,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if err != nil {
 		return nil, err
 	}
-	reg.MaxUploadSize = o.maxUploadSize
+	reg.MaxUploadSize, reg.MaxStorage = o.maxUploadSize, o.maxStorage
 
 	// The driver tells the scheduler, built after it, about status changes.
 	var changed relay

@@ -33,6 +33,11 @@ const (
 	DefaultMaxUploadSize    = 1 << 30 // 1 GiB compressed
 	DefaultMaxExtractedSize = 4 << 30 // 4 GiB uncompressed
 	DefaultMaxFiles         = 10000
+	// DefaultMaxStorage bounds the bytes on disk of every stored version
+	// together, compressed and extracted: a registry is not a place to
+	// grow without bound, and a full disk stops the store and the workers
+	// with it.
+	DefaultMaxStorage = 100 << 30
 )
 
 const (
@@ -40,6 +45,10 @@ const (
 	artifactFile = "artifact.tar.gz"
 	metaFile     = "meta.json"
 	tmpPrefix    = ".upload-"
+	// highestFile, in a model's folder, holds the highest version ever
+	// stored, so that a deleted version's number is never given again: a
+	// config that names it must not start serving another model.
+	highestFile = ".highest"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$`)
@@ -52,11 +61,15 @@ type Registry struct {
 	MaxUploadSize    int64
 	MaxExtractedSize int64
 	MaxFiles         int
+	MaxStorage       int64
 
-	// mu serializes version numbering so that two uploads of one model
-	// never take the same number.
-	mu  sync.Mutex
-	now func() time.Time
+	// mu serializes version numbering, so that two uploads of one model
+	// never take the same number, and guards used.
+	mu sync.Mutex
+	// used is the bytes of the stored versions, measured on first need
+	// (-1 until then) and kept up to date by uploads and deletes.
+	used int64
+	now  func() time.Time
 
 	// signatures caches Signature's answers by "name\x00version".
 	signatures sync.Map
@@ -76,7 +89,7 @@ func Open(dir string) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	return &Registry{dir: dir, abs: abs, now: time.Now}, nil
+	return &Registry{dir: dir, abs: abs, now: time.Now, used: -1}, nil
 }
 
 // ValidName reports whether name can name a model.
@@ -130,7 +143,7 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed into place
 
-	size, err := r.saveArtifact(filepath.Join(tmp, artifactFile), body)
+	artifactSize, err := r.saveArtifact(filepath.Join(tmp, artifactFile), body)
 	if err != nil {
 		return nil, err
 	}
@@ -173,20 +186,118 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 		Version:           strconv.Itoa(v),
 		Flavors:           m.FlavorNames(),
 		Signature:         m.Signature,
-		SizeBytes:         size,
+		SizeBytes:         artifactSize,
 		CreationTimestamp: r.now().UnixMilli(),
 	}
 	b, _ := json.Marshal(mv)
 	if err := os.WriteFile(filepath.Join(tmp, metaFile), b, 0o644); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", name, err)
 	}
+	size, err := diskUsage(tmp)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.reserve(size); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(r.dir, name), 0o755); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, name, highestFile), []byte(mv.Version), 0o644); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", name, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(r.dir, name, mv.Version)); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", name, err)
 	}
+	r.used += size
 	return mv, nil
+}
+
+// reserve checks that size more bytes fit under MaxStorage. r.mu must be
+// held.
+func (r *Registry) reserve(size int64) error {
+	if r.used < 0 {
+		used, err := r.storedBytes()
+		if err != nil {
+			return err
+		}
+		r.used = used
+	}
+	if limit := orDefault(r.MaxStorage, DefaultMaxStorage); r.used+size > limit {
+		return api.Errorf(api.ErrInvalidParameterValue,
+			"the model registry holds %d bytes and this version needs %d more, over its limit of %d (--max-model-storage); delete versions no endpoint serves (gantry models delete NAME VERSION) or ask the operator to raise the limit",
+			r.used, size, limit)
+	}
+	return nil
+}
+
+// storedBytes measures the stored versions, leaving out uploads in
+// progress.
+func (r *Registry) storedBytes() (int64, error) {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		n, err := diskUsage(filepath.Join(r.dir, e.Name()))
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// diskUsage adds up the sizes of the regular files under dir.
+func diskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += info.Size()
+		}
+		return nil
+	})
+	return total, err
+}
+
+// Delete removes a stored version. Its number is never given again. The
+// caller makes sure no endpoint serves it.
+func (r *Registry) Delete(name, version string) error {
+	p, err := r.path(name, version)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	size, err := diskUsage(p)
+	if err != nil {
+		return r.scrub(err)
+	}
+	// Moved aside first, so that a crash midway leaves an upload leftover
+	// (removed at the next Open), never half a version.
+	gone := filepath.Join(r.dir, tmpPrefix+"deleted-"+name+"-"+version)
+	if err := os.Rename(p, gone); err != nil {
+		return r.scrub(err)
+	}
+	if r.used >= 0 {
+		r.used -= size
+	}
+	r.signatures.Delete(name + "\x00" + version)
+	if err := os.RemoveAll(gone); err != nil {
+		return r.scrub(err)
+	}
+	return nil
 }
 
 func (r *Registry) saveArtifact(path string, body io.Reader) (int64, error) {
@@ -246,16 +357,23 @@ func checkFlavorData(dir string, m *mlmodel.Model) error {
 	return nil
 }
 
-// nextVersion is one above the highest stored version. r.mu must be held.
+// nextVersion is one above the highest version ever stored, deleted ones
+// included. r.mu must be held.
 func (r *Registry) nextVersion(name string) (int, error) {
 	vs, err := r.versions(name)
 	if err != nil {
 		return 0, err
 	}
-	if len(vs) == 0 {
-		return 1, nil
+	highest := 0
+	if len(vs) > 0 {
+		highest = vs[len(vs)-1]
 	}
-	return vs[len(vs)-1] + 1, nil
+	if b, err := os.ReadFile(filepath.Join(r.dir, name, highestFile)); err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			highest = max(highest, v)
+		}
+	}
+	return highest + 1, nil
 }
 
 // versions lists the stored versions of name in ascending order.

@@ -299,3 +299,68 @@ func TestUploadCountsFolders(t *testing.T) {
 		t.Errorf("a model with two folders: %v", err)
 	}
 }
+
+// A deleted version is gone, its bytes are freed, and its number is never
+// given again: a config that names it must not serve another model.
+func TestDeleteNeverReusesTheNumber(t *testing.T) {
+	r, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := r.Upload("m", tgz(t, validModel()...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Delete("m", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get("m", "2"); code(err) != api.ErrResourceDoesNotExist {
+		t.Errorf("Get after Delete: %v, want RESOURCE_DOES_NOT_EXIST", err)
+	}
+	if err := r.Delete("m", "2"); code(err) != api.ErrResourceDoesNotExist {
+		t.Errorf("second Delete: %v, want RESOURCE_DOES_NOT_EXIST", err)
+	}
+	mv, err := r.Upload("m", tgz(t, validModel()...))
+	if err != nil || mv.Version != "3" {
+		t.Fatalf("upload after deleting version 2 = %+v, %v; want version 3", mv, err)
+	}
+	// A new Registry over the same folder (a restart) numbers on too.
+	r2, _ := Open(r.dir)
+	if err := r2.Delete("m", "3"); err != nil {
+		t.Fatal(err)
+	}
+	if mv, err := r2.Upload("m", tgz(t, validModel()...)); err != nil || mv.Version != "4" {
+		t.Fatalf("upload after a restart = %+v, %v; want version 4", mv, err)
+	}
+}
+
+// The registry refuses an upload that would take it over MaxStorage, and
+// a delete makes room again.
+func TestStorageQuota(t *testing.T) {
+	r, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Upload("m", tgz(t, validModel()...)); err != nil {
+		t.Fatal(err)
+	}
+	one, err := diskUsage(filepath.Join(r.dir, "m", "1"))
+	if err != nil || one == 0 {
+		t.Fatal(one, err)
+	}
+	r.MaxStorage = one + one/2 // room for one version, not two
+	_, err = r.Upload("m", tgz(t, validModel()...))
+	if code(err) != api.ErrInvalidParameterValue || !strings.Contains(err.Error(), "--max-model-storage") {
+		t.Fatalf("upload over the quota: %v; want a 400 naming --max-model-storage", err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(r.dir, tmpPrefix+"*")); len(leftovers) != 0 {
+		t.Errorf("the refused upload left %v", leftovers)
+	}
+	if err := r.Delete("m", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Upload("m", tgz(t, validModel()...)); err != nil {
+		t.Errorf("upload after a delete made room: %v", err)
+	}
+}
