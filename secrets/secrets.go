@@ -101,7 +101,7 @@ var (
 type scope struct {
 	Name string `json:"name"`
 	// Created is milliseconds since the epoch.
-	Created int64 `json:"created"`
+	Created int64  `json:"created"`
 	Creator string `json:"creator"`
 	// ACL maps a principal to its permission.
 	ACL map[string]Permission `json:"acl"`
