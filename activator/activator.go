@@ -27,6 +27,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/external"
 	"github.com/gantry/gantry/loggers"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -114,6 +115,10 @@ type Config struct {
 	// written. It must not block and must not keep the record (its bodies
 	// belong to the request). Default nil: no capture.
 	Capture Capturer
+
+	// External calls the providers of external entities. Default: a
+	// gateway with external's defaults and Timeout.
+	External *external.Gateway
 
 	// Clock reads the time for Stats' load averages, for
 	// gantry_cold_start_seconds and for Poke's rate limit, so that tests
@@ -212,6 +217,10 @@ func New(cfg Config, routes routeSource) *Activator {
 	}
 	if cfg.MaxBufferedBytes <= 0 {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if cfg.External == nil {
+		// Fails only on a CA file, which the zero Config has not.
+		cfg.External, _ = external.NewGateway(external.Config{Timeout: cfg.Timeout})
 	}
 	return &Activator{
 		cfg:         cfg,

@@ -55,6 +55,10 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	name, served, ok := parsePath(raw)
 	if !ok {
+		if task, ok := openAIPaths[string(raw)]; ok {
+			a.openAI(ctx, task, id[:], start)
+			return
+		}
 		a.notFound.Inc()
 		fail(ctx, api.ErrResourceDoesNotExist,
 			"no such path %q; invocations go to /serving-endpoints/{name}/invocations", clip(raw))
@@ -90,6 +94,9 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 		forwarded = a.invoke(ctx, ep, served, id, start.Add(a.cfg.Timeout))
 	} else {
 		ep.requests.WithLabelValues(strconv.Itoa(ctx.Response.StatusCode())).Inc()
+	}
+	if ctx.Response.IsBodyStream() {
+		return // an external entity's stream: its writer records it when it ends
 	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
@@ -272,6 +279,9 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
 		apierr.WithStatus(fasthttp.StatusMethodNotAllowed, api.Errorf(api.ErrMalformedRequest,
 			"method %s is not allowed; invocations are POST", ctx.Method())).WriteFast(ctx)
+	case en.external != nil:
+		// Handler set deadline to its start plus Timeout.
+		a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true

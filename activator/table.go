@@ -37,6 +37,11 @@ type endpoint struct {
 	// curried down to the code label. Never 200s, so nothing is resolved
 	// in advance.
 	requests *prometheus.CounterVec
+	// fallback (ai_gateway.fallback_config) retries a 429 or 5xx of an
+	// external entity on the next external entity of order.
+	fallback bool
+	// order is the served entities in the config's order.
+	order []*entity
 }
 
 // shadow is a shadow route: percent of the requests are mirrored to en.
@@ -66,6 +71,9 @@ type entity struct {
 	// queueFull is the 503 for when the queue has no room, built once per
 	// table rather than per refused request.
 	queueFull apierr.Answer
+	// external is set for an external model: the activator calls its
+	// provider (external.go) and pool stays empty.
+	external *api.ExternalRoute
 }
 
 // counters is one label set's requests_total family, curried down to the
@@ -206,8 +214,11 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 				queueFull: apierr.For(api.Errorf(api.ErrTemporarilyUnavailable,
 					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name)),
 			}
+			en.external = e.External
 			ep.entities[e.Name] = en
+			ep.order = append(ep.order, en)
 		}
+		ep.fallback = er.Fallback
 		ep.split, ep.total = a.splitOf(er, ep)
 		t.endpoints[er.Name] = ep
 	}

@@ -1,0 +1,258 @@
+package activator
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/external"
+	"github.com/gantry/gantry/internal/apierr"
+	"github.com/gantry/gantry/loggers"
+	"github.com/valyala/fasthttp"
+)
+
+// External entities have no replicas: the activator calls their provider
+// itself, through Config.External, with no slot, queue or cold start.
+//
+// A streamed answer (stream: true) is written by fasthttp's body stream
+// writer after Handler returns: each provider event is translated and
+// flushed to the client as it arrives, so the first token reaches the
+// client as soon as the provider sends it and the answer is never held
+// whole. A flush that fails (the client went away) ends the call
+// upstream. The inference record of a stream is written by the stream
+// writer once the stream ends, with the answer assembled from its chunks.
+
+// openAIPaths are the paths the OpenAI SDK calls with
+// base_url=<gantry>/serving-endpoints, the endpoint named by the body's
+// "model", and the task each one takes.
+var openAIPaths = map[string]string{
+	"/serving-endpoints/chat/completions": api.TaskChat,
+	"/serving-endpoints/completions":      api.TaskCompletions,
+	"/serving-endpoints/embeddings":       api.TaskEmbeddings,
+}
+
+// openAI serves the OpenAI SDK's paths: the body's model names the
+// endpoint, which must serve external models of the path's task.
+func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, start time.Time) {
+	t := a.table.Load()
+	if t == nil {
+		a.metrics.requests.WithLabelValues("", "", "503").Inc()
+		fail(ctx, api.ErrTemporarilyUnavailable, "the activator has not received its route table yet; retry later")
+		return
+	}
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
+		apierr.WithStatus(fasthttp.StatusMethodNotAllowed, api.Errorf(api.ErrMalformedRequest,
+			"method %s is not allowed; this path takes POST", ctx.Method())).WriteFast(ctx)
+		return
+	}
+	release, ok := a.readBody(ctx)
+	defer release()
+	if !ok {
+		return
+	}
+	var m struct {
+		Model string `json:"model"`
+	}
+	if err := json.Unmarshal(ctx.PostBody(), &m); err != nil || m.Model == "" {
+		fail(ctx, api.ErrInvalidParameterValue, "model: required; the name of the serving endpoint")
+		return
+	}
+	ep := t.endpoints[m.Model]
+	if ep == nil {
+		a.notFound.Inc()
+		fail(ctx, api.ErrResourceDoesNotExist, "model: endpoint %s does not exist", clip([]byte(m.Model)))
+		return
+	}
+	en := ep.pick(stickyKey(ctx, ep), a.intN)
+	switch {
+	case en == nil:
+		ep.requests.WithLabelValues("503").Inc()
+		fail(ctx, api.ErrTemporarilyUnavailable, "endpoint %s routes no traffic to any served entity", ep.name)
+	case en.external == nil:
+		ep.requests.WithLabelValues("400").Inc()
+		fail(ctx, api.ErrInvalidParameterValue, "model: endpoint %s serves no external model; call /serving-endpoints/%s/invocations", ep.name, ep.name)
+	default:
+		ctx.Response.Header.Set(headerServedModel, en.name)
+		a.callExternal(ctx, ep, en, task, id, start)
+		en.requests.inc(ctx.Response.StatusCode())
+	}
+	a.finish(ctx, ep, id, start)
+}
+
+// finish observes an answered invocation and captures it, unless a body
+// stream writer will (its answer is not written yet).
+func (a *Activator) finish(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time) {
+	if ctx.Response.IsBodyStream() {
+		return
+	}
+	elapsed := time.Since(start)
+	ep.duration.Observe(elapsed.Seconds())
+	if ep.table != "" && a.cfg.Capture != nil {
+		a.capture(ctx, ep, id, start, elapsed)
+	}
+}
+
+// callExternal answers one invocation of external entity en, trying the
+// next external entities of ep in order when ep falls back and the
+// provider answered 429 or 5xx (or not at all). task is what the path
+// asks for ("" on invocations paths: the entity's own task).
+func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, start time.Time) {
+	if task == "" {
+		task = en.external.Task
+	}
+	if task != en.external.Task {
+		fail(ctx, api.ErrInvalidParameterValue, "endpoint %s serves %s; this path takes %s", ep.name, en.external.Task, task)
+		return
+	}
+	req, err := external.Decode(task, ctx.PostBody())
+	if err != nil {
+		apierr.WriteFast(ctx, err)
+		return
+	}
+	deadline := start.Add(a.cfg.Timeout)
+	var tried []string // "entity=status" of each failed attempt, for the record
+	for cur := en; cur != nil; cur = ep.next(cur) {
+		ctx.Response.Header.Set(headerServedModel, cur.name)
+		err := a.attempt(ctx, ep, cur, req, id, start, deadline, tried)
+		var xe *external.Error
+		if err == nil || !errors.As(err, &xe) {
+			return
+		}
+		if !xe.Retryable || !ep.fallback || ep.next(cur) == nil {
+			if len(tried) > 0 {
+				ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
+			}
+			apierr.WithStatus(xe.Status, xe.Err).WriteFast(ctx)
+			return
+		}
+		tried = append(tried, cur.name+"="+xe.Reason())
+	}
+}
+
+// headerFallbacks lists the entities that failed before the one that
+// answered ("gpt=429,claude=502"); the record keeps it too.
+const headerFallbacks = "x-gantry-fallbacks"
+
+func joinTried(tried []string) string {
+	var b bytes.Buffer
+	for i, t := range tried {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(t)
+	}
+	return b.String()
+}
+
+// next is the external entity after en in the config's order, for a
+// fallback; nil at the end.
+func (ep *endpoint) next(en *entity) *entity {
+	for i, x := range ep.order {
+		if x == en {
+			for _, y := range ep.order[i+1:] {
+				if y.external != nil {
+					return y
+				}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// attempt makes one call to en's provider and writes its answer to ctx;
+// a retryable failure is returned unwritten so the caller may fall back.
+func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, req *external.Request, id []byte, start, deadline time.Time, tried []string) error {
+	// Not the RequestCtx: fasthttp never cancels it when a client leaves,
+	// and the stream outlives Handler.
+	cctx, cancel := context.WithDeadline(context.Background(), deadline)
+	en.inFlight.Inc()
+	if !req.Stream {
+		defer en.inFlight.Dec()
+		defer cancel()
+		ans, err := a.cfg.External.Call(cctx, en.external, req)
+		if err != nil {
+			return err
+		}
+		if len(tried) > 0 {
+			ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		ctx.SetContentType("application/json")
+		ctx.SetBody(ans.Body)
+		return nil
+	}
+	s, err := a.cfg.External.Open(cctx, en.external, req)
+	if err != nil {
+		en.inFlight.Dec()
+		cancel()
+		return err
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	if len(tried) > 0 {
+		ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
+	}
+	// What the record needs, copied: the request's buffers go back to
+	// fasthttp when Handler returns, before the stream ends.
+	rec := loggers.Record{
+		Table: ep.table, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
+		TimestampMs: start.UnixMilli(), SamplingFraction: 1,
+		ClientRequestID: req.ClientRequestID,
+	}
+	for _, t := range tried {
+		rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "FALLBACK_FROM:"+t)
+	}
+	var body []byte
+	if ep.table != "" && a.cfg.Capture != nil {
+		body = bytes.Clone(ctx.PostBody())
+	}
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer cancel()
+		defer en.inFlight.Dec()
+		ans, err := s.Run(func(chunk []byte) error {
+			w.WriteString("data: ")
+			w.Write(chunk)
+			w.WriteString("\n\n")
+			return w.Flush()
+		})
+		status := int32(fasthttp.StatusOK)
+		if err != nil {
+			// The status is sent; the stream says what went wrong in
+			// OpenAI's in-stream error shape, which its SDK raises.
+			ae := errorOf(err)
+			status = int32(api.HTTPStatus(ae.Code))
+			b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": ae.Message, "code": ae.Code}})
+			rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
+			w.WriteString("data: ")
+			w.Write(b)
+			w.WriteString("\n\n")
+		} else {
+			w.WriteString("data: [DONE]\n\n")
+		}
+		w.Flush()
+		elapsed := time.Since(start)
+		ep.duration.Observe(elapsed.Seconds())
+		if body != nil {
+			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
+			rec.SetBodies(body, ans.Body)
+			a.cfg.Capture.Capture(&rec)
+		}
+	})
+	return nil
+}
+
+// errorOf is the API error a stream ended with.
+func errorOf(err error) *api.Error {
+	var xe *external.Error
+	if errors.As(err, &xe) {
+		return xe.Err
+	}
+	return api.Errorf(api.ErrTemporarilyUnavailable, "%v", err)
+}
