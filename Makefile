@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker
 
 all: build
 
@@ -103,6 +103,14 @@ bench-memory:
 bench-hostile:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench '^BenchmarkHostileRSS$$' -benchtime 1x ./cmd/gantry/ | tee bin/bench-hostile.txt
+
+# External models: the same chat request straight to the provider double
+# and through the activator, same client, same run: p50/p99 at 64
+# connections (ns/op is the throughput's inverse) and a stream's time to
+# its first event.
+bench-external:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkExternalOverhead$$' -benchtime 2s ./activator/ | grep -v ' INFO ' | tee bin/bench-external.txt
 
 # What the tests need from Debian, installed when missing: ClickHouse holds
 # the inference tables (the tests start their own servers); scipy is the

@@ -60,7 +60,7 @@ func (r *extRecords) all() []loggers.Record {
 
 // externalActivator serves an activator whose endpoints are external
 // entities at the provider double, and returns its base URL.
-func externalActivator(t *testing.T, eps ...api.EndpointRoute) (string, *extRecords) {
+func externalActivator(t testing.TB, eps ...api.EndpointRoute) (string, *extRecords) {
 	t.Helper()
 	rec := &extRecords{}
 	a := New(Config{Capture: rec, Timeout: 3 * time.Second}, oneTable{&api.RouteTable{Index: 1, Endpoints: eps}})
