@@ -449,24 +449,76 @@ func sortedKeys(m map[string]any) []string {
 }
 
 // oipMetadata answers GET /v2/models/{endpoint}: the endpoint's name, its
-// served entities as versions, and the platform. Inputs and outputs are
-// left out: the activator does not hold the models' signatures.
+// served entities as versions, the platform, and the inputs and outputs
+// of the model's signature: the pinned entity's, else that of the first
+// entity taking traffic.
 func oipMetadata(ctx *fasthttp.RequestCtx, ep *endpoint, served []byte) {
 	versions := make([]string, 0, len(ep.entities))
 	for name := range ep.entities {
 		versions = append(versions, name)
 	}
+	slices.Sort(versions)
+	var en *entity
 	if served != nil {
-		if ep.entities[string(served)] == nil {
+		if en = ep.entities[string(served)]; en == nil {
 			oipError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %s has no version %s", ep.name, clip(served)))
 			return
 		}
-		versions = []string{string(served)}
+		versions = []string{en.name}
+	} else if len(ep.split) > 0 {
+		en = ep.split[0].en
 	}
-	slices.Sort(versions)
-	b, _ := json.Marshal(map[string]any{"name": ep.name, "versions": versions, "platform": "gantry"})
+	md := map[string]any{"name": ep.name, "versions": versions, "platform": "gantry"}
+	if en != nil && en.signature != nil {
+		if in := tensorMeta(en.signature.Inputs, "input"); in != nil {
+			md["inputs"] = in
+		}
+		if out := tensorMeta(en.signature.Outputs, "predictions"); out != nil {
+			md["outputs"] = out
+		}
+	}
+	b, _ := json.Marshal(md)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+}
+
+// tensorMeta describes signature columns as the protocol's tensor
+// metadata: one 1-D tensor a column, as infer takes and answers them.
+// Tensor specs are left out (nil): the route table does not carry their
+// dtype and shape.
+func tensorMeta(cols []api.ColSpec, unnamed string) []map[string]any {
+	var out []map[string]any
+	for k, c := range cols {
+		if c.Type == "tensor" {
+			return nil
+		}
+		name := c.Name
+		if name == "" {
+			name = unnamed
+			if len(cols) > 1 {
+				name = fmt.Sprintf("%s_%d", unnamed, k)
+			}
+		}
+		out = append(out, map[string]any{"name": name, "datatype": oipDatatype(c.Type), "shape": []int{-1}})
+	}
+	return out
+}
+
+// oipDatatype maps an MLflow column type to the protocol's datatype.
+func oipDatatype(t string) string {
+	switch t {
+	case "double":
+		return "FP64"
+	case "float":
+		return "FP32"
+	case "long":
+		return "INT64"
+	case "integer":
+		return "INT32"
+	case "boolean":
+		return "BOOL"
+	}
+	return "BYTES" // string, binary, datetime
 }
 
 // oipReady answers GET /v2/models/{endpoint}/ready: 200 when a served

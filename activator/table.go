@@ -61,6 +61,9 @@ type entity struct {
 	endpoint string
 	name     string
 	state    string
+	// signature is the model's, for the Open Inference Protocol's
+	// metadata; nil when it has none.
+	signature *api.Schema
 	// ready counts the entity's replicas in this table. A request that
 	// finds none is a cold start: it pokes the autoscaler and times the
 	// wait in gantry_cold_start_seconds.
@@ -204,13 +207,14 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 			}
 			a.update(p, e, replicas)
 			en := &entity{
-				endpoint: er.Name,
-				name:     e.Name,
-				state:    e.State,
-				ready:    len(replicas),
-				pool:     p,
-				requests: m.counters(er.Name, e.Name),
-				inFlight: m.inFlight.WithLabelValues(er.Name, e.Name),
+				endpoint:  er.Name,
+				name:      e.Name,
+				state:     e.State,
+				signature: e.Signature,
+				ready:     len(replicas),
+				pool:      p,
+				requests:  m.counters(er.Name, e.Name),
+				inFlight:  m.inFlight.WithLabelValues(er.Name, e.Name),
 				queueFull: apierr.For(api.Errorf(api.ErrTemporarilyUnavailable,
 					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name)),
 			}

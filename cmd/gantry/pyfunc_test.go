@@ -271,6 +271,7 @@ func TestPythonModelsEndToEnd(t *testing.T) {
 			{"GET", "/v2/health/ready", 200, ""},
 			{"GET", "/v2/models/py_custom-ep/ready", 200, ""},
 			{"GET", "/v2/models/py_custom-ep", 200, `"versions":["py_custom-1"]`},
+			{"GET", "/v2/models/py_sklearn_pipeline-ep", 200, `"inputs":[{"datatype":"BYTES","name":"plan","shape":[-1]},{"datatype":"INT64","name":"tenure","shape":[-1]},{"datatype":"FP64","name":"spend","shape":[-1]}],"name":"py_sklearn_pipeline-ep","outputs":[{"datatype":"INT64","name":"predictions","shape":[-1]}]`},
 			{"GET", "/v2/models/nope/ready", 404, `{"error":"model nope does not exist"}`},
 			{"POST", "/v2/models/py_custom-ep/infer", 400, `{"error":"the body is not an inference request`},
 			{"POST", "/v2/models/py_custom-ep/versions/nope/infer", 404, `{"error":"model py_custom-ep has no version nope"}`},
