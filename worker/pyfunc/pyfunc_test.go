@@ -205,6 +205,40 @@ func TestMissingLibraryFailsLoadNamingIt(t *testing.T) {
 	}
 }
 
+// TestLoadsWithMLflowWhenImportable: an interpreter that has mlflow loads
+// through mlflow.pyfunc.load_model, the reference, even for a flavor the
+// host could load itself. mlflow is not packaged for Debian, so a stand-in
+// package on PYTHONPATH records the call and answers for the model.
+func TestLoadsWithMLflowWhenImportable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python model host")
+	}
+	stub := t.TempDir()
+	os.MkdirAll(filepath.Join(stub, "mlflow"), 0o755)
+	os.WriteFile(filepath.Join(stub, "mlflow", "__init__.py"), nil, 0o644)
+	os.WriteFile(filepath.Join(stub, "mlflow", "pyfunc.py"), []byte(`
+class _Model:
+    def __init__(self, path):
+        self.path = path
+    def predict(self, df, params=None):
+        return ["mlflow:" + self.path.rstrip("/").split("/")[-1]] * len(df)
+
+def load_model(path):
+    return _Model(path)
+`), 0o644)
+	t.Setenv("PYTHONPATH", stub)
+	dir := filepath.Join(fixtures, "py_sklearn_pipeline")
+	e := readExpected(t, dir)
+	rt := load(t, dir, Config{})
+	preds, err := rt.PredictFrame(context.Background(), frame(t, e, 0, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decoded(t, preds); len(got) != 2 || got[0] != "mlflow:py_sklearn_pipeline" {
+		t.Errorf("predictions = %v, want mlflow's stand-in answering", got)
+	}
+}
+
 func TestMissingInterpreter(t *testing.T) {
 	dir := filepath.Join(fixtures, "py_custom")
 	mm, err := mlmodel.Load(dir)
