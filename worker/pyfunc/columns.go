@@ -16,8 +16,9 @@ import (
 // signature) names is nil and the request's own columns are sent, typed by
 // their values.
 type schema struct {
-	names []string
-	types []byte
+	names    []string
+	types    []byte
+	optional []bool // "required": false: the request may leave the column out
 }
 
 // newSchema reads the signature's column types the way MLflow's schema
@@ -34,6 +35,7 @@ func newSchema(sig *api.Schema) *schema {
 		}
 		s.names = append(s.names, c.Name)
 		s.types = append(s.types, wireType(c.Type))
+		s.optional = append(s.optional, c.Required != nil && !*c.Required)
 	}
 	return s
 }
@@ -76,7 +78,11 @@ func (s *schema) toBatch(f *scoring.Frame) (*batch, error) {
 		var missing []string
 		for k, name := range s.names {
 			j, ok := at[name]
-			if !ok {
+			switch {
+			case ok:
+			case s.optional[k]:
+				j = -1 // all missing, as MLflow fills an optional column
+			default:
 				missing = append(missing, name)
 			}
 			idx[k] = j
@@ -106,7 +112,11 @@ func (s *schema) toBatch(f *scoring.Frame) (*batch, error) {
 		c := &b.cols[k]
 		c.name, c.typ = name, s.types[k]
 		j := idx[k]
-		if err := c.fill(rows, func(i int) any { return f.Rows[i][j] }); err != nil {
+		value := func(i int) any { return f.Rows[i][j] }
+		if j < 0 {
+			value = func(int) any { return nil }
+		}
+		if err := c.fill(rows, value); err != nil {
 			return nil, err
 		}
 	}

@@ -531,6 +531,33 @@ func TestStuckHostTimesOutAndIsReplaced(t *testing.T) {
 // A model whose output rows are not its input rows (one summary row per
 // call) cannot have its answers split; batching turns off for it and each
 // request gets its own call's answer.
+// An optional signature column ("required": false) may be left out: the
+// model gets it as missing values, as MLflow gives it.
+func TestOptionalColumnMayBeLeftOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python model host")
+	}
+	src := `
+class Model:
+    def predict(self, df, params=None):
+        return [("missing" if v is None else v) for v in df["note"]]
+def _load_pyfunc(path):
+    return Model()
+`
+	rt := load(t, writeModel(t, src, `[{"type": "long", "name": "id"}, {"type": "string", "name": "note", "required": false}]`), Config{})
+	preds, err := rt.PredictFrame(context.Background(), &scoring.Frame{Columns: []string{"id"}, Rows: [][]any{{json.Number("1")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decoded(t, preds); len(got) != 1 || got[0] != "missing" {
+		t.Errorf("predictions = %v, want [missing]", got)
+	}
+	_, err = rt.PredictFrame(context.Background(), &scoring.Frame{Columns: []string{"note"}, Rows: [][]any{{"x"}}})
+	if err == nil || !strings.Contains(err.Error(), "missing columns: id") {
+		t.Errorf("a required column left out: err = %v", err)
+	}
+}
+
 func TestOutputRowsUnlikeInputTurnBatchingOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Python model host")
