@@ -50,9 +50,9 @@ start_server() { # name, command...
 	pids+=($!)
 	wait_ping "${addr[$name]}"
 }
-gantry_on() { $GANTRY worker --model-dir "$MODEL" --python "$PY" --listen "127.0.0.1:$1"; }
-gantry_off() { $GANTRY worker --model-dir "$MODEL" --python "$PY" --max-batch-size 1 --listen "127.0.0.1:$1"; }
-fastapi() { $PY deploy/bench/pyfunc_python.py serve "$MODEL" "$1"; }
+gantry_on() { exec $GANTRY worker --model-dir "$MODEL" --python "$PY" --listen "127.0.0.1:$1"; }
+gantry_off() { exec $GANTRY worker --model-dir "$MODEL" --python "$PY" --max-batch-size 1 --listen "127.0.0.1:$1"; }
+fastapi() { exec $PY deploy/bench/pyfunc_python.py serve "$MODEL" "$1"; }
 start_server gantry-batch gantry_on
 start_server gantry-nobatch gantry_off
 start_server fastapi fastapi
