@@ -10,11 +10,11 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker
+.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
 
 all: build
 
-build:
+build: console
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/gantry
 
 # The worker image, FROM scratch: a static binary needs no base image, and
@@ -30,7 +30,7 @@ run: build test-deps
 # The race detector is on for everything; the end-to-end test builds the
 # binary and runs real worker processes. test/clients is a module of its
 # own: the official SDKs against gantry dev, without them in go.mod.
-test: test-deps
+test: test-deps console-deps console
 	$(GO) vet ./...
 	cd api && $(GO) vet ./... && $(GO) test -race ./...
 	$(GO) test -race -timeout 15m ./...
@@ -111,6 +111,30 @@ bench-hostile:
 bench-external:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench '^BenchmarkExternalOverhead$$' -benchtime 2s ./activator/ | grep -v ' INFO ' | tee bin/bench-external.txt
+
+# The web console: a TypeScript app in console/web built by Vite into
+# console/dist, which is committed and embedded in the binary, so that
+# `go build` needs no npm. It is rebuilt only when its sources change: the
+# bundle records the SHA-256 of the sources it was built from
+# (console/dist/.sources; TestBundleIsFresh checks it), which holds in a
+# fresh clone where file times say nothing.
+CONSOLE_SRC = console/web/index.html console/web/package.json console/web/package-lock.json \
+	console/web/tsconfig.json console/web/vite.config.ts $(shell find console/web/src -type f | LC_ALL=C sort)
+console:
+	@sum=$$(cat $(CONSOLE_SRC) | sha256sum | cut -c1-64); \
+	if [ "$$sum" != "$$(cat console/dist/.sources 2>/dev/null)" ]; then \
+		echo "console: sources changed, rebuilding console/dist"; \
+		$(MAKE) --no-print-directory console/web/node_modules/.package-lock.json && \
+		(cd console/web && npm run build) && echo $$sum > console/dist/.sources; \
+	fi
+
+console/web/node_modules/.package-lock.json: console/web/package-lock.json
+	cd console/web && npm ci --no-audit --no-fund
+
+# What the console's browser test needs: the npm packages (playwright-core
+# drives the browser) and Debian's chromium (no browser download works).
+console-deps: console/web/node_modules/.package-lock.json
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # What the tests need from Debian, installed when missing: ClickHouse holds
 # the inference tables (the tests start their own servers); scipy is the

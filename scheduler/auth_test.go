@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/console"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -293,6 +294,8 @@ func matrixRows() []matrixRow {
 			req: static("GET", epPath+"/served-models/v1/build-logs", "")},
 		{pattern: "GET /api/2.0/serving-endpoints/{name}/metrics", access: endpoint, need: identity.CanView, ok: 200, req: static("GET", epPath+"/metrics", "")},
 		{pattern: "GET /.well-known/databricks-config", access: anonymous, ok: 404, req: static("GET", "/.well-known/databricks-config", "")},
+		{pattern: "GET /{$}", access: anonymous, ok: 200, req: static("GET", "/", "")}, // the console
+		{pattern: "GET /assets/{file}", access: anonymous, ok: 200, req: static("GET", "/assets/"+console.AssetNames()[0], "")},
 		{pattern: "GET /api/2.0/gantry/serving-endpoints/{name}/deployments", access: endpoint, need: identity.CanView, ok: 200,
 			req: static("GET", "/api/2.0/gantry/serving-endpoints/ep/deployments", "")},
 		{pattern: "POST /api/2.0/gantry/tables/query", access: endpoint, need: identity.CanManage, ok: 400, // ep has no inference table

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/console"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
@@ -43,9 +44,7 @@ func (s *Scheduler) Handler() http.Handler {
 	}
 	// Unknown paths answer 404 without a token: which paths exist is
 	// public (API.md), and clients learn of a wrong path before a token.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", notFound)
 	return mux
 }
 
@@ -87,7 +86,16 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"DELETE /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanManage), s.deleteMonitor},
 		{"POST /api/2.0/gantry/monitors/{name}/run", onMonitor(identity.CanManage), s.runMonitor},
 		{"GET /api/2.0/gantry/monitors/{name}/report", onMonitor(identity.CanManage), s.reportMonitor},
+		// The web console's static files: public, as a login page is; the
+		// API calls the console makes carry its user's token.
+		{"GET /{$}", public, console.Index},
+		{"GET /assets/{file}", public, console.Asset(http.HandlerFunc(notFound))},
 	}
+}
+
+// notFound answers a path Gantry does not serve in API.md's error shape.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 }
 
 func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {

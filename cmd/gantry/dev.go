@@ -247,7 +247,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	asc := newAutoscaler(spec, cp.sched, activatorSamples(act), log, reg)
 	pokes.connect(asc.Poke)
 	control := http.NewServeMux()
-	control.Handle("/api/", cp.sched.Handler())
+	control.Handle("/", cp.sched.Handler()) // the API, the console at /, and API.md's JSON errors for every other path
 	health(control, reg, act.Ready)
 	front := newFront(act.Handler, control, o.maxUploadSize)
 
