@@ -53,12 +53,19 @@ let loads = 0;
 page.on('load', () => (loads += 1));
 
 try {
+  // A fresh load starts at the top: the first tab stop is the skip link,
+  // which moves focus to the page's content.
+  await page.goto(base + '/#/sign-in');
+  await page.getByRole('heading', { name: 'Sign in to Gantry' }).waitFor();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
+
   // Sign in, when this Gantry requires a token (identity landed).
-  await page.goto(base + '/');
   const tokenFile = process.env.GANTRY_TOKEN_FILE;
   if (existsSync(tokenFile)) {
     step('sign in');
-    await page.getByRole('heading', { name: 'Sign in to Gantry' }).waitFor();
     await page.getByLabel('Access token').fill('not-a-token');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('alert').filter({ hasText: /UNAUTHENTICATED|token/i }).waitFor();
@@ -68,13 +75,11 @@ try {
     assert.ok(!page.url().includes(readFileSync(tokenFile, 'utf8').trim()), 'the token must never be in the URL');
   } else {
     step('no admin-token file: this Gantry runs without authentication');
+    await page.getByRole('link', { name: 'Endpoints' }).click();
   }
   await page.getByRole('heading', { name: 'Serving endpoints' }).waitFor();
   await page.getByText('No serving endpoints yet').waitFor();
 
-  // The first focusable element is the skip link (keyboard users).
-  await page.keyboard.press('Tab');
-  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
 
   step('upload a model through the Models page');
   await page.getByRole('link', { name: 'Models' }).click();
@@ -183,7 +188,9 @@ try {
   }
   assert.ok(after > before, `chart points ${before} → ${after}: no new points after traffic`);
   assert.equal(await chart.locator('canvas').count(), 1, 'uPlot drew no canvas');
-  await page.getByRole('heading', { name: 'A/B comparison' }).waitFor();
+  step('the A/B table compares both entities');
+  const abSection = page.locator('section').filter({ has: page.getByRole('heading', { name: 'A/B comparison' }) });
+  for (const e of ['binary-1', 'challenger']) await abSection.getByRole('rowheader', { name: e }).waitFor();
   await page.getByRole('heading', { name: 'Worker logs' }).scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(shots, 'endpoint.png'), fullPage: true });
 

@@ -45,7 +45,9 @@ export function lineChart(title: string, unit: string, testid: string): Chart {
       {
         width,
         height: 200,
-        scales: { x: { time: true } },
+        // The last hour, whatever the data: one point alone would
+        // otherwise stretch the axis over years.
+        scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - 3600, now + 60]; } } },
         axes: [{}, { label: unit, size: 60 }],
         series: [
           {},

@@ -3,7 +3,7 @@
 // last word and its 400 is shown as it comes), the inference table, and the
 // JSON that will be sent.
 
-import { call, enc, type AutoCapture, type Endpoint, type EndpointConfig, type ModelVersion, type ServedEntity } from '../api';
+import { call, enc, type AutoCapture, type Endpoint, type EndpointConfig, type ModelVersion, type Route, type ServedEntity } from '../api';
 import { clear, field, h, uid } from '../dom';
 import { poke } from '../live';
 import { errorBox } from './common';
@@ -36,6 +36,8 @@ export function editPage(main: HTMLElement, name: string | null): () => void {
   let models: ModelVersion[] = [];
   let rows: Row[] = [];
   let capture: AutoCapture = { enabled: false };
+  // Shadow routes are kept as they are: the form edits the real split.
+  let shadows: Route[] = [];
   let gone = false;
 
   const title = name ? `Edit ${name}` : 'Create serving endpoint';
@@ -68,7 +70,12 @@ export function editPage(main: HTMLElement, name: string | null): () => void {
   function config(): EndpointConfig {
     const c: EndpointConfig = {
       served_entities: rows.map((r) => inputOf(r.entity)),
-      traffic_config: { routes: rows.map((r) => ({ served_model_name: nameOf(r.entity), traffic_percentage: r.percent })) },
+      traffic_config: {
+        routes: [
+          ...rows.map((r) => ({ served_model_name: nameOf(r.entity), traffic_percentage: r.percent })),
+          ...shadows.filter((sh) => rows.some((r) => nameOf(r.entity) === sh.served_model_name)),
+        ],
+      },
     };
     if (capture.enabled || capture.catalog_name) {
       const { state: _s, ...rest } = capture;
@@ -224,6 +231,7 @@ export function editPage(main: HTMLElement, name: string | null): () => void {
       models = ms.models ?? [];
       if (ep?.config) {
         const routes = ep.config.traffic_config?.routes ?? [];
+        shadows = routes.filter((r) => r.shadow);
         rows = ep.config.served_entities.map((e) => ({ entity: { ...inputOf(e) }, percent: routes.find((r) => r.served_model_name === nameOf(e) && !r.shadow)?.traffic_percentage ?? 0 }));
         capture = { ...(ep.config.auto_capture_config ?? { enabled: false }) };
       } else if (!models.length) {

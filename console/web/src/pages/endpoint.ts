@@ -28,6 +28,8 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
   clear(main, head, rollout, entities, split, tryIt, charts, ab, monitors, logs, perms);
 
   const splitOut = h('div', { 'data-testid': 'split-result' });
+  // abLoad re-reads the A/B table; the charts' timer and button call it.
+  let abLoad: (() => void) | null = null;
   let drawnOnce = false;
   const unsubscribe = subscribe(async () => {
     try {
@@ -277,7 +279,7 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
     const err = lineChart('Errors per minute', 'errors', 'chart-errors');
     const lat = lineChart('Latency p50 / p99 (ms)', 'ms', 'chart-latency');
     const note = h('p', { class: 'hint', role: 'status' });
-    const refresh = h('button', { type: 'button', onclick: () => void load() }, 'Refresh charts');
+    const refresh = h('button', { type: 'button', onclick: () => { void load(); abLoad?.(); } }, 'Refresh charts');
     clear(charts, h('div', { class: 'titlebar' }, h('h2', { id: 'charts-h' }, 'Traffic, last hour'), refresh), note, h('div', { class: 'charts' }, req.el, err.el, lat.el));
     const load = async () => {
       try {
@@ -293,7 +295,13 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
       }
     };
     void load();
-    timers.push(window.setInterval(() => void (document.hidden || load()), 10_000));
+    timers.push(
+      window.setInterval(() => {
+        if (document.hidden) return;
+        void load();
+        abLoad?.();
+      }, 10_000),
+    );
   }
 
   function update(c: Chart, rows: { x: number; key: string; value: number | null }[]): void {
@@ -333,6 +341,7 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
       }
     };
     since.addEventListener('change', () => void load());
+    abLoad = () => void load();
     clear(ab, h('h2', { id: 'ab-h' }, 'A/B comparison'), h('p', { class: 'hint' }, 'Per served entity from the inference table; ', h('code', null, 'gantry ab-report'), ' adds predictions and accuracy against labels.'), h('div', { class: 'grid' }, field('Window', since)), out);
     void load();
   }
