@@ -159,6 +159,9 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	if err := CheckEnvs(d.Env); err != nil {
 		return nil, fmt.Errorf("render job %s: %w", d.ID, err)
 	}
+	if err := checkNoSecrets(d); err != nil {
+		return nil, err
+	}
 	res, err := ResourcesFor(d.WorkloadSize, d.WorkloadType)
 	if err != nil {
 		return nil, fmt.Errorf("render job %s: %w", d.ID, err)

@@ -139,7 +139,15 @@ func (s *Scheduler) apply(ctx context.Context, p Plan) {
 	for _, a := range p.Ensure {
 		d := a.Deployment
 		s.cfg.Logger.Debug("orchestrator: ensure", "deployment", d.ID, "replicas", d.Replicas, "reason", a.Reason)
-		do(d.ID, opEnsure, d, func(ctx context.Context) error { return orch.Ensure(ctx, d) })
+		do(d.ID, opEnsure, d, func(ctx context.Context) error {
+			// Secrets are resolved into a copy for this call alone: the
+			// ledger keeps d, with its references, as the views do.
+			rd, err := s.resolveEnv(d)
+			if err != nil {
+				return err
+			}
+			return orch.Ensure(ctx, rd)
+		})
 	}
 	for _, a := range p.Remove {
 		d := a.Deployment

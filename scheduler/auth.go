@@ -96,12 +96,14 @@ func (s *Scheduler) authenticate(next http.Handler) http.Handler {
 }
 
 // guard wraps a route's handler with authentication and its rule;
-// without Auth it is the handler itself.
+// without Auth it is the handler itself. Changes are audited (audit.go)
+// after authentication, so that refusals by the rule are recorded with
+// their caller too.
 func (s *Scheduler) guard(rt apiRoute) http.Handler {
 	if s.cfg.Auth == nil || rt.rule.public {
-		return rt.serve
+		return s.audited(rt.pattern, rt.serve)
 	}
-	return s.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.authenticate(s.audited(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := identity.CallerFrom(r.Context())
 		var err error
 		switch {
@@ -121,7 +123,7 @@ func (s *Scheduler) guard(rt apiRoute) http.Handler {
 			return
 		}
 		rt.serve(w, r)
-	}))
+	})))
 }
 
 // caller is the request's caller; nil with authentication off.

@@ -83,7 +83,8 @@ func newAuthHarness(t *testing.T) *authHarness {
 		t.Fatal(err)
 	}
 	h := &harness{orch: newFake(), routes: routes.NewTable(), dir: dir}
-	h.s, err = New(Config{Store: st, Registry: reg, Orchestrator: h.orch, Routes: h.routes, BaseURL: "http://gantry.test", Auth: a.id})
+	h.s, err = New(Config{Store: st, Registry: reg, Orchestrator: h.orch, Routes: h.routes, BaseURL: "http://gantry.test", Auth: a.id,
+		Secrets: openSecrets(t, dir, a.id)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +130,7 @@ func newAuthHarness(t *testing.T) *authHarness {
 	a.uploadAs(t, "owner", "m", 200)
 	a.createEndpoint(t)
 	a.grantModel(t)
+	a.createScope(t)
 	return a
 }
 
@@ -238,6 +240,7 @@ const (
 	adminsOnly               // members of admins
 	endpoint                 // a level on ep
 	model                    // a level on m
+	secretScope              // a permission on secret scope sc (secrets_test.go)
 )
 
 // matrixRow is one route under test: a request, who may make it, and
@@ -436,6 +439,8 @@ func (r *matrixRow) want(who string) int {
 		have = levels[who][0]
 	case model:
 		have = levels[who][1]
+	case secretScope:
+		return r.scopeWant(who)
 	}
 	switch {
 	case !have.AtLeast(identity.CanView): // CAN_VIEW and CAN_READ share the lowest rank
@@ -458,7 +463,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	// The expiring token is a second old by now.
 	a.now.Add(3600)
 
-	rows := matrixRows()
+	rows := append(matrixRows(), secretMatrixRows()...)
 	var registered []string
 	for _, rt := range a.s.apiRoutes() {
 		registered = append(registered, rt.pattern)

@@ -37,9 +37,9 @@ func (s *Scheduler) Handler() http.Handler {
 		mux.Handle(rt.pattern, s.guard(rt))
 	}
 	if s.cfg.Auth != nil {
-		ih := s.authenticate(s.cfg.Auth.Handler(authObjects{s}))
+		ih := s.cfg.Auth.Handler(authObjects{s})
 		for _, p := range identity.Patterns() {
-			mux.Handle(p, ih)
+			mux.Handle(p, s.authenticate(s.audited(p, ih)))
 		}
 	}
 	// Unknown paths answer 404 without a token: which paths exist is
@@ -86,6 +86,17 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"DELETE /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanManage), s.deleteMonitor},
 		{"POST /api/2.0/gantry/monitors/{name}/run", onMonitor(identity.CanManage), s.runMonitor},
 		{"GET /api/2.0/gantry/monitors/{name}/report", onMonitor(identity.CanManage), s.reportMonitor},
+		// Secrets: scope, key and permission travel in the body or query.
+		{"POST /api/2.0/secrets/scopes/create", anyCaller, s.createScope}, // the creator gets MANAGE
+		{"GET /api/2.0/secrets/scopes/list", anyCaller, s.listScopes},     // the scopes the caller holds a grant on
+		{"POST /api/2.0/secrets/scopes/delete", anyCaller, s.deleteScope}, // + MANAGE on the scope
+		{"POST /api/2.0/secrets/put", anyCaller, s.putSecret},             // + WRITE
+		{"GET /api/2.0/secrets/list", anyCaller, s.listSecrets},           // + READ
+		{"POST /api/2.0/secrets/delete", anyCaller, s.deleteSecret},       // + WRITE
+		{"POST /api/2.0/secrets/acls/put", anyCaller, s.putSecretACL},     // + MANAGE
+		{"POST /api/2.0/secrets/acls/delete", anyCaller, s.deleteSecretACL},
+		{"GET /api/2.0/secrets/acls/list", anyCaller, s.listSecretACLs},
+		{"GET /api/2.0/secrets/acls/get", anyCaller, s.getSecretACL},
 		// The web console's static files: public, as a login page is; the
 		// API calls the console makes carry its user's token.
 		{"GET /{$}", public, console.Index},
@@ -122,6 +133,11 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.needModels(r, req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
+	auditTarget(r, "serving-endpoint "+req.Name)
+	if err := s.checkSecretRefs(r, req.Config, ""); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -364,6 +380,10 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.needModels(r, &c); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.checkSecretRefs(r, &c, name); err != nil {
 		writeError(w, err)
 		return
 	}

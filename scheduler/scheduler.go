@@ -28,6 +28,7 @@ import (
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
 	"github.com/gantry/gantry/scheduler/store"
+	"github.com/gantry/gantry/secrets"
 )
 
 // Orchestrator runs deployments: local processes, Docker containers or Nomad
@@ -105,6 +106,12 @@ type Config struct {
 	// Auth authenticates callers and checks their permissions (auth.go);
 	// nil turns both off: every caller may do everything.
 	Auth Auth
+	// Secrets keeps secret scopes (secrets.go); nil turns the secrets API
+	// off, and configs with {{secrets/...}} references are refused.
+	Secrets *secrets.Store
+	// Audit takes an event per control-plane change (audit.go); nil
+	// records none.
+	Audit Auditor
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/jobs"
+	"github.com/gantry/gantry/secrets"
 )
 
 // Limits from API.md.
@@ -150,8 +151,13 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 		if err := jobs.CheckEnvValue(k, e.EnvironmentVars[k]); err != nil {
 			return invalid("environment_vars.%s: %v", k, err)
 		}
-		if secretRE.MatchString(e.EnvironmentVars[k]) {
-			return invalid("environment_vars.%s: secret references are not supported by this Gantry version yet", k)
+		// A reference must be the whole value, so that a typo is refused
+		// rather than reaching the worker as text; whether the creator may
+		// read it is checkSecretRefs's.
+		if _, ok, mentions := secrets.ParseRef(e.EnvironmentVars[k]); mentions && !ok {
+			return invalid("environment_vars.%s: a secret reference must be the whole value, {{secrets/scope/key}}", k)
+		} else if ok && strings.HasPrefix(k, "GANTRY_") {
+			return invalid("environment_vars.%s: is a setting, not a credential; give its value, not a secret reference", k)
 		}
 	}
 	return nil

@@ -237,6 +237,7 @@ func (c *Capturer) write(ctx context.Context, batch [][]byte, msgs []kafka.Messa
 	if failed > 0 {
 		c.cfg.Logger.Debug("produce inference records", "records", len(msgs), "failed", failed, "err", err)
 		c.drop(failed)
+		c.logLostAudits(batch, werrs, err)
 	}
 	// A write that ended with its context may leave batches queued in
 	// kafka-go that still point at the buffers: those go to the GC, not

@@ -211,6 +211,10 @@ func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
 // insert stores msgs, one block per table, retrying with backoff until
 // every table has its rows or ctx ends.
 func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
+	msgs, events := s.splitAudit(msgs)
+	if err := s.insertAudit(ctx, events); err != nil {
+		return err
+	}
 	byTable := make(map[loggers.Table][]loggers.Record)
 	for _, m := range msgs {
 		r, err := loggers.DecodeRecord(m.Value)

@@ -25,6 +25,12 @@ type Deployment struct {
 	WorkloadSize string
 	WorkloadType string
 	Env          map[string]string
+	// SecretEnv names the Env variables whose values are secrets, resolved
+	// from {{secrets/scope/key}} references for this Ensure call only. A
+	// driver puts them in the worker's environment and nowhere else (no
+	// log, no error, no rendered document); one that cannot refuses the
+	// deployment.
+	SecretEnv []string
 }
 
 // Instance is one replica as a driver sees it.
