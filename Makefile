@@ -140,7 +140,7 @@ console-deps: console/web/node_modules/.package-lock.json
 # the inference tables (the tests start their own servers); scipy is the
 # reference the drift statistics are checked against; sklearn, torch, pandas
 # and cloudpickle are what the Python model host serves in the tests.
-TEST_DEBS := clickhouse-server python3-scipy python3-sklearn python3-torch python3-pandas python3-cloudpickle
+TEST_DEBS := clickhouse-server redis-server python3-scipy python3-sklearn python3-torch python3-pandas python3-cloudpickle
 test-deps:
 	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
 
