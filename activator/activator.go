@@ -28,6 +28,8 @@ import (
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/external"
+	"github.com/gantry/gantry/features"
+	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/loggers"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -120,9 +122,21 @@ type Config struct {
 	// gateway with external's defaults and Timeout.
 	External *external.Gateway
 
+	// Features fetches the features of entities whose route has a
+	// feature spec (the online store, *onlinestore.Store). Default nil:
+	// such entities answer 503 naming --online-store.
+	Features features.Looker
+
+	// Access, when set, turns on authentication: every invocation needs
+	// a bearer token that may query (CAN_QUERY) its endpoint, checked in
+	// memory against the newest snapshot Access yields (Run follows it),
+	// and its principal is the requester of the inference record. Before
+	// the first snapshot, invocations get 503. Default nil: no checks.
+	Access AccessSource
+
 	// Clock reads the time for Stats' load averages, for
-	// gantry_cold_start_seconds and for Poke's rate limit, so that tests
-	// can fake it. Deadlines (Timeout, QueueTimeout) run on real time
+	// gantry_cold_start_seconds, for Poke's rate limit and for token
+	// expiry, so that tests can fake it. Deadlines (Timeout, QueueTimeout) run on real time
 	// regardless. Default time.Now.
 	Clock func() time.Time
 }
@@ -150,6 +164,10 @@ type Activator struct {
 
 	// table is the snapshot Handler reads. Run is its only writer.
 	table atomic.Pointer[table]
+
+	// access checks invocations (Config.Access); followAccess, started by
+	// Run, is its only writer. nil until the first snapshot.
+	access atomic.Pointer[identity.Checker]
 
 	// replicas holds every replica of the current table by address, so that
 	// connection pools and penalties outlive table updates.
@@ -186,6 +204,10 @@ type Activator struct {
 	// notFound counts answers for paths and endpoints that do not exist, under
 	// empty labels: naming unknown endpoints would let any client mint series.
 	notFound prometheus.Counter
+	// unauthenticated and forbidden count refused invocations the same
+	// way: a token's endpoint is not a label either. nil without
+	// Config.Access.
+	unauthenticated, forbidden prometheus.Counter
 }
 
 // New returns an activator that follows routes. It serves nothing until Run
@@ -222,7 +244,7 @@ func New(cfg Config, routes routeSource) *Activator {
 		// Fails only on a CA file, which the zero Config has not.
 		cfg.External, _ = external.NewGateway(external.Config{Timeout: cfg.Timeout})
 	}
-	return &Activator{
+	a := &Activator{
 		cfg:         cfg,
 		routes:      routes,
 		log:         cfg.Logger,
@@ -238,10 +260,20 @@ func New(cfg Config, routes routeSource) *Activator {
 		intN:        rand.IntN,
 		shadowSlots: make(chan struct{}, maxShadowInFlight),
 	}
+	if cfg.Access != nil {
+		// Only an activator that checks tokens refuses any: one that does
+		// not exports no such series.
+		a.unauthenticated = cfg.Metrics.requests.WithLabelValues("", "", "401")
+		a.forbidden = cfg.Metrics.requests.WithLabelValues("", "", "403")
+	}
+	return a
 }
 
-// Ready reports whether the activator has received a first route table.
-func (a *Activator) Ready() bool { return a.table.Load() != nil }
+// Ready reports whether the activator has received a first route table,
+// and with Config.Access a first access snapshot.
+func (a *Activator) Ready() bool {
+	return a.table.Load() != nil && (a.cfg.Access == nil || a.access.Load() != nil)
+}
 
 // Run follows the route table until ctx ends, then returns nil; call it once
 // per Activator, in a goroutine of its own. Errors from
@@ -256,6 +288,11 @@ func (a *Activator) Ready() bool { return a.table.Load() != nil }
 // server shutting down can drain.
 func (a *Activator) Run(ctx context.Context) error {
 	defer a.closePools(shuttingDown)
+	if a.cfg.Access != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go a.followAccess(ctx)
+	}
 	var index uint64
 	var backoff time.Duration
 	for {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/loggers/capture"
 	"github.com/gantry/gantry/loggers/local"
 	"github.com/valyala/fasthttp"
@@ -31,6 +32,11 @@ import (
 // a record that a capture.Capturer produces to a Kafka-protocol broker
 // (kfake) in this process, as in gantry dev, or to GANTRY_BENCH_KAFKA. Serial cases report the p50
 // and p99 latency too.
+//
+// "authenticated" is "activator" with authentication on (Config.Access):
+// every request carries a bearer token that the activator hashes and
+// looks up in its access snapshot, in memory; compare it with "activator"
+// in the same run for the cost of the check.
 //
 // Client, activator and worker share the CPUs, so compare the cases with
 // each other on one machine, not with numbers from another.
@@ -69,12 +75,20 @@ func BenchmarkActivator(b *testing.B) {
 	}})
 	activator := serve(b, a.Handler)
 
+	// The same table behind an activator that checks tokens. Its
+	// snapshot is set directly: Run (and so followAccess) does not run.
+	authed := New(Config{Logger: slog.New(slog.DiscardHandler), Access: newFakeAccess(nil)}, newFakeRoutes())
+	authed.apply(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{{Name: "ep", Entities: []api.EntityRoute{wide}}}})
+	authed.access.Store(identity.NewChecker(accessFixture(1, time.Now())))
+	authenticated := serve(b, authed.Handler)
+
 	body := []byte(`{"dataframe_split":{"columns":["a","b","c"],"data":[[1.5,2,"x"]]}}`)
-	for _, c := range []struct{ name, addr, path string }{
-		{"direct", worker, "/invocations"},
-		{"activator", activator, "/serving-endpoints/ep/invocations"},
-		{"captured", activator, "/serving-endpoints/captured/invocations"},
-		{"queued", activator, "/serving-endpoints/queued/invocations"},
+	for _, c := range []struct{ name, addr, path, token string }{
+		{"direct", worker, "/invocations", ""},
+		{"activator", activator, "/serving-endpoints/ep/invocations", ""},
+		{"authenticated", authenticated, "/serving-endpoints/ep/invocations", tokQuery},
+		{"captured", activator, "/serving-endpoints/captured/invocations", ""},
+		{"queued", activator, "/serving-endpoints/queued/invocations", ""},
 	} {
 		client := &fasthttp.HostClient{Addr: c.addr, MaxConns: 1024}
 		do := func(b *testing.B, req *fasthttp.Request, resp *fasthttp.Response) bool {
@@ -89,6 +103,9 @@ func BenchmarkActivator(b *testing.B) {
 			req.SetRequestURI("http://" + c.addr + c.path)
 			req.Header.SetMethod(fasthttp.MethodPost)
 			req.Header.SetContentType("application/json")
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
 			req.SetBodyRaw(body)
 			return req
 		}

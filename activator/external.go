@@ -62,6 +62,11 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 		fail(ctx, api.ErrInvalidParameterValue, "model: required; the name of the serving endpoint")
 		return
 	}
+	// The endpoint is in the body, so the token is checked once it is
+	// read (its size was bounded by readBody).
+	if !a.authorized(ctx, []byte(m.Model)) {
+		return
+	}
 	ep := t.endpoints[m.Model]
 	if ep == nil {
 		a.notFound.Inc()
@@ -204,7 +209,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 	rec := loggers.Record{
 		Table: ep.table, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
 		TimestampMs: start.UnixMilli(), SamplingFraction: 1,
-		ClientRequestID: req.ClientRequestID,
+		ClientRequestID: req.ClientRequestID, Requester: requester(ctx),
 	}
 	for _, t := range tried {
 		rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "FALLBACK_FROM:"+t)

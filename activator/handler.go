@@ -71,6 +71,12 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 			"the activator has not received its route table yet; retry later")
 		return
 	}
+	// The token is checked before the endpoint is looked up and before
+	// the body is read: a caller without a valid token costs its headers
+	// and a hash, and an endpoint it may not view answers as a missing one.
+	if !a.authorized(ctx, name) {
+		return
+	}
 	ep := t.endpoints[string(name)] // the compiler does not copy name for the lookup
 	if ep == nil {
 		a.notFound.Inc()
@@ -243,6 +249,7 @@ func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, s
 		StatusCode:       int32(ctx.Response.StatusCode()),
 		ExecutionTimeMs:  elapsed.Milliseconds(),
 		SamplingFraction: 1,
+		Requester:        requester(ctx),
 	}
 	r.SetBodies(ctx.PostBody(), ctx.Response.Body())
 	a.cfg.Capture.Capture(&r)
@@ -279,6 +286,10 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
 		apierr.WithStatus(fasthttp.StatusMethodNotAllowed, api.Errorf(api.ErrMalformedRequest,
 			"method %s is not allowed; invocations are POST", ctx.Method())).WriteFast(ctx)
+	case (en.features != nil || en.featureErr != nil) && !a.lookupFeatures(ctx, en, deadline):
+		// Answered here: a feature-serving entity's outputs, or why the
+		// lookup failed. A successful lookup of a model's features has
+		// replaced the body, and the request goes on below.
 	case en.external != nil:
 		// Handler set deadline to its start plus Timeout.
 		a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))

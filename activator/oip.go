@@ -63,6 +63,10 @@ func (a *Activator) oip(ctx *fasthttp.RequestCtx, raw []byte, start time.Time, i
 		oipError(ctx, fasthttp.StatusServiceUnavailable, "the activator has not received its route table yet; retry later")
 		return
 	}
+	if d := a.authorize(ctx, seg[1]); d != nil {
+		oipError(ctx, d.status, d.err.Message)
+		return
+	}
 	ep := t.endpoints[string(seg[1])]
 	if ep == nil {
 		a.notFound.Inc()

@@ -28,6 +28,10 @@ const DefaultRoutesWait = 30 * time.Second
 type HTTPRoutes struct {
 	// Base is the scheduler's URL, such as http://127.0.0.1:7070.
 	Base string
+	// Token is sent as a bearer token: the route table is for admins
+	// (it names every replica, and workers' secrets). Default none, for
+	// a scheduler with authentication off.
+	Token string
 	// WaitTime is how long the scheduler may hold one query. Default 30 s.
 	// (Named like Nomad's QueryOptions.WaitTime; Wait is the method.)
 	WaitTime time.Duration
@@ -41,14 +45,42 @@ var _ routeSource = (*HTTPRoutes)(nil)
 // Wait returns the first route table with an index above index, or the
 // current one when the scheduler's wait passes first.
 func (h *HTTPRoutes) Wait(ctx context.Context, index uint64) (*api.RouteTable, error) {
-	if h.Base == "" {
-		return nil, errNoBase
+	var rt api.RouteTable
+	n, err := blockingGet(ctx, follower{h.Base, h.Token, h.WaitTime, h.Client}, "/api/2.0/gantry/routes", "route table", index, &rt)
+	if err != nil {
+		return nil, err
 	}
-	wait := h.WaitTime
+	switch {
+	case n == 0:
+	case rt.Index == 0:
+		rt.Index = n
+	case rt.Index != n:
+		return nil, fmt.Errorf("route table: body index %d disagrees with X-Gantry-Index %d", rt.Index, n)
+	}
+	return &rt, nil
+}
+
+// follower is what HTTPRoutes and HTTPAccess share: where the scheduler
+// is and how to ask it.
+type follower struct {
+	base  string
+	token string
+	wait  time.Duration
+	hc    *http.Client
+}
+
+// blockingGet sends GET {base}{path}?index=N&wait=W and decodes a 200's
+// JSON into out; it returns the X-Gantry-Index header (0 when absent).
+// what names the resource in errors. The token never appears in one.
+func blockingGet(ctx context.Context, f follower, path, what string, index uint64, out any) (uint64, error) {
+	if f.base == "" {
+		return 0, fmt.Errorf("%s: %w", what, errNoBase)
+	}
+	wait := f.wait
 	if wait <= 0 {
 		wait = DefaultRoutesWait
 	}
-	client := h.Client
+	client := f.hc
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -58,14 +90,17 @@ func (h *HTTPRoutes) Wait(ctx context.Context, index uint64) (*api.RouteTable, e
 	defer cancel()
 
 	q := url.Values{"index": {strconv.FormatUint(index, 10)}, "wait": {wait.String()}}
-	u := strings.TrimRight(h.Base, "/") + "/api/2.0/gantry/routes?" + q.Encode()
+	u := strings.TrimRight(f.base, "/") + path + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("route table: %w", err)
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if f.token != "" {
+		req.Header.Set("Authorization", "Bearer "+f.token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("route table: %w", err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 
@@ -73,27 +108,21 @@ func (h *HTTPRoutes) Wait(ctx context.Context, index uint64) (*api.RouteTable, e
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		var apiErr api.Error
 		if json.Unmarshal(body, &apiErr) == nil && apiErr.Code != "" {
-			return nil, fmt.Errorf("route table: HTTP %d: %w", resp.StatusCode, &apiErr)
+			return 0, fmt.Errorf("%s: HTTP %d: %w", what, resp.StatusCode, &apiErr)
 		}
-		return nil, fmt.Errorf("route table: HTTP %d: %s", resp.StatusCode, body)
+		return 0, fmt.Errorf("%s: HTTP %d: %s", what, resp.StatusCode, body)
 	}
-	var rt api.RouteTable
-	if err := json.NewDecoder(resp.Body).Decode(&rt); err != nil {
-		return nil, fmt.Errorf("route table: decode: %w", err)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return 0, fmt.Errorf("%s: decode: %w", what, err)
 	}
+	var n uint64
 	if h := resp.Header.Get("X-Gantry-Index"); h != "" {
-		n, err := strconv.ParseUint(h, 10, 64)
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("route table: X-Gantry-Index %q: %w", h, err)
-		case rt.Index == 0:
-			rt.Index = n
-		case rt.Index != n:
-			return nil, fmt.Errorf("route table: body index %d disagrees with X-Gantry-Index %d", rt.Index, n)
+		if n, err = strconv.ParseUint(h, 10, 64); err != nil {
+			return 0, fmt.Errorf("%s: X-Gantry-Index %q: %w", what, h, err)
 		}
 	}
-	return &rt, nil
+	return n, nil
 }
 
-// errNoBase is returned when HTTPRoutes has no Base.
-var errNoBase = errors.New("route table: HTTPRoutes.Base is empty")
+// errNoBase is returned when HTTPRoutes or HTTPAccess has no Base.
+var errNoBase = errors.New("the scheduler's URL (Base) is empty")

@@ -24,6 +24,7 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
 	if len(ctx.PostBody()) > loggers.MaxBodySize {
 		return
 	}
+	who := requester(ctx) // the mirror is the caller's request too
 	for _, s := range ep.shadows {
 		if a.intN(100) >= s.percent {
 			continue
@@ -45,7 +46,7 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
 		req.Header.Set(headerRequestID, shadowID)
 		req.SetBody(ctx.PostBody()) // a copy: ctx is reused once Handler returns
 		a.shadows.Add(1)
-		go a.shadowInvoke(ep, s.en, req, shadowID)
+		go a.shadowInvoke(ep, s.en, req, shadowID, who)
 	}
 }
 
@@ -63,8 +64,9 @@ func (a *Activator) WaitShadows(ctx context.Context) error {
 	}
 }
 
-// shadowInvoke sends req to en and records the answer.
-func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, id string) {
+// shadowInvoke sends req to en and records the answer; requester is the
+// caller of the request mirrored.
+func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, id, requester string) {
 	defer a.shadows.Done()
 	defer func() { <-a.shadowSlots }()
 	defer fasthttp.ReleaseRequest(req)
@@ -87,6 +89,7 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 		ExecutionTimeMs:  time.Since(start).Milliseconds(),
 		SamplingFraction: 1,
 		Shadow:           true,
+		Requester:        requester,
 	}
 	r.SetBodies(req.Body(), resp.Body())
 	a.cfg.Capture.Capture(&r)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,15 +27,36 @@ type Config struct {
 }
 
 // DefaultConfig is the only place that reads the environment: GANTRY_ADDR
-// (default http://127.0.0.1:8080) and GANTRY_TOKEN.
+// (default http://127.0.0.1:8080) and GANTRY_TOKEN. Without GANTRY_TOKEN
+// the token is the one gantry dev wrote on its first start to
+// admin-token in its data dir (GANTRY_DATA_DIR, default .gantry), so that
+// `make run` and then a client command in the same directory work
+// without copying a token around; no such file leaves Token empty.
 func DefaultConfig() *Config {
 	c := &Config{Address: "http://127.0.0.1:8080", HTTPClient: &http.Client{}}
 	if v := os.Getenv("GANTRY_ADDR"); v != "" {
 		c.Address = v
 	}
 	c.Token = os.Getenv("GANTRY_TOKEN")
+	if c.Token == "" {
+		dir := os.Getenv("GANTRY_DATA_DIR")
+		if dir == "" {
+			dir = DefaultDataDir
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, AdminTokenFile)); err == nil {
+			c.Token = strings.TrimSpace(string(b))
+		}
+	}
 	return c
 }
+
+// DefaultDataDir is gantry dev's data dir unless --data-dir says
+// otherwise, and AdminTokenFile the file in it that holds the token of
+// the admin service principal it makes on first start.
+const (
+	DefaultDataDir = ".gantry"
+	AdminTokenFile = "admin-token"
+)
 
 // Client calls the Gantry API.
 type Client struct {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -59,5 +61,27 @@ func TestHTTPStatus(t *testing.T) {
 		if got := HTTPStatus(code); got != want {
 			t.Errorf("HTTPStatus(%s) = %d, want %d", code, got, want)
 		}
+	}
+}
+
+// TestDefaultConfigToken: GANTRY_TOKEN wins; without it the admin token
+// gantry dev wrote to its data dir is used, so that a client next to
+// `make run` needs no setup.
+func TestDefaultConfigToken(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("GANTRY_DATA_DIR", dir)
+	t.Setenv("GANTRY_TOKEN", "")
+	if c := DefaultConfig(); c.Token != "" {
+		t.Errorf("no env, no file: token %q", c.Token)
+	}
+	if err := os.WriteFile(filepath.Join(dir, AdminTokenFile), []byte("dapifromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := DefaultConfig(); c.Token != "dapifromfile" {
+		t.Errorf("from the data dir's admin-token: %q", c.Token)
+	}
+	t.Setenv("GANTRY_TOKEN", "dapifromenv")
+	if c := DefaultConfig(); c.Token != "dapifromenv" {
+		t.Errorf("GANTRY_TOKEN set: %q", c.Token)
 	}
 }

@@ -326,16 +326,27 @@ func (s *Scheduler) access(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	s.cfg.Auth.Wait(ctx, index) // on timeout: the current snapshot
+	snap, _ := s.AccessWait(ctx, index) // on timeout: the current snapshot
+	w.Header().Set("X-Gantry-Index", strconv.FormatUint(snap.Index, 10))
+	writeJSON(w, http.StatusOK, snap)
+}
+
+// AccessWait is GET /api/2.0/gantry/access in process, for an activator
+// in the scheduler's process (gantry dev): the first access snapshot whose
+// index passes index, or the current one with ctx's error when ctx ends
+// first. With authentication off it answers nil and an error at once.
+func (s *Scheduler) AccessWait(ctx context.Context, index uint64) (*api.AccessSnapshot, error) {
+	if s.cfg.Auth == nil {
+		return nil, errors.New("authentication is off: there is no access snapshot")
+	}
+	_, err := s.cfg.Auth.Wait(ctx, index)
 	s.mu.Lock()
 	names := make(map[string]string, len(s.eps))
 	for n, ep := range s.eps {
 		names[n] = ep.ID
 	}
 	s.mu.Unlock()
-	snap := s.cfg.Auth.Export(names)
-	w.Header().Set("X-Gantry-Index", strconv.FormatUint(snap.Index, 10))
-	writeJSON(w, http.StatusOK, snap)
+	return s.cfg.Auth.Export(names), err
 }
 
 // dropNew removes endpoint ep that create stored but could not claim for

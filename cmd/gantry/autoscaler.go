@@ -13,31 +13,36 @@ import (
 )
 
 func autoscalerCmd() *cobra.Command {
-	var listen, schedulerURL string
+	var listen, schedulerURL, token string
 	var so scalingOptions
 	c := &cobra.Command{
 		Use:   "autoscaler",
 		Short: "Run the autoscaler: take load reports from activators and size deployments through the scheduler",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runAutoscaler(cmd.Context(), listen, schedulerURL, &so)
+			return runAutoscaler(cmd.Context(), listen, schedulerURL, token, &so)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8082", "address to take activators' load reports and pokes on (gantry activator --autoscaler)")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose deployments to size")
 	so.flags(c)
+	tokenFlag(c, &token, "an admin's token, to read and size every deployment")
 	return c
 }
 
-func runAutoscaler(ctx context.Context, listen, schedulerURL string, so *scalingOptions) error {
+func runAutoscaler(ctx context.Context, listen, schedulerURL, token string, so *scalingOptions) error {
 	spec, err := so.spec()
 	if err != nil {
 		return err
 	}
 	log := slog.Default()
-	// DefaultConfig reads GANTRY_TOKEN; the flag names the scheduler.
+	// The flags name the scheduler and the token (GANTRY_TOKEN sets both
+	// --token and DefaultConfig's).
 	cfg := api.DefaultConfig()
 	cfg.Address = schedulerURL
+	if token != "" {
+		cfg.Token = token
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return fmt.Errorf("--scheduler: %w", err)

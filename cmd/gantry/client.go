@@ -21,8 +21,12 @@ func clientFlags(c *cobra.Command, addr *string) {
 	c.PersistentFlags().StringVar(addr, "addr", api.DefaultConfig().Address, "URL of the Gantry API")
 }
 
+// newClient is DefaultConfig's client (GANTRY_TOKEN, else the admin
+// token of the data dir) for the server at addr.
 func newClient(addr string) (*api.Client, error) {
-	return api.NewClient(&api.Config{Address: addr, Token: os.Getenv("GANTRY_TOKEN")})
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	return api.NewClient(cfg)
 }
 
 func modelsCmd() *cobra.Command {

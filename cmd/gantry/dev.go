@@ -19,12 +19,14 @@ import (
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/monitors"
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
 	"github.com/gantry/gantry/scheduler/store"
+	"github.com/gantry/gantry/secrets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,6 +50,9 @@ type controlPlaneOptions struct {
 	docker    dockerOptions
 	nomad     nomadOptions
 	python    string // --python: the interpreter local workers serve Python models with
+	// auth turns on authentication and authorization (--auth, default
+	// on): every API call and invocation needs a bearer token.
+	auth bool
 
 	// monitors runs drift monitors for the API and the in-process logger;
 	// set by the command with tables.
@@ -56,11 +61,19 @@ type controlPlaneOptions struct {
 	// Limits on what API callers can grow (scheduler/limits.go).
 	maxEndpoints, maxProvisionedConcurrency int
 	webhookAllow                            []string
+
+	// secretsKeyFile is --secrets-key-file (secrets.go).
+	secretsKeyFile string
+	// audit takes the control plane's audit events; set by the command.
+	audit scheduler.Auditor
+	// auditKafka is where gantry scheduler produces them (secrets.go).
+	auditKafka kafkaOptions
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&o.listen, "listen", defaultListen, "address to serve the API (and, for dev, invocations) on")
-	c.Flags().StringVar(&o.dataDir, "data-dir", ".gantry", "directory for the endpoint store and the model registry")
+	c.Flags().StringVar(&o.dataDir, "data-dir", api.DefaultDataDir, "directory for the endpoint store, the model registry and the identity store")
+	c.Flags().BoolVar(&o.auth, "auth", true, "require a bearer token on every API call and invocation; on first start an admin token is written to DATA_DIR/"+api.AdminTokenFile+" (--auth=false: anyone who reaches the port may do anything)")
 	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
 	o.pythonFlag(c)
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
@@ -71,6 +84,7 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().StringSliceVar(&o.webhookAllow, "webhook-allow", nil, "non-public addresses (IPs, CIDR ranges, host names) that monitor webhooks may reach; default none")
 	o.docker.flags(c)
 	o.nomad.flags(c)
+	o.secretsKeyFlag(c)
 }
 
 // controlPlane is a scheduler with its store, registry and driver.
@@ -78,8 +92,11 @@ type controlPlane struct {
 	ln     net.Listener
 	sched  *scheduler.Scheduler
 	routes *routes.Table
+	secret *secrets.Store
 	store  *store.Store
 	driver driver
+	// id is the identity store; nil with --auth=false.
+	id *identity.Service
 }
 
 // openControlPlane listens on o.listen (first, so that :0 resolves to the
@@ -100,6 +117,9 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 			if opened.store != nil {
 				opened.store.Close()
 			}
+			if opened.id != nil {
+				opened.id.Close()
+			}
 		}
 	}()
 	o.listen = cp.ln.Addr().String()
@@ -111,6 +131,16 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 		return nil, err
 	}
 	reg.MaxUploadSize, reg.MaxStorage = o.maxUploadSize, o.maxStorage
+	var auth scheduler.Auth // a nil *identity.Service in it would not be nil
+	if cp.id, err = openIdentity(o, log); err != nil {
+		return nil, err
+	}
+	if cp.id != nil {
+		auth = cp.id
+	}
+	if cp.secret, err = openSecretStore(o, log); err != nil {
+		return nil, err
+	}
 
 	// The driver tells the scheduler, built after it, about status changes.
 	var changed relay
@@ -133,6 +163,8 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
 		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
 		MaxEndpoints: o.maxEndpoints, MaxProvisionedConcurrency: o.maxProvisionedConcurrency, WebhookAllow: allow,
+		Secrets: cp.secret, Audit: o.audit,
+		Auth: auth,
 	})
 	if err != nil {
 		return nil, err
@@ -141,12 +173,43 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	return cp, nil
 }
 
+// openIdentity opens the identity store in the data dir, and on first
+// start makes the admin service principal and writes its token to
+// DATA_DIR/admin-token (0600); nil with --auth=false. The log says where
+// the token is, never what it is.
+func openIdentity(o *controlPlaneOptions, log *slog.Logger) (*identity.Service, error) {
+	if !o.auth {
+		log.Warn("authentication is off (--auth=false): anyone who reaches this port may create, read and delete every endpoint, read every inference table and invoke every model")
+		return nil, nil
+	}
+	id, err := identity.Open(filepath.Join(o.dataDir, "identity.db"), nil)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(o.dataDir, api.AdminTokenFile)
+	wrote, err := id.Bootstrap(path)
+	if err != nil {
+		id.Close()
+		return nil, err
+	}
+	if wrote {
+		log.Info("created the admin service principal "+identity.BootstrapName+"; its token is in the file (clients in this directory use it when GANTRY_TOKEN is unset)", "admin_token_file", path)
+	} else {
+		log.Info("authentication is on", "admin_token_file", path)
+	}
+	return id, nil
+}
+
 // close stops the workers, giving in-flight requests time to finish.
 func (cp *controlPlane) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
 	defer cancel()
 	cp.driver.Close(ctx)
 	cp.store.Close()
+	cp.secret.Close()
+	if cp.id != nil {
+		cp.id.Close()
+	}
 }
 
 func newRegistry() *prometheus.Registry {
@@ -234,6 +297,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 		o.tables = inf.db // openControlPlane makes o.monitors over it
 	}
 	o.tablesOff = inf.off
+	o.audit = auditor(inf.capture, log)
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		return err
@@ -243,7 +307,11 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	// The activator pokes the autoscaler, built after it, which reads the
 	// activator's load.
 	var pokes relay
-	act := newActivator(cp.routes, pokes.send, inf.capture, qo, log, reg)
+	var access activator.AccessSource // nil: --auth=false
+	if cp.id != nil {
+		access = accessFunc(cp.sched.AccessWait)
+	}
+	act := newActivator(cp.routes, access, pokes.send, inf.capture, qo, log, reg)
 	asc := newAutoscaler(spec, cp.sched, activatorSamples(act), log, reg)
 	pokes.connect(asc.Poke)
 	control := http.NewServeMux()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	http.DefaultTransport = tokenTransport{base: http.DefaultTransport}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -113,6 +115,57 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// adminTokens holds the admin token of every gantry dev and gantry
+// scheduler the tests started (the one Bootstrap wrote to the data dir),
+// by the host:port it serves, and of activators by theirs.
+var adminTokens sync.Map
+
+// tokenTransport is http.DefaultTransport in these tests: a request to a
+// Gantry the tests started, without an Authorization header of its own,
+// carries that Gantry's admin token, as a user's curl with -H would. A
+// test that wants to send no token, or another, sets the header itself
+// (see noToken).
+type tokenTransport struct{ base http.RoundTripper }
+
+func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if _, set := r.Header["Authorization"]; !set {
+		if tok, ok := adminTokens.Load(r.URL.Host); ok {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer "+tok.(string))
+		}
+	}
+	return t.base.RoundTrip(r)
+}
+
+// noToken marks req to go without a token: an empty Authorization header
+// is no credential (the server answers it as a missing one), and it keeps
+// tokenTransport from adding one.
+func noToken(req *http.Request) { req.Header["Authorization"] = []string{""} }
+
+// learnToken reads the admin token that gantry dev or scheduler wrote to
+// dataDir on its first start, for requests and CLI calls to addr; with
+// --auth=false there is none.
+func learnToken(t testing.TB, addr, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, api.AdminTokenFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(b))
+	adminTokens.Store(addr, tok)
+	return tok
+}
+
+// tokenOf is the admin token of the Gantry at addr ("" if none).
+func tokenOf(addr string) string {
+	tok, _ := adminTokens.Load(addr)
+	s, _ := tok.(string)
+	return s
+}
+
 // startProc runs `gantry args...`, waits until it answers /healthz at addr
 // and stops it with SIGTERM when the test ends (components started later
 // stop first).
@@ -129,6 +182,9 @@ func startProc(t testing.TB, bin, addr string, args ...string) *proc {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
+			if i := slices.Index(args, "--data-dir"); i > 0 && i+1 < len(args) && (args[0] == "dev" || args[0] == "scheduler") {
+				learnToken(t, addr, args[i+1])
+			}
 			return p
 		}
 		if time.Now().After(deadline) {
@@ -166,7 +222,7 @@ func startDev(t testing.TB, bin, addr, dataDir string, flags ...string) *proc {
 func cli(t testing.TB, bin, addr string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "GANTRY_ADDR=http://"+addr)
+	cmd.Env = append(os.Environ(), "GANTRY_ADDR=http://"+addr, "GANTRY_TOKEN="+tokenOf(addr))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -55,14 +55,23 @@ type routeSource interface {
 	Wait(ctx context.Context, index uint64) (*api.RouteTable, error)
 }
 
+// accessFunc is an activator.AccessSource made of a function: the
+// scheduler's in process (Scheduler.AccessWait).
+type accessFunc func(ctx context.Context, index uint64) (*api.AccessSnapshot, error)
+
+func (f accessFunc) Wait(ctx context.Context, index uint64) (*api.AccessSnapshot, error) {
+	return f(ctx, index)
+}
+
 // newActivator builds the activator of either graph: routes is the
-// scheduler's route table, poke reaches the autoscaler, records (nil: off)
-// takes invocation records for inference tables.
-func newActivator(routes routeSource, poke func(string), records *capture.Capturer, qo *queueOptions, log *slog.Logger, reg prometheus.Registerer) *activator.Activator {
+// scheduler's route table, access its access snapshot (nil: invocations
+// are not checked), poke reaches the autoscaler, records (nil: off) takes
+// invocation records for inference tables.
+func newActivator(routes routeSource, access activator.AccessSource, poke func(string), records *capture.Capturer, qo *queueOptions, log *slog.Logger, reg prometheus.Registerer) *activator.Activator {
 	cfg := activator.Config{
 		Logger: log, Metrics: activator.NewMetrics(reg), Poke: poke,
 		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
-		MaxBufferedBytes: qo.buffered,
+		MaxBufferedBytes: qo.buffered, Access: access,
 	}
 	if records != nil { // not a nil *Capturer in a non-nil interface
 		cfg.Capture = records

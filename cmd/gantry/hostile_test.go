@@ -43,6 +43,7 @@ func startLean(t testing.TB, bin, addr string, flags ...string) *proc {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
+			learnToken(t, addr, args[4])
 			return p
 		}
 		if time.Now().After(deadline) {
@@ -178,7 +179,7 @@ func TestHostileFront(t *testing.T) {
 			"/serving-endpoints/fraud-ep/served-models/x%2f..%2ffraud-1/invocations",
 		} {
 			raw := rawExchange(t, addr, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
-				"Content-Length: %d\r\nConnection: close\r\n\r\n%s", path, len(body), body), 10*time.Second)
+				"Authorization: Bearer %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", path, tokenOf(addr), len(body), body), 10*time.Second)
 			status, _, e := apiAnswer(t, raw)
 			if status != 404 || e.Code != api.ErrResourceDoesNotExist {
 				t.Errorf("%s: %d %+v, want 404", path, status, e)
@@ -186,7 +187,7 @@ func TestHostileFront(t *testing.T) {
 		}
 		// An escape of a character a name may hold is the same name.
 		raw := rawExchange(t, addr, fmt.Sprintf("POST /serving-endpoints/fraud%%2Dep/invocations HTTP/1.1\r\nHost: x\r\n"+
-			"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body), 10*time.Second)
+			"Authorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", tokenOf(addr), len(body), body), 10*time.Second)
 		if !strings.HasPrefix(raw, "HTTP/1.1 200") {
 			t.Errorf("fraud%%2Dep: %q, want 200", raw)
 		}

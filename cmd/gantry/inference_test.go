@@ -80,7 +80,7 @@ func startRig(t *testing.T) *rig {
 func startStores(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{bin: buildGantry(t), addr: freeAddr(t), sent: map[string]exchange{},
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+		client: &http.Client{Transport: tokenTransport{base: &http.Transport{MaxIdleConnsPerHost: 16}}}}
 	t.Cleanup(r.client.CloseIdleConnections)
 	r.ch = chtest.Start(t)
 	r.db = chtest.Open(t, r.ch)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/loggers/local"
 	"github.com/gantry/gantry/monitors"
 	"github.com/spf13/cobra"
@@ -77,7 +78,12 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 	if mo.scheduler == "" {
 		log.Info("drift monitors are off: give --scheduler to refresh them")
 	} else {
-		cl, err := newClient(mo.scheduler)
+		cfg := api.DefaultConfig()
+		cfg.Address = mo.scheduler
+		if mo.token != "" {
+			cfg.Token = mo.token
+		}
+		cl, err := api.NewClient(cfg)
 		if err != nil {
 			return err
 		}

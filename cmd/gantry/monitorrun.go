@@ -17,6 +17,9 @@ type monitorOptions struct {
 	// scheduler is the API that `gantry logger` reads definitions from;
 	// gantry dev reads them in-process.
 	scheduler string
+	// token is the bearer token sent to it: an admin's, to see every
+	// monitor (a caller lists those of endpoints it may view).
+	token string
 }
 
 func (o *monitorOptions) flags(c *cobra.Command, remote bool) {
@@ -24,6 +27,7 @@ func (o *monitorOptions) flags(c *cobra.Command, remote bool) {
 	c.Flags().DurationVar(&o.lookback, "monitor-lookback", 10*time.Minute, "how long after it closes a monitor window is refreshed again, for late rows")
 	if remote {
 		c.Flags().StringVar(&o.scheduler, "scheduler", "", "URL of the Gantry API to read drift monitor definitions from (none: monitors are not refreshed)")
+		tokenFlag(c, &o.token, "an admin's token, to read every drift monitor's definition")
 	}
 }
 

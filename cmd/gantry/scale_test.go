@@ -63,7 +63,7 @@ func burst(t testing.TB, url string, body []byte, n int) []answer {
 	out := make([]answer, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}, Timeout: 60 * time.Second}
+	client := &http.Client{Transport: tokenTransport{base: &http.Transport{MaxIdleConnsPerHost: n}}, Timeout: 60 * time.Second}
 	for i := range out {
 		wg.Add(1)
 		go func() {
@@ -217,8 +217,14 @@ func startLoad(t testing.TB, loadgen, addr, endpoint string, body []byte, conns,
 	bodyFile := filepath.Join(t.TempDir(), "body.json")
 	writeFile(t, bodyFile, string(body))
 	r := loadRun{out: &bytes.Buffer{}}
-	r.cmd = exec.Command(loadgen, "-url", "http://"+addr+"/serving-endpoints/"+endpoint+"/invocations",
-		"-body", bodyFile, "-c", conns, "-d", dur, "-warmup", "0s", "-json")
+	args := []string{"-url", "http://" + addr + "/serving-endpoints/" + endpoint + "/invocations",
+		"-body", bodyFile, "-c", conns, "-d", dur, "-warmup", "0s", "-json"}
+	if tok := tokenOf(addr); tok != "" {
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		writeFile(t, tokenFile, tok)
+		args = append(args, "-token-file", tokenFile)
+	}
+	r.cmd = exec.Command(loadgen, args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

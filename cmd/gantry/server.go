@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,7 @@ func schedulerCmd() *cobra.Command {
 	}
 	o.flags(c, "127.0.0.1:8081")
 	co.flags(c, false)
+	o.auditKafka.flags(c, false) // audit events travel with invocation records
 	return c
 }
 
@@ -36,6 +38,7 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 	log := slog.Default()
 	reg := newRegistry()
 	o.tablesOff = "the scheduler was started without --clickhouse"
+	defer o.startAudit(log, reg)()
 	if co.addr != "" {
 		db, err := co.open(ctx)
 		if err != nil {
@@ -66,14 +69,16 @@ func activatorCmd() *cobra.Command {
 	var listen, schedulerURL, autoscalerURL string
 	var qo queueOptions
 	var ko kafkaOptions
+	var ao accessOptions
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &qo, &ko)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &qo, &ko, &ao)
 		},
 	}
+	ao.flags(c)
 	ko.flags(c, false)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
@@ -82,8 +87,35 @@ func activatorCmd() *cobra.Command {
 	return c
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions) error {
+// accessOptions are how gantry activator authenticates to the scheduler
+// and whether it checks invocations.
+type accessOptions struct {
+	token string
+	auth  bool
+}
+
+func (o *accessOptions) flags(c *cobra.Command) {
+	tokenFlag(c, &o.token, "an admin's token, to follow the route table and the access snapshot")
+	c.Flags().BoolVar(&o.auth, "auth", true, "check every invocation's bearer token against the scheduler's access snapshot (--auth=false: anyone who reaches the port may invoke every endpoint; for a scheduler with --auth=false)")
+}
+
+// tokenFlag adds --token (GANTRY_TOKEN): the bearer token a component
+// sends to the scheduler. Its value is never logged.
+func tokenFlag(c *cobra.Command, v *string, what string) {
+	c.Flags().StringVar(v, "token", "", "bearer token sent to the scheduler: "+what)
+}
+
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions, ao *accessOptions) error {
 	log := slog.Default()
+	var access activator.AccessSource
+	if ao.auth {
+		if ao.token == "" {
+			return errors.New("--token (GANTRY_TOKEN) is required to follow the scheduler's route table and access snapshot; with a scheduler that runs --auth=false, pass --auth=false")
+		}
+		access = &activator.HTTPAccess{Base: schedulerURL, Token: ao.token}
+	} else {
+		log.Warn("invocations are not checked (--auth=false): anyone who reaches this port may invoke every endpoint")
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -109,7 +141,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	} else {
 		log.Warn("no --kafka-brokers: invocations are not captured to inference tables")
 	}
-	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL}, poke, records, qo, log, reg)
+	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token}, access, poke, records, qo, log, reg)
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
 	front := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's

@@ -137,7 +137,7 @@ func TestSoak(t *testing.T) {
 	s := &soak{bin: r.bin, dataDir: t.TempDir(), schedAddr: freeAddr(t), nomadURL: nomadURL}
 	s.startScheduler(t, r)
 	asc := freeAddr(t)
-	startProc(t, s.bin, asc, append([]string{"autoscaler", "--listen", asc, "--scheduler", "http://" + s.schedAddr}, shortWindows...)...)
+	startProc(t, s.bin, asc, append([]string{"autoscaler", "--listen", asc, "--scheduler", "http://" + s.schedAddr, "--token", tokenOf(s.schedAddr)}, shortWindows...)...)
 	for i := range s.acts {
 		s.acts[i] = freeAddr(t)
 		s.startActivator(t, i, r, asc)
@@ -236,7 +236,7 @@ func (s *soak) startScheduler(t *testing.T, r *rig) {
 
 func (s *soak) startActivator(t *testing.T, i int, r *rig, asc string) {
 	p := startProc(t, s.bin, s.acts[i], "activator", "--listen", s.acts[i], "--scheduler", "http://"+s.schedAddr,
-		"--autoscaler", "http://"+asc, "--kafka-brokers", r.brokerAddr)
+		"--autoscaler", "http://"+asc, "--kafka-brokers", r.brokerAddr, "--token", tokenOf(s.schedAddr))
 	s.mu.Lock()
 	s.act[i] = p
 	s.mu.Unlock()
@@ -262,7 +262,10 @@ func (s *soak) client(ctx context.Context, c int, body []byte, start time.Time, 
 		b, _ := json.Marshal(req)
 		for try, via := 0, (c+n)%2; try < 2; try, via = try+1, 1-via {
 			o := soakOutcome{id: id, endpoint: ep, via: via, at: time.Now()}
-			resp, err := hc.Post("http://"+s.acts[via]+"/serving-endpoints/"+ep+"/invocations", "application/json", bytes.NewReader(b))
+			hr, _ := http.NewRequest("POST", "http://"+s.acts[via]+"/serving-endpoints/"+ep+"/invocations", bytes.NewReader(b))
+			hr.Header.Set("Content-Type", "application/json")
+			hr.Header.Set("Authorization", "Bearer "+tokenOf(s.schedAddr))
+			resp, err := hc.Do(hr)
 			if err != nil {
 				o.err = err.Error()
 			} else {

@@ -22,10 +22,14 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 	bin := buildGantry(t)
 	schedAddr, actAddr, ascAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	sched := startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", t.TempDir())
+	// The components call the scheduler with its admin token (the tests'
+	// transport sends it to the activator too).
+	token := tokenOf(schedAddr)
+	adminTokens.Store(actAddr, token)
 	asc := startProc(t, bin, ascAddr, append([]string{"autoscaler", "--listen", ascAddr,
-		"--scheduler", "http://" + schedAddr}, shortWindows...)...)
+		"--scheduler", "http://" + schedAddr, "--token", token}, shortWindows...)...)
 	act := startProc(t, bin, actAddr, "activator", "--listen", actAddr,
-		"--scheduler", "http://"+schedAddr, "--autoscaler", "http://"+ascAddr)
+		"--scheduler", "http://"+schedAddr, "--autoscaler", "http://"+ascAddr, "--token", token)
 	logs := func() string {
 		return "scheduler:\n" + sched.log.String() + "\nautoscaler:\n" + asc.log.String() + "\nactivator:\n" + act.log.String()
 	}

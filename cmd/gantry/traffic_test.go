@@ -28,7 +28,7 @@ type answered struct {
 // steadyLoad runs conns clients invoking endpoint back to back until stop
 // is closed, and returns every answer.
 func steadyLoad(t *testing.T, addr, endpoint string, body []byte, conns int, stop <-chan struct{}) func() []answered {
-	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: tokenTransport{base: &http.Transport{MaxIdleConnsPerHost: conns}}}
 	var wg sync.WaitGroup
 	results := make([][]answered, conns)
 	for i := range conns {

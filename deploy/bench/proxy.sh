@@ -27,6 +27,7 @@ go build -o "$work/loadgen" ./deploy/bench/loadgen
 GANTRY=bin/gantry
 port=$(free_port)
 export GANTRY_ADDR=http://127.0.0.1:$port
+export GANTRY_DATA_DIR=$work/data # the CLI reads the admin token gantry dev writes there
 $GANTRY dev --listen 127.0.0.1:$port --data-dir "$work/data" >"$work/dev.log" 2>&1 &
 dev=$!
 for _ in $(seq 100); do curl -sf "$GANTRY_ADDR/healthz" >/dev/null && break; sleep 0.1; done
@@ -35,7 +36,7 @@ model=worker/testdata/models/binary
 $GANTRY models upload bench "$model" >/dev/null
 echo '{"name": "bench-ep", "config": {"served_entities": [{"entity_name": "bench", "entity_version": "1"}]}}' >"$work/ep.json"
 $GANTRY endpoints create -f "$work/ep.json" --wait >/dev/null 2>&1
-worker=$(curl -sf "$GANTRY_ADDR/api/2.0/gantry/routes" | $PY -c 'import json,sys; t=json.load(sys.stdin); print(t["endpoints"][0]["entities"][0]["replicas"][0]["addr"])')
+worker=$(curl -sf -H "Authorization: Bearer $(cat "$work/data/admin-token")" "$GANTRY_ADDR/api/2.0/gantry/routes" | $PY -c 'import json,sys; t=json.load(sys.stdin); print(t["endpoints"][0]["entities"][0]["replicas"][0]["addr"])')
 
 # One row of the fixture, as a client would send it.
 $PY - "$model/expected.json" >"$work/body.json" <<'PY'
@@ -74,7 +75,8 @@ declare -A urls=(
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $CONNS connections, $DURATION per run, $ROUNDS rounds; body $(wc -c <"$work/body.json") bytes"
 for r in $(seq "$ROUNDS"); do
 	for name in direct activator nginx; do
-		"$work/loadgen" -url "${urls[$name]}" -body "$work/body.json" -c "$CONNS" -d "$DURATION" -warmup 1s -label "$name" -json >>"$work/results.jsonl"
+		"$work/loadgen" -url "${urls[$name]}" -body "$work/body.json" -c "$CONNS" -d "$DURATION" -warmup 1s -label "$name" \
+			-token-file "$work/data/admin-token" -json >>"$work/results.jsonl"
 	done
 done
 $PY - "$work/results.jsonl" <<'PY'

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,7 @@ type options struct {
 	clients                           int
 	duration, warmup, timeout         time.Duration
 	json                              bool
+	tokenFile                         string
 }
 
 // result is what one run measured, after the warmup.
@@ -64,6 +66,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "limit for one request")
 	fs.StringVar(&o.label, "label", "loadgen", "name printed at the start of the line")
 	fs.BoolVar(&o.json, "json", false, "print a JSON object instead of the line")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding a bearer token to send (gantry dev's DATA_DIR/admin-token); a file, not a flag, so that the token is not in ps")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,7 +84,16 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 
-	res := measure(o, addr, body)
+	var token string
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+
+	res := measure(o, addr, body, token)
 	if o.json {
 		return json.NewEncoder(stdout).Encode(res)
 	}
@@ -112,7 +124,7 @@ func loopbackAddr(raw string) (string, error) {
 }
 
 // measure runs the closed loop and reduces what the clients saw.
-func measure(o options, addr string, body []byte) result {
+func measure(o options, addr string, body []byte, token string) result {
 	client := &fasthttp.HostClient{Addr: addr, MaxConns: o.clients, NoDefaultUserAgentHeader: true}
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
@@ -131,6 +143,9 @@ func measure(o options, addr string, body []byte) result {
 			req.SetRequestURI(o.url)
 			req.Header.SetMethod(fasthttp.MethodPost)
 			req.Header.SetContentType(o.contentType)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
 			req.SetBodyRaw(body)
 			for {
 				sent := time.Now()
