@@ -9,6 +9,7 @@ import (
 
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/features"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -77,6 +78,11 @@ type entity struct {
 	// external is set for an external model: the activator calls its
 	// provider (external.go) and pool stays empty.
 	external *api.ExternalRoute
+	// features looks features up before the request goes on (or answers
+	// it, for a feature-serving entity); featureErr is why a route's spec
+	// could not compile.
+	features   *features.Plan
+	featureErr error
 }
 
 // counters is one label set's requests_total family, curried down to the
@@ -219,6 +225,9 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name)),
 			}
 			en.external = e.External
+			if e.Features != nil {
+				en.features, en.featureErr = a.featurePlan(er.Name, e.Name, e.Features)
+			}
 			ep.entities[e.Name] = en
 			ep.order = append(ep.order, en)
 		}

@@ -47,6 +47,10 @@ type EntityRoute struct {
 	// External is set for an external model: the activator calls the
 	// provider itself, and Replicas is empty.
 	External *ExternalRoute `json:"external,omitempty"`
+	// Features is set when the entity looks features up (its model has a
+	// feature spec) or is a feature spec itself (Features.Serving: the
+	// activator answers and Replicas is empty).
+	Features *FeatureRoute `json:"features,omitempty"`
 }
 
 // ExternalRoute is what an activator needs to call a provider for an

@@ -1,0 +1,106 @@
+package activator
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/features/onlinestore"
+	"github.com/gantry/gantry/features/onlinestore/redistest"
+	"github.com/valyala/fasthttp"
+)
+
+// seedUsers publishes a small users table straight into the store: the
+// publisher's own tests cover ClickHouse.
+func seedUsers(t *testing.T, st *onlinestore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	w, err := st.NewGeneration(ctx, "features.users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Put(ctx, "42", []byte(`[7,310.25,"gold"]`))
+	w.Put(ctx, "7", []byte(`[2,20,"new"]`))
+	if err := w.Commit(ctx, []string{"txn_count_7d", "avg_amount_30d", "segment"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var usersRoute = api.FeatureRoute{Lookups: []api.LookupRoute{{
+	Table: "features.users", LookupKey: []string{"user_id"},
+	Features: []string{"txn_count_7d", "avg_amount_30d"}, Outputs: []string{"txn_count_7d", "avg_amount"},
+	Defaults: []api.RawJSON{nil, api.RawJSON("0")},
+}}}
+
+func TestFeatureLookup(t *testing.T) {
+	srv := redistest.Start(t)
+	st := redistest.Open(t, srv)
+	seedUsers(t, st)
+	h := newHarness(t, Config{Features: st})
+	// The worker answers with the body it got, so the test sees what the
+	// model would.
+	w := startWorker(t, "m", func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBody(append(append([]byte(`{"predictions":[`), ctx.PostBody()...), "]}"...))
+	})
+	model := readyEntity("m", w.addr)
+	model.Features = &usersRoute
+	serving := api.EntityRoute{Name: "f", Deployment: "f-d1", State: api.DeploymentReady,
+		Features: &api.FeatureRoute{Serving: true, Lookups: usersRoute.Lookups}}
+	h.push(&api.RouteTable{Index: 1, Endpoints: []api.EndpointRoute{
+		{Name: "fraud", ConfigVersion: 1, Entities: []api.EntityRoute{model}},
+		{Name: "user-features", ConfigVersion: 1, Entities: []api.EntityRoute{serving}},
+	}})
+	post := func(ep, body string) answer {
+		return h.do(http.MethodPost, "/serving-endpoints/"+ep+"/invocations", "application/json", []byte(body))
+	}
+
+	// Keys only: the model gets the features, the request's own
+	// avg_amount overrides the lookup, 43 has no row but defaults... for
+	// avg_amount only, so it is refused below.
+	r := post("fraud", `{"dataframe_records": [{"user_id": 42, "amount": 310.0}, {"user_id": 7, "avg_amount": 1.5}]}`)
+	want := `{"predictions":[{"dataframe_split":{"columns":["user_id","amount","avg_amount","txn_count_7d"],"data":[[42,310.0,310.25,7],[7,null,1.5,2]]}}]}`
+	if r.status != 200 || string(r.body) != want {
+		t.Errorf("lookup: %d %s\nwant %s", r.status, r.body, want)
+	}
+	r = post("fraud", `{"dataframe_records": [{"user_id": 43}]}`)
+	if e := r.apiError(t); r.status != 400 || !strings.Contains(e.Message, "user_id=43") || !strings.Contains(e.Message, "features.users") {
+		t.Errorf("missing key: %d %s", r.status, r.body)
+	}
+	if w.hits.Load() != 1 {
+		t.Errorf("worker got %d requests, want 1 (refused lookups never reach it)", w.hits.Load())
+	}
+
+	// Feature serving: the activator answers, no replica needed.
+	r = post("user-features", `{"dataframe_records": [{"user_id": 7}, {"user_id": 42}]}`)
+	if r.status != 200 || string(r.body) != `{"outputs":[{"txn_count_7d":2,"avg_amount":20},{"txn_count_7d":7,"avg_amount":310.25}]}` ||
+		r.header.Get("served-model-name") != "f" {
+		t.Errorf("feature serving: %d %s %v", r.status, r.body, r.header)
+	}
+
+	// Redis gone: 503 with the reason and Retry-After, never a
+	// prediction made without features.
+	srv.Kill()
+	for _, ep := range []string{"fraud", "user-features"} {
+		r = post(ep, `{"dataframe_records": [{"user_id": 42}]}`)
+		if e := r.apiError(t); r.status != 503 || !strings.Contains(e.Message, "online store is unavailable") || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s with Redis down: %d %s", ep, r.status, r.body)
+		}
+	}
+	if w.hits.Load() != 1 {
+		t.Errorf("worker got %d requests with Redis down", w.hits.Load())
+	}
+}
+
+func TestFeatureLookupWithoutStore(t *testing.T) {
+	h := newHarness(t, Config{})
+	e := readyEntity("m", deadAddr(t))
+	e.Features = &usersRoute
+	h.push(oneEndpoint(1, "fraud", nil, e))
+	r := h.do(http.MethodPost, "/serving-endpoints/fraud/invocations", "application/json", []byte(`{"dataframe_records": [{"user_id": 42}]}`))
+	if r.status != 503 || !strings.Contains(r.apiError(t).Message, "--online-store") {
+		t.Errorf("no online store: %d %s", r.status, r.body)
+	}
+}
