@@ -111,6 +111,11 @@ func (s *Scheduler) putSecretACL(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return invalid("permission: %q is not one of READ, WRITE, MANAGE", req.Permission)
 		}
+		// A grant to a name that is no principal would wait for whoever
+		// takes the name later. (SCIM lists tell any caller who exists.)
+		if exists := SecretPrincipals(s.cfg.Auth); exists != nil && req.Principal != secrets.AllUsers && req.Principal != "" && !exists(req.Principal) {
+			return api.Errorf(api.ErrResourceDoesNotExist, "principal: %q is no user, service principal or group", req.Principal)
+		}
 		return st.PutACL(p, req.Scope, req.Principal, perm)
 	})
 }

@@ -348,3 +348,17 @@ func TestAuditEvents(t *testing.T) {
 		t.Errorf("token %q; events %s", created.TokenValue, b)
 	}
 }
+
+func TestSecretACLNamesAPrincipal(t *testing.T) {
+	a := newAuthHarness(t)
+	a.s.cfg.Secrets = openSecrets(t, t.TempDir(), nil) // a store that checks no names itself
+	a.do(t, "owner", "POST", "/api/2.0/secrets/scopes/create", `{"scope": "x"}`)
+	if st, b := a.do(t, "owner", "POST", "/api/2.0/secrets/acls/put", `{"scope": "x", "principal": "mallory@corp.com", "permission": "READ"}`); st != 404 {
+		t.Errorf("a grant to nobody: %d %s", st, b)
+	}
+	for _, p := range []string{"ds", "users", "can_view@corp.com"} {
+		if st, b := a.do(t, "owner", "POST", "/api/2.0/secrets/acls/put", `{"scope": "x", "principal": "`+p+`", "permission": "READ"}`); st != 200 {
+			t.Errorf("a grant to %s: %d %s", p, st, b)
+		}
+	}
+}
