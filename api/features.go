@@ -118,6 +118,10 @@ type FeatureRoute struct {
 	// Order, when set, is the column order the model gets (its
 	// signature's inputs); columns it does not name follow.
 	Order []string `json:"order,omitempty"`
+	// Error, when set, says why the spec cannot be served (a table not
+	// published, a type mismatch): the activator refuses the entity's
+	// requests with it and the entity's state is DEPLOYMENT_FAILED.
+	Error string `json:"error,omitempty"`
 }
 
 // LookupRoute is one resolved lookup.

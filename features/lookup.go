@@ -59,6 +59,9 @@ type colIndex struct {
 
 // Compile checks r and prepares it for requests.
 func Compile(r *api.FeatureRoute) (*Plan, error) {
+	if r.Error != "" {
+		return nil, errors.New(r.Error)
+	}
 	p := &Plan{route: *r}
 	seen := map[string]bool{}
 	for i, l := range r.Lookups {

@@ -323,6 +323,17 @@ func matrixRows() []matrixRow {
 		{pattern: "GET /api/2.0/gantry/deployments", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/deployments", "")},
 		{pattern: "POST /api/2.0/gantry/deployments/{id}/scale", access: adminsOnly, ok: 400, req: static("POST", "/api/2.0/gantry/deployments/x/scale", `{"replicas": -1}`)},
 
+		// Feature serving: the harness has no online store, so each
+		// authorized call gets the 503 that says how to turn it on.
+		{pattern: "POST /api/2.0/feature-store/tables/{source}/publish", access: adminsOnly, ok: 503,
+			req: static("POST", "/api/2.0/feature-store/tables/features.users/publish", `{"primary_key_columns": ["id"]}`)},
+		{pattern: "GET /api/2.0/feature-store/tables", access: anyone, ok: 503, req: static("GET", "/api/2.0/feature-store/tables", "")},
+		{pattern: "GET /api/2.0/feature-store/tables/{source}", access: anyone, ok: 503, req: static("GET", "/api/2.0/feature-store/tables/features.users", "")},
+		{pattern: "POST /api/2.0/gantry/feature-specs", access: adminsOnly, ok: 503, req: static("POST", "/api/2.0/gantry/feature-specs", `{"name": "s", "features": []}`)},
+		{pattern: "GET /api/2.0/gantry/feature-specs", access: anyone, ok: 503, req: static("GET", "/api/2.0/gantry/feature-specs", "")},
+		{pattern: "GET /api/2.0/gantry/feature-specs/{name}", access: anyone, ok: 503, req: static("GET", "/api/2.0/gantry/feature-specs/s", "")},
+		{pattern: "DELETE /api/2.0/gantry/feature-specs/{name}", access: adminsOnly, ok: 503, req: static("DELETE", "/api/2.0/gantry/feature-specs/s", "")},
+
 		// Monitors follow their endpoint.
 		{pattern: "POST /api/2.0/gantry/monitors", access: endpoint, need: identity.CanManage, ok: 400, // ep has no inference table
 			req: static("POST", "/api/2.0/gantry/monitors", `{"name": "m2", "endpoint": "ep", "granularity": "1 hour"}`)},

@@ -97,6 +97,15 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"POST /api/2.0/secrets/acls/delete", anyCaller, s.deleteSecretACL},
 		{"GET /api/2.0/secrets/acls/list", anyCaller, s.listSecretACLs},
 		{"GET /api/2.0/secrets/acls/get", anyCaller, s.getSecretACL},
+		// Feature serving (issue 17): tables are shared data, so
+		// publishing and specs are an admin's; any caller may read them.
+		{"POST /api/2.0/feature-store/tables/{source}/publish", adminOnly, s.publishTable},
+		{"GET /api/2.0/feature-store/tables", anyCaller, s.listTables},
+		{"GET /api/2.0/feature-store/tables/{source}", anyCaller, s.getTable},
+		{"POST /api/2.0/gantry/feature-specs", adminOnly, s.createSpec},
+		{"GET /api/2.0/gantry/feature-specs", anyCaller, s.listSpecs},
+		{"GET /api/2.0/gantry/feature-specs/{name}", anyCaller, s.getSpec},
+		{"DELETE /api/2.0/gantry/feature-specs/{name}", adminOnly, s.deleteSpec},
 		// The web console's static files: public, as a login page is; the
 		// API calls the console makes carry its user's token.
 		{"GET /{$}", public, console.Index},

@@ -43,6 +43,10 @@ type world struct {
 	// table (the Open Inference Protocol's metadata); nil, or nil answers,
 	// leave it out.
 	signature func(name, version string) *api.Schema
+	// featureRoute is a model version's feature route (its
+	// feature_spec.yaml resolved), nil when it has none; nil leaves
+	// feature specs unread.
+	featureRoute func(dir, name, version string, sig *api.Schema) *api.FeatureRoute
 	// baseURL makes the artifact URLs that remote workers fetch.
 	baseURL string
 
@@ -388,6 +392,15 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)
 		} else if w.signature != nil {
 			er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
+		}
+		if w.featureRoute != nil && !e.external() && e.err == nil {
+			// A spec that cannot be served fails the entity here, at
+			// deployment, with the reason; the activator refuses its
+			// requests with the same words.
+			er.Features = w.featureRoute(e.d.ModelDir, e.served.EntityName, e.served.EntityVersion, er.Signature)
+			if er.Features != nil && er.Features.Error != "" {
+				er.State, er.Message = api.DeploymentFailed, "feature spec: "+er.Features.Error
+			}
 		}
 		for _, in := range status.Instances {
 			if in.Ready {

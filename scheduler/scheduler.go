@@ -112,6 +112,10 @@ type Config struct {
 	// Audit takes an event per control-plane change (audit.go); nil
 	// records none.
 	Audit Auditor
+	// Features is the online store and publisher of feature serving
+	// (features.go); nil turns the feature-store API off and leaves
+	// models' feature_spec.yaml unread.
+	Features *FeatureStore
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the
@@ -199,7 +203,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) world() *world {
 	return &world{
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
-		signature: s.cfg.Registry.Signature,
+		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(),
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
 	}
 }

@@ -1,0 +1,278 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/features"
+	"github.com/gantry/gantry/features/onlinestore"
+	"github.com/gantry/gantry/features/publish"
+	"gopkg.in/yaml.v3"
+)
+
+// FeatureStore is the scheduler's side of feature serving (issue 17): the
+// online store, where published tables and feature specs live, and the
+// publisher that copies tables from ClickHouse into it.
+type FeatureStore struct {
+	Store     *onlinestore.Store
+	Publisher *publish.Publisher // nil: publishing needs ClickHouse
+
+	// mu guards routes.
+	mu sync.Mutex
+	// routes caches each model version's resolved feature route, so that
+	// the reconcile pass (under s.mu) reaches Redis once per version, not
+	// once per pass; a publish clears it, since it may change columns.
+	routes map[string]*api.FeatureRoute
+}
+
+// SpecFile is the file of a model directory that names its lookups (what
+// Databricks' feature engineering client writes when it logs a model).
+const SpecFile = "feature_spec.yaml"
+
+var noFeatureStore = api.Errorf(api.ErrTemporarilyUnavailable,
+	"feature serving is off: start the scheduler with --online-store redis://host:port/db")
+
+// featureError maps the online store's failures to API errors.
+func featureError(err error) error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(err, onlinestore.ErrUnavailable) {
+		return api.Errorf(api.ErrTemporarilyUnavailable, "%v", err)
+	}
+	return err
+}
+
+func (s *Scheduler) features(w http.ResponseWriter) *FeatureStore {
+	if s.cfg.Features == nil {
+		writeError(w, noFeatureStore)
+	}
+	return s.cfg.Features
+}
+
+// publishTable serves POST /api/2.0/feature-store/tables/{source}/publish.
+func (s *Scheduler) publishTable(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	if fs.Publisher == nil {
+		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "publishing needs ClickHouse (--clickhouse)"))
+		return
+	}
+	var req api.PublishRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	t, err := fs.Publisher.Publish(r.Context(), r.PathValue("source"), req)
+	if err != nil {
+		writeError(w, featureError(err))
+		return
+	}
+	fs.forget()
+	s.Notify("")
+	writeJSON(w, http.StatusOK, t)
+}
+
+// getTable serves GET /api/2.0/feature-store/tables/{source}.
+func (s *Scheduler) getTable(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	src := r.PathValue("source")
+	t, ok, err := fs.Store.Table(r.Context(), src)
+	switch {
+	case err != nil:
+		writeError(w, featureError(err))
+	case !ok:
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "table %s is not published to the online store", src))
+	default:
+		writeJSON(w, http.StatusOK, t)
+	}
+}
+
+// listTables serves GET /api/2.0/feature-store/tables.
+func (s *Scheduler) listTables(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	ts, err := fs.Store.Tables(r.Context())
+	if err != nil {
+		writeError(w, featureError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.ListOnlineTablesResponse{Tables: ts})
+}
+
+var specName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$`)
+
+// createSpec serves POST /api/2.0/gantry/feature-specs. The spec is
+// checked against the published tables at once, so that a typo is a 400
+// now and not a failed deployment later; names share the models'
+// namespace.
+func (s *Scheduler) createSpec(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	var spec api.FeatureSpec
+	if err := decode(w, r, &spec); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !specName.MatchString(spec.Name) {
+		writeError(w, invalid("name %q: 1-255 of [A-Za-z0-9_.-]", spec.Name))
+		return
+	}
+	if models, err := s.cfg.Registry.List(); err == nil {
+		for _, m := range models {
+			if m.Name == spec.Name {
+				writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "%s is a model; models and feature specs share one namespace", spec.Name))
+				return
+			}
+		}
+	}
+	ctx := r.Context()
+	if _, err := features.Resolve(spec, tableSource(ctx, fs.Store), nil, true); err != nil {
+		writeError(w, featureError(asInvalid(err)))
+		return
+	}
+	ok, err := fs.Store.CreateSpec(ctx, spec)
+	if err != nil {
+		writeError(w, featureError(err))
+		return
+	}
+	if !ok {
+		writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "feature spec %s exists", spec.Name))
+		return
+	}
+	writeJSON(w, http.StatusOK, spec)
+}
+
+// asInvalid makes a resolution error a 400, except an outage.
+func asInvalid(err error) error {
+	if errors.Is(err, onlinestore.ErrUnavailable) {
+		return err
+	}
+	return invalid("%v", err)
+}
+
+func tableSource(ctx context.Context, st *onlinestore.Store) features.TableSource {
+	return func(src string) (api.OnlineTable, bool, error) { return st.Table(ctx, src) }
+}
+
+// listSpecs serves GET /api/2.0/gantry/feature-specs.
+func (s *Scheduler) listSpecs(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	specs, err := fs.Store.Specs(r.Context())
+	if err != nil {
+		writeError(w, featureError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.ListFeatureSpecsResponse{Specs: specs})
+}
+
+// getSpec serves GET /api/2.0/gantry/feature-specs/{name}.
+func (s *Scheduler) getSpec(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	spec, ok, err := fs.Store.Spec(r.Context(), r.PathValue("name"))
+	switch {
+	case err != nil:
+		writeError(w, featureError(err))
+	case !ok:
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "feature spec %s does not exist", r.PathValue("name")))
+	default:
+		writeJSON(w, http.StatusOK, spec)
+	}
+}
+
+// deleteSpec serves DELETE /api/2.0/gantry/feature-specs/{name}.
+func (s *Scheduler) deleteSpec(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	ok, err := fs.Store.DeleteSpec(r.Context(), r.PathValue("name"))
+	switch {
+	case err != nil:
+		writeError(w, featureError(err))
+	case !ok:
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "feature spec %s does not exist", r.PathValue("name")))
+	default:
+		writeJSON(w, http.StatusOK, struct{}{})
+	}
+}
+
+// forget clears the cached routes (after a publish).
+func (fs *FeatureStore) forget() {
+	fs.mu.Lock()
+	fs.routes = nil
+	fs.mu.Unlock()
+}
+
+// modelRoute is the feature route of a model version whose directory has
+// a feature_spec.yaml; nil when it has none. A spec that cannot be served
+// is a route with Error set, which fails the entity's deployment.
+func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) *api.FeatureRoute {
+	key := name + "\x00" + version
+	fs.mu.Lock()
+	r, ok := fs.routes[key]
+	fs.mu.Unlock()
+	if ok {
+		return r
+	}
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if errors.Is(err, os.ErrNotExist) {
+		r = nil
+	} else {
+		var spec api.FeatureSpec
+		if err == nil {
+			err = yaml.Unmarshal(b, &spec)
+		}
+		if err == nil {
+			spec.Name = name + "/" + version + "/" + SpecFile
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err = features.Resolve(spec, tableSource(ctx, fs.Store), sig, false)
+			cancel()
+		}
+		if errors.Is(err, onlinestore.ErrUnavailable) {
+			// Not cached: the next pass tries again.
+			return &api.FeatureRoute{Error: err.Error()}
+		}
+		if err != nil {
+			r = &api.FeatureRoute{Error: err.Error()}
+		}
+	}
+	fs.mu.Lock()
+	if fs.routes == nil {
+		fs.routes = map[string]*api.FeatureRoute{}
+	}
+	fs.routes[key] = r
+	fs.mu.Unlock()
+	return r
+}
+
+// featureRoute is the world's featureRoute: nil without a feature store.
+func (s *Scheduler) featureRoute() func(dir, name, version string, sig *api.Schema) *api.FeatureRoute {
+	if s.cfg.Features == nil {
+		return nil
+	}
+	return s.cfg.Features.modelRoute
+}
