@@ -199,6 +199,11 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 			// archive by, so say it; go-getter drops the option from the
 			// request it sends.
 			GetterOptions: map[string]string{"archive": "tar.gz"},
+			// The deployment's artifact token: a scheduler with
+			// authentication answers the fetch only with it, and it opens
+			// this model version alone (never a user's or an admin's
+			// token in a job).
+			GetterHeaders: artifactHeaders(d.ArtifactToken),
 			RelativeDest:  new(ModelDir),
 		}},
 		// The worker finishes in-flight requests on SIGTERM; an execution
@@ -287,4 +292,14 @@ func ServiceName(id string) string {
 		prefix = "gantry"
 	}
 	return prefix + "-" + hex.EncodeToString(sum[:4])
+}
+
+// artifactHeaders are the headers of the artifact fetch: the artifact
+// token when the deployment has one (the scheduler's
+// X-Gantry-Artifact-Token), else none.
+func artifactHeaders(token string) map[string]string {
+	if token == "" {
+		return nil
+	}
+	return map[string]string{"X-Gantry-Artifact-Token": token}
 }

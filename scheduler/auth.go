@@ -56,6 +56,9 @@ type rule struct {
 	// checking objects named in the body itself.
 	on   string
 	need identity.Level
+	// artifact: a request with a valid artifact token for the path's
+	// model version passes without a bearer token (credentials.go).
+	artifact bool
 }
 
 var (
@@ -69,6 +72,10 @@ var (
 func onEndpoint(l identity.Level) rule { return rule{on: "endpoint", need: l} }
 func onModel(l identity.Level) rule    { return rule{on: "model", need: l} }
 func onMonitor(l identity.Level) rule  { return rule{on: "monitor", need: l} }
+
+// artifactRule is the model artifact's: CAN_READ on the model, or the
+// artifact token of a deployment that serves it.
+var artifactRule = rule{on: "model", need: identity.CanRead, artifact: true}
 
 // apiRoute is one route of the control plane with its rule.
 type apiRoute struct {
@@ -102,6 +109,18 @@ func (s *Scheduler) authenticate(next http.Handler) http.Handler {
 func (s *Scheduler) guard(rt apiRoute) http.Handler {
 	if s.cfg.Auth == nil || rt.rule.public {
 		return s.audited(rt.pattern, rt.serve)
+	}
+	if rt.rule.artifact {
+		withToken := s.audited(rt.pattern, rt.serve)
+		rt.rule.artifact = false
+		withBearer := s.guard(rt)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if (credentials{s.cfg.DeploymentKey}).artifactAllowed(r) {
+				withToken.ServeHTTP(w, r)
+				return
+			}
+			withBearer.ServeHTTP(w, r)
+		})
 	}
 	return s.authenticate(s.audited(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := identity.CallerFrom(r.Context())

@@ -72,7 +72,7 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"POST /api/2.0/gantry/models/{name}/versions", anyCaller, s.uploadModel}, // a new model, or CAN_MANAGE
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanRead), s.getModel},
 		{"DELETE /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanManage), s.deleteModel}, // 409 while served
-		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", onModel(identity.CanRead), s.modelArtifact},
+		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", artifactRule, s.modelArtifact},        // or an artifact token
 		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
 		{"GET /api/2.0/gantry/access", adminOnly, s.access},
 		{"GET /api/2.0/gantry/external-keys", adminOnly, s.externalKeys},

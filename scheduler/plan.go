@@ -49,6 +49,8 @@ type world struct {
 	featureRoute func(dir, name, version string, sig *api.Schema) *api.FeatureRoute
 	// baseURL makes the artifact URLs that remote workers fetch.
 	baseURL string
+	// creds makes the credentials deployments carry.
+	creds credentials
 
 	*ledger
 	// callTimeout is each driver call's deadline; a call running longer
@@ -275,6 +277,7 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 			Env:          e.EnvironmentVars,
 			ArtifactURL: fmt.Sprintf("%s/api/2.0/gantry/models/%s/versions/%s/artifact",
 				w.baseURL, url.PathEscape(e.EntityName), url.PathEscape(e.EntityVersion)),
+			ArtifactToken: w.creds.artifactToken(id, e.EntityName, e.EntityVersion),
 		}}
 	}
 	return out

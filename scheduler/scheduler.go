@@ -116,6 +116,11 @@ type Config struct {
 	// (features.go); nil turns the feature-store API off and leaves
 	// models' feature_spec.yaml unread.
 	Features *FeatureStore
+	// DeploymentKey derives the credentials that deployments' workers
+	// carry (credentials.go): artifact tokens for remote workers. Keep
+	// it secret and stable across restarts (gantry keeps it in the data
+	// dir); nil gives none, for a scheduler without Auth.
+	DeploymentKey []byte
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the
@@ -205,6 +210,7 @@ func (s *Scheduler) world() *world {
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
 		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(),
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
+		creds: credentials{s.cfg.DeploymentKey},
 	}
 }
 

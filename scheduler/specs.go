@@ -46,6 +46,11 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 				Env: sp.Env, Pending: pending,
 			}
 			if render != nil {
+				// The artifact token opens the model to whoever holds
+				// it; a caller who may only view the endpoint does not.
+				if sp.ArtifactToken != "" {
+					sp.ArtifactToken = "REDACTED"
+				}
 				// A spec the driver cannot render is one it refuses too:
 				// the client renders it itself and shows the error.
 				if job, err := render.RenderJob(sp); err == nil {

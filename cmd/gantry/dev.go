@@ -141,6 +141,15 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if cp.secret, err = openSecretStore(o, log); err != nil {
 		return nil, err
 	}
+	// The key of deployments' credentials (artifact tokens): made on
+	// first start next to the data, 0600, stable across restarts so that
+	// jobs submitted before one still fetch their models.
+	var deploymentKey []byte
+	if cp.id != nil {
+		if deploymentKey, _, err = secrets.LoadKey(filepath.Join(o.dataDir, "deployment-key"), true); err != nil {
+			return nil, fmt.Errorf("deployment key: %w", err)
+		}
+	}
 
 	// The driver tells the scheduler, built after it, about status changes.
 	var changed relay
@@ -164,7 +173,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
 		MaxEndpoints: o.maxEndpoints, MaxProvisionedConcurrency: o.maxProvisionedConcurrency, WebhookAllow: allow,
 		Secrets: cp.secret, Audit: o.audit,
-		Auth: auth,
+		Auth: auth, DeploymentKey: deploymentKey,
 	})
 	if err != nil {
 		return nil, err

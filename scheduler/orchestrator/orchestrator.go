@@ -18,6 +18,11 @@ type Deployment struct {
 	ModelVersion string
 	ModelDir     string
 	ArtifactURL  string
+	// ArtifactToken, when set, goes with the fetch of ArtifactURL in the
+	// X-Gantry-Artifact-Token header: it lets this deployment's workers
+	// download their model version and nothing else. Drivers that render
+	// documents for people (gantry jobs render) get it redacted.
+	ArtifactToken string
 
 	Replicas int
 	// WorkloadSize (Small, Medium, Large; empty with provisioned
