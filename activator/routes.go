@@ -23,6 +23,12 @@ const DefaultRoutesWait = 30 * time.Second
 // answers a JSON api.RouteTable, with its index also in the X-Gantry-Index
 // header, once its index exceeds N or the wait passes.
 //
+// The JSON route table never carries external models' keys: after each
+// table that names an external entity, HTTPRoutes fetches them from the
+// admins-only GET {Base}/api/2.0/gantry/external-keys with Token and puts
+// them into the table in memory. A key that changes (a rotated secret)
+// changes the scheduler's table, so the next one brings it.
+//
 // It works at its zero value except for Base, and must not change after
 // first use.
 type HTTPRoutes struct {
@@ -57,7 +63,76 @@ func (h *HTTPRoutes) Wait(ctx context.Context, index uint64) (*api.RouteTable, e
 	case rt.Index != n:
 		return nil, fmt.Errorf("route table: body index %d disagrees with X-Gantry-Index %d", rt.Index, n)
 	}
+	if err := h.fillKeys(ctx, &rt); err != nil {
+		return nil, err
+	}
 	return &rt, nil
+}
+
+// fillKeys puts the keys of rt's external entities into it, by
+// deployment, when it has any. A deployment the answer lacks keeps no key
+// (its route's key_error says why, or the scheduler has moved on and the
+// next table follows).
+func (h *HTTPRoutes) fillKeys(ctx context.Context, rt *api.RouteTable) error {
+	var ext []*api.ExternalRoute
+	var ids []string
+	for i := range rt.Endpoints {
+		for j := range rt.Endpoints[i].Entities {
+			if e := &rt.Endpoints[i].Entities[j]; e.External != nil {
+				ext, ids = append(ext, e.External), append(ids, e.Deployment)
+			}
+		}
+	}
+	if len(ext) == 0 {
+		return nil
+	}
+	var keys api.ExternalKeys
+	if err := getJSON(ctx, follower{h.Base, h.Token, h.WaitTime, h.Client}, "/api/2.0/gantry/external-keys", "external keys", &keys); err != nil {
+		return err
+	}
+	byID := make(map[string]string, len(keys.Keys))
+	for _, k := range keys.Keys {
+		byID[k.Deployment] = k.Key
+	}
+	for i, e := range ext {
+		e.Key = byID[ids[i]]
+	}
+	return nil
+}
+
+// getJSON sends GET {base}{path} and decodes a 200's JSON into out. An
+// error never holds the body of a 200 (for external-keys, keys).
+func getJSON(ctx context.Context, f follower, path, what string, out any) error {
+	client := f.hc
+	if client == nil {
+		client = http.DefaultClient
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(f.base, "/")+path, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if f.token != "" {
+		req.Header.Set("Authorization", "Bearer "+f.token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var apiErr api.Error
+		if json.Unmarshal(body, &apiErr) == nil && apiErr.Code != "" {
+			return fmt.Errorf("%s: HTTP %d: %w", what, resp.StatusCode, &apiErr)
+		}
+		return fmt.Errorf("%s: HTTP %d", what, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s: decode the answer", what)
+	}
+	return nil
 }
 
 // follower is what HTTPRoutes and HTTPAccess share: where the scheduler

@@ -76,6 +76,10 @@ type ExternalRoute struct {
 	// GET /api/2.0/gantry/external-keys, so that the route table as JSON
 	// (GET /api/2.0/gantry/routes, logs, dumps) never holds a key.
 	Key string `json:"-"`
+	// KeyError says why the key's secret reference cannot be read (the
+	// creator lost READ, the secret is gone); the activator answers each
+	// call with it (503) rather than calling the provider without a key.
+	KeyError string `json:"key_error,omitempty"`
 }
 
 // ExternalKeys is the answer of GET /api/2.0/gantry/external-keys: the

@@ -156,6 +156,10 @@ func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) 
 	if !ok {
 		return nil, nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
 	}
+	if rt.KeyError != "" {
+		// Retryable: a fallback moves on to the next entity.
+		return nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable, "the key of this external model cannot be used: %s", rt.KeyError)
+	}
 	if r.Task != rt.Task {
 		return nil, nil, nil, fail(400, false, api.ErrInvalidParameterValue,
 			"this endpoint serves %s; the request is for %s", rt.Task, r.Task)

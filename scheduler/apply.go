@@ -45,6 +45,7 @@ func (s *Scheduler) commit(p Plan, now time.Time) {
 		}
 		*s.eps[next.Name] = *next
 	}
+	s.keyRoutes(p.Routes)
 	if !reflect.DeepEqual(p.Routes, s.published) {
 		s.cfg.Routes.Publish(p.Routes)
 		s.published = p.Routes

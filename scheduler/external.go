@@ -1,12 +1,15 @@
 package scheduler
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/store"
+	"github.com/gantry/gantry/secrets"
 )
 
 // External models: a served entity with external_model has no model, no
@@ -14,7 +17,9 @@ import (
 // scheduler checks the config with Databricks' rules, keeps the key in
 // its store, answers every view without it, and publishes the provider's
 // resolved settings in the route table (the key travels outside the JSON
-// table: see api.ExternalRoute.Key).
+// table: see api.ExternalRoute.Key). A key given as a secret reference is
+// resolved as the endpoint's creator when the table is published
+// (keyRoutes) and when a separate activator asks (externalKeys).
 
 // Default API bases of the providers, as their SDKs have them.
 const (
@@ -185,19 +190,20 @@ func checkCustom(c *api.CustomProviderConfig) *api.Error {
 	return nil // a server without authentication (a local vLLM)
 }
 
-// checkKey checks a credential and its _plaintext twin: exactly one, and
-// no secret reference while Gantry has no secret store. field names the
-// reference field; the message never quotes a value.
+// checkKey checks a credential and its _plaintext twin: exactly one; a
+// reference must be a whole {{secrets/scope/key}} (whether the creator
+// may read it is checkSecretRefs's). field names the reference field; the
+// message never quotes a value, which may be a key given in the wrong field.
 func checkKey(field, ref, plain string) *api.Error {
 	switch {
 	case ref != "" && plain != "":
 		return invalid("%s, %s_plaintext: give exactly one of the two", field, field)
 	case ref == "" && plain == "":
 		return invalid("%s: required (or %s_plaintext)", field, field)
-	case ref != "" && secretRE.MatchString(ref):
-		return invalid("%s: secret references ({{secrets/scope/key}}) are not available in this Gantry yet; give the key in %s_plaintext", field, field)
 	case ref != "":
-		return invalid("%s: takes a secret reference {{secrets/scope/key}}; give a key itself in %s_plaintext", field, field)
+		if _, ok, _ := secrets.ParseRef(ref); !ok {
+			return invalid("%s: takes a secret reference {{secrets/scope/key}}; give a key itself in %s_plaintext", field, field)
+		}
 	case strings.ContainsAny(plain, "\r\n\x00"):
 		return invalid("%s_plaintext: holds a line break or NUL, which no HTTP header can carry", field)
 	}
@@ -363,11 +369,118 @@ func orDefault(s, def string) string {
 	return s
 }
 
+// keyFields is m's credential: the path of its reference field (relative
+// to the served entity), the reference given there, and the plaintext.
+func keyFields(m *api.ExternalModel) (field, ref, plain string) {
+	switch {
+	case m.OpenAIConfig != nil:
+		c := m.OpenAIConfig
+		return "external_model.openai_config.openai_api_key", c.OpenAIAPIKey, c.OpenAIAPIKeyPlaintext
+	case m.AnthropicConfig != nil:
+		c := m.AnthropicConfig
+		return "external_model.anthropic_config.anthropic_api_key", c.AnthropicAPIKey, c.AnthropicAPIKeyPlaintext
+	case m.CohereConfig != nil:
+		c := m.CohereConfig
+		return "external_model.cohere_config.cohere_api_key", c.CohereAPIKey, c.CohereAPIKeyPlaintext
+	case m.CustomProviderConfig != nil && m.CustomProviderConfig.APIKeyAuth != nil:
+		a := m.CustomProviderConfig.APIKeyAuth
+		return "external_model.custom_provider_config.api_key_auth.value", a.Value, a.ValuePlaintext
+	case m.CustomProviderConfig != nil && m.CustomProviderConfig.BearerTokenAuth != nil:
+		b := m.CustomProviderConfig.BearerTokenAuth
+		return "external_model.custom_provider_config.bearer_token_auth.token", b.Token, b.TokenPlaintext
+	}
+	return "", "", ""
+}
+
+// externalRefs lists the secret references of a config's external
+// models' keys (normalizeExternal checked their form).
+func externalRefs(c *api.EndpointConfig) []envRef {
+	var out []envRef
+	for i := range c.ServedEntities {
+		e := &c.ServedEntities[i]
+		if !isExternal(e) {
+			continue
+		}
+		field, v, _ := keyFields(e.ExternalModel)
+		if ref, ok, _ := secrets.ParseRef(v); ok {
+			out = append(out, envRef{entity: i, path: field, ref: ref})
+		}
+	}
+	return out
+}
+
+// externalKey is the key of ep's external entity e: its plaintext, or its
+// secret reference resolved as ep's creator. An error names the
+// reference and why it cannot be read, never a value.
+func (s *Scheduler) externalKey(ep *store.Endpoint, e *api.ServedEntity) (string, error) {
+	field, v, plain := keyFields(e.ExternalModel)
+	if v == "" {
+		return plain, nil
+	}
+	ref, ok, _ := secrets.ParseRef(v)
+	if !ok {
+		return "", fmt.Errorf("served entity %s: %s is not a secret reference", e.Name, field)
+	}
+	key, err := s.resolveAs(ep.Creator, ep.ID, ref)
+	if err != nil {
+		return "", fmt.Errorf("served entity %s: %s: %w", e.Name, field, err)
+	}
+	return key, nil
+}
+
+// keyRoutes puts the keys of the external entities of routes into them
+// (api.ExternalRoute.Key, which is never encoded), resolving secret
+// references as each endpoint's creator; a reference that cannot be read
+// leaves the key empty and says why in KeyError, which the activator
+// answers each call with. A secret whose value changes changes the table,
+// which is published again. s.mu must be held.
+func (s *Scheduler) keyRoutes(routes []api.EndpointRoute) {
+	for i := range routes {
+		er := &routes[i]
+		ep := s.eps[er.Name]
+		for j := range er.Entities {
+			en := &er.Entities[j]
+			if en.External == nil || ep == nil {
+				continue
+			}
+			e := servedFor(ep, en.Name, en.Deployment)
+			if e == nil {
+				continue
+			}
+			key, err := s.externalKey(ep, e)
+			if err != nil {
+				en.External.Key, en.External.KeyError = "", err.Error()
+				continue
+			}
+			en.External.Key = key
+		}
+	}
+}
+
+// servedFor is the external entity of ep's config (or pending config)
+// named name whose deployment is id.
+func servedFor(ep *store.Endpoint, name, id string) *api.ServedEntity {
+	for _, c := range []*api.EndpointConfig{&ep.Config, ep.Pending} {
+		if c == nil {
+			continue
+		}
+		for i := range c.ServedEntities {
+			e := &c.ServedEntities[i]
+			if e.Name == name && isExternal(e) && deploymentID(ep.Name, e) == id {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
 // externalKeys serves GET /api/2.0/gantry/external-keys (admins only):
 // the key of every external entity of every config, serving or rolling
-// out, by the deployment that names it in the route table. An activator
-// in a process of its own reads it after each route table that names an
-// external entity whose key it lacks; JSON route tables never carry keys.
+// out, by the deployment that names it in the route table, secret
+// references resolved as the endpoint's creator (one that cannot be read
+// is left out; the route table's key_error says why). An activator in a
+// process of its own reads it after each route table that names an
+// external entity; JSON route tables never carry keys.
 func (s *Scheduler) externalKeys(w http.ResponseWriter, r *http.Request) {
 	out := api.ExternalKeys{Keys: []api.ExternalKey{}}
 	s.mu.Lock()
@@ -381,7 +494,7 @@ func (s *Scheduler) externalKeys(w http.ResponseWriter, r *http.Request) {
 				if !isExternal(e) {
 					continue
 				}
-				if k := externalRoute(e.ExternalModel).Key; k != "" {
+				if k, err := s.externalKey(ep, e); err == nil && k != "" {
 					out.Keys = append(out.Keys, api.ExternalKey{Deployment: deploymentID(ep.Name, e), Key: k})
 				}
 			}

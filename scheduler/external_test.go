@@ -46,7 +46,7 @@ func TestNormalizeExternalErrors(t *testing.T) {
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", ` + okOpenAI + `, "cohere_config": {"cohere_api_key_plaintext": "k"}}`), "external_model.cohere_config: does not go with provider"},
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {}}`), "openai_api_key: required (or external_model.openai_config.openai_api_key_plaintext)"},
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key": "{{secrets/s/k}}", "openai_api_key_plaintext": "k"}}`), "give exactly one"},
-		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key": "{{secrets/llm/openai}}"}}`), "secret references ({{secrets/scope/key}}) are not available in this Gantry yet"},
+		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key": "sk-in-the-wrong-field"}}`), "openai_api_key: takes a secret reference {{secrets/scope/key}}; give a key itself in"},
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key": "sk-raw"}}`), "give a key itself in external_model.openai_config.openai_api_key_plaintext"},
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key_plaintext": "k", "openai_api_type": "azure"}}`), "openai_api_base: required with openai_api_type azure"},
 		{ext(`{"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key_plaintext": "k", "openai_api_type": "azure", "openai_api_base": "https://x.openai.azure.com"}}`), "openai_api_version: required"},

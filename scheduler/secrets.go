@@ -275,30 +275,40 @@ func envRefs(c *api.EndpointConfig) []envRef {
 type envRef struct {
 	entity int
 	name   string
-	ref    secrets.Ref
+	// path, when set, is the field relative to the entity instead of
+	// environment_vars.NAME (an external model's key).
+	path string
+	ref  secrets.Ref
 }
 
 func (e envRef) field() string {
+	if e.path != "" {
+		return "config.served_entities[" + strconv.Itoa(e.entity) + "]." + e.path
+	}
 	return "config.served_entities[" + strconv.Itoa(e.entity) + "].environment_vars." + e.name
 }
 
-// checkSecretRefs checks that every secret reference in c may be read:
+// checkSecretRefs checks that every secret reference in c (its
+// environment_vars and its external models' keys) may be read:
 // by the caller creating the endpoint, or, for endpoint name's update, by
 // its creator and by the caller too. The creator's READ is what the
 // deployment uses (Databricks' rule); the caller's keeps a CAN_MANAGE
 // holder from serving the creator's secrets to a model of their own.
 func (s *Scheduler) checkSecretRefs(r *http.Request, c *api.EndpointConfig, update string) error {
-	refs := envRefs(c)
-	if len(refs) == 0 {
+	refs, keys := envRefs(c), externalRefs(c)
+	if len(refs)+len(keys) == 0 {
 		return nil
 	}
 	st, err := s.secretStore()
 	if err != nil {
-		return invalid("%s: %s", refs[0].field(), apiMessage(err))
+		return invalid("%s: %s", append(refs, keys...)[0].field(), apiMessage(err))
 	}
-	if rf, ok := s.cfg.Orchestrator.(secretRefuser); ok {
+	// An external model's key goes to the activator, not into a job: a
+	// driver that refuses references refuses environment_vars only.
+	if rf, ok := s.cfg.Orchestrator.(secretRefuser); ok && len(refs) > 0 {
 		return invalid("%s: %s", refs[0].field(), rf.RefuseSecretEnv())
 	}
+	refs = append(refs, keys...)
 	caller := s.secretPrincipal(r)
 	who := []secrets.Principal{caller}
 	if update != "" {
@@ -406,6 +416,25 @@ func (s *Scheduler) ResolveSecret(ctx context.Context, endpoint, ref string) (st
 		return "", api.Errorf(api.ErrPermissionDenied, "%s: the endpoint's creator %q no longer exists to read it", r, creator)
 	}
 	return st.Resolve(p, r.Scope, r.Key)
+}
+
+// resolveAs resolves ref as the creator of the endpoint with ID epID,
+// named creator, without taking s.mu: for the route table and the
+// external-keys answer. Its error names the reference and the principal,
+// never a value.
+func (s *Scheduler) resolveAs(creator, epID string, ref secrets.Ref) (string, error) {
+	if s.cfg.Secrets == nil {
+		return "", fmt.Errorf("%s: this Gantry has no secret store", ref)
+	}
+	p, ok := s.principalOf(creator, epID)
+	if !ok {
+		return "", fmt.Errorf("%s: the endpoint's creator %q no longer exists to read it", ref, creator)
+	}
+	v, err := s.cfg.Secrets.Resolve(p, ref.Scope, ref.Key)
+	if err != nil {
+		return "", fmt.Errorf("%s cannot be read as %s: %s", ref, p.Name, apiMessage(err))
+	}
+	return v, nil
 }
 
 // SecretResolverAs resolves ref as principal as (nil: with authentication
