@@ -13,6 +13,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/eventually"
+	"github.com/valyala/fasthttp"
 )
 
 // fakeAccess is an AccessSource that answers the snapshot set last, and
@@ -254,5 +255,31 @@ func TestInvocationAuthOff(t *testing.T) {
 	}
 	if r := rec.all(); len(r) != 1 || r[0].Requester != "" {
 		t.Errorf("records %+v", r)
+	}
+}
+
+// TestWorkerSecretForwarded: the activator sends each deployment's worker
+// secret from the route table to its replicas, and only its own.
+func TestWorkerSecretForwarded(t *testing.T) {
+	h := newHarness(t, Config{})
+	guarded := func(secret string) *worker {
+		return startWorker(t, secret, func(ctx *fasthttp.RequestCtx) {
+			if string(ctx.Request.Header.Peek(headerWorkerSecret)) != secret {
+				ctx.SetStatusCode(401)
+				return
+			}
+			ctx.SetBodyString(`{"predictions":["` + secret + `"]}`)
+		})
+	}
+	w1, w2 := guarded("s1"), guarded("s2")
+	e1, e2 := readyEntity("a", w1.addr), readyEntity("b", w2.addr)
+	e1.Secret, e2.Secret = "s1", "s2"
+	h.push(oneEndpoint(1, "ep", []api.Route{{ServedModelName: "a", TrafficPercentage: 50}, {ServedModelName: "b", TrafficPercentage: 50}}, e1, e2))
+	for _, path := range []string{"/serving-endpoints/ep/served-models/a/invocations", "/serving-endpoints/ep/served-models/b/invocations", "/serving-endpoints/ep/invocations"} {
+		for range 4 {
+			if got := h.do("POST", path, "application/json", []byte(`{"inputs":[1]}`)); got.status != 200 {
+				t.Errorf("%s: %d %s", path, got.status, got.body)
+			}
+		}
 	}
 }

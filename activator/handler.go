@@ -24,6 +24,9 @@ const (
 	headerServedModel = "served-model-name"
 	headerRequestID   = "x-request-id"
 	headerStickyKey   = "X-Gantry-Sticky-Key"
+	// headerWorkerSecret carries a deployment's worker secret to its
+	// replicas (worker.SecretHeader), which answer nothing without it.
+	headerWorkerSecret = "X-Gantry-Worker-Secret"
 )
 
 // maxMoves bounds how often a held request follows its served entity to a
@@ -401,6 +404,9 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 		req.Header.SetContentEncodingBytes(ce)
 	}
 	req.Header.SetBytesV(headerRequestID, id)
+	if en.secret != nil {
+		req.Header.SetBytesV(headerWorkerSecret, en.secret)
+	}
 	// By reference, not copied: the call ends before Handler returns, and
 	// ReleaseRequest drops the reference.
 	req.SetBodyRaw(ctx.PostBody())

@@ -44,6 +44,9 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
 		}
 		shadowID := string(id) + loggers.ShadowSuffix
 		req.Header.Set(headerRequestID, shadowID)
+		if s.en.secret != nil {
+			req.Header.SetBytesV(headerWorkerSecret, s.en.secret)
+		}
 		req.SetBody(ctx.PostBody()) // a copy: ctx is reused once Handler returns
 		a.shadows.Add(1)
 		go a.shadowInvoke(ep, s.en, req, shadowID, who)

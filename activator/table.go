@@ -65,6 +65,9 @@ type entity struct {
 	// signature is the model's, for the Open Inference Protocol's
 	// metadata; nil when it has none.
 	signature *api.Schema
+	// secret is the deployment's worker secret, sent to its replicas
+	// (headerWorkerSecret); nil when the route table gives none.
+	secret []byte
 	// ready counts the entity's replicas in this table. A request that
 	// finds none is a cold start: it pokes the autoscaler and times the
 	// wait in gantry_cold_start_seconds.
@@ -217,6 +220,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 				name:      e.Name,
 				state:     e.State,
 				signature: e.Signature,
+				secret:    secretBytes(e.Secret),
 				ready:     len(replicas),
 				pool:      p,
 				requests:  m.counters(er.Name, e.Name),
@@ -329,4 +333,13 @@ func fnv1a(b []byte) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// secretBytes is a worker secret as the header value forward sets; nil
+// for none.
+func secretBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
 }

@@ -37,6 +37,11 @@ type EntityRoute struct {
 	// grows: an activator fails the requests it holds when it sees the count
 	// pass the value it had when they arrived.
 	Failures uint64 `json:"failures,omitempty"`
+	// Secret is the deployment's worker secret: activators send it to
+	// the replicas as X-Gantry-Worker-Secret, and a worker started with
+	// one answers nothing without it. Empty when authentication is off.
+	// It is why the route table is for admins only; never log it.
+	Secret string `json:"secret,omitempty"`
 	// Concurrency is how many requests one replica takes at once.
 	Concurrency int       `json:"concurrency"`
 	Replicas    []Replica `json:"replicas"`

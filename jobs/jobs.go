@@ -191,7 +191,7 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 
 	task := &nomad.Task{
 		Name:      Task,
-		Env:       d.Env,
+		Env:       workerEnv(d),
 		Resources: &nomad.Resources{CPU: new(res.CPU), MemoryMB: new(res.MemoryMB)},
 		Artifacts: []*nomad.TaskArtifact{{
 			GetterSource: new(d.ArtifactURL),
@@ -302,4 +302,23 @@ func artifactHeaders(token string) map[string]string {
 		return nil
 	}
 	return map[string]string{"X-Gantry-Artifact-Token": token}
+}
+
+// WorkerSecretEnv is the variable that gives a worker its deployment's
+// worker secret (orchestrator.Deployment.WorkerSecret); served entities
+// may not set it (GANTRY_ is reserved).
+const WorkerSecretEnv = "GANTRY_WORKER_SECRET"
+
+// workerEnv is the task's environment: the entity's variables and the
+// worker secret, in a map of its own (d.Env is the deployment's).
+func workerEnv(d orchestrator.Deployment) map[string]string {
+	if d.WorkerSecret == "" {
+		return d.Env
+	}
+	env := make(map[string]string, len(d.Env)+1)
+	for k, v := range d.Env {
+		env[k] = v
+	}
+	env[WorkerSecretEnv] = d.WorkerSecret
+	return env
 }

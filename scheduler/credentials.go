@@ -19,6 +19,11 @@ import (
 //     "<deployment>.<mac>", the MAC over the deployment and the model
 //     name and version, sent as X-Gantry-Artifact-Token. It opens that
 //     one artifact and nothing else; jobs carry it, never an admin token.
+//   - A worker secret lets a deployment's workers tell the activators'
+//     invocations from anyone else's: the scheduler puts it in the
+//     workers' environment (GANTRY_WORKER_SECRET) and in the route table
+//     entry the activators read (admins only), and activators send it as
+//     X-Gantry-Worker-Secret; a worker reached directly answers 401.
 type credentials struct {
 	key []byte
 }
@@ -44,6 +49,14 @@ func (c credentials) artifactToken(deployment, name, version string) string {
 		return ""
 	}
 	return deployment + "." + c.mac("artifact", deployment, name, version)
+}
+
+// workerSecret is deployment's worker secret; "" with no key.
+func (c credentials) workerSecret(deployment string) string {
+	if c.key == nil {
+		return ""
+	}
+	return c.mac("worker", deployment)
 }
 
 // artifactAllowed reports whether r carries an artifact token for the

@@ -63,6 +63,25 @@ func TestArtifactToken(t *testing.T) {
 		t.Errorf("deployments: %d, holds the artifact token: %s", st, b)
 	}
 
+	// Each deployment's worker secret is in what its driver gets and in
+	// its route table entry (for the activators), and in no view.
+	var secret string
+	for _, d := range a.orch.ensured {
+		secret = d.WorkerSecret
+		if len(secret) != 32 || strings.Contains(tok, secret) {
+			t.Fatalf("deployment %s has worker secret %q", d.ID, secret)
+		}
+	}
+	st, b = a.do(t, idAdmin, "GET", "/api/2.0/gantry/routes", "")
+	if st != 200 || !bytes.Contains(b, []byte(`"secret":"`+secret+`"`)) {
+		t.Errorf("the route table lacks the worker secret: %d %s", st, b)
+	}
+	for _, p := range []string{"/api/2.0/gantry/serving-endpoints/ep/deployments", "/api/2.0/serving-endpoints/ep", "/api/2.0/gantry/deployments"} {
+		if _, b := a.do(t, idAdmin, "GET", p, ""); bytes.Contains(b, []byte(secret)) {
+			t.Errorf("%s holds the worker secret: %s", p, b)
+		}
+	}
+
 	// Without a key (authentication off) there are no tokens.
 	a.s.cfg.DeploymentKey = nil
 	if got := fetch(v1, tok); got != 401 {

@@ -278,6 +278,7 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 			ArtifactURL: fmt.Sprintf("%s/api/2.0/gantry/models/%s/versions/%s/artifact",
 				w.baseURL, url.PathEscape(e.EntityName), url.PathEscape(e.EntityVersion)),
 			ArtifactToken: w.creds.artifactToken(id, e.EntityName, e.EntityVersion),
+			WorkerSecret:  w.creds.workerSecret(id),
 		}}
 	}
 	return out
@@ -390,6 +391,7 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 			Name: e.served.Name, Deployment: e.d.ID, State: st.Deployment,
 			Message: st.DeploymentStateMessage, Failures: status.Failures,
 			Concurrency: replicaConcurrency(e.served), Replicas: []api.Replica{},
+			Secret: e.d.WorkerSecret,
 		}
 		if e.external() {
 			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)

@@ -51,6 +51,9 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 				if sp.ArtifactToken != "" {
 					sp.ArtifactToken = "REDACTED"
 				}
+				if sp.WorkerSecret != "" {
+					sp.WorkerSecret = "REDACTED"
+				}
 				// A spec the driver cannot render is one it refuses too:
 				// the client renders it itself and shows the error.
 				if job, err := render.RenderJob(sp); err == nil {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,11 +30,18 @@ type server struct {
 	metrics *Metrics
 	model   atomic.Pointer[model] // nil while loading
 	mux     *http.ServeMux
+	secret  []byte // Config.Secret; nil: invocations need none
 }
+
+// SecretHeader carries the worker secret (Config.Secret) on invocations.
+const SecretHeader = "X-Gantry-Worker-Secret"
 
 func newServer(cfg Config, m *Metrics, g prometheus.Gatherer) *server {
 	cfg = cfg.withDefaults()
 	s := &server{log: cfg.Logger, maxBody: cfg.MaxRequestBodySize, metrics: m, mux: http.NewServeMux()}
+	if cfg.Secret != "" {
+		s.secret = []byte(cfg.Secret)
+	}
 	s.mux.HandleFunc("GET /ping", s.ping)
 	s.mux.HandleFunc("GET /health", s.ping)
 	s.mux.HandleFunc("POST /invocations", s.invocations)
@@ -72,6 +80,12 @@ func loadingError() *api.Error {
 
 func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if s.secret != nil && subtle.ConstantTimeCompare([]byte(r.Header.Get(SecretHeader)), s.secret) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gantry"`)
+		s.metrics.observe(writeError(w, http.StatusUnauthorized, api.Errorf(api.ErrUnauthenticated,
+			"this worker answers invocations from Gantry's activators only; send them to /serving-endpoints/{name}/invocations")), time.Since(start))
+		return
+	}
 	code := s.invoke(w, r)
 	s.metrics.observe(code, time.Since(start))
 }

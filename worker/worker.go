@@ -33,6 +33,12 @@ type Config struct {
 	MaxRequestBodySize int64         // bytes; DefaultMaxRequestBodySize when 0
 	ShutdownTimeout    time.Duration // how long in-flight requests may finish; DefaultShutdownTimeout when 0
 	Logger             *slog.Logger  // nil means slog.Default()
+	// Secret, when set, is the deployment's worker secret: /invocations
+	// answers 401 to a request without it in X-Gantry-Worker-Secret, so
+	// that only Gantry's activators (which read it from the route table)
+	// reach the model, not whoever reaches the worker's port. /ping and
+	// /metrics stay open for probes. Empty: every caller is answered.
+	Secret string
 }
 
 func (c Config) withDefaults() Config {

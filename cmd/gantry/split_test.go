@@ -75,4 +75,9 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 	waitEntity(t, c, "split-ep", "one ready replica", 10*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Ready >= 1 })
 	// ...and back to zero when idle: the reports keep flowing.
 	waitEntity(t, c, "split-ep", "scaled to zero again", 30*time.Second, scaledToZero)
+
+	// The token the components were given never reaches their logs.
+	if strings.Contains(logs(), token) {
+		t.Errorf("a component's log holds the admin token")
+	}
 }

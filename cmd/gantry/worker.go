@@ -68,6 +68,9 @@ func workerCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&cfg.ModelDir, "model-dir", "", "MLflow model directory to serve")
 	c.Flags().StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to listen on")
+	// Set through GANTRY_WORKER_SECRET by the drivers (a flag's value
+	// would be in ps); its value is never printed.
+	c.Flags().StringVar(&cfg.Secret, "worker-secret", "", "answer invocations only when they carry this secret in "+worker.SecretHeader+" (the drivers set it per deployment, for the activators)")
 	addPythonFlags(c, &py)
 	c.Flags().IntVar(&py.MaxBatchRows, "max-batch-size", pyfunc.DefaultMaxBatchRows,
 		"Python models: most rows merged into one predict call from concurrent requests (1: no batching)")

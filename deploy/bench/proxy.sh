@@ -36,7 +36,10 @@ model=worker/testdata/models/binary
 $GANTRY models upload bench "$model" >/dev/null
 echo '{"name": "bench-ep", "config": {"served_entities": [{"entity_name": "bench", "entity_version": "1"}]}}' >"$work/ep.json"
 $GANTRY endpoints create -f "$work/ep.json" --wait >/dev/null 2>&1
-worker=$(curl -sf -H "Authorization: Bearer $(cat "$work/data/admin-token")" "$GANTRY_ADDR/api/2.0/gantry/routes" | $PY -c 'import json,sys; t=json.load(sys.stdin); print(t["endpoints"][0]["entities"][0]["replicas"][0]["addr"])')
+routes=$(curl -sf -H "Authorization: Bearer $(cat "$work/data/admin-token")" "$GANTRY_ADDR/api/2.0/gantry/routes")
+worker=$(echo "$routes" | $PY -c 'import json,sys; t=json.load(sys.stdin); print(t["endpoints"][0]["entities"][0]["replicas"][0]["addr"])')
+# The worker answers only requests that carry its deployment's secret, as the activator's do.
+secret=$(echo "$routes" | $PY -c 'import json,sys; t=json.load(sys.stdin); print(t["endpoints"][0]["entities"][0]["secret"])')
 
 # One row of the fixture, as a client would send it.
 $PY - "$model/expected.json" >"$work/body.json" <<'PY'
@@ -60,6 +63,7 @@ http {
             proxy_pass http://worker/invocations;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Gantry-Worker-Secret "$secret";
         }
     }
 }
@@ -76,7 +80,7 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores; $CONNS connections, $DURATION per run
 for r in $(seq "$ROUNDS"); do
 	for name in direct activator nginx; do
 		"$work/loadgen" -url "${urls[$name]}" -body "$work/body.json" -c "$CONNS" -d "$DURATION" -warmup 1s -label "$name" \
-			-token-file "$work/data/admin-token" -json >>"$work/results.jsonl"
+			-token-file "$work/data/admin-token" -header "X-Gantry-Worker-Secret: $secret" -json >>"$work/results.jsonl"
 	done
 done
 $PY - "$work/results.jsonl" <<'PY'

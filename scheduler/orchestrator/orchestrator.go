@@ -23,6 +23,11 @@ type Deployment struct {
 	// download their model version and nothing else. Drivers that render
 	// documents for people (gantry jobs render) get it redacted.
 	ArtifactToken string
+	// WorkerSecret, when set, goes into the workers' environment as
+	// GANTRY_WORKER_SECRET (after the entity's variables, which may not
+	// name it): a worker then answers only invocations that carry it,
+	// the activators'. Redacted like ArtifactToken.
+	WorkerSecret string
 
 	Replicas int
 	// WorkloadSize (Small, Medium, Large; empty with provisioned

@@ -40,6 +40,7 @@ type options struct {
 	duration, warmup, timeout         time.Duration
 	json                              bool
 	tokenFile                         string
+	header                            string
 }
 
 // result is what one run measured, after the warmup.
@@ -66,6 +67,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "limit for one request")
 	fs.StringVar(&o.label, "label", "loadgen", "name printed at the start of the line")
 	fs.BoolVar(&o.json, "json", false, "print a JSON object instead of the line")
+	fs.StringVar(&o.header, "header", "", `one more header to send, "Name: value" (a worker secret, for a worker reached directly)`)
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding a bearer token to send (gantry dev's DATA_DIR/admin-token); a file, not a flag, so that the token is not in ps")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -145,6 +147,9 @@ func measure(o options, addr string, body []byte, token string) result {
 			req.Header.SetContentType(o.contentType)
 			if token != "" {
 				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			if k, v, ok := strings.Cut(o.header, ":"); ok {
+				req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
 			}
 			req.SetBodyRaw(body)
 			for {

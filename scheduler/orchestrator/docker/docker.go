@@ -163,6 +163,9 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
+	if spec.WorkerSecret != "" {
+		env = append(env, jobs.WorkerSecretEnv+"="+spec.WorkerSecret)
+	}
 	sort.Strings(env)
 	cfg := &container.Config{
 		Image: d.cfg.Image,

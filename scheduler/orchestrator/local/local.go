@@ -97,6 +97,9 @@ func (d *Driver) workerEnv(spec orchestrator.Deployment) ([]string, error) {
 	for _, k := range keys {
 		env = append(env, k+"="+spec.Env[k])
 	}
+	if spec.WorkerSecret != "" {
+		env = append(env, jobs.WorkerSecretEnv+"="+spec.WorkerSecret)
+	}
 	return env, nil
 }
 
