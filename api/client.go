@@ -356,6 +356,12 @@ func (m *Models) Get(name, version string, q *QueryOptions) (*ModelVersion, *Que
 	return &out, meta, nil
 }
 
+// Delete removes a model version that no endpoint serves; its number is
+// never given again.
+func (m *Models) Delete(name, version string, w *WriteOptions) (*WriteMeta, error) {
+	return m.client.write(http.MethodDelete, modelPath(name)+"/"+url.PathEscape(version), nil, w, nil)
+}
+
 // List reads every version of every model.
 func (m *Models) List(q *QueryOptions) ([]ModelVersion, *QueryMeta, error) {
 	var out ListModelsResponse

@@ -58,6 +58,22 @@ func modelsCmd() *cobra.Command {
 		},
 	})
 	c.AddCommand(&cobra.Command{
+		Use:   "delete NAME VERSION",
+		Short: "Delete a model version that no endpoint serves (its number is never given again)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := newClient(addr)
+			if err != nil {
+				return err
+			}
+			if _, err := cl.Models().Delete(args[0], args[1], nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s version %s\n", args[0], args[1])
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List every model version",
 		Args:  cobra.NoArgs,
