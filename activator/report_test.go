@@ -114,8 +114,9 @@ func TestReporterPushesStats(t *testing.T) {
 				t.Errorf("push %d = %+v, want activator act-1 and samples %+v", i, rep, want)
 			}
 			// The period is the time between two Stats calls: about
-			// Interval, more when the machine is slow.
-			if rep.PeriodMS < 10 || rep.PeriodMS > 2000 {
+			// Interval, more when the machine is slow, and less for the
+			// tick that follows a slow push (the ticker does not wait).
+			if rep.PeriodMS <= 0 || rep.PeriodMS > 2000 {
 				t.Errorf("push %d: period_ms = %d, want about 20", i, rep.PeriodMS)
 			}
 		case <-time.After(5 * time.Second):
