@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,13 +23,18 @@ type Config struct {
 	Address string
 	// Token is sent as a bearer token when set.
 	Token string
+	// CACert is a PEM file of the certificate authorities that an https
+	// Address's certificate must chain to, instead of the system's.
+	// NewClient gives HTTPClient a transport that trusts them, unless
+	// HTTPClient has a transport of its own.
+	CACert string
 	// HTTPClient defaults to a client without an overall timeout (blocking
 	// queries and uploads may take long; use contexts to bound calls).
 	HTTPClient *http.Client
 }
 
 // DefaultConfig is the only place that reads the environment: GANTRY_ADDR
-// (default http://127.0.0.1:8080) and GANTRY_TOKEN. Without GANTRY_TOKEN
+// (default http://127.0.0.1:8080), GANTRY_CA_CERT and GANTRY_TOKEN. Without GANTRY_TOKEN
 // the token is the one gantry dev wrote on its first start to
 // admin-token in its data dir (GANTRY_DATA_DIR, default .gantry), so that
 // `make run` and then a client command in the same directory work
@@ -37,6 +44,7 @@ func DefaultConfig() *Config {
 	if v := os.Getenv("GANTRY_ADDR"); v != "" {
 		c.Address = v
 	}
+	c.CACert = os.Getenv("GANTRY_CA_CERT")
 	c.Token = os.Getenv("GANTRY_TOKEN")
 	if c.Token == "" {
 		dir := os.Getenv("GANTRY_DATA_DIR")
@@ -85,7 +93,34 @@ func NewClient(config *Config) (*Client, error) {
 		return nil, fmt.Errorf("gantry address %q: want a URL such as http://127.0.0.1:8080", c.Address)
 	}
 	c.Address = strings.TrimRight(c.Address, "/")
+	if c.CACert != "" && (c.HTTPClient == nil || c.HTTPClient.Transport == nil) {
+		hc, err := HTTPClientWithCA(c.CACert)
+		if err != nil {
+			return nil, err
+		}
+		if c.HTTPClient != nil {
+			hc.Timeout = c.HTTPClient.Timeout
+		}
+		c.HTTPClient = hc
+	}
 	return &Client{config: c}, nil
+}
+
+// HTTPClientWithCA is an HTTP client (no overall timeout) whose https
+// connections trust the certificate authorities in the PEM file caFile
+// and nothing else, with TLS 1.2 or later.
+func HTTPClientWithCA(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA certificate %s: no PEM certificate in it", caFile)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: t}, nil
 }
 
 // Address is the base URL the client talks to.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -83,5 +84,33 @@ func TestDefaultConfigToken(t *testing.T) {
 	t.Setenv("GANTRY_TOKEN", "dapifromenv")
 	if c := DefaultConfig(); c.Token != "dapifromenv" {
 		t.Errorf("GANTRY_TOKEN set: %q", c.Token)
+	}
+}
+
+// TestCACert: a client given a CA file trusts it (and only it); a file
+// without a certificate is an error at NewClient, not at the first call.
+func TestCACert(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"endpoints": []}`))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	c, err := NewClient(&Config{Address: srv.URL, CACert: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Endpoints().List(nil); err != nil {
+		t.Errorf("with the CA: %v", err)
+	}
+	c, _ = NewClient(&Config{Address: srv.URL})
+	if _, _, err := c.Endpoints().List(nil); err == nil {
+		t.Error("without the CA the server was trusted")
+	}
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o644)
+	if _, err := NewClient(&Config{Address: srv.URL, CACert: bad}); err == nil {
+		t.Error("a CA file without a certificate was accepted")
 	}
 }

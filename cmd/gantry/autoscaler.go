@@ -13,24 +13,27 @@ import (
 )
 
 func autoscalerCmd() *cobra.Command {
-	var listen, schedulerURL, token string
+	var listen, schedulerURL, token, ca string
 	var so scalingOptions
+	var to tlsOptions
 	c := &cobra.Command{
 		Use:   "autoscaler",
 		Short: "Run the autoscaler: take load reports from activators and size deployments through the scheduler",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runAutoscaler(cmd.Context(), listen, schedulerURL, token, &so)
+			return runAutoscaler(cmd.Context(), listen, schedulerURL, token, ca, &so, &to)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8082", "address to take activators' load reports and pokes on (gantry activator --autoscaler)")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose deployments to size")
 	so.flags(c)
 	tokenFlag(c, &token, "an admin's token, to read and size every deployment")
+	to.flags(c)
+	caFlag(c, &ca)
 	return c
 }
 
-func runAutoscaler(ctx context.Context, listen, schedulerURL, token string, so *scalingOptions) error {
+func runAutoscaler(ctx context.Context, listen, schedulerURL, token, ca string, so *scalingOptions, to *tlsOptions) error {
 	spec, err := so.spec()
 	if err != nil {
 		return err
@@ -43,6 +46,9 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL, token string, so *
 	if token != "" {
 		cfg.Token = token
 	}
+	if ca != "" {
+		cfg.CACert = ca
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return fmt.Errorf("--scheduler: %w", err)
@@ -50,6 +56,10 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL, token string, so *
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	if ln, err = to.wrap(ln, log); err != nil {
+		return err
 	}
 
 	sched := &autoscaler.RemoteScheduler{Client: client, Logger: log}
@@ -68,6 +78,6 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL, token string, so *
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go asc.Run(ctx)
-	log.Info("gantry autoscaler is up", "url", "http://"+ln.Addr().String(), "scheduler", client.Address())
+	log.Info("gantry autoscaler is up", "url", to.scheme()+"://"+addr, "scheduler", client.Address())
 	return serve(ctx, ln, newHTTPServer(jsonErrors(mux)))
 }

@@ -53,6 +53,7 @@ type controlPlaneOptions struct {
 	// auth turns on authentication and authorization (--auth, default
 	// on): every API call and invocation needs a bearer token.
 	auth bool
+	tls  tlsOptions // --tls-cert, --tls-key: the listener serves HTTPS
 
 	// monitors runs drift monitors for the API and the in-process logger;
 	// set by the command with tables.
@@ -76,6 +77,7 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	c.Flags().BoolVar(&o.auth, "auth", true, "require a bearer token on every API call and invocation; on first start an admin token is written to DATA_DIR/"+api.AdminTokenFile+" (--auth=false: anyone who reaches the port may do anything)")
 	c.Flags().StringVar(&o.driver, "driver", "local", "orchestrator that runs workers: "+strings.Join(driverNames, ", "))
 	o.pythonFlag(c)
+	o.tls.flags(c)
 	c.Flags().StringVar(&o.advertiseURL, "advertise-url", "", "URL that clients and workers use to reach this control plane (default http://LISTEN)")
 	c.Flags().Int64Var(&o.maxUploadSize, "max-upload-size", registry.DefaultMaxUploadSize, "largest model upload accepted, in bytes")
 	c.Flags().Int64Var(&o.maxStorage, "max-model-storage", registry.DefaultMaxStorage, "bytes on disk of every stored model version together; beyond, uploads are refused")
@@ -123,6 +125,11 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 		}
 	}()
 	o.listen = cp.ln.Addr().String()
+	ln, err := o.tls.wrap(cp.ln, log)
+	if err != nil {
+		return nil, err // the deferred cleanup closes cp.ln
+	}
+	cp.ln = ln
 	if cp.store, err = store.Open(filepath.Join(o.dataDir, "state.db")); err != nil {
 		return nil, err
 	}
@@ -159,7 +166,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	}
 	base := o.advertiseURL
 	if base == "" {
-		base = "http://" + o.listen
+		base = o.tls.scheme() + "://" + o.listen
 	}
 	allow, err := monitors.ParseWebhookAllow(o.webhookAllow)
 	if err != nil {
@@ -337,7 +344,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	if inf.db != nil && io.runLogger {
 		inf.goBackground(func() { runMonitors(ctx, &io.monitors, o.monitors, cp.sched.Monitors, log) })
 	}
-	log.Info("gantry dev is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
+	log.Info("gantry dev is up", "url", o.tls.scheme()+"://"+o.listen, "data_dir", o.dataDir)
 	serveErr := serve(ctx, cp.ln, fastServer{front})
 	log.Info("shutting down")
 	// In order, after the last answers: their shadows, their records into

@@ -24,6 +24,7 @@ func loggerCmd() *cobra.Command {
 	var co clickhouseOptions
 	var lo loggerOptions
 	var mo monitorOptions
+	var to tlsOptions
 	c := &cobra.Command{
 		Use:   "logger",
 		Short: "Move invocation records from Kafka into ClickHouse inference tables",
@@ -43,7 +44,7 @@ With --scheduler, it also refreshes the drift monitors defined there every
 			if err != nil {
 				return fmt.Errorf("--webhook-allow: %w", err)
 			}
-			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo, &mo, allow)
+			return runLoggerCmd(cmd.Context(), listen, &ko, &co, &lo, &mo, &to, allow)
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8083", "address to serve /metrics and /healthz on")
@@ -52,14 +53,19 @@ With --scheduler, it also refreshes the drift monitors defined there every
 	co.flags(c, false)
 	lo.flags(c)
 	mo.flags(c, true)
+	to.flags(c)
+	caFlag(c, &mo.ca)
 	return c
 }
 
-func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions, mo *monitorOptions, allow *monitors.WebhookAllow) error {
+func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clickhouseOptions, lo *loggerOptions, mo *monitorOptions, to *tlsOptions, allow *monitors.WebhookAllow) error {
 	log := slog.Default()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if ln, err = to.wrap(ln, log); err != nil {
+		return err
 	}
 	db, err := co.open(ctx)
 	if err != nil {
@@ -82,6 +88,9 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 		cfg.Address = mo.scheduler
 		if mo.token != "" {
 			cfg.Token = mo.token
+		}
+		if mo.ca != "" {
+			cfg.CACert = mo.ca
 		}
 		cl, err := api.NewClient(cfg)
 		if err != nil {

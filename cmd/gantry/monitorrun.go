@@ -20,6 +20,7 @@ type monitorOptions struct {
 	// token is the bearer token sent to it: an admin's, to see every
 	// monitor (a caller lists those of endpoints it may view).
 	token string
+	ca    string // --ca-cert: the scheduler's authorities
 }
 
 func (o *monitorOptions) flags(c *cobra.Command, remote bool) {

@@ -61,7 +61,7 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go cp.sched.Run(ctx)
-	log.Info("gantry scheduler is up", "url", "http://"+o.listen, "data_dir", o.dataDir)
+	log.Info("gantry scheduler is up", "url", o.tls.scheme()+"://"+o.listen, "data_dir", o.dataDir)
 	return serve(ctx, cp.ln, newHTTPServer(mux))
 }
 
@@ -87,14 +87,18 @@ func activatorCmd() *cobra.Command {
 	return c
 }
 
-// accessOptions are how gantry activator authenticates to the scheduler
-// and whether it checks invocations.
+// accessOptions are how gantry activator authenticates to the scheduler,
+// whether it checks invocations, and its TLS on both sides.
 type accessOptions struct {
 	token string
 	auth  bool
+	tls   tlsOptions
+	ca    string // --ca-cert: the scheduler's and autoscaler's authorities
 }
 
 func (o *accessOptions) flags(c *cobra.Command) {
+	o.tls.flags(c)
+	caFlag(c, &o.ca)
 	tokenFlag(c, &o.token, "an admin's token, to follow the route table and the access snapshot")
 	c.Flags().BoolVar(&o.auth, "auth", true, "check every invocation's bearer token against the scheduler's access snapshot (--auth=false: anyone who reaches the port may invoke every endpoint; for a scheduler with --auth=false)")
 }
@@ -107,18 +111,26 @@ func tokenFlag(c *cobra.Command, v *string, what string) {
 
 func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions, ao *accessOptions) error {
 	log := slog.Default()
+	hc, err := caClient(ao.ca)
+	if err != nil {
+		return fmt.Errorf("--ca-cert: %w", err)
+	}
 	var access activator.AccessSource
 	if ao.auth {
 		if ao.token == "" {
 			return errors.New("--token (GANTRY_TOKEN) is required to follow the scheduler's route table and access snapshot; with a scheduler that runs --auth=false, pass --auth=false")
 		}
-		access = &activator.HTTPAccess{Base: schedulerURL, Token: ao.token}
+		access = &activator.HTTPAccess{Base: schedulerURL, Token: ao.token, Client: hc}
 	} else {
 		log.Warn("invocations are not checked (--auth=false): anyone who reaches this port may invoke every endpoint")
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	if ln, err = ao.tls.wrap(ln, log); err != nil {
+		return err
 	}
 	reg := newRegistry()
 	var report *activator.Reporter
@@ -129,7 +141,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 			return fmt.Errorf("--autoscaler %q: want a URL such as http://127.0.0.1:8082", autoscalerURL)
 		}
 		host, _ := os.Hostname()
-		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + ln.Addr().String(), Logger: log}
+		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + addr, Logger: log, Client: hc}
 		poke = report.Poke
 	}
 	var records *capture.Capturer
@@ -141,7 +153,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	} else {
 		log.Warn("no --kafka-brokers: invocations are not captured to inference tables")
 	}
-	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token}, access, poke, records, qo, log, reg)
+	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token, Client: hc}, access, poke, records, qo, log, reg)
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
 	front := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
@@ -152,7 +164,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	if report != nil {
 		go report.Run(ctx, act)
 	}
-	log.Info("gantry activator is up", "url", "http://"+ln.Addr().String(), "scheduler", schedulerURL, "autoscaler", autoscalerURL)
+	log.Info("gantry activator is up", "url", ao.tls.scheme()+"://"+addr, "scheduler", schedulerURL, "autoscaler", autoscalerURL)
 	err = serve(ctx, ln, fastServer{front})
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer scancel()
