@@ -134,6 +134,13 @@ type Config struct {
 	// the first snapshot, invocations get 503. Default nil: no checks.
 	Access AccessSource
 
+	// RateLimits reserves the budget of every call of an endpoint with
+	// ai_gateway.rate_limits: the scheduler's coordinator (in process in
+	// gantry dev, HTTPRateLimiter in gantry activator). Default: an
+	// HTTPRateLimiter to the scheduler of an *HTTPAccess Access, else a
+	// LocalRateLimiter, exact for this activator alone.
+	RateLimits RateLimiter
+
 	// Clock reads the time for Stats' load averages, for
 	// gantry_cold_start_seconds, for Poke's rate limit and for token
 	// expiry, so that tests can fake it. Deadlines (Timeout, QueueTimeout) run on real time
@@ -161,6 +168,8 @@ type Activator struct {
 	routes  routeSource
 	log     *slog.Logger
 	metrics *Metrics
+	// localLimits decides rate limits when Config.RateLimits is nil.
+	localLimits LocalRateLimiter
 
 	// table is the snapshot Handler reads. Run is its only writer.
 	table atomic.Pointer[table]
@@ -224,6 +233,12 @@ func New(cfg Config, routes routeSource) *Activator {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	// An activator that follows a remote scheduler's access snapshot
+	// (gantry activator) asks the same scheduler to coordinate rate
+	// limits, so that several activators share one budget.
+	if h, ok := cfg.Access.(*HTTPAccess); ok && cfg.RateLimits == nil {
+		cfg.RateLimits = &HTTPRateLimiter{Base: h.Base, Token: h.Token, Client: h.Client}
 	}
 	if cfg.QueueDepth <= 0 {
 		cfg.QueueDepth = DefaultQueueDepth

@@ -73,6 +73,15 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 		fail(ctx, api.ErrResourceDoesNotExist, "model: endpoint %s does not exist", clip([]byte(m.Model)))
 		return
 	}
+	if len(ep.limits) > 0 {
+		g, pass := a.limit(ctx, ep)
+		if !pass {
+			return
+		}
+		if g != nil {
+			defer a.refund(ctx, g)
+		}
+	}
 	en := ep.pick(stickyKey(ctx, ep), a.intN)
 	switch {
 	case en == nil:

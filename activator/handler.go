@@ -99,6 +99,12 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 // Open Inference Protocol's infer comes here too, its body translated.
 func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, start time.Time, ok bool) {
 	forwarded := false
+	if ok && len(ep.limits) > 0 {
+		var g *api.RateLimitGrant
+		if g, ok = a.limit(ctx, ep); g != nil {
+			defer a.refund(ctx, g)
+		}
+	}
 	if ok {
 		forwarded = a.invoke(ctx, ep, served, id, start.Add(a.cfg.Timeout))
 	} else {

@@ -41,6 +41,9 @@ type endpoint struct {
 	// fallback (ai_gateway.fallback_config) retries a 429 or 5xx of an
 	// external entity on the next external entity of order.
 	fallback bool
+	// limits are the endpoint's rate limits; each call reserves budget
+	// first (ratelimits.go).
+	limits []api.RateLimit
 	// order is the served entities in the config's order.
 	order []*entity
 }
@@ -236,6 +239,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 			ep.order = append(ep.order, en)
 		}
 		ep.fallback = er.Fallback
+		ep.limits = er.RateLimits
 		ep.split, ep.total = a.splitOf(er, ep)
 		t.endpoints[er.Name] = ep
 	}

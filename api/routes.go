@@ -22,6 +22,34 @@ type EndpointRoute struct {
 	// an external entity answered with 429 or 5xx to the next entity of
 	// Entities, in order.
 	Fallback bool `json:"fallback,omitempty"`
+	// RateLimits (ai_gateway.rate_limits) tell the activator that every
+	// call must first reserve budget from the scheduler's coordinator
+	// (POST /api/2.0/gantry/rate-limits/reserve), and whether tokens
+	// count; the coordinator decides with its own copy.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+}
+
+// RateLimitReserve is what an activator asks the coordinator,
+// POST /api/2.0/gantry/rate-limits/reserve: one call of Requester (with its
+// Groups) on Endpoint, reserving Tokens. Admins only.
+type RateLimitReserve struct {
+	Endpoint  string   `json:"endpoint"`
+	Requester string   `json:"requester,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	Tokens    int64    `json:"tokens,omitempty"`
+}
+
+// RateLimitGrant is the coordinator's answer to a reservation that fits
+// (a refusal is a 429 REQUEST_LIMIT_EXCEEDED with Retry-After): what to
+// hand back to POST /api/2.0/gantry/rate-limits/refund with Used, the
+// tokens the call used, when it ends. Buckets is empty when nothing was
+// reserved that a refund could give back.
+type RateLimitGrant struct {
+	Endpoint string   `json:"endpoint"`
+	Window   int64    `json:"window"`
+	Tokens   int64    `json:"tokens,omitempty"`
+	Buckets  []string `json:"buckets,omitempty"`
+	Used     int64    `json:"used,omitempty"`
 }
 
 // EntityRoute is one served entity in the route table.

@@ -73,9 +73,13 @@ type Endpoint struct {
 }
 
 // AIGateway is what PUT .../ai-gateway takes and returns. Gantry supports
-// its inference table and fallbacks so far; rate limits, usage tracking and
+// its inference table, fallbacks and rate limits so far; usage tracking and
 // guardrails are refused as unknown fields until they are built.
 type AIGateway struct {
+	// RateLimits are the endpoint's limits (PEERS.md §2.1): at most 20,
+	// at most 5 of them for groups; see package ratelimit for how they
+	// combine.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 	// InferenceTableConfig turns on the inference table like
 	// EndpointConfig.AutoCaptureConfig; the two cannot both be enabled.
 	InferenceTableConfig *AutoCaptureConfig `json:"inference_table_config,omitempty"`
@@ -83,6 +87,19 @@ type AIGateway struct {
 	// entity answered with 429 or 5xx (or did not answer) to the next
 	// served entity in the config's order.
 	FallbackConfig *FallbackConfig `json:"fallback_config,omitempty"`
+}
+
+// RateLimit is one AI gateway rate limit: Calls or Tokens (or both) per
+// RenewalPeriod ("minute", the only one) for Key: "endpoint" (the
+// default: everyone together), "user" (each user and service principal
+// alone, or the one Principal names), "user_group" (the members of group
+// Principal together) or "service_principal" (the one Principal names).
+type RateLimit struct {
+	Calls         int64  `json:"calls,omitempty"`
+	Tokens        int64  `json:"tokens,omitempty"`
+	Key           string `json:"key,omitempty"`
+	Principal     string `json:"principal,omitempty"`
+	RenewalPeriod string `json:"renewal_period"`
 }
 
 // FallbackConfig is the AI gateway's fallback switch.

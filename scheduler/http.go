@@ -19,6 +19,7 @@ import (
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
+	"github.com/gantry/gantry/ratelimit"
 	"github.com/gantry/gantry/scheduler/store"
 )
 
@@ -76,6 +77,8 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
 		{"GET /api/2.0/gantry/access", adminOnly, s.access},
 		{"GET /api/2.0/gantry/external-keys", adminOnly, s.externalKeys},
+		{"POST /api/2.0/gantry/rate-limits/reserve", adminOnly, s.reserveRate},
+		{"POST /api/2.0/gantry/rate-limits/refund", adminOnly, s.refundRate},
 		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
 		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
 		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
@@ -223,12 +226,6 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		if isExternal(&e) {
 			continue
 		}
-		if isFeatureServing(&e) {
-			if err := s.checkSpecEntity(ctx, i, e.EntityName); err != nil {
-				return err
-			}
-			continue
-		}
 		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) {
@@ -272,6 +269,10 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	var gw api.AIGateway
 	if err := decode(w, r, &gw); err != nil {
 		writeError(w, err)
+		return
+	}
+	if msg := ratelimit.Validate(gw.RateLimits); msg != "" {
+		writeError(w, invalid("%s", msg))
 		return
 	}
 	name := r.PathValue("name")
@@ -571,10 +572,6 @@ func (s *Scheduler) listModels(w http.ResponseWriter, r *http.Request) {
 
 func (s *Scheduler) uploadModel(w http.ResponseWriter, r *http.Request) {
 	if err := s.mayUpload(r, r.PathValue("name")); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := s.notASpec(r.Context(), r.PathValue("name")); err != nil {
 		writeError(w, err)
 		return
 	}

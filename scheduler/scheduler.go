@@ -24,6 +24,7 @@ import (
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/monitors"
+	"github.com/gantry/gantry/ratelimit"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/registry"
 	"github.com/gantry/gantry/scheduler/routes"
@@ -116,9 +117,6 @@ type Config struct {
 	// (features.go); nil turns the feature-store API off and leaves
 	// models' feature_spec.yaml unread.
 	Features *FeatureStore
-	// FeaturesOff says why Features is nil, for the feature-store API's
-	// answers; "" gives the default reason.
-	FeaturesOff string
 	// DeploymentKey derives the credentials that deployments' workers
 	// carry (credentials.go): artifact tokens for remote workers. Keep
 	// it secret and stable across restarts (gantry keeps it in the data
@@ -139,6 +137,9 @@ type Scheduler struct {
 	led *ledger
 	// published is the route table last published.
 	published []api.EndpointRoute
+	// limiter is the rate limits' coordinator (ratelimits.go); its
+	// counters have their own lock.
+	limiter ratelimit.Limiter
 }
 
 // New loads the stored endpoints and returns a scheduler. Call Run to start
@@ -211,7 +212,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) world() *world {
 	return &world{
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
-		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(), specRoute: s.specRoute(),
+		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(),
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
 		creds: credentials{s.cfg.DeploymentKey},
 	}

@@ -102,7 +102,10 @@ func TestAIGatewayInferenceTable(t *testing.T) {
 		body, want string
 		code       int
 	}{
-		{`{"rate_limits": [{"calls": 10, "renewal_period": "minute"}]}`, "rate_limits", 400},
+		{`{"guardrails": {"input": {"pii": {"behavior": "BLOCK"}}}}`, "guardrails", 400}, // not built yet
+		{`{"rate_limits": [{"calls": 10}]}`, "rate_limits[0].renewal_period", 400},
+		{`{"rate_limits": [{"calls": 10, "key": "user_group", "renewal_period": "minute"}]}`, "rate_limits[0].principal", 400},
+		{`{"rate_limits": [{"calls": 10, "renewal_period": "minute"}, {"tokens": 500, "key": "user", "renewal_period": "minute"}]}`, "", 200},
 		{`{"inference_table_config": {"catalog_name": "ml", "schema_name": "x;y", "enabled": true}}`, "inference_table_config.schema_name", 400},
 		{`{"inference_table_config": {"catalog_name": "ml", "schema_name": "gw", "enabled": true}}`, "", 200},
 	} {
@@ -115,6 +118,9 @@ func TestAIGatewayInferenceTable(t *testing.T) {
 		t.Errorf("unknown endpoint: %d; want 404", code)
 	}
 	ep := h.get(t, "fraud")
+	if ep.AIGateway != nil && len(ep.AIGateway.RateLimits) != 0 {
+		t.Errorf("rate limits %+v stayed after a PUT without them", ep.AIGateway.RateLimits)
+	}
 	if ep.AIGateway == nil || ep.AIGateway.InferenceTableConfig.State == nil || ep.AIGateway.InferenceTableConfig.State.PayloadTable.Name != "ml_gw.fraud_payload" {
 		t.Fatalf("ai_gateway %+v; want its inference table named", ep.AIGateway)
 	}

@@ -1,0 +1,157 @@
+package activator
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
+	"github.com/gantry/gantry/ratelimit"
+)
+
+// coordinator serves the scheduler's two rate-limit routes over one
+// ratelimit.Limiter with limits, as scheduler/ratelimits.go does.
+func coordinator(t *testing.T, limits []api.RateLimit, down *atomic.Bool) *httptest.Server {
+	var l ratelimit.Limiter
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down != nil && down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		switch r.URL.Path {
+		case "/api/2.0/gantry/rate-limits/reserve":
+			var req api.RateLimitReserve
+			json.NewDecoder(r.Body).Decode(&req)
+			res, ex := l.Reserve(time.Now(), req.Endpoint, limits, ratelimit.Caller{Name: req.Requester, Groups: req.Groups}, req.Tokens)
+			if ex != nil {
+				a := apierr.For(api.Errorf(api.ErrRequestLimitExceeded, "%s", ex.Message()))
+				a.RetryAfter = fmt.Sprint(ex.Seconds())
+				a.Write(w)
+				return
+			}
+			json.NewEncoder(w).Encode(api.RateLimitGrant{Endpoint: res.Endpoint, Window: res.Window, Tokens: res.Tokens, Buckets: res.Buckets})
+		case "/api/2.0/gantry/rate-limits/refund":
+			var g api.RateLimitGrant
+			json.NewDecoder(r.Body).Decode(&g)
+			l.Refund(ratelimit.Reservation{Endpoint: g.Endpoint, Window: g.Window, Tokens: g.Tokens, Buckets: g.Buckets}, g.Used)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestRateLimitsAcrossActivators: three activators share one coordinator;
+// a burst of calls from 12 clients spread over them is let through exactly
+// the endpoint's limit of calls (no overshoot, all of it usable), and the
+// rest get 429 REQUEST_LIMIT_EXCEEDED with Retry-After in whole seconds
+// and a message naming the limit.
+func TestRateLimitsAcrossActivators(t *testing.T) {
+	const limit = 200
+	limits := []api.RateLimit{{Calls: limit, RenewalPeriod: "minute"}}
+	// Stay inside one window: start right after a minute boundary if
+	// the current one has under 20 s left.
+	if left := time.Until(time.Now().Truncate(time.Minute).Add(time.Minute)); left < 20*time.Second {
+		time.Sleep(left + 100*time.Millisecond)
+	}
+	coord := coordinator(t, limits, nil)
+	w := startWorker(t, "w", nil)
+	var hs []*harness
+	for i := 0; i < 3; i++ {
+		h := newHarness(t, Config{RateLimits: &HTTPRateLimiter{Base: coord.URL}})
+		rt := oneEndpoint(1, "ep", nil, readyEntity("m", w.addr))
+		rt.Endpoints[0].RateLimits = limits
+		h.push(rt)
+		hs = append(hs, h)
+	}
+	var ok, limited, other atomic.Int64
+	var wg sync.WaitGroup
+	var bad atomic.Value
+	for c := 0; c < 12; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				h := hs[(c+i)%3]
+				ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", []byte(`{"inputs": [1]}`))
+				switch ans.status {
+				case 200:
+					ok.Add(1)
+				case 429:
+					limited.Add(1)
+					ra := ans.header.Get("Retry-After")
+					if e := ans.apiError(t); e.Code != api.ErrRequestLimitExceeded || !strings.Contains(e.Message, "the endpoint's rate limit of 200 calls per minute") || ra == "" || ra == "0" {
+						bad.Store(fmt.Sprintf("429: %+v, Retry-After %q", e, ra))
+					}
+				default:
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if b := bad.Load(); b != nil {
+		t.Fatal(b)
+	}
+	over := ok.Load() - limit
+	t.Logf("3 activators, 360 calls, limit %d: %d let through (overshoot %d, usable %.1f%%), %d refused with 429, %d other",
+		limit, ok.Load(), max(over, 0), 100*float64(min(ok.Load(), limit))/limit, limited.Load(), other.Load())
+	if ok.Load() != limit || other.Load() != 0 {
+		t.Fatalf("%d calls let through, %d other answers; want exactly %d and none", ok.Load(), other.Load(), limit)
+	}
+}
+
+// TestRateLimitCoordinatorDownFailsClosed: an endpoint with limits gets
+// 503 with Retry-After while the coordinator does not answer; one without
+// limits is served.
+func TestRateLimitCoordinatorDownFailsClosed(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	coord := coordinator(t, []api.RateLimit{{Calls: 10, RenewalPeriod: "minute"}}, &down)
+	w := startWorker(t, "w", nil)
+	h := newHarness(t, Config{RateLimits: &HTTPRateLimiter{Base: coord.URL, Timeout: 200 * time.Millisecond}})
+	rt := oneEndpoint(1, "ep", nil, readyEntity("m", w.addr))
+	rt.Endpoints = append(rt.Endpoints, api.EndpointRoute{Name: "free", ConfigVersion: 1, Entities: []api.EntityRoute{readyEntity("m", w.addr)}})
+	rt.Endpoints[0].RateLimits = []api.RateLimit{{Calls: 10, RenewalPeriod: "minute"}}
+	h.push(rt)
+	ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", []byte(`{}`))
+	if ans.status != 503 || ans.header.Get("Retry-After") == "" || !strings.Contains(ans.apiError(t).Message, "coordinator cannot be reached") {
+		t.Fatalf("coordinator down: %d %s; want 503 with Retry-After", ans.status, ans.body)
+	}
+	if ans := h.do("POST", "/serving-endpoints/free/invocations", "application/json", []byte(`{}`)); ans.status != 200 {
+		t.Fatalf("endpoint without limits: %d; want 200", ans.status)
+	}
+	down.Store(false)
+	if ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", []byte(`{}`)); ans.status != 200 {
+		t.Fatalf("coordinator back: %d %s; want 200", ans.status, ans.body)
+	}
+}
+
+// TestRateLimitTokensLocal: the default limiter (this activator alone)
+// reserves prompt + max_tokens and refunds what the answer did not use.
+func TestRateLimitTokensLocal(t *testing.T) {
+	w := startWorker(t, "w", nil) // answers ~7 tokens
+	h := newHarness(t, Config{})
+	rt := oneEndpoint(1, "ep", nil, readyEntity("m", w.addr))
+	rt.Endpoints[0].RateLimits = []api.RateLimit{{Tokens: 100, Calls: 1000, RenewalPeriod: "minute"}}
+	h.push(rt)
+	body := []byte(`{"messages": [], "max_tokens": 70}`) // reserves 8 + 70
+	if ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", body); ans.status != 200 {
+		t.Fatalf("%d %s", ans.status, ans.body)
+	}
+	// Refunded down to 13 used: another reservation of 78 fits only
+	// because of the refund.
+	if ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", body); ans.status != 200 {
+		t.Fatalf("after the refund: %d %s; want 200", ans.status, ans.body)
+	}
+	ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", body)
+	if ans.status != 429 || !strings.Contains(ans.apiError(t).Message, "100 tokens per minute") {
+		t.Fatalf("third: %d %s; want 429 naming the tokens limit", ans.status, ans.body)
+	}
+}
