@@ -239,8 +239,8 @@ func (s *Scheduler) needModels(r *http.Request, c *api.EndpointConfig) error {
 		return nil
 	}
 	for i, e := range c.ServedEntities {
-		if isExternal(&e) {
-			continue // no model to read
+		if !deploys(&e) {
+			continue // no model to read (feature specs are any caller's to read)
 		}
 		if !s.modelLevel(r, e.EntityName).AtLeast(identity.CanRead) {
 			return api.Errorf(api.ErrResourceDoesNotExist, "config.served_entities[%d]: model %s version %s does not exist; upload it with `gantry models upload %s DIR`", i, e.EntityName, e.EntityVersion, e.EntityName)

@@ -281,11 +281,12 @@ func hasExternal(c *api.EndpointConfig) bool {
 	return false
 }
 
-// allExternal reports whether every entity of c is external: such a
-// config has nothing to roll out and applies at once.
+// allExternal reports whether no entity of c runs replicas (external
+// models, feature specs): such a config has nothing to roll out and
+// applies at once.
 func allExternal(c *api.EndpointConfig) bool {
 	for i := range c.ServedEntities {
-		if !isExternal(&c.ServedEntities[i]) {
+		if deploys(&c.ServedEntities[i]) {
 			return false
 		}
 	}

@@ -53,7 +53,11 @@ func featureError(err error) error {
 
 func (s *Scheduler) features(w http.ResponseWriter) *FeatureStore {
 	if s.cfg.Features == nil {
-		writeError(w, noFeatureStore)
+		err := noFeatureStore
+		if s.cfg.FeaturesOff != "" {
+			err = api.Errorf(api.ErrTemporarilyUnavailable, "feature serving is off: %s", s.cfg.FeaturesOff)
+		}
+		writeError(w, err)
 	}
 	return s.cfg.Features
 }
@@ -157,6 +161,8 @@ func (s *Scheduler) createSpec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "feature spec %s exists", spec.Name))
 		return
 	}
+	fs.forget()
+	s.Notify("")
 	writeJSON(w, http.StatusOK, spec)
 }
 
@@ -216,6 +222,8 @@ func (s *Scheduler) deleteSpec(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "feature spec %s does not exist", r.PathValue("name")))
 	default:
+		fs.forget()
+		s.Notify("")
 		writeJSON(w, http.StatusOK, struct{}{})
 	}
 }
@@ -275,4 +283,96 @@ func (s *Scheduler) featureRoute() func(dir, name, version string, sig *api.Sche
 		return nil
 	}
 	return s.cfg.Features.modelRoute
+}
+
+// isFeatureServing reports whether a served entity serves a feature spec
+// (Databricks' Feature Serving endpoint): an entity_name with no
+// entity_version and no external_model. The activator answers it.
+func isFeatureServing(e *api.ServedEntity) bool {
+	return e.ExternalModel == nil && e.EntityVersion == ""
+}
+
+// deploys reports whether a served entity runs replicas (a model version).
+func deploys(e *api.ServedEntity) bool { return !isExternal(e) && !isFeatureServing(e) }
+
+// checkSpecEntity checks the feature spec that served entity i serves.
+func (s *Scheduler) checkSpecEntity(ctx context.Context, i int, name string) error {
+	if ok, err := s.modelExists(name); err == nil && ok {
+		return invalid("config.served_entities[%d].entity_version: required: %s is a model", i, name)
+	}
+	fs := s.cfg.Features
+	if fs == nil {
+		off := s.cfg.FeaturesOff
+		if off == "" {
+			off = "the scheduler has no online store (--online-store)"
+		}
+		return invalid("config.served_entities[%d]: entity_version: required, unless entity_name is a feature spec, and feature serving is off: %s", i, off)
+	}
+	_, ok, err := fs.Store.Spec(ctx, name)
+	if err != nil {
+		return featureError(err)
+	}
+	if !ok {
+		return api.Errorf(api.ErrResourceDoesNotExist, "config.served_entities[%d]: %s is neither a feature spec nor a model (give entity_version for a model; create a spec with POST /api/2.0/gantry/feature-specs)", i, name)
+	}
+	return nil
+}
+
+// notASpec refuses a model name that a feature spec holds: models and
+// feature specs share one namespace.
+func (s *Scheduler) notASpec(ctx context.Context, name string) error {
+	if s.cfg.Features == nil {
+		return nil
+	}
+	_, ok, err := s.cfg.Features.Store.Spec(ctx, name)
+	if err != nil {
+		return featureError(err)
+	}
+	if ok {
+		return api.Errorf(api.ErrResourceAlreadyExists, "%s is a feature spec; models and feature specs share one namespace", name)
+	}
+	return nil
+}
+
+// specRoute resolves the feature spec name for a feature-serving entity,
+// cached like a model's until a publish or a spec changes; an outage is
+// not cached.
+func (fs *FeatureStore) specRoute(name string) *api.FeatureRoute {
+	key := "spec\x00" + name
+	fs.mu.Lock()
+	r, ok := fs.routes[key]
+	fs.mu.Unlock()
+	if ok {
+		return r
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	spec, ok, err := fs.Store.Spec(ctx, name)
+	if err == nil && !ok {
+		err = errors.New("feature spec " + name + " does not exist")
+	}
+	if err == nil {
+		r, err = features.Resolve(spec, tableSource(ctx, fs.Store), nil, true)
+	}
+	if err != nil {
+		r = &api.FeatureRoute{Spec: name, Serving: true, Error: err.Error()}
+		if errors.Is(err, onlinestore.ErrUnavailable) {
+			return r
+		}
+	}
+	fs.mu.Lock()
+	if fs.routes == nil {
+		fs.routes = map[string]*api.FeatureRoute{}
+	}
+	fs.routes[key] = r
+	fs.mu.Unlock()
+	return r
+}
+
+// specRoute is the world's specRoute: nil without a feature store.
+func (s *Scheduler) specRoute() func(name string) *api.FeatureRoute {
+	if s.cfg.Features == nil {
+		return nil
+	}
+	return s.cfg.Features.specRoute
 }

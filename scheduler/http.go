@@ -226,6 +226,12 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		if isExternal(&e) {
 			continue
 		}
+		if isFeatureServing(&e) {
+			if err := s.checkSpecEntity(ctx, i, e.EntityName); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) {
@@ -572,6 +578,10 @@ func (s *Scheduler) listModels(w http.ResponseWriter, r *http.Request) {
 
 func (s *Scheduler) uploadModel(w http.ResponseWriter, r *http.Request) {
 	if err := s.mayUpload(r, r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.notASpec(r.Context(), r.PathValue("name")); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -47,6 +47,10 @@ type world struct {
 	// feature_spec.yaml resolved), nil when it has none; nil leaves
 	// feature specs unread.
 	featureRoute func(dir, name, version string, sig *api.Schema) *api.FeatureRoute
+	// specRoute is a feature spec's route for a feature-serving entity
+	// (Serving set; Error when it cannot be served); nil: feature serving
+	// is off.
+	specRoute func(name string) *api.FeatureRoute
 	// baseURL makes the artifact URLs that remote workers fetch.
 	baseURL string
 	// creds makes the credentials deployments carry.
@@ -123,6 +127,10 @@ type entity struct {
 // replicas.
 func (e entity) external() bool { return isExternal(e.served) }
 
+// noDeployment reports whether e runs no replicas: an external model, or
+// a feature spec the activator answers itself.
+func (e entity) noDeployment() bool { return !deploys(e.served) }
+
 // plan computes a pass over eps, which are sorted by name.
 func plan(w *world, eps []*store.Endpoint) Plan {
 	var p Plan
@@ -134,7 +142,7 @@ func plan(w *world, eps []*store.Endpoint) Plan {
 			ep = next
 		}
 		for _, e := range slices.Concat(cur, pend) {
-			if e.err != nil || e.external() {
+			if e.err != nil || e.noDeployment() {
 				continue // nothing to deploy
 			}
 			want[e.d.ID] = e.d
@@ -188,7 +196,7 @@ func keep(eps []*store.Endpoint) []string {
 				continue
 			}
 			for i := range c.ServedEntities {
-				if !isExternal(&c.ServedEntities[i]) {
+				if deploys(&c.ServedEntities[i]) {
 					out = append(out, deploymentID(ep.Name, &c.ServedEntities[i]))
 				}
 			}
@@ -255,7 +263,7 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 	for i := range c.ServedEntities {
 		e := &c.ServedEntities[i]
 		id := deploymentID(ep, e)
-		if isExternal(e) {
+		if !deploys(e) {
 			out[i] = entity{served: e, d: orchestrator.Deployment{ID: id, Endpoint: ep, Entity: e.Name}}
 			continue
 		}
@@ -306,6 +314,14 @@ func deploymentID(ep string, e *api.ServedEntity) string {
 func (w *world) entityState(e entity) (api.ServedEntityState, orchestrator.Status) {
 	if e.err != nil {
 		return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: e.err.Error()}, orchestrator.Status{}
+	}
+	if isFeatureServing(e.served) {
+		// Ready once its spec resolves against the published tables;
+		// nothing runs but the activators' lookups.
+		if r := w.specFeatures(e.served.EntityName); r.Error != "" {
+			return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: "feature spec: " + r.Error}, orchestrator.Status{}
+		}
+		return api.ServedEntityState{Deployment: api.DeploymentReady}, orchestrator.Status{}
 	}
 	if e.external() {
 		// Ready once its config validated: a wrong key shows on the first
@@ -398,10 +414,12 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 		}
 		if e.external() {
 			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)
+		} else if isFeatureServing(e.served) {
+			er.Concurrency, er.Features = 0, w.specFeatures(e.served.EntityName)
 		} else if w.signature != nil {
 			er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
 		}
-		if w.featureRoute != nil && !e.external() && e.err == nil {
+		if w.featureRoute != nil && !e.noDeployment() && e.err == nil {
 			// A spec that cannot be served fails the entity here, at
 			// deployment, with the reason; the activator refuses its
 			// requests with the same words.
@@ -427,4 +445,13 @@ func keysOf[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// specFeatures is the route of the feature spec a feature-serving entity
+// serves; Error says why it cannot be served.
+func (w *world) specFeatures(name string) *api.FeatureRoute {
+	if w.specRoute == nil {
+		return &api.FeatureRoute{Spec: name, Serving: true, Error: "feature serving is off: the scheduler has no online store (--online-store)"}
+	}
+	return w.specRoute(name)
 }

@@ -117,6 +117,9 @@ type Config struct {
 	// (features.go); nil turns the feature-store API off and leaves
 	// models' feature_spec.yaml unread.
 	Features *FeatureStore
+	// FeaturesOff says why Features is nil, for the feature-store API's
+	// answers; "" gives the default reason.
+	FeaturesOff string
 	// DeploymentKey derives the credentials that deployments' workers
 	// carry (credentials.go): artifact tokens for remote workers. Keep
 	// it secret and stable across restarts (gantry keeps it in the data
@@ -212,7 +215,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) world() *world {
 	return &world{
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
-		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(),
+		signature: s.cfg.Registry.Signature, featureRoute: s.featureRoute(), specRoute: s.specRoute(),
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
 		creds: credentials{s.cfg.DeploymentKey},
 	}

@@ -35,7 +35,7 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 	world := s.world()
 	add := func(c *api.EndpointConfig, pending bool) {
 		for _, e := range world.entities(name, c) {
-			if e.err != nil || e.external() {
+			if e.err != nil || e.noDeployment() {
 				continue
 			}
 			sp := e.d

@@ -98,11 +98,13 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 	if e.EntityName == "" {
 		return invalid("entity_name: required")
 	}
-	if e.EntityVersion == "" {
-		return invalid("entity_version: required")
-	}
+	// No entity_version: the entity serves a feature spec (checkConfig
+	// checks that it exists, or says a model's version is required).
 	if e.Name == "" {
 		e.Name = strings.ReplaceAll(e.EntityName+"-"+e.EntityVersion, ".", "-")
+		if isFeatureServing(e) {
+			e.Name = strings.ReplaceAll(e.EntityName, ".", "-")
+		}
 	}
 	if !nameRE.MatchString(e.Name) {
 		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)

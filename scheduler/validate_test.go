@@ -37,7 +37,6 @@ func TestNormalizeConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{`{"served_entities": []}`, "at least one served entity"},
 		{`{"served_entities": [{"entity_version": "1"}]}`, "served_entities[0].entity_name: required"},
-		{`{"served_entities": [{"entity_name": "m"}]}`, "entity_version: required"},
 		{`{"served_entities": [{"name": "a b", "entity_name": "m", "entity_version": "1"}]}`, `name: "a b" must be`},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_size": "Huge"}]}`, "workload_size"},
 		{`{"served_entities": [{"entity_name": "m", "entity_version": "1", "workload_size": "Small", "max_provisioned_concurrency": 8}]}`, "cannot be combined"},

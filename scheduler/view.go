@@ -17,8 +17,9 @@ func (w *world) allEntities(eps map[string]*store.Endpoint) []entity {
 			out = append(out, w.entities(name, ep.Pending)...)
 		}
 	}
-	// External entities have no deployment to size or scale.
-	return slices.DeleteFunc(out, entity.external)
+	// External and feature-serving entities have no deployment to size
+	// or scale.
+	return slices.DeleteFunc(out, entity.noDeployment)
 }
 
 // endpointView renders the API view of a stored endpoint; invocationURL
@@ -63,7 +64,7 @@ func (w *world) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfi
 		view := *e.served
 		st, status := w.entityState(e)
 		view.State = &st
-		if e.external() {
+		if e.noDeployment() {
 			// No replicas to count, and never a key in an answer.
 			view.ExternalModel = redactExternal(e.served.ExternalModel)
 			v.ServedEntities[i] = view

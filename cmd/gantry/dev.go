@@ -19,6 +19,7 @@ import (
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/gantry/gantry/features"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/monitors"
@@ -69,6 +70,12 @@ type controlPlaneOptions struct {
 	audit scheduler.Auditor
 	// auditKafka is where gantry scheduler produces them (secrets.go).
 	auditKafka kafkaOptions
+	// features is feature serving's store (features.go); nil turns it off
+	// for the reason in featuresOff. Set by the command.
+	features    *scheduler.FeatureStore
+	featuresOff string
+	// onlineStore is --online-store.
+	onlineStore onlineStoreOptions
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -179,7 +186,7 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
 		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
 		MaxEndpoints: o.maxEndpoints, MaxProvisionedConcurrency: o.maxProvisionedConcurrency, WebhookAllow: allow,
-		Secrets: cp.secret, Audit: o.audit,
+		Secrets: cp.secret, Audit: o.audit, Features: o.features, FeaturesOff: o.featuresOff,
 		Auth: auth, DeploymentKey: deploymentKey,
 	})
 	if err != nil {
@@ -291,6 +298,7 @@ func devCmd() *cobra.Command {
 		},
 	}
 	o.flags(c, "127.0.0.1:8080")
+	o.onlineStore.flags(c, true)
 	so.flags(c)
 	qo.flags(c)
 	io.flags(c)
@@ -314,6 +322,20 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	}
 	o.tablesOff = inf.off
 	o.audit = auditor(inf.capture, log)
+	stopRedis, off, err := devOnlineStore(ctx, o.dataDir, &o.onlineStore, log)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+	var look features.Looker // nil: feature serving is off
+	if o.featuresOff = off; off == "" {
+		fs, closeFeatures, err := schedulerFeatures(ctx, &o.onlineStore, &io.clickhouse, log)
+		if err != nil {
+			return err
+		}
+		defer closeFeatures()
+		o.features, look = fs, fs.Store
+	}
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
 		return err
@@ -327,7 +349,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	if cp.id != nil {
 		access = accessFunc(cp.sched.AccessWait)
 	}
-	act := newActivator(cp.routes, access, pokes.send, inf.capture, qo, log, reg)
+	act := newActivator(cp.routes, access, pokes.send, inf.capture, look, qo, log, reg)
 	asc := newAutoscaler(spec, cp.sched, activatorSamples(act), log, reg)
 	pokes.connect(asc.Poke)
 	control := http.NewServeMux()

@@ -29,6 +29,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/autoscaler/decider"
+	"github.com/gantry/gantry/features"
 	"github.com/gantry/gantry/loggers/capture"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -66,12 +67,13 @@ func (f accessFunc) Wait(ctx context.Context, index uint64) (*api.AccessSnapshot
 // newActivator builds the activator of either graph: routes is the
 // scheduler's route table, access its access snapshot (nil: invocations
 // are not checked), poke reaches the autoscaler, records (nil: off) takes
-// invocation records for inference tables.
-func newActivator(routes routeSource, access activator.AccessSource, poke func(string), records *capture.Capturer, qo *queueOptions, log *slog.Logger, reg prometheus.Registerer) *activator.Activator {
+// invocation records for inference tables, look (nil: off) looks up
+// features in the online store.
+func newActivator(routes routeSource, access activator.AccessSource, poke func(string), records *capture.Capturer, look features.Looker, qo *queueOptions, log *slog.Logger, reg prometheus.Registerer) *activator.Activator {
 	cfg := activator.Config{
 		Logger: log, Metrics: activator.NewMetrics(reg), Poke: poke,
 		QueueDepth: qo.depth, QueueBytes: qo.bytes, QueueTimeout: qo.timeout,
-		MaxBufferedBytes: qo.buffered, Access: access,
+		MaxBufferedBytes: qo.buffered, Access: access, Features: look,
 	}
 	if records != nil { // not a nil *Capturer in a non-nil interface
 		cfg.Capture = records

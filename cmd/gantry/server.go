@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/activator"
+	"github.com/gantry/gantry/features"
 	"github.com/gantry/gantry/loggers/capture"
 	"github.com/spf13/cobra"
 )
@@ -29,6 +30,7 @@ func schedulerCmd() *cobra.Command {
 		},
 	}
 	o.flags(c, "127.0.0.1:8081")
+	o.onlineStore.flags(c, false)
 	co.flags(c, false)
 	o.auditKafka.flags(c, false) // audit events travel with invocation records
 	return c
@@ -46,6 +48,15 @@ func runScheduler(ctx context.Context, o *controlPlaneOptions, co *clickhouseOpt
 		}
 		defer db.Close()
 		o.tables = db
+	}
+	o.featuresOff = "the scheduler was started without --online-store redis://host:port/db"
+	if o.onlineStore.url != "" {
+		fs, closeFeatures, err := schedulerFeatures(ctx, &o.onlineStore, co, log)
+		if err != nil {
+			return err
+		}
+		defer closeFeatures()
+		o.features, o.featuresOff = fs, ""
 	}
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {
@@ -70,16 +81,18 @@ func activatorCmd() *cobra.Command {
 	var qo queueOptions
 	var ko kafkaOptions
 	var ao accessOptions
+	var fo onlineStoreOptions
 	c := &cobra.Command{
 		Use:   "activator",
 		Short: "Run the data plane: route invocations to workers, following the scheduler's route table",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &qo, &ko, &ao)
+			return runActivator(cmd.Context(), listen, schedulerURL, autoscalerURL, &qo, &ko, &ao, &fo)
 		},
 	}
 	ao.flags(c)
 	ko.flags(c, false)
+	fo.flags(c, false)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
 	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
@@ -109,7 +122,7 @@ func tokenFlag(c *cobra.Command, v *string, what string) {
 	c.Flags().StringVar(v, "token", "", "bearer token sent to the scheduler: "+what)
 }
 
-func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions, ao *accessOptions) error {
+func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL string, qo *queueOptions, ko *kafkaOptions, ao *accessOptions, fo *onlineStoreOptions) error {
 	log := slog.Default()
 	hc, err := caClient(ao.ca)
 	if err != nil {
@@ -123,6 +136,15 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 		access = &activator.HTTPAccess{Base: schedulerURL, Token: ao.token, Client: hc}
 	} else {
 		log.Warn("invocations are not checked (--auth=false): anyone who reaches this port may invoke every endpoint")
+	}
+	var look features.Looker // nil: entities that look features up get 503
+	if fo.url != "" {
+		st, err := fo.openStore(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		look = st
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -153,7 +175,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	} else {
 		log.Warn("no --kafka-brokers: invocations are not captured to inference tables")
 	}
-	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token, Client: hc}, access, poke, records, qo, log, reg)
+	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token, Client: hc}, access, poke, records, look, qo, log, reg)
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
 	front := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
