@@ -148,6 +148,13 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 	if me.ID != bob.ID {
 		t.Errorf("Me = %+v", me)
 	}
+	// The SDKs read Me as a User: a service principal's userName is its
+	// application id, as in Databricks.
+	var spMe scimResource
+	a.call(t, admin, "GET", "/api/2.0/preview/scim/v2/Me", "", &spMe)
+	if spMe.ApplicationID == "" || spMe.UserName != spMe.ApplicationID {
+		t.Errorf("a service principal's Me = %+v, want userName = applicationId", spMe)
+	}
 	if st := a.call(t, admin, "DELETE", "/api/2.0/preview/scim/v2/Users/"+bob.ID, "", nil); st != 204 {
 		t.Errorf("delete: %d", st)
 	}

@@ -257,7 +257,13 @@ func (h *handler) scimMe(w http.ResponseWriter, r *http.Request, c *Caller) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h.render(p))
+	out := h.render(p)
+	if p.Kind == ServicePrincipal {
+		// The SDKs read Me as a User (CurrentUser.Me): Databricks gives a
+		// service principal its application id as userName there.
+		out.UserName = p.Name
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *handler) scimDelete(w http.ResponseWriter, r *http.Request, res string) {

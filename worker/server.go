@@ -30,7 +30,8 @@ type server struct {
 	metrics *Metrics
 	model   atomic.Pointer[model] // nil while loading
 	mux     *http.ServeMux
-	secret  []byte // Config.Secret; nil: invocations need none
+	handler http.Handler // mux, with API.md's 404 and 405 for what it does not serve
+	secret  []byte       // Config.Secret; nil: invocations need none
 }
 
 // SecretHeader carries the worker secret (Config.Secret) on invocations.
@@ -46,10 +47,11 @@ func newServer(cfg Config, m *Metrics, g prometheus.Gatherer) *server {
 	s.mux.HandleFunc("GET /health", s.ping)
 	s.mux.HandleFunc("POST /invocations", s.invocations)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	s.handler = apierr.Unrouted(s.mux)
 	return s
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *server) setModel(m *model, elapsed time.Duration) {
 	s.model.Store(m)

@@ -401,9 +401,35 @@ func TestWrongMethod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
 		t.Errorf("GET /invocations: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	var e api.Error
+	if json.Unmarshal(b, &e) != nil || e.Code != api.ErrMalformedRequest || e.Message == "" {
+		t.Errorf("GET /invocations: %s, want API.md's error", b)
+	}
+}
+
+// A path the worker does not serve answers API.md's JSON 404, not Go's
+// text/plain "404 page not found".
+func TestUnknownPath(t *testing.T) {
+	dir := writeModel(t, namedModel)
+	base, _ := start(t, Config{ModelDir: dir}, map[string]Loader{"xgboost": loaderOf(&sumRuntime{}, 2)})
+	waitReady(t, base)
+	for _, p := range []string{"/", "/no/such/path", "/invocations/x"} {
+		resp, err := http.Post(base+p, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e api.Error
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/json" ||
+			json.Unmarshal(b, &e) != nil || e.Code != api.ErrResourceDoesNotExist || e.Message == "" {
+			t.Errorf("POST %s: %d %q %s, want API.md's 404", p, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+		}
 	}
 }
 

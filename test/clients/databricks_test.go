@@ -1,17 +1,17 @@
 package clients
 
-// The official Databricks Go SDK (github.com/databricks/databricks-sdk-go,
-// service/serving) against `gantry dev`, one subtest per SDK call, so that
-// `go test -v` reports per call what works. The test builds the gantry
-// binary from this tree, starts `gantry dev` with a temp data dir, uploads
-// the binary-classifier fixture with the gantry CLI (model upload is a
-// Gantry extension the SDK has no call for) and then uses the SDK alone.
+// The official Databricks Go SDK (github.com/databricks/databricks-sdk-go)
+// against `gantry dev`, one subtest per SDK call, so that `go test -v`
+// reports per call what works. The test builds the gantry binary from this
+// tree, starts `gantry dev` with a temp data dir (authentication on, as by
+// default: the SDK sends the admin token that gantry dev writes to
+// DATA_DIR/admin-token), uploads the binary-classifier fixture with the
+// gantry CLI (model upload is a Gantry extension the SDK has no call for)
+// and then uses the SDK alone: the serving calls here, and the identity
+// calls (SCIM, endpoint permissions, tokens, secrets) in identity_test.go.
 //
-// Not here yet, because Gantry does not have them: permissions
-// (GetPermissions, SetPermissions, UpdatePermissions, GetPermissionLevels)
-// wait for the identity issue (13), the AI gateway's rate limits, usage
-// tracking and guardrails for issue 15, and the OpenAI SDK for LLM
-// endpoints (issues 14 and 16).
+// Not here yet, because Gantry does not have them: the AI gateway's usage
+// tracking and guardrails (issue 15).
 
 import (
 	"bytes"
@@ -115,12 +115,13 @@ func freeAddr(t *testing.T) string {
 }
 
 // startDev runs `gantry dev` on a free address until the test ends and
-// returns the address and its output.
-func startDev(t *testing.T, bin string) (string, *syncBuffer) {
+// returns the address, its output and its data dir.
+func startDev(t *testing.T, bin string) (string, *syncBuffer, string) {
 	t.Helper()
 	addr := freeAddr(t)
 	log := &syncBuffer{}
-	cmd := exec.Command(bin, "dev", "--listen", addr, "--data-dir", t.TempDir())
+	dataDir := t.TempDir()
+	cmd := exec.Command(bin, "dev", "--listen", addr, "--data-dir", dataDir)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -145,13 +146,24 @@ func startDev(t *testing.T, bin string) (string, *syncBuffer) {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return addr, log
+			return addr, log, dataDir
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("gantry dev did not come up: %v\n%s", err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// adminToken is the admin token gantry dev made on its first start in
+// dataDir (DATA_DIR/admin-token), which /healthz answering waits for.
+func adminToken(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "admin-token"))
+	if err != nil {
+		t.Fatalf("gantry dev's admin token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // isAPIError reports whether err is the SDK's *apierr.APIError with code.
@@ -165,11 +177,12 @@ func TestDatabricksSDK(t *testing.T) {
 		t.Skip("builds gantry and runs gantry dev with worker processes; run without -short")
 	}
 	bin := buildGantry(t)
-	addr, devLog := startDev(t, bin)
+	addr, devLog, dataDir := startDev(t, bin)
 	base := "http://" + addr
+	token := adminToken(t, dataDir)
 
 	upload := exec.Command(bin, "models", "upload", "fraud", fixture)
-	upload.Env = append(os.Environ(), "GANTRY_ADDR="+base)
+	upload.Env = append(os.Environ(), "GANTRY_ADDR="+base, "GANTRY_TOKEN="+token)
 	if out, err := upload.CombinedOutput(); err != nil || !strings.Contains(string(out), "version 1") {
 		t.Fatalf("gantry models upload: %v\n%s", err, out)
 	}
@@ -183,7 +196,7 @@ func TestDatabricksSDK(t *testing.T) {
 	sdkLogs := &sdkLog{}
 	logger.DefaultLogger = sdkLogs
 	w, err := databricks.NewWorkspaceClient(&databricks.Config{
-		Host: base, Token: "gantry-test-token", AuthType: "pat",
+		Host: base, Token: token, AuthType: "pat",
 		HTTPTimeoutSeconds: 60, RetryTimeoutSeconds: 60,
 		// The SDK's default of 15 requests a second would space the
 		// test's calls out by 66 ms, long enough for a worker to start.
@@ -427,12 +440,28 @@ func TestDatabricksSDK(t *testing.T) {
 		}
 	})
 
-	t.Run("PutAiGateway/rate_limits refused until issue 15", func(t *testing.T) {
-		_, err := w.ServingEndpoints.PutAiGateway(ctx, serving.PutAiGatewayRequest{Name: ep, RateLimits: []serving.AiGatewayRateLimit{
-			{Calls: 10, Key: serving.AiGatewayRateLimitKeyEndpoint, RenewalPeriod: serving.AiGatewayRateLimitRenewalPeriodMinute},
+	t.Run("PutAiGateway/rate_limits", func(t *testing.T) {
+		// A limit the test's queries never reach: the endpoint is queried
+		// below, by the admin and by a service principal.
+		limits := []serving.AiGatewayRateLimit{
+			{Calls: 100000, Key: serving.AiGatewayRateLimitKeyEndpoint, RenewalPeriod: serving.AiGatewayRateLimitRenewalPeriodMinute},
+		}
+		req := serving.PutAiGatewayRequest{Name: ep, RateLimits: limits}
+		if got, err := w.ServingEndpoints.GetByName(ctx, ep); err == nil && got.AiGateway != nil {
+			req.InferenceTableConfig = got.AiGateway.InferenceTableConfig // PUT replaces the whole gateway
+		}
+		resp, err := w.ServingEndpoints.PutAiGateway(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.RateLimits) != 1 || resp.RateLimits[0].Calls != 100000 || resp.RateLimits[0].Key != serving.AiGatewayRateLimitKeyEndpoint {
+			t.Errorf("answer = %+v", resp)
+		}
+		_, err = w.ServingEndpoints.PutAiGateway(ctx, serving.PutAiGatewayRequest{Name: ep, RateLimits: []serving.AiGatewayRateLimit{
+			{Calls: 10, Key: "nobody", RenewalPeriod: serving.AiGatewayRateLimitRenewalPeriodMinute},
 		}})
 		if !errors.Is(err, apierr.ErrInvalidParameterValue) || !strings.Contains(fmt.Sprint(err), "rate_limits") {
-			t.Errorf("rate limits: %v, want INVALID_PARAMETER_VALUE naming rate_limits", err)
+			t.Errorf("an unknown key: %v, want INVALID_PARAMETER_VALUE naming rate_limits", err)
 		}
 	})
 
@@ -515,6 +544,15 @@ func TestDatabricksSDK(t *testing.T) {
 		if seen["a"] == 0 || seen[other] == 0 || len(seen) != 2 {
 			t.Errorf("answers by served entity = %v, want a and %s", seen, other)
 		}
+	})
+
+	t.Run("identity", func(t *testing.T) {
+		identityCalls(t, w, base, ep, func(c *databricks.WorkspaceClient) error {
+			_, err := c.ServingEndpoints.Query(ctx, serving.QueryEndpointInput{
+				Name: ep, DataframeSplit: &serving.DataframeSplitInput{Columns: want.Columns, Data: want.Data},
+			})
+			return err
+		})
 	})
 
 	t.Run("Delete", func(t *testing.T) {

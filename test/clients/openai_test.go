@@ -12,7 +12,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"regexp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,21 +50,6 @@ func startDouble(t *testing.T, key string) string {
 	return "http://" + addr
 }
 
-// adminToken is gantry dev's admin token: its log names the file that
-// holds it (DATA_DIR/admin-token), never the token.
-func adminToken(t *testing.T, log *syncBuffer) string {
-	t.Helper()
-	m := regexp.MustCompile(`(/\S+/admin-token)`).FindStringSubmatch(log.String())
-	if m == nil {
-		return "" // authentication off
-	}
-	b, err := os.ReadFile(strings.Trim(m[1], `"'`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 func TestOpenAISDK(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds gantry and the provider double and runs gantry dev; run without -short")
@@ -73,9 +57,9 @@ func TestOpenAISDK(t *testing.T) {
 	const key = "sk-openai-sdk-test-31c7e0"
 	double := startDouble(t, key)
 	bin := buildGantry(t)
-	addr, devLog := startDev(t, bin)
+	addr, devLog, dataDir := startDev(t, bin)
 	base := "http://" + addr
-	token := adminToken(t, devLog)
+	token := adminToken(t, dataDir)
 	post := func(path, body string) (int, string) {
 		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+token)
