@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/features/onlinestore/redistest"
+	"github.com/gantry/gantry/internal/chtest"
+)
+
+// apiCall sends a JSON body to the API of the Gantry at addr (with its
+// admin token) and returns the status and the body.
+func apiCall(t testing.TB, addr, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// copyFixture copies a model fixture's files into a new directory.
+func copyFixture(t testing.TB, name string) string {
+	t.Helper()
+	dst := t.TempDir()
+	src := filepath.Join(fixtures, name)
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dst, e.Name()), string(b))
+	}
+	return dst
+}
+
+// invokeUntil invokes until the answer's status is want (a route table
+// may take a moment to reach the activator, a worker to start).
+func invokeUntil(t testing.TB, addr, ep, body string, want int) []byte {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, _, b := invoke(t, addr, ep, "application/json", []byte(body))
+		if code == want {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("invoke %s: %d %s, want %d", ep, code, b, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Feature serving end to end through gantry dev (issue 17): a feature
+// table in ClickHouse published to redis-server, a model whose
+// feature_spec.yaml looks features up, invoked with keys only, answers as
+// it does with the features sent; a feature-serving endpoint answers the
+// features; models and specs share a namespace; redis-server killed is a
+// 503 with the reason, never a prediction.
+func TestFeatureServingE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ClickHouse, redis-server and gantry dev; run without -short")
+	}
+	bin, addr := buildGantry(t), freeAddr(t)
+	ch := chtest.Start(t)
+	db := chtest.Open(t, ch)
+	redis := redistest.Start(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS features",
+		"CREATE TABLE features.user_behavior (user_id UInt64, ts DateTime, mean_radius Float64, mean_texture Float64, worst_texture Float64) ENGINE = MergeTree ORDER BY (user_id, ts)",
+		// Each key's newest row is the one served; the older ones are
+		// decoys that a wrong pick would show.
+		"INSERT INTO features.user_behavior SELECT 1, toDateTime('2026-01-01 00:00:00'), 99, 99, 99",
+		"INSERT INTO features.user_behavior SELECT 1, toDateTime('2026-01-02 00:00:00'), 12.34, 14.95, 16.85",
+		"INSERT INTO features.user_behavior SELECT 2, toDateTime('2026-01-02 00:00:00'), 16.3, 15.7, 17.76",
+		"INSERT INTO features.user_behavior SELECT 2, toDateTime('2026-01-01 00:00:00'), 98, 98, 98",
+	} {
+		if err := db.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	startDev(t, bin, addr, t.TempDir(), "--clickhouse", ch.Addr(), "--online-store", redis.URL())
+
+	code, b := apiCall(t, addr, "POST", "/api/2.0/feature-store/tables/features.user_behavior/publish",
+		`{"publish_spec": {"online_table_name": "user_behavior", "publish_mode": "SNAPSHOT"}, "primary_key_columns": ["user_id"], "timeseries_key": "ts"}`)
+	var tbl api.OnlineTable
+	if code != 200 || json.Unmarshal(b, &tbl) != nil || tbl.Rows != 2 || tbl.State != "ONLINE" {
+		t.Fatalf("publish: %d %s", code, b)
+	}
+
+	// A model with a feature_spec.yaml: three of its six inputs are looked up.
+	dir := copyFixture(t, "binary")
+	writeFile(t, filepath.Join(dir, "feature_spec.yaml"), `features:
+  - table_name: features.user_behavior
+    lookup_key: [user_id]
+    feature_names: [mean_radius, mean_texture, worst_texture]
+`)
+	mustCLI(t, bin, addr, "models", "upload", "scorer", dir)
+	mustCLI(t, bin, addr, "models", "upload", "plain", filepath.Join(fixtures, "binary"))
+	ep := filepath.Join(t.TempDir(), "ep.json")
+	writeFile(t, ep, `{"name": "fraud", "config": {"served_entities": [{"entity_name": "scorer", "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": true}]}}`)
+	mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
+	writeFile(t, ep, `{"name": "plain", "config": {"served_entities": [{"entity_name": "plain", "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": true}]}}`)
+	mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
+
+	keysOnly := `{"dataframe_records": [{"user_id": 1, "mean_smoothness": 0.08682, "mean_concavity": 0.02109, "mean_concave_points": 0.05591999739408493},
+		{"user_id": 2, "mean_smoothness": 0.09427, "mean_concavity": 0.05526, "mean_concave_points": 0.051454998552799225}]}`
+	sent := `{"dataframe_records": [{"mean_radius": 12.34, "mean_texture": 14.95, "mean_smoothness": 0.08682, "mean_concavity": 0.02109, "mean_concave_points": 0.05591999739408493, "worst_texture": 16.85},
+		{"mean_radius": 16.3, "mean_texture": 15.7, "mean_smoothness": 0.09427, "mean_concavity": 0.05526, "mean_concave_points": 0.051454998552799225, "worst_texture": 17.76}]}`
+	looked := invokeUntil(t, addr, "fraud", keysOnly, 200)
+	direct := invokeUntil(t, addr, "plain", sent, 200)
+	// The same features sent to the model with the spec: the request's
+	// own values override the lookups.
+	overridden := invokeUntil(t, addr, "fraud", strings.ReplaceAll(sent, `"mean_radius"`, `"user_id": 1, "mean_radius"`), 200)
+	if !bytes.Equal(looked, direct) || !bytes.Equal(overridden, direct) {
+		t.Errorf("keys only: %s\noverridden: %s\nfeatures sent: %s", looked, overridden, direct)
+	}
+	var preds struct{ Predictions []float64 }
+	if json.Unmarshal(looked, &preds) != nil || len(preds.Predictions) != 2 {
+		t.Errorf("predictions: %s", looked)
+	}
+	code, _, b = invoke(t, addr, "fraud", "application/json", []byte(`{"dataframe_records": [{"user_id": 3, "mean_smoothness": 0.1, "mean_concavity": 0.1, "mean_concave_points": 0.1}]}`))
+	if code != 400 || !strings.Contains(string(b), "user_id=3") || !strings.Contains(string(b), "features.user_behavior") {
+		t.Errorf("missing key: %d %s", code, b)
+	}
+
+	// A feature-serving endpoint: a spec served by itself.
+	if code, b := apiCall(t, addr, "POST", "/api/2.0/gantry/feature-specs",
+		`{"name": "user_features", "features": [{"table_name": "features.user_behavior", "lookup_key": ["user_id"], "feature_names": ["mean_radius", "worst_texture"], "rename_outputs": {"worst_texture": "texture"}}]}`); code != 200 {
+		t.Fatalf("create spec: %d %s", code, b)
+	}
+	writeFile(t, ep, `{"name": "user-features", "config": {"served_entities": [{"entity_name": "user_features", "workload_size": "Small", "scale_to_zero_enabled": true}]}}`)
+	mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
+	served := invokeUntil(t, addr, "user-features", `{"dataframe_records": [{"user_id": 2}, {"user_id": 1}]}`, 200)
+	if string(served) != `{"outputs":[{"mean_radius":16.3,"texture":17.76},{"mean_radius":12.34,"texture":16.85}]}` {
+		t.Errorf("feature serving: %s", served)
+	}
+	var view api.Endpoint
+	if code, b := apiCall(t, addr, "GET", "/api/2.0/serving-endpoints/user-features", ""); code != 200 || json.Unmarshal(b, &view) != nil ||
+		view.Config.ServedEntities[0].State.Deployment != api.DeploymentReady {
+		t.Errorf("feature-serving endpoint: %d %s", code, b)
+	}
+	// One namespace for models and specs.
+	if out, err := cli(t, bin, addr, "models", "upload", "user_features", filepath.Join(fixtures, "binary")); err == nil || !strings.Contains(out, "share one namespace") {
+		t.Errorf("a model named like a spec: %v %s", err, out)
+	}
+	if code, b := apiCall(t, addr, "POST", "/api/2.0/gantry/feature-specs", `{"name": "scorer", "features": []}`); code != 409 {
+		t.Errorf("a spec named like a model: %d %s", code, b)
+	}
+
+	// The online store down: 503 with the reason, never a prediction.
+	redis.Kill()
+	for _, c := range []struct{ ep, body string }{{"fraud", keysOnly}, {"user-features", `{"dataframe_records": [{"user_id": 1}]}`}} {
+		code, h, b := invoke(t, addr, c.ep, "application/json", []byte(c.body))
+		if code != 503 || !strings.Contains(string(b), "online store") || h.Get("Retry-After") == "" {
+			t.Errorf("%s with redis-server killed: %d %v %s", c.ep, code, h, b)
+		}
+	}
+}
