@@ -28,6 +28,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/nomadtest"
+	"github.com/gantry/gantry/loggers/tables"
 	nomadapi "github.com/hashicorp/nomad/api"
 )
 
@@ -358,16 +359,27 @@ func (s *soak) report(t *testing.T, r *rig) {
 
 	// Every 200 has exactly one row, once the pipeline has caught up.
 	rows := map[string]int{}
+	// read counts rows per client_request_id, a page of tables.MaxRows at
+	// a time (a query answers no more): 10 minutes of load is ~700k ids.
 	read := func() {
 		clear(rows)
 		for _, ep := range []string{"steady", "zero", "split"} {
-			res, err := r.db.Query(context.Background(), "SELECT client_request_id, count() FROM `soak_t`.`"+ep+"_payload` FINAL GROUP BY client_request_id")
-			if err != nil {
-				continue
-			}
-			for _, row := range res.Rows {
-				n, _ := strconv.Atoi(row[1])
-				rows[row[0]] += n
+			after := ""
+			for {
+				res, err := r.db.Query(context.Background(), fmt.Sprintf("SELECT client_request_id, count() FROM `soak_t`.`%s_payload` FINAL "+
+					"WHERE client_request_id > ? GROUP BY client_request_id ORDER BY client_request_id LIMIT %d", ep, tables.MaxRows), after)
+				if err != nil {
+					t.Logf("read %s: %v", ep, err)
+					break
+				}
+				for _, row := range res.Rows {
+					n, _ := strconv.Atoi(row[1])
+					rows[row[0]] += n
+					after = row[0]
+				}
+				if len(res.Rows) < tables.MaxRows {
+					break
+				}
 			}
 		}
 	}
