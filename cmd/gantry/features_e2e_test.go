@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/features/onlinestore/redistest"
+	"github.com/gantry/gantry/features/publish"
 	"github.com/gantry/gantry/internal/chtest"
 )
 
@@ -167,6 +169,79 @@ func TestFeatureServingE2E(t *testing.T) {
 	}
 	if code, b := apiCall(t, addr, "POST", "/api/2.0/gantry/feature-specs", `{"name": "scorer", "features": []}`); code != 409 {
 		t.Errorf("a spec named like a model: %d %s", code, b)
+	}
+
+	// gantry features get shows the table's state.
+	if out := mustCLI(t, bin, addr, "features", "get", "features.user_behavior"); !strings.Contains(out, "ONLINE") || !strings.Contains(out, "user_behavior") {
+		t.Errorf("features get: %s", out)
+	}
+
+	// A training set from the same spec, point in time: the label of user
+	// 1 on January 1st at noon gets the decoy row (the only one then),
+	// user 2 on December 31st none (NULL: nothing before), and the rows
+	// after the newest feature rows get what the endpoint serves now,
+	// value by value (no training-serving skew).
+	for _, q := range []string{
+		"CREATE TABLE features.labels (user_id UInt64, ts DateTime, label UInt8) ENGINE = MergeTree ORDER BY ts",
+		"INSERT INTO features.labels SELECT 1, toDateTime('2026-01-01 12:00:00'), 0",
+		"INSERT INTO features.labels SELECT 1, toDateTime('2026-01-03 00:00:00'), 1",
+		"INSERT INTO features.labels SELECT 2, toDateTime('2026-01-03 00:00:00'), 0",
+		"INSERT INTO features.labels SELECT 2, toDateTime('2025-12-31 00:00:00'), 1",
+	} {
+		if err := db.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	mustCLI(t, bin, addr, "features", "training-set", "--spec", "user_features", "--labels", "features.labels",
+		"--timestamp", "ts", "--out", "features.train", "--clickhouse", ch.Addr())
+	conn, err := publish.OpenClickHouse(ctx, ch.Addr(), "default", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT user_id, toString(ts), label, mean_radius, texture FROM features.train ORDER BY ts, user_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	train := map[uint64]map[string]any{}
+	for rows.Next() {
+		var id uint64
+		var ts string
+		var label uint8
+		var radius, texture *float64
+		if err := rows.Scan(&id, &ts, &label, &radius, &texture); err != nil {
+			t.Fatal(err)
+		}
+		f := func(p *float64) string {
+			if p == nil {
+				return "NULL"
+			}
+			return fmt.Sprint(*p)
+		}
+		got = append(got, fmt.Sprintf("%d %s %d %s %s", id, ts, label, f(radius), f(texture)))
+		if ts == "2026-01-03 00:00:00" {
+			train[id] = map[string]any{"mean_radius": *radius, "texture": *texture}
+		}
+	}
+	rows.Close()
+	want := []string{"2 2025-12-31 00:00:00 1 NULL NULL", "1 2026-01-01 12:00:00 0 99 99", "1 2026-01-03 00:00:00 1 12.34 16.85", "2 2026-01-03 00:00:00 0 16.3 17.76"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("training set:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var outputs struct{ Outputs []map[string]any }
+	if err := json.Unmarshal(invokeUntil(t, addr, "user-features", `{"dataframe_records": [{"user_id": 1}, {"user_id": 2}]}`, 200), &outputs); err != nil || len(outputs.Outputs) != 2 {
+		t.Fatalf("feature serving: %v %+v", err, outputs)
+	}
+	for i, id := range []uint64{1, 2} {
+		for k, v := range outputs.Outputs[i] {
+			if train[id][k] != v {
+				t.Errorf("skew: user %d %s: training %v, served %v", id, k, train[id][k], v)
+			}
+		}
+		if len(outputs.Outputs[i]) != len(train[id]) {
+			t.Errorf("skew: user %d: training %v, served %v", id, train[id], outputs.Outputs[i])
+		}
 	}
 
 	// The online store down: 503 with the reason, never a prediction.

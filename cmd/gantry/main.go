@@ -27,7 +27,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), autoscalerCmd(), workerCmd(),
-		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd(), abReportCmd(), jobsCmd(), monitorsCmd())
+		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd(), abReportCmd(), jobsCmd(), monitorsCmd(), featuresCmd())
 	bindEnv(root)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", describe(err))
