@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/external/providertest"
 )
 
 // expected is a fixture's expected.json.
@@ -47,6 +48,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	providertest.Main() // the external models' provider doubles (external_e2e_test.go)
 	if os.Getenv(nomadDoubleEnv) != "" {
 		runNomadDouble() // the soak test's child; never returns
 	}
