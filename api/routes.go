@@ -27,6 +27,9 @@ type EndpointRoute struct {
 	// (POST /api/2.0/gantry/rate-limits/reserve), and whether tokens
 	// count; the coordinator decides with its own copy.
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+	// Guardrails (ai_gateway.guardrails) are applied by the activator to
+	// the requests and answers of the endpoint's external entities.
+	Guardrails *Guardrails `json:"guardrails,omitempty"`
 }
 
 // RateLimitReserve is what an activator asks the coordinator,

@@ -73,8 +73,9 @@ type Endpoint struct {
 }
 
 // AIGateway is what PUT .../ai-gateway takes and returns. Gantry supports
-// its inference table, fallbacks and rate limits so far; usage tracking and
-// guardrails are refused as unknown fields until they are built.
+// its inference table, fallbacks, rate limits and guardrails (PII and
+// invalid keywords) so far; usage tracking is refused as an unknown field
+// until it is built.
 type AIGateway struct {
 	// RateLimits are the endpoint's limits (PEERS.md §2.1): at most 20,
 	// at most 5 of them for groups; see package ratelimit for how they
@@ -87,6 +88,31 @@ type AIGateway struct {
 	// entity answered with 429 or 5xx (or did not answer) to the next
 	// served entity in the config's order.
 	FallbackConfig *FallbackConfig `json:"fallback_config,omitempty"`
+	// Guardrails check what goes to an endpoint's LLM entities (Input)
+	// and what comes back (Output); see package guardrail.
+	Guardrails *Guardrails `json:"guardrails,omitempty"`
+}
+
+// Guardrails are the AI gateway's guardrails for LLM entities
+// (Databricks' AiGatewayGuardrails).
+type Guardrails struct {
+	Input  *GuardrailParameters `json:"input,omitempty"`
+	Output *GuardrailParameters `json:"output,omitempty"`
+}
+
+// GuardrailParameters are one side's guardrails. Safety and ValidTopics
+// need a judge model; Gantry refuses them (400) until one can be named.
+type GuardrailParameters struct {
+	Safety          bool                  `json:"safety,omitempty"`
+	PII             *GuardrailPIIBehavior `json:"pii,omitempty"`
+	InvalidKeywords []string              `json:"invalid_keywords,omitempty"`
+	ValidTopics     []string              `json:"valid_topics,omitempty"`
+}
+
+// GuardrailPIIBehavior is what a PII match does: "BLOCK" (400 naming the
+// guardrail), "MASK" (replaced by its kind, e.g. [EMAIL]) or "NONE".
+type GuardrailPIIBehavior struct {
+	Behavior string `json:"behavior"`
 }
 
 // RateLimit is one AI gateway rate limit: Calls or Tokens (or both) per

@@ -181,6 +181,30 @@ func TestExternalUpdateRules(t *testing.T) {
 		chat.Entities[1].External.BaseURL != "https://api.anthropic.com" || chat.Entities[1].External.Key != "ak" {
 		t.Errorf("route = %+v", chat)
 	}
+
+	// Guardrails: checked, then carried by the route table.
+	for _, c := range []struct{ body, want string }{
+		{`{"guardrails": {"input": {"safety": true}}}`, "guardrails.input.safety: needs a judge model"},
+		{`{"guardrails": {"output": {"valid_topics": ["billing"]}}}`, "guardrails.output.valid_topics: needs a judge model"},
+		{`{"guardrails": {"output": {"pii": {"behavior": "REDACT"}}}}`, `guardrails.output.pii.behavior: "REDACT" is not one of BLOCK, MASK, NONE`},
+		{`{"guardrails": {"input": {"invalid_keywords": ["--"]}}}`, "guardrails.input.invalid_keywords[0]"},
+		{`{"guardrails": {"input": {"toxicity": true}}}`, "toxicity"},
+	} {
+		if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", c.body, nil); code != 400 || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s: %d %+v; want 400 naming %q", c.body, code, e, c.want)
+		}
+	}
+	var gw api.AIGateway
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", `{"guardrails": {"input": {"safety": false, "pii": {"behavior": "BLOCK"}, "invalid_keywords": ["password"]}, "output": {"pii": {"behavior": "MASK"}}}}`, &gw); code != 200 ||
+		gw.Guardrails == nil || gw.Guardrails.Output.PII.Behavior != "MASK" {
+		t.Fatalf("guardrails: %d %+v %+v", code, e, gw)
+	}
+	h.reconcile()
+	for _, r := range h.routes.Current().Endpoints {
+		if r.Name == "chat" && (r.Guardrails == nil || r.Guardrails.Input.InvalidKeywords[0] != "password" || r.Guardrails.Input.PII.Behavior != "BLOCK") {
+			t.Errorf("route guardrails = %+v", r.Guardrails)
+		}
+	}
 }
 
 func getBody(t *testing.T, url string) string {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/console"
+	"github.com/gantry/gantry/guardrail"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
@@ -269,6 +270,17 @@ func (s *Scheduler) ensureTable(ctx context.Context, ep, field string, c *api.Au
 // errTwoTables refuses a second way to turn on the inference table.
 var errTwoTables = invalid("auto_capture_config and ai_gateway.inference_table_config cannot both be enabled; disable one of them")
 
+// servesExternal reports whether ep serves external models (an endpoint
+// never switches between external models and model versions).
+func servesExternal(ep *store.Endpoint) bool {
+	for _, e := range ep.Config.ServedEntities {
+		if e.ExternalModel != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // putAIGateway sets an endpoint's AI gateway config. Its inference table
 // is created before the config is stored, as for auto_capture_config.
 func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
@@ -281,9 +293,16 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("%s", msg))
 		return
 	}
+	if msg := guardrail.Validate(gw.Guardrails); msg != "" {
+		writeError(w, invalid("%s", msg))
+		return
+	}
 	name := r.PathValue("name")
 	s.mu.Lock()
-	_, err := s.lookup(name)
+	cur, err := s.lookup(name)
+	if err == nil && gw.Guardrails != nil && !servesExternal(cur) {
+		err = invalid("guardrails: endpoint %s serves no LLM entity (external model); guardrails apply to LLM entities only", name)
+	}
 	if err == nil {
 		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
 	}

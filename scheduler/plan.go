@@ -403,6 +403,7 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 	r.Fallback = ep.AIGateway != nil && ep.AIGateway.FallbackConfig != nil && ep.AIGateway.FallbackConfig.Enabled
 	if ep.AIGateway != nil {
 		r.RateLimits = ep.AIGateway.RateLimits
+		r.Guardrails = ep.AIGateway.Guardrails
 	}
 	for _, e := range cur {
 		st, status := w.entityState(e)

@@ -102,7 +102,7 @@ func TestAIGatewayInferenceTable(t *testing.T) {
 		body, want string
 		code       int
 	}{
-		{`{"guardrails": {"input": {"pii": {"behavior": "BLOCK"}}}}`, "guardrails", 400}, // not built yet
+		{`{"guardrails": {"input": {"pii": {"behavior": "BLOCK"}}}}`, "guardrails: endpoint fraud serves no LLM entity", 400},
 		{`{"rate_limits": [{"calls": 10}]}`, "rate_limits[0].renewal_period", 400},
 		{`{"rate_limits": [{"calls": 10, "key": "user_group", "renewal_period": "minute"}]}`, "rate_limits[0].principal", 400},
 		{`{"rate_limits": [{"calls": 10, "renewal_period": "minute"}, {"tokens": 500, "key": "user", "renewal_period": "minute"}]}`, "", 200},
