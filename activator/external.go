@@ -10,6 +10,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/external"
+	"github.com/gantry/gantry/guardrail"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
 	"github.com/valyala/fasthttp"
@@ -128,6 +129,9 @@ func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *ent
 		apierr.WriteFast(ctx, err)
 		return
 	}
+	if !guardInput(ctx, ep, req) {
+		return
+	}
 	deadline := start.Add(a.cfg.Timeout)
 	var tried []string // "entity=status" of each failed attempt, for the record
 	for cur := en; cur != nil; cur = ep.next(cur) {
@@ -196,9 +200,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		if len(tried) > 0 {
 			ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
 		}
-		ctx.SetStatusCode(fasthttp.StatusOK)
-		ctx.SetContentType("application/json")
-		ctx.SetBody(ans.Body)
+		writeGuarded(ctx, ep, ans.Body)
 		return nil
 	}
 	s, err := a.cfg.External.Open(cctx, en.external, req)
@@ -223,6 +225,11 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 	for _, t := range tried {
 		rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "FALLBACK_FROM:"+t)
 	}
+	rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, guardCodes(ctx)...)
+	var sg *streamGuard
+	if ep.output != nil {
+		sg = newStreamGuard(ep.output)
+	}
 	var body []byte
 	if ep.table != "" && a.cfg.Capture != nil {
 		body = bytes.Clone(ctx.PostBody())
@@ -230,12 +237,38 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer cancel()
 		defer en.inFlight.Dec()
-		ans, err := s.Run(func(chunk []byte) error {
+		write := func(chunk []byte) error {
 			w.WriteString("data: ")
 			w.Write(chunk)
 			w.WriteString("\n\n")
 			return w.Flush()
+		}
+		ans, err := s.Run(func(chunk []byte) error {
+			if sg != nil {
+				var gerr error
+				if chunk, gerr = sg.chunk(chunk); gerr != nil {
+					return gerr
+				}
+			}
+			return write(chunk)
 		})
+		if err == nil && sg != nil {
+			var last []byte
+			if last, err = sg.end(); err == nil && last != nil {
+				err = write(last)
+			}
+		}
+		if sg != nil {
+			var gb *guardBlocked
+			if errors.As(err, &gb) {
+				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, gb.d.Code("output"))
+			}
+			if ks := sg.kinds(); len(ks) > 0 {
+				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, guardrail.Decision{Guardrail: "pii", Kinds: ks}.Code("output"))
+				// The record keeps the answer as the client saw it.
+				ans.Body = maskJSON(ans.Body)
+			}
+		}
 		status := int32(fasthttp.StatusOK)
 		if err != nil {
 			// The status is sent; the stream says what went wrong in
@@ -267,6 +300,10 @@ func errorOf(err error) *api.Error {
 	var xe *external.Error
 	if errors.As(err, &xe) {
 		return xe.Err
+	}
+	var gb *guardBlocked
+	if errors.As(err, &gb) {
+		return gb.err
 	}
 	return api.Errorf(api.ErrTemporarilyUnavailable, "%v", err)
 }

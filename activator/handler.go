@@ -260,6 +260,7 @@ func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, s
 		SamplingFraction: 1,
 		Requester:        requester(ctx),
 	}
+	r.LoggingErrorCodes = guardCodes(ctx)
 	r.SetBodies(ctx.PostBody(), ctx.Response.Body())
 	a.cfg.Capture.Capture(&r)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gantry/gantry/activator/queue"
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/features"
+	"github.com/gantry/gantry/guardrail"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -44,6 +45,9 @@ type endpoint struct {
 	// limits are the endpoint's rate limits; each call reserves budget
 	// first (ratelimits.go).
 	limits []api.RateLimit
+	// input and output are the guardrails (ai_gateway.guardrails) of
+	// calls to external entities; nil when off (guardrails.go).
+	input, output *guardrail.Guard
 	// order is the served entities in the config's order.
 	order []*entity
 }
@@ -240,6 +244,9 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 		}
 		ep.fallback = er.Fallback
 		ep.limits = er.RateLimits
+		if g := er.Guardrails; g != nil {
+			ep.input, ep.output = guardrail.New("input", g.Input), guardrail.New("output", g.Output)
+		}
 		ep.split, ep.total = a.splitOf(er, ep)
 		t.endpoints[er.Name] = ep
 	}
