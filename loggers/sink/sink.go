@@ -215,6 +215,10 @@ func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
 	if err := s.insertAudit(ctx, events); err != nil {
 		return err
 	}
+	msgs, usage := s.splitUsage(msgs)
+	if err := s.insertUsage(ctx, usage); err != nil {
+		return err
+	}
 	byTable := make(map[loggers.Table][]loggers.Record)
 	for _, m := range msgs {
 		r, err := loggers.DecodeRecord(m.Value)
