@@ -110,6 +110,9 @@ func (a *Activator) finish(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, st
 	if ep.table != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id, start, elapsed)
 	}
+	if ep.usage {
+		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), true)
+	}
 }
 
 // callExternal answers one invocation of external entity en, trying the
@@ -231,9 +234,11 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		sg = newStreamGuard(ep.output)
 	}
 	var body []byte
-	if ep.table != "" && a.cfg.Capture != nil {
+	if (ep.table != "" || ep.usage) && a.cfg.Capture != nil {
 		body = bytes.Clone(ctx.PostBody())
 	}
+	usage := loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
+		ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: req.ClientRequestID}
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer cancel()
 		defer en.inFlight.Dec()
@@ -286,10 +291,14 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		w.Flush()
 		elapsed := time.Since(start)
 		ep.duration.Observe(elapsed.Seconds())
-		if body != nil {
+		if body != nil && ep.table != "" {
 			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
 			rec.SetBodies(body, ans.Body)
 			a.cfg.Capture.Capture(&rec)
+		}
+		if ep.usage {
+			usage.StatusCode = status
+			a.trackUsage(ep, usage, body, ans.Body, true)
 		}
 	})
 	return nil

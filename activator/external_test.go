@@ -39,8 +39,9 @@ func (o oneTable) Wait(ctx context.Context, index uint64) (*api.RouteTable, erro
 
 // extRecords keeps what Capture gets.
 type extRecords struct {
-	mu sync.Mutex
-	rs []loggers.Record
+	mu    sync.Mutex
+	rs    []loggers.Record
+	usage []loggers.UsageRow
 }
 
 func (r *extRecords) Capture(rec *loggers.Record) bool {

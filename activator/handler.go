@@ -118,6 +118,10 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	if ep.table != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id, start, elapsed)
 	}
+	if ep.usage {
+		en := ep.entities[string(ctx.Response.Header.Peek(headerServedModel))]
+		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), en != nil && en.external != nil)
+	}
 	if len(ep.shadows) > 0 && served == nil && forwarded {
 		a.mirror(ctx, ep, id)
 	}

@@ -48,6 +48,9 @@ type endpoint struct {
 	// input and output are the guardrails (ai_gateway.guardrails) of
 	// calls to external entities; nil when off (guardrails.go).
 	input, output *guardrail.Guard
+	// usage (ai_gateway.usage_tracking_config) writes a usage row per
+	// invocation (usage.go).
+	usage bool
 	// order is the served entities in the config's order.
 	order []*entity
 }
@@ -244,6 +247,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 		}
 		ep.fallback = er.Fallback
 		ep.limits = er.RateLimits
+		ep.usage = er.Usage
 		if g := er.Guardrails; g != nil {
 			ep.input, ep.output = guardrail.New("input", g.Input), guardrail.New("output", g.Output)
 		}

@@ -30,6 +30,9 @@ type EndpointRoute struct {
 	// Guardrails (ai_gateway.guardrails) are applied by the activator to
 	// the requests and answers of the endpoint's external entities.
 	Guardrails *Guardrails `json:"guardrails,omitempty"`
+	// Usage (ai_gateway.usage_tracking_config.enabled) asks the activator
+	// for a usage row per invocation.
+	Usage bool `json:"usage,omitempty"`
 }
 
 // RateLimitReserve is what an activator asks the coordinator,

@@ -74,8 +74,7 @@ type Endpoint struct {
 
 // AIGateway is what PUT .../ai-gateway takes and returns. Gantry supports
 // its inference table, fallbacks, rate limits and guardrails (PII and
-// invalid keywords) so far; usage tracking is refused as an unknown field
-// until it is built.
+// invalid keywords) and usage tracking.
 type AIGateway struct {
 	// RateLimits are the endpoint's limits (PEERS.md §2.1): at most 20,
 	// at most 5 of them for groups; see package ratelimit for how they
@@ -91,6 +90,32 @@ type AIGateway struct {
 	// Guardrails check what goes to an endpoint's LLM entities (Input)
 	// and what comes back (Output); see package guardrail.
 	Guardrails *Guardrails `json:"guardrails,omitempty"`
+	// UsageTrackingConfig, when enabled, writes a row per invocation
+	// (who, what, status, tokens) to the usage table; see
+	// GET /api/2.0/gantry/usage.
+	UsageTrackingConfig *UsageTrackingConfig `json:"usage_tracking_config,omitempty"`
+}
+
+// UsageTrackingConfig is the AI gateway's usage tracking switch.
+type UsageTrackingConfig struct {
+	Enabled bool `json:"enabled"`
+}
+
+// UsageResponse is GET /api/2.0/gantry/usage: one row per value of By
+// (endpoint, entity or requester) since Since, the busiest first.
+type UsageResponse struct {
+	Since string     `json:"since"`
+	By    string     `json:"by"`
+	Rows  []UsageRow `json:"rows"`
+}
+
+// UsageRow sums the usage of one key.
+type UsageRow struct {
+	Key          string `json:"key"`
+	Requests     int64  `json:"requests"`
+	Errors       int64  `json:"errors"`
+	InputTokens  int64  `json:"input_tokens"`
+	OutputTokens int64  `json:"output_tokens"`
 }
 
 // Guardrails are the AI gateway's guardrails for LLM entities

@@ -80,6 +80,7 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/external-keys", adminOnly, s.externalKeys},
 		{"POST /api/2.0/gantry/rate-limits/reserve", adminOnly, s.reserveRate},
 		{"POST /api/2.0/gantry/rate-limits/refund", adminOnly, s.refundRate},
+		{"GET /api/2.0/gantry/usage", adminOnly, s.usage},
 		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
 		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
 		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
@@ -310,6 +311,12 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	if err != nil { // before creating a table for it
 		writeError(w, err)
 		return
+	}
+	if u := gw.UsageTrackingConfig; u != nil && u.Enabled {
+		if err := s.ensureUsage(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if c := gw.InferenceTableConfig; c != nil {
 		c.State = nil // read-only

@@ -404,6 +404,7 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 	if ep.AIGateway != nil {
 		r.RateLimits = ep.AIGateway.RateLimits
 		r.Guardrails = ep.AIGateway.Guardrails
+		r.Usage = ep.AIGateway.UsageTrackingConfig != nil && ep.AIGateway.UsageTrackingConfig.Enabled
 	}
 	for _, e := range cur {
 		st, status := w.entityState(e)

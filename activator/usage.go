@@ -1,0 +1,75 @@
+package activator
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+
+	"github.com/gantry/gantry/loggers"
+	"github.com/valyala/fasthttp"
+)
+
+// Usage tracking (ai_gateway.usage_tracking_config): an endpoint that
+// enables it gets a loggers.UsageRow per answered invocation, through the
+// capture producer (Config.Capture, when it takes usage rows: the Kafka
+// one does), whatever its inference table. Tokens are those of the
+// answer's usage for external entities, estimated as (length + 1) / 4 of
+// the request and answer bodies where the provider gives none, and 0 for
+// model versions.
+
+// usageCapturer is a Capturer that takes usage rows (*capture.Capturer).
+type usageCapturer interface {
+	Usage(u *loggers.UsageRow) bool
+}
+
+// trackUsage writes the usage row of an answered invocation of ep, if ep
+// tracks usage. request and answer are the bodies; llm says whether an
+// external entity answered (tokens count).
+func (a *Activator) trackUsage(ep *endpoint, u loggers.UsageRow, request, answer []byte, llm bool) {
+	if !ep.usage || a.cfg.Capture == nil {
+		return
+	}
+	uc, ok := a.cfg.Capture.(usageCapturer)
+	if !ok {
+		return
+	}
+	if llm {
+		u.InputTokens, u.OutputTokens = tokensOf(request, answer)
+		if u.ClientRequestID == "" && bytes.Contains(request, []byte(`"client_request_id"`)) {
+			var r struct {
+				ClientRequestID string `json:"client_request_id"`
+			}
+			json.Unmarshal(request, &r)
+			u.ClientRequestID = r.ClientRequestID
+		}
+	}
+	uc.Usage(&u)
+}
+
+// tokensOf reads the answer's usage, else estimates.
+func tokensOf(request, answer []byte) (in, out int64) {
+	var a struct {
+		Usage *struct {
+			PromptTokens     int64  `json:"prompt_tokens"`
+			CompletionTokens *int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	in, out = int64(len(request)+1)/4, int64(len(answer)+1)/4
+	if bytes.Contains(answer, []byte(`"usage"`)) && json.Unmarshal(answer, &a) == nil && a.Usage != nil {
+		in = a.Usage.PromptTokens
+		out = 0
+		if a.Usage.CompletionTokens != nil {
+			out = *a.Usage.CompletionTokens
+		}
+	}
+	return in, out
+}
+
+// usageOf is the row of a whole answer in ctx.
+func usageOf(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time) loggers.UsageRow {
+	return loggers.UsageRow{
+		RequestID: string(id), TimestampMs: start.UnixMilli(), Endpoint: ep.name,
+		ServedEntity: string(ctx.Response.Header.Peek(headerServedModel)), Requester: requester(ctx),
+		StatusCode: int32(ctx.Response.StatusCode()),
+	}
+}
