@@ -182,7 +182,11 @@ func (a *Activator) limit(ctx *fasthttp.RequestCtx, ep *endpoint) (*api.RateLimi
 			r.Tokens = promptTokens(ctx.PostBody()) + *m.MaxTokens
 		}
 	}
-	g, ex, err := a.limiter().Reserve(ctx, ep.limits, &r)
+	// Not ctx: net/http may still read a request's context from its
+	// dialer's goroutine after the call returns, and fasthttp reuses a
+	// RequestCtx once the handler has returned. The limiter bounds the
+	// call with its own timeout.
+	g, ex, err := a.limiter().Reserve(context.Background(), ep.limits, &r)
 	switch {
 	case ex != nil:
 		ep.requests.WithLabelValues("429").Inc()

@@ -60,7 +60,12 @@ func (c controlCall) principal(t *testing.T) string {
 	if err := json.Unmarshal(b, &me); st != 200 || err != nil {
 		t.Fatalf("Me: %d %s", st, b)
 	}
-	return me.UserName + me.ApplicationID
+	// A service principal's Me carries its application id in both fields
+	// (the SDKs read userName).
+	if me.ApplicationID != "" {
+		return me.ApplicationID
+	}
+	return me.UserName
 }
 
 func TestAuditTableEndToEnd(t *testing.T) {
