@@ -55,16 +55,21 @@ type detector struct {
 	kind  Kind
 	re    *regexp.Regexp
 	check func(s string) int
+	// digits (a run of digits and separators with at least that many
+	// digits) or need are cheap tests that s may hold a match; the regexp
+	// runs only then (most text holds no PII, and a scan is far cheaper).
+	digits int
+	need   func(s string) bool
 }
 
 // detectors in order of precedence.
 var detectors = []detector{
-	{CreditCard, regexp.MustCompile(`[2-6](?:[ -]?[0-9]){12,18}`), cardLen},
-	{IBAN, regexp.MustCompile(`[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}`), ibanLen},
-	{SSN, regexp.MustCompile(`[0-9]{3}([- ])[0-9]{2}([- ])[0-9]{4}`), ssnLen},
-	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}`), emailLen},
-	{Phone, regexp.MustCompile(`(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-]?)[2-9][0-9]{2}[ .-][0-9]{4}`), whole},
-	{Phone, regexp.MustCompile(`\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}`), intlPhoneLen},
+	{CreditCard, regexp.MustCompile(`[2-6](?:[ -]?[0-9]){12,18}`), cardLen, 13, nil},
+	{IBAN, regexp.MustCompile(`[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}`), ibanLen, 0, ibanStart},
+	{SSN, regexp.MustCompile(`[0-9]{3}([- ])[0-9]{2}([- ])[0-9]{4}`), ssnLen, 9, nil},
+	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}`), emailLen, 0, nil},
+	{Phone, regexp.MustCompile(`(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-]?)[2-9][0-9]{2}[ .-][0-9]{4}`), whole, 10, nil},
+	{Phone, regexp.MustCompile(`\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}`), intlPhoneLen, 0, hasByte('+')},
 }
 
 // MaxMatch bounds the length of every kind but EMAIL (an IBAN of 34
@@ -74,8 +79,16 @@ const MaxMatch = 48
 // Find returns the PII in s, in order, without overlaps.
 func Find(s string) []Match {
 	var out []Match
+	run := digitRun(s)
 	for _, d := range detectors {
-		for _, loc := range d.re.FindAllStringIndex(s, -1) {
+		var locs [][]int
+		switch {
+		case d.kind == Email:
+			locs = emailCandidates(d.re, s)
+		case d.digits > 0 && run >= d.digits, d.need != nil && d.need(s):
+			locs = d.re.FindAllStringIndex(s, -1)
+		}
+		for _, loc := range locs {
 			start, end := loc[0], loc[1]
 			if start > 0 && isAlnum(s[start-1]) {
 				continue
@@ -121,6 +134,67 @@ func Mask(s string, ms []Match) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// digitRun is the most digits in a run of digits and separators
+// (space - . ( ) +), up to 13 (what the longest need asks).
+func digitRun(s string) int {
+	run, most := 0, 0
+	for i := 0; i < len(s) && most < 13; i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			run++
+			most = max(most, run)
+		case c == ' ' || c == '-' || c == '.' || c == '(' || c == ')' || c == '+':
+		default:
+			run = 0
+		}
+	}
+	return most
+}
+
+// emailCandidates runs re only on the run of email characters around
+// each @: scanning all of s from every position is what costs.
+func emailCandidates(re *regexp.Regexp, s string) [][]int {
+	var locs [][]int
+	end := 0 // the windows do not overlap
+	for i := strings.IndexByte(s, '@'); i >= 0; {
+		a, b := i, i+1
+		for a > end && isEmailByte(s[a-1]) {
+			a--
+		}
+		for b < len(s) && (isAlnum(s[b]) || s[b] == '.' || s[b] == '-') {
+			b++
+		}
+		for _, loc := range re.FindAllStringIndex(s[a:b], -1) {
+			locs = append(locs, []int{loc[0] + a, loc[1] + a})
+		}
+		end = b
+		j := strings.IndexByte(s[b:], '@')
+		if j < 0 {
+			break
+		}
+		i = b + j
+	}
+	return locs
+}
+
+func isEmailByte(c byte) bool {
+	return isAlnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-'
+}
+
+func hasByte(c byte) func(s string) bool {
+	return func(s string) bool { return strings.IndexByte(s, c) >= 0 }
+}
+
+// ibanStart is a need: two capital letters then two digits.
+func ibanStart(s string) bool {
+	for i := 0; i+4 <= len(s); i++ {
+		if s[i] >= 'A' && s[i] <= 'Z' && s[i+1] >= 'A' && s[i+1] <= 'Z' && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			return true
+		}
+	}
+	return false
 }
 
 func isAlnum(c byte) bool {
