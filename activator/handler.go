@@ -199,6 +199,10 @@ func (a *Activator) readBody(ctx *fasthttp.RequestCtx) (release func(), ok bool)
 	}
 	if len(buf) > limit {
 		a.tooLarge(ctx, -1)
+		// Read (and drop) a little more of what the client still sends:
+		// closing a connection with unread bytes resets it, and a client
+		// still writing then sees the reset instead of the 413.
+		io.CopyN(io.Discard, stream, lingerBytes)
 		return fail()
 	}
 	if declared >= 0 && len(buf) < declared {
@@ -210,6 +214,10 @@ func (a *Activator) readBody(ctx *fasthttp.RequestCtx) (release func(), ok bool)
 }
 
 func noRelease() {}
+
+// lingerBytes bounds what is read and dropped after a body is refused as
+// too large, so that a client slightly over the limit gets the 413.
+const lingerBytes = 1 << 20
 
 // charge counts n bytes of body against Config.MaxBufferedBytes, or
 // answers 503 and reports false when they do not fit.
