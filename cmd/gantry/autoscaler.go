@@ -9,6 +9,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/autoscaler"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/spf13/cobra"
 )
 
@@ -79,5 +80,5 @@ func runAutoscaler(ctx context.Context, listen, schedulerURL, token, ca string, 
 	defer cancel()
 	go asc.Run(ctx)
 	log.Info("gantry autoscaler is up", "url", to.scheme()+"://"+addr, "scheduler", client.Address())
-	return serve(ctx, ln, newHTTPServer(jsonErrors(mux)))
+	return serve(ctx, ln, newHTTPServer(apierr.Unrouted(mux)))
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers/local"
 	"github.com/gantry/gantry/monitors"
 	"github.com/spf13/cobra"
@@ -79,7 +80,7 @@ func runLoggerCmd(ctx context.Context, listen string, ko *kafkaOptions, co *clic
 	// The server stops after the logger has.
 	ctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, ln, newHTTPServer(jsonErrors(mux))) }()
+	go func() { served <- serve(ctx, ln, newHTTPServer(apierr.Unrouted(mux))) }()
 	defer func() { stop(); <-served }()
 	if mo.scheduler == "" {
 		log.Info("drift monitors are off: give --scheduler to refresh them")

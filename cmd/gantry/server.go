@@ -14,6 +14,7 @@ import (
 
 	"github.com/gantry/gantry/activator"
 	"github.com/gantry/gantry/features"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers/capture"
 	"github.com/spf13/cobra"
 )
@@ -178,7 +179,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	act := newActivator(&activator.HTTPRoutes{Base: schedulerURL, Token: ao.token, Client: hc}, access, poke, records, look, qo, log, reg)
 	mux := http.NewServeMux()
 	health(mux, reg, act.Ready)
-	front := newFront(act.Handler, jsonErrors(mux), 0) // the limits and timeouts of gantry dev's
+	front := newFront(act.Handler, apierr.Unrouted(mux), 0) // the limits and timeouts of gantry dev's
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

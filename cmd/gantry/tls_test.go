@@ -24,12 +24,12 @@ import (
 // testCA is a certificate authority the test makes, and the files of a
 // server certificate it signs for 127.0.0.1.
 type testCA struct {
-	cert          *x509.Certificate
-	key           *ecdsa.PrivateKey
-	dir           string
-	caFile        string
+	cert              *x509.Certificate
+	key               *ecdsa.PrivateKey
+	dir               string
+	caFile            string
 	certFile, keyFile string
-	pool          *x509.CertPool
+	pool              *x509.CertPool
 }
 
 func newTestCA(t *testing.T) *testCA {
