@@ -235,12 +235,12 @@ func (a *authHarness) doBytes(t *testing.T, who, method, path string, body []byt
 type access int
 
 const (
-	anonymous  access = iota // everyone, without a token
-	anyone                   // any valid token
-	adminsOnly               // members of admins
-	endpoint                 // a level on ep
-	model                    // a level on m
-	secretScope              // a permission on secret scope sc (secrets_test.go)
+	anonymous   access = iota // everyone, without a token
+	anyone                    // any valid token
+	adminsOnly                // members of admins
+	endpoint                  // a level on ep
+	model                     // a level on m
+	secretScope               // a permission on secret scope sc (secrets_test.go)
 )
 
 // matrixRow is one route under test: a request, who may make it, and

@@ -24,12 +24,66 @@ type FeatureStore struct {
 	Store     *onlinestore.Store
 	Publisher *publish.Publisher // nil: publishing needs ClickHouse
 
-	// mu guards routes.
+	// mu guards routes and resolving.
 	mu sync.Mutex
-	// routes caches each model version's resolved feature route, so that
-	// the reconcile pass (under s.mu) reaches Redis once per version, not
-	// once per pass; a publish clears it, since it may change columns.
-	routes map[string]*api.FeatureRoute
+	// routes caches each model version's and spec's resolved feature
+	// route; a publish clears it, since it may change columns. The
+	// reconcile pass only reads it: resolving reaches Redis, and the pass
+	// holds the scheduler's lock, so a miss is resolved in the background
+	// (resolving, one at a time per key) and the pass after it sees the
+	// answer.
+	routes    map[string]*api.FeatureRoute
+	resolving map[string]bool
+	// outage is the last error of a key's resolve that the online store
+	// was down for, shown while the next try runs.
+	outage map[string]string
+	// notify asks the scheduler for a pass once a route is resolved; set
+	// by New.
+	notify func()
+}
+
+// cached returns the route cached under key and true. On a miss it
+// returns pending, its Error saying why, and false, and starts resolve in
+// the background, once per key: its route is cached unless final is false
+// (an outage: the next miss tries again).
+func (fs *FeatureStore) cached(key string, pending api.FeatureRoute, resolve func() (r *api.FeatureRoute, final bool)) (*api.FeatureRoute, bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if r, ok := fs.routes[key]; ok {
+		return r, true
+	}
+	pending.Error = "the feature spec is being resolved against the online store; retry shortly"
+	if why := fs.outage[key]; why != "" {
+		pending.Error = "the online store did not answer (" + why + "); retrying"
+	}
+	if !fs.resolving[key] {
+		if fs.resolving == nil {
+			fs.resolving = map[string]bool{}
+		}
+		fs.resolving[key] = true
+		go func() {
+			r, final := resolve()
+			fs.mu.Lock()
+			delete(fs.resolving, key)
+			if final {
+				if fs.routes == nil {
+					fs.routes = map[string]*api.FeatureRoute{}
+				}
+				fs.routes[key] = r
+				delete(fs.outage, key)
+			} else {
+				if fs.outage == nil {
+					fs.outage = map[string]string{}
+				}
+				fs.outage[key] = r.Error
+			}
+			fs.mu.Unlock()
+			if fs.notify != nil {
+				fs.notify()
+			}
+		}()
+	}
+	return &pending, false
 }
 
 // SpecFile is the file of a model directory that names its lookups (what
@@ -237,48 +291,34 @@ func (fs *FeatureStore) forget() {
 
 // modelRoute is the feature route of a model version whose directory has
 // a feature_spec.yaml; nil when it has none. A spec that cannot be served
-// is a route with Error set, which fails the entity's deployment.
-func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) *api.FeatureRoute {
-	key := name + "\x00" + version
-	fs.mu.Lock()
-	r, ok := fs.routes[key]
-	fs.mu.Unlock()
-	if ok {
-		return r
-	}
-	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
-	if errors.Is(err, os.ErrNotExist) {
-		r = nil
-	} else {
+// is a route with Error set, which fails the entity's deployment. ok is
+// false while the route is being resolved.
+func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) (*api.FeatureRoute, bool) {
+	return fs.cached(name+"\x00"+version, api.FeatureRoute{}, func() (*api.FeatureRoute, bool) {
+		b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, true
+		}
 		var spec api.FeatureSpec
 		if err == nil {
 			err = yaml.Unmarshal(b, &spec)
 		}
+		var r *api.FeatureRoute
 		if err == nil {
 			spec.Name = name + "/" + version + "/" + SpecFile
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			r, err = features.Resolve(spec, tableSource(ctx, fs.Store), sig, false)
 			cancel()
 		}
-		if errors.Is(err, onlinestore.ErrUnavailable) {
-			// Not cached: the next pass tries again.
-			return &api.FeatureRoute{Error: err.Error()}
-		}
 		if err != nil {
-			r = &api.FeatureRoute{Error: err.Error()}
+			return &api.FeatureRoute{Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
 		}
-	}
-	fs.mu.Lock()
-	if fs.routes == nil {
-		fs.routes = map[string]*api.FeatureRoute{}
-	}
-	fs.routes[key] = r
-	fs.mu.Unlock()
-	return r
+		return r, true
+	})
 }
 
 // featureRoute is the world's featureRoute: nil without a feature store.
-func (s *Scheduler) featureRoute() func(dir, name, version string, sig *api.Schema) *api.FeatureRoute {
+func (s *Scheduler) featureRoute() func(dir, name, version string, sig *api.Schema) (*api.FeatureRoute, bool) {
 	if s.cfg.Features == nil {
 		return nil
 	}
@@ -336,41 +376,28 @@ func (s *Scheduler) notASpec(ctx context.Context, name string) error {
 
 // specRoute resolves the feature spec name for a feature-serving entity,
 // cached like a model's until a publish or a spec changes; an outage is
-// not cached.
-func (fs *FeatureStore) specRoute(name string) *api.FeatureRoute {
-	key := "spec\x00" + name
-	fs.mu.Lock()
-	r, ok := fs.routes[key]
-	fs.mu.Unlock()
-	if ok {
-		return r
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	spec, ok, err := fs.Store.Spec(ctx, name)
-	if err == nil && !ok {
-		err = errors.New("feature spec " + name + " does not exist")
-	}
-	if err == nil {
-		r, err = features.Resolve(spec, tableSource(ctx, fs.Store), nil, true)
-	}
-	if err != nil {
-		r = &api.FeatureRoute{Spec: name, Serving: true, Error: err.Error()}
-		if errors.Is(err, onlinestore.ErrUnavailable) {
-			return r
+// not cached. ok is false while it is being resolved.
+func (fs *FeatureStore) specRoute(name string) (*api.FeatureRoute, bool) {
+	return fs.cached("spec\x00"+name, api.FeatureRoute{Spec: name, Serving: true}, func() (*api.FeatureRoute, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		spec, ok, err := fs.Store.Spec(ctx, name)
+		if err == nil && !ok {
+			err = errors.New("feature spec " + name + " does not exist")
 		}
-	}
-	fs.mu.Lock()
-	if fs.routes == nil {
-		fs.routes = map[string]*api.FeatureRoute{}
-	}
-	fs.routes[key] = r
-	fs.mu.Unlock()
-	return r
+		var r *api.FeatureRoute
+		if err == nil {
+			r, err = features.Resolve(spec, tableSource(ctx, fs.Store), nil, true)
+		}
+		if err != nil {
+			return &api.FeatureRoute{Spec: name, Serving: true, Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
+		}
+		return r, true
+	})
 }
 
 // specRoute is the world's specRoute: nil without a feature store.
-func (s *Scheduler) specRoute() func(name string) *api.FeatureRoute {
+func (s *Scheduler) specRoute() func(name string) (*api.FeatureRoute, bool) {
 	if s.cfg.Features == nil {
 		return nil
 	}

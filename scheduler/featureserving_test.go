@@ -5,10 +5,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/features/onlinestore"
 	"github.com/gantry/gantry/features/onlinestore/redistest"
+	"github.com/gantry/gantry/internal/eventually"
 )
 
 // seedUsersTable publishes features.users straight into the store (the
@@ -63,7 +65,7 @@ func TestFeatureServingEntity(t *testing.T) {
 	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", body, nil); code != 200 {
 		t.Fatalf("create: %d %v", code, e)
 	}
-	h.reconcile()
+	settleFeatures(t, h)
 	if ids := h.orch.ids(); len(ids) != 0 {
 		t.Errorf("the driver got deployments %v for a feature spec", ids)
 	}
@@ -102,9 +104,26 @@ func TestFeatureServingEntity(t *testing.T) {
 	if code, e := h.call(t, "DELETE", "/api/2.0/gantry/feature-specs/user_features", "", nil); code != 200 {
 		t.Fatalf("delete spec: %d %v", code, e)
 	}
-	h.reconcile()
+	settleFeatures(t, h)
 	er = h.routes.Current().Endpoints[0].Entities[0]
 	if er.State != api.DeploymentFailed || !strings.Contains(er.Message, "does not exist") || er.Features == nil || er.Features.Error == "" {
 		t.Errorf("route after delete = %+v", er)
 	}
+}
+
+// settleFeatures runs passes until the feature routes are resolved: a
+// pass resolves them in the background, and the pass after sees them.
+func settleFeatures(t *testing.T, h *harness) {
+	t.Helper()
+	eventually.True(t, 10*time.Second, "the feature routes to resolve", func() bool {
+		h.reconcile()
+		for _, ep := range h.routes.Current().Endpoints {
+			for _, e := range ep.Entities {
+				if e.State == api.DeploymentCreating && strings.HasPrefix(e.Message, "feature spec:") {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }

@@ -46,11 +46,11 @@ type world struct {
 	// featureRoute is a model version's feature route (its
 	// feature_spec.yaml resolved), nil when it has none; nil leaves
 	// feature specs unread.
-	featureRoute func(dir, name, version string, sig *api.Schema) *api.FeatureRoute
+	featureRoute func(dir, name, version string, sig *api.Schema) (r *api.FeatureRoute, resolved bool)
 	// specRoute is a feature spec's route for a feature-serving entity
 	// (Serving set; Error when it cannot be served); nil: feature serving
 	// is off.
-	specRoute func(name string) *api.FeatureRoute
+	specRoute func(name string) (r *api.FeatureRoute, resolved bool)
 	// baseURL makes the artifact URLs that remote workers fetch.
 	baseURL string
 	// creds makes the credentials deployments carry.
@@ -318,7 +318,10 @@ func (w *world) entityState(e entity) (api.ServedEntityState, orchestrator.Statu
 	if isFeatureServing(e.served) {
 		// Ready once its spec resolves against the published tables;
 		// nothing runs but the activators' lookups.
-		if r := w.specFeatures(e.served.EntityName); r.Error != "" {
+		switch r, resolved := w.specFeatures(e.served.EntityName); {
+		case !resolved:
+			return api.ServedEntityState{Deployment: api.DeploymentCreating, DeploymentStateMessage: "feature spec: " + r.Error}, orchestrator.Status{}
+		case r.Error != "":
 			return api.ServedEntityState{Deployment: api.DeploymentFailed, DeploymentStateMessage: "feature spec: " + r.Error}, orchestrator.Status{}
 		}
 		return api.ServedEntityState{Deployment: api.DeploymentReady}, orchestrator.Status{}
@@ -417,7 +420,8 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 		if e.external() {
 			er.Concurrency, er.External = 0, externalRoute(e.served.ExternalModel)
 		} else if isFeatureServing(e.served) {
-			er.Concurrency, er.Features = 0, w.specFeatures(e.served.EntityName)
+			er.Concurrency = 0
+			er.Features, _ = w.specFeatures(e.served.EntityName) // unresolved: its Error refuses calls
 		} else if w.signature != nil {
 			er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
 		}
@@ -425,8 +429,13 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 			// A spec that cannot be served fails the entity here, at
 			// deployment, with the reason; the activator refuses its
 			// requests with the same words.
-			er.Features = w.featureRoute(e.d.ModelDir, e.served.EntityName, e.served.EntityVersion, er.Signature)
-			if er.Features != nil && er.Features.Error != "" {
+			var resolved bool
+			er.Features, resolved = w.featureRoute(e.d.ModelDir, e.served.EntityName, e.served.EntityVersion, er.Signature)
+			switch {
+			case !resolved:
+				// Its Error refuses calls until the spec is resolved.
+				er.State, er.Message = api.DeploymentCreating, "feature spec: "+er.Features.Error
+			case er.Features != nil && er.Features.Error != "":
 				er.State, er.Message = api.DeploymentFailed, "feature spec: "+er.Features.Error
 			}
 		}
@@ -451,9 +460,9 @@ func keysOf[V any](m map[string]V) []string {
 
 // specFeatures is the route of the feature spec a feature-serving entity
 // serves; Error says why it cannot be served.
-func (w *world) specFeatures(name string) *api.FeatureRoute {
+func (w *world) specFeatures(name string) (r *api.FeatureRoute, resolved bool) {
 	if w.specRoute == nil {
-		return &api.FeatureRoute{Spec: name, Serving: true, Error: "feature serving is off: the scheduler has no online store (--online-store)"}
+		return &api.FeatureRoute{Spec: name, Serving: true, Error: "feature serving is off: the scheduler has no online store (--online-store)"}, true
 	}
 	return w.specRoute(name)
 }

@@ -178,6 +178,9 @@ func New(cfg Config) (*Scheduler, error) {
 		kick: make(chan struct{}, 1),
 		eps:  make(map[string]*store.Endpoint, len(all)),
 	}
+	if cfg.Features != nil {
+		cfg.Features.notify = func() { s.Notify("") }
+	}
 	_, canPrune := cfg.Orchestrator.(pruner)
 	s.led = newLedger(!canPrune)
 	for _, e := range all {
