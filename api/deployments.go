@@ -93,3 +93,15 @@ func (d *Deployments) Scale(id string, replicas int, w *WriteOptions) (*WriteMet
 	return d.client.write(http.MethodPost, deploymentsPath+"/"+url.PathEscape(id)+"/scale",
 		&ScaleDeploymentRequest{Replicas: &replicas}, w, nil)
 }
+
+// TokenLoad is an LLM replica's load, as its worker answers it on
+// GET /load: the autoscaler polls it on entities that scale on tokens.
+type TokenLoad struct {
+	// GeneratedTokens counts the tokens the replica's runtime generated
+	// since it started; only its rate matters.
+	GeneratedTokens uint64 `json:"generated_tokens"`
+	// Queued counts sequences accepted and not yet generating; Running
+	// those generating now.
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
+}

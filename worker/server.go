@@ -46,6 +46,7 @@ func newServer(cfg Config, m *Metrics, g prometheus.Gatherer) *server {
 	s.mux.HandleFunc("GET /ping", s.ping)
 	s.mux.HandleFunc("GET /health", s.ping)
 	s.mux.HandleFunc("POST /invocations", s.invocations)
+	s.mux.HandleFunc("GET /load", s.load)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	s.handler = apierr.Unrouted(s.mux)
 	return s
@@ -88,9 +89,54 @@ func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 			"this worker answers invocations from Gantry's activators only; send them to /serving-endpoints/{name}/invocations")), time.Since(start))
 		return
 	}
+	if m := s.model.Load(); m != nil {
+		if hr, ok := m.rt.(HTTPRuntime); ok {
+			s.metrics.observe(s.serveHTTPRuntime(w, r, hr), time.Since(start))
+			return
+		}
+	}
 	code := s.invoke(w, r)
 	s.metrics.observe(code, time.Since(start))
 }
+
+// serveHTTPRuntime hands an invocation to a runtime that answers it from
+// the raw request, with the body bounded as for any other, and returns
+// the status it wrote.
+func (s *server) serveHTTPRuntime(w http.ResponseWriter, r *http.Request, hr HTTPRuntime) int {
+	if r.ContentLength > s.maxBody {
+		return writeAPIError(w, s.tooLarge())
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	sw := &statusWriter{ResponseWriter: w}
+	hr.ServeInvocation(sw, r)
+	if sw.code == 0 {
+		return http.StatusOK
+	}
+	return sw.code
+}
+
+// statusWriter remembers the status a runtime wrote. Unwrap lets
+// http.ResponseController reach the connection's Flush, which a streamed
+// answer calls after every chunk.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type predictions struct {
 	Predictions any `json:"predictions"`

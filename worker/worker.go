@@ -149,6 +149,11 @@ func serve(ctx context.Context, cfg Config, loaders map[string]Loader, ln net.Li
 				log.Warn("runtime metrics not registered", "err", err)
 			}
 		}
+		if tr, ok := r.model.rt.(TokenReporter); ok {
+			if err := reg.Register(newTokenCollector(tr)); err != nil {
+				log.Warn("token metrics not registered", "err", err)
+			}
+		}
 		s.setModel(r.model, r.elapsed)
 		log.Info("model loaded", "flavor", r.model.flavor, "features", r.model.nFeatures,
 			"load_seconds", r.elapsed.Seconds())
