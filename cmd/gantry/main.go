@@ -27,7 +27,8 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), autoscalerCmd(), workerCmd(),
-		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd(), abReportCmd(), jobsCmd(), monitorsCmd(), featuresCmd())
+		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd(), abReportCmd(), jobsCmd(), monitorsCmd(), featuresCmd(),
+		usersCmd(), groupsCmd(), servicePrincipalsCmd())
 	bindEnv(root)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", describe(err))
