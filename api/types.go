@@ -308,6 +308,24 @@ type ServedEntityState struct {
 type Replicas struct {
 	Desired int `json:"desired"`
 	Ready   int `json:"ready"`
+	// Starts (a Gantry extension) is each replica's cold start, from the
+	// drivers that follow it (local and docker): the phase it is in and
+	// when each phase began. Replica addresses stay in the route table.
+	Starts []ReplicaStart `json:"starts,omitempty"`
+}
+
+// ReplicaStart is one replica's cold start: Phase is schedule (asked
+// for, not started), process_start (started, not answering /ping yet),
+// model_load (answering, loading its model) or ready; the times (Unix
+// ms, 0: not reached) are when each phase began and when it became
+// ready. A restarted replica has no requested_ms.
+type ReplicaStart struct {
+	ID          string `json:"id"`
+	Phase       string `json:"phase"`
+	RequestedMs int64  `json:"requested_ms,omitempty"`
+	StartedMs   int64  `json:"started_ms,omitempty"`
+	AnsweredMs  int64  `json:"answered_ms,omitempty"`
+	ReadyMs     int64  `json:"ready_ms,omitempty"`
 }
 
 // TrafficConfig splits an endpoint's traffic between its served entities.

@@ -201,6 +201,29 @@ func TestTokenAPI(t *testing.T) {
 	if st := a.call(t, obo.TokenValue, "POST", "/api/2.0/token-management/on-behalf-of/tokens", `{"application_id":"`+sp.ApplicationID+`"}`, nil); st != 403 {
 		t.Errorf("non-admin on-behalf-of: %d", st)
 	}
+	// A user's first token (a Gantry extension: there is no SSO to get
+	// it from): an admin issues it with user_name, and it is the user's.
+	a.call(t, admin, "POST", "/api/2.0/preview/scim/v2/Users", `{"userName":"ada@corp.com"}`, nil)
+	var ut createTokenResponse
+	if st := a.call(t, admin, "POST", "/api/2.0/token-management/on-behalf-of/tokens", `{"user_name":"ada@corp.com","comment":"first"}`, &ut); st != 200 || ut.TokenValue == "" {
+		t.Fatalf("on-behalf-of a user: %d %+v", st, ut)
+	}
+	var me scimResource
+	if st := a.call(t, ut.TokenValue, "GET", "/api/2.0/preview/scim/v2/Me", "", &me); st != 200 || me.UserName != "ada@corp.com" {
+		t.Errorf("the user's token is %d %+v, want ada@corp.com", st, me)
+	}
+	for body, want := range map[string]int{
+		`{"user_name":"nobody@corp.com"}`: 404,
+		`{"user_name":"ada@corp.com","application_id":"` + sp.ApplicationID + `"}`: 400,
+		`{}`: 400,
+	} {
+		if st := a.call(t, admin, "POST", "/api/2.0/token-management/on-behalf-of/tokens", body, nil); st != want {
+			t.Errorf("on-behalf-of %s: %d, want %d", body, st, want)
+		}
+	}
+	if st := a.call(t, ut.TokenValue, "POST", "/api/2.0/token-management/on-behalf-of/tokens", `{"user_name":"ada@corp.com"}`, nil); st != 403 {
+		t.Errorf("a user issues a token on behalf of itself: %d, want 403 (admins only)", st)
+	}
 	if st := a.call(t, admin, "POST", "/api/2.0/token/delete", `{"token_id":"`+own.TokenInfo.TokenID+`"}`, nil); st != 404 {
 		t.Errorf("token/delete of another's token: %d", st)
 	}

@@ -154,7 +154,12 @@ func (h *handler) tmDelete(w http.ResponseWriter, r *http.Request, _ *Caller) {
 // applicationId, as an admin.
 func (h *handler) tmOnBehalfOf(w http.ResponseWriter, r *http.Request, c *Caller) {
 	var in struct {
-		ApplicationID   string `json:"application_id"`
+		ApplicationID string `json:"application_id"`
+		// UserName (a Gantry extension) names a user instead: Gantry has
+		// no single sign-on through which users would get their first
+		// token, so an admin issues it, and the user may then make more
+		// with /api/2.0/token/create.
+		UserName        string `json:"user_name"`
 		LifetimeSeconds *int64 `json:"lifetime_seconds"`
 		Comment         string `json:"comment"`
 	}
@@ -162,13 +167,26 @@ func (h *handler) tmOnBehalfOf(w http.ResponseWriter, r *http.Request, c *Caller
 		writeError(w, err)
 		return
 	}
-	if in.ApplicationID == "" {
-		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "application_id: required; the service principal's applicationId"))
+	var ref Ref
+	switch {
+	case in.ApplicationID != "" && in.UserName != "":
+		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "name one of application_id (a service principal) and user_name (a user), not both"))
+		return
+	case in.UserName != "":
+		ref = Ref{User, in.UserName}
+	case in.ApplicationID != "":
+		ref = Ref{ServicePrincipal, in.ApplicationID}
+	default:
+		writeError(w, api.Errorf(api.ErrInvalidParameterValue, "application_id: required; the service principal's applicationId (or user_name, a user's userName)"))
 		return
 	}
-	sp, ok := h.s.Lookup(Ref{ServicePrincipal, in.ApplicationID})
+	sp, ok := h.s.Lookup(ref)
 	if !ok {
-		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "application_id: service principal %q does not exist", in.ApplicationID))
+		if ref.Kind == User {
+			writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "user_name: user %q does not exist", in.UserName))
+		} else {
+			writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "application_id: service principal %q does not exist", in.ApplicationID))
+		}
 		return
 	}
 	life, err := lifetime(in.LifetimeSeconds)

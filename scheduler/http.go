@@ -350,34 +350,46 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.endpoint(ep).AIGateway)
 }
 
+// list answers the endpoints the caller may view; a blocking query with
+// ?index= (watch.go).
 func (s *Scheduler) list(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	out := api.ListEndpointsResponse{Endpoints: make([]api.Endpoint, 0, len(s.eps))}
-	for _, ep := range s.eps {
-		l := s.endpointLevel(r, ep.ID)
-		if !l.AtLeast(identity.CanView) {
-			continue
+	s.blocking(w, r, func(r *http.Request) (any, error) {
+		s.mu.Lock()
+		out := api.ListEndpointsResponse{Endpoints: make([]api.Endpoint, 0, len(s.eps))}
+		for _, ep := range s.eps {
+			l := s.endpointLevel(r, ep.ID)
+			if !l.AtLeast(identity.CanView) {
+				continue
+			}
+			v := s.endpoint(ep)
+			v.PermissionLevel = string(l)
+			out.Endpoints = append(out.Endpoints, v)
 		}
-		v := s.endpoint(ep)
-		v.PermissionLevel = string(l)
-		out.Endpoints = append(out.Endpoints, v)
-	}
-	s.mu.Unlock()
-	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].Name < out.Endpoints[j].Name })
-	writeJSON(w, http.StatusOK, out)
+		s.mu.Unlock()
+		sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].Name < out.Endpoints[j].Name })
+		return out, nil
+	})
 }
 
+// get answers one endpoint; a blocking query with ?index= (watch.go).
+// The guard checked CAN_VIEW before the first answer; needEndpoint checks
+// it again before each, as a wait may outlast the grant.
 func (s *Scheduler) get(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ep, err := s.lookup(r.PathValue("name"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	v := s.endpoint(ep)
-	v.PermissionLevel = string(s.endpointLevel(r, ep.ID))
-	writeJSON(w, http.StatusOK, v)
+	name := r.PathValue("name")
+	s.blocking(w, r, func(r *http.Request) (any, error) {
+		if _, err := s.needEndpoint(r, name, identity.CanView); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ep, err := s.lookup(name)
+		if err != nil {
+			return nil, err
+		}
+		v := s.endpoint(ep)
+		v.PermissionLevel = string(s.endpointLevel(r, ep.ID))
+		return v, nil
+	})
 }
 
 // lookup finds an endpoint or returns a 404 error. s.mu must be held.

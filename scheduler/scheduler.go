@@ -143,6 +143,9 @@ type Scheduler struct {
 	// limiter is the rate limits' coordinator (ratelimits.go); its
 	// counters have their own lock.
 	limiter ratelimit.Limiter
+	// changed wakes the endpoints' blocking queries (watch.go); it has
+	// its own lock, as Notify may be called with s.mu held.
+	changed changes
 }
 
 // New loads the stored endpoints and returns a scheduler. Call Run to start
@@ -192,6 +195,7 @@ func New(cfg Config) (*Scheduler, error) {
 // Notify asks for a reconcile soon. Drivers call it when a deployment's
 // status changes; it never blocks.
 func (s *Scheduler) Notify(string) {
+	s.changed.fire()
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -236,6 +240,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	p := plan(w, eps)
 	s.commit(p, w.now)
 	s.mu.Unlock()
+	s.changed.fire()
 	s.apply(ctx, p)
 }
 

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"slices"
+	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/store"
 )
 
@@ -72,9 +74,38 @@ func (w *world) configView(ep string, c *api.EndpointConfig) (*api.EndpointConfi
 		}
 		zero := e.d.Replicas == 0
 		view.ScaledToZero = &zero
-		view.Replicas = &api.Replicas{Desired: e.d.Replicas, Ready: status.Ready()}
+		view.Replicas = &api.Replicas{Desired: e.d.Replicas, Ready: status.Ready(), Starts: replicaStarts(status.Starts)}
 		v.ServedEntities[i] = view
 		allReady = allReady && st.Deployment == api.DeploymentReady
 	}
 	return &v, allReady
+}
+
+// replicaStarts is the API's view of the replicas' cold starts.
+func replicaStarts(ss []orchestrator.Start) []api.ReplicaStart {
+	if len(ss) == 0 {
+		return nil
+	}
+	ms := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return t.UnixMilli()
+	}
+	out := make([]api.ReplicaStart, len(ss))
+	for i, s := range ss {
+		v := api.ReplicaStart{ID: s.ID, RequestedMs: ms(s.Requested), StartedMs: ms(s.Started), AnsweredMs: ms(s.Answered), ReadyMs: ms(s.Ready)}
+		switch {
+		case !s.Ready.IsZero():
+			v.Phase = "ready"
+		case !s.Answered.IsZero():
+			v.Phase = orchestrator.PhaseModelLoad
+		case !s.Started.IsZero():
+			v.Phase = orchestrator.PhaseProcessStart
+		default:
+			v.Phase = orchestrator.PhaseSchedule
+		}
+		out[i] = v
+	}
+	return out
 }

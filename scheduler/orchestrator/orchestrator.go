@@ -4,6 +4,8 @@
 // what it has with a Status.
 package orchestrator
 
+import "time"
+
 // Deployment is the desired state of one served entity's workers. A change of
 // anything but Replicas makes a new Deployment with a new ID (as Nomad needs a
 // new job to avoid a rolling deployment); Replicas changes scale it.
@@ -61,6 +63,21 @@ type Status struct {
 	Failure string
 	// Failures counts failed starts (and exits) since the deployment began.
 	Failures uint64
+	// Starts is each replica's cold start, also of replicas not started
+	// yet (which Instances leaves out), for the API's view; drivers that
+	// do not follow the phases leave it empty.
+	Starts []Start
+}
+
+// Start is when each cold-start phase of one replica's current run began
+// (metrics.go names the phases); a zero time is a phase not reached yet.
+// A restarted worker's run has no Requested: restarts are not scheduled.
+type Start struct {
+	ID        string
+	Requested time.Time // asked for: schedule began
+	Started   time.Time // process, container or allocation started: process_start began
+	Answered  time.Time // first answer to /ping: model_load began
+	Ready     time.Time // /ping answered 200
 }
 
 // Ready counts the ready instances.

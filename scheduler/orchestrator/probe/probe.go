@@ -132,6 +132,10 @@ type Prober struct {
 	Clock Clock
 	// Ping replaces the HTTP ping, for tests; nil: Ping.
 	Ping func(ctx context.Context, addr string) Result
+	// Answered, when set, is called by AwaitReady at the worker's first
+	// answer, so that the cold-start phase it begins (model_load) shows
+	// while it lasts, not only once the worker is ready.
+	Answered func(at time.Time)
 }
 
 var defaultClient = &http.Client{Timeout: Timeout}
@@ -185,6 +189,9 @@ func (p *Prober) AwaitReady(ctx context.Context, addr string) (ready bool, answe
 		}
 		if r.Answered && answeredAt.IsZero() {
 			answeredAt = clock.Now()
+			if p.Answered != nil {
+				p.Answered(answeredAt)
+			}
 		}
 		var d Decision
 		s, d = Decide(s, r.OK, p.Interval)

@@ -97,8 +97,10 @@ type replica struct {
 	// created is when Ensure asked for the replica; the schedule phase
 	// ends when its first worker starts. Only its supervisor uses it.
 	created time.Time
-	addr    string
-	ready   bool
+	// start is the current run's phases, for Status; guarded by mu.
+	start orchestrator.Start
+	addr  string
+	ready bool
 	// ctx ends when the replica is to stop; stop ends it.
 	ctx  context.Context
 	stop context.CancelFunc
@@ -159,7 +161,9 @@ func (s *Set) Ensure(_ context.Context, spec orchestrator.Deployment) error {
 	dep.spec = spec
 	var stopping []*replica
 	for len(dep.replicas) < spec.Replicas {
-		r := &replica{id: spec.ID + "-" + strconv.Itoa(dep.nextID), created: time.Now()}
+		now := time.Now()
+		r := &replica{id: spec.ID + "-" + strconv.Itoa(dep.nextID), created: now}
+		r.start = orchestrator.Start{ID: r.id, Requested: now}
 		r.ctx, r.stop = context.WithCancel(context.Background())
 		dep.nextID++
 		dep.replicas = append(dep.replicas, r)
@@ -232,6 +236,7 @@ func (s *Set) Status(id string) orchestrator.Status {
 		if r.addr != "" {
 			st.Instances = append(st.Instances, orchestrator.Instance{ID: r.id, Addr: r.addr, Ready: r.ready})
 		}
+		st.Starts = append(st.Starts, r.start)
 	}
 	if st.Ready() == 0 {
 		st.Failure = dep.failure

@@ -100,6 +100,11 @@ func TestHungWorkerIsNotReady(t *testing.T) {
 	}
 	awaitReady(1, "a ready replica")
 	addr := s.Status("dep").Instances[0].Addr
+	// The cold start's phases, in order, for the API's view.
+	if st := s.Status("dep").Starts; len(st) != 1 || st[0].ID != s.Status("dep").Instances[0].ID || st[0].Requested.IsZero() ||
+		st[0].Started.Before(st[0].Requested) || st[0].Answered.Before(st[0].Started) || st[0].Ready.Before(st[0].Answered) {
+		t.Errorf("starts %+v, want requested <= started <= answered <= ready, none zero", st)
+	}
 
 	f.mu.Lock()
 	w := f.last
@@ -111,8 +116,12 @@ func TestHungWorkerIsNotReady(t *testing.T) {
 		t.Errorf("status %+v, want the same instance, not ready, and no failure: it did not exit", st)
 	}
 
+	ready := s.Status("dep").Starts[0].Ready
 	w.hung.Store(false)
 	awaitReady(1, "the replica to be ready again")
+	if got := s.Status("dep").Starts[0].Ready; !got.Equal(ready) {
+		t.Errorf("ready at %v after recovering, want %v: a recovery is not a cold start", got, ready)
+	}
 	if got := s.Status("dep").Instances; len(got) != 1 || got[0].Addr != addr {
 		t.Errorf("instances %+v after recovery, want the same worker at %s", got, addr)
 	}

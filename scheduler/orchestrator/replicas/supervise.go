@@ -60,10 +60,14 @@ func (s *Set) run(dep *deployment, r *replica) error {
 		return err
 	}
 	startedAt := time.Now()
+	s.mu.Lock()
+	r.start = orchestrator.Start{ID: r.id, Started: startedAt}
 	if !r.created.IsZero() {
 		s.cfg.Metrics.Observe(spec, orchestrator.PhaseSchedule, startedAt.Sub(r.created))
+		r.start.Requested = r.created
 		r.created = time.Time{} // restarts are not scheduling
 	}
+	s.mu.Unlock()
 	// exited is closed once the worker is gone; exitErr is then safe to read.
 	exited := make(chan struct{})
 	var exitErr error
@@ -80,7 +84,12 @@ func (s *Set) run(dep *deployment, r *replica) error {
 		s.notify(spec.ID)
 	}()
 
-	ready, answeredAt, err := s.awaitReady(r.ctx, addr, exited)
+	ready, answeredAt, err := s.awaitReady(r.ctx, addr, exited, func(at time.Time) {
+		s.mu.Lock()
+		r.start.Answered = at
+		s.mu.Unlock()
+		s.notify(spec.ID)
+	})
 	if !answeredAt.IsZero() {
 		s.cfg.Metrics.Observe(spec, orchestrator.PhaseProcessStart, answeredAt.Sub(startedAt))
 		if ready {
@@ -112,12 +121,14 @@ func (s *Set) run(dep *deployment, r *replica) error {
 // the worker exits or times out (error). It also says when the worker first
 // answered at all (its process was up; the model was loading), zero if it
 // never did. The pace is package probe's start-up policy.
-func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{}) (ready bool, answeredAt time.Time, err error) {
+func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{}, answered func(time.Time)) (ready bool, answeredAt time.Time, err error) {
 	pctx, cancel := untilExit(ctx, exited)
 	defer cancel()
 	pctx, cancelDeadline := context.WithTimeout(pctx, s.cfg.ReadyTimeout)
 	defer cancelDeadline()
-	ready, answeredAt = s.prober().AwaitReady(pctx, addr)
+	p := s.prober()
+	p.Answered = answered
+	ready, answeredAt = p.AwaitReady(pctx, addr)
 	switch {
 	case ready:
 		return true, answeredAt, nil
@@ -182,6 +193,9 @@ func (s *Set) setReady(dep *deployment, r *replica, ready bool) {
 	s.mu.Lock()
 	changed := r.ready != ready
 	r.ready = ready
+	if ready && r.start.Ready.IsZero() {
+		r.start.Ready = time.Now()
+	}
 	if ready && changed {
 		dep.failure = ""
 	}
