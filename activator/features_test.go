@@ -92,6 +92,12 @@ func TestFeatureLookup(t *testing.T) {
 	if w.hits.Load() != 1 {
 		t.Errorf("worker got %d requests with Redis down", w.hits.Load())
 	}
+	// A request that gives every feature needs no lookup, so it is
+	// answered with Redis down.
+	r = post("fraud", `{"dataframe_records": [{"user_id": 42, "avg_amount": 1.5, "txn_count_7d": 3}]}`)
+	if want := `{"predictions":[{"dataframe_split":{"columns":["user_id","avg_amount","txn_count_7d"],"data":[[42,1.5,3]]}}]}`; r.status != 200 || string(r.body) != want {
+		t.Errorf("every feature given, Redis down: %d %s\nwant %s", r.status, r.body, want)
+	}
 }
 
 func TestFeatureLookupWithoutStore(t *testing.T) {

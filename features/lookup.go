@@ -36,9 +36,16 @@ var _ Looker = (*onlinestore.Store)(nil)
 type Plan struct {
 	route   api.FeatureRoute
 	lookups []*lookup
-	// outputs are every lookup's outputs, in spec order.
-	outputs []string
+	// outputs are every lookup's outputs, in spec order; outAt says
+	// which lookup and which of its outputs each one is, and outIndex
+	// finds one by name. Built once, so that a request needs no map of
+	// its own to place the columns.
+	outputs  []string
+	outAt    []outPos
+	outIndex map[string]int
 }
+
+type outPos struct{ lk, j int }
 
 type lookup struct {
 	table    string
@@ -55,6 +62,7 @@ type lookup struct {
 type colIndex struct {
 	raw string
 	idx []int // by feature; -1 when the generation lacks it
+	n   int   // the generation's columns: a stored row's length
 }
 
 // Compile checks r and prepares it for requests.
@@ -62,8 +70,7 @@ func Compile(r *api.FeatureRoute) (*Plan, error) {
 	if r.Error != "" {
 		return nil, errors.New(r.Error)
 	}
-	p := &Plan{route: *r}
-	seen := map[string]bool{}
+	p := &Plan{route: *r, outIndex: map[string]int{}}
 	for i, l := range r.Lookups {
 		if l.Table == "" || len(l.LookupKey) == 0 || len(l.Features) == 0 || len(l.Outputs) != len(l.Features) {
 			return nil, fmt.Errorf("feature lookup %d is incomplete (table, lookup_key and features are required)", i)
@@ -75,12 +82,13 @@ func Compile(r *api.FeatureRoute) (*Plan, error) {
 				lk.defaults[j] = l.Defaults[j]
 			}
 		}
-		for _, o := range l.Outputs {
-			if seen[o] {
+		for j, o := range l.Outputs {
+			if _, dup := p.outIndex[o]; dup {
 				return nil, fmt.Errorf("feature %s is the output of two lookups; rename one with rename_outputs", o)
 			}
-			seen[o] = true
+			p.outIndex[o] = len(p.outputs)
 			p.outputs = append(p.outputs, o)
+			p.outAt = append(p.outAt, outPos{lk: len(p.lookups), j: j})
 		}
 		p.lookups = append(p.lookups, lk)
 	}
@@ -133,11 +141,11 @@ func (f *frame) cell(r, c int) []byte {
 // dataframe_records, dataframe_split, and instances or inputs as records
 // or as columns. Lookups need names to find the key.
 func parseFrame(body []byte) (*frame, *Error) {
-	top, err := objectFields(body, nil)
+	top, err := objectFields(body, make([]field, 0, 4))
 	if err != nil {
 		return nil, api.Errorf(api.ErrMalformedRequest, "the request body is not a JSON object: %v", err)
 	}
-	f := &frame{index: map[string]int{}}
+	f := &frame{index: make(map[string]int, 16), cols: make([]string, 0, 16)}
 	var input *field
 	for i := range top {
 		switch top[i].key {
@@ -198,13 +206,16 @@ func parseFrame(body []byte) (*frame, *Error) {
 		if err != nil {
 			return nil, badRequest("%s must be an array of records", input.key)
 		}
-		var kv []field
+		kv := make([]field, 0, 16)
+		f.rows = make([][][]byte, 0, len(recs))
 		for i, rec := range recs {
 			kv, err = objectFields(rec, kv[:0])
 			if err != nil {
 				return nil, badRequest("%s[%d] is not an object: feature lookup needs named columns (send dataframe_records or dataframe_split)", input.key, i)
 			}
-			f.rows = append(f.rows, make([][]byte, len(f.cols)))
+			// Room for this record's columns, so that the row does not
+			// grow as they are named.
+			f.rows = append(f.rows, make([][]byte, len(f.cols), max(len(f.cols), len(kv))))
 			for _, c := range kv {
 				j := f.col(c.key)
 				f.rows[i][j] = c.val
@@ -252,19 +263,29 @@ type fetched struct {
 
 // resolve looks up every row's keys. Rows that give every output of a
 // lookup themselves are not looked up for it (a feature in the request
-// overrides the lookup).
+// overrides the lookup). Its slices are carved from a few allocations
+// shared by the lookups: it runs on every request.
 func (p *Plan) resolve(ctx context.Context, f *frame, store Looker) ([]fetched, *Error) {
-	out := make([]fetched, len(p.lookups))
-	qs := make([]onlinestore.Query, len(p.lookups))
-	rowq := make([][]int, len(p.lookups)) // row → position in qs[i].Keys, -1 none
-	var buf []byte
+	nl, nr := len(p.lookups), len(f.rows)
+	out := make([]fetched, nl)
+	qs := make([]onlinestore.Query, nl)
+	keys := make([]string, nl*nr)  // lookup i's at [i*nr:]
+	rowq := make([]int, nl*nr)     // row → position in qs[i].Keys, -1 none
+	qkeys := make([]string, 0, nr) // the distinct keys, each lookup's after the last
+	var kb [64]byte                // most keys fit: the key is built without an allocation
+	buf := kb[:0]
+	var seen map[string]int // for many rows; a few are searched
+	some := false           // a query has keys
 	for i, l := range p.lookups {
 		qs[i].Table = l.table
-		out[i].keys = make([]string, len(f.rows))
-		rowq[i] = make([]int, len(f.rows))
-		seen := map[string]int{}
+		out[i].keys = keys[i*nr : (i+1)*nr : (i+1)*nr]
+		rq := rowq[i*nr : (i+1)*nr]
+		first := len(qkeys)
+		if seen != nil {
+			clear(seen)
+		}
 		for r := range f.rows {
-			rowq[i][r] = -1
+			rq[r] = -1
 			if p.overridden(f, r, l) {
 				continue
 			}
@@ -286,16 +307,43 @@ func (p *Plan) resolve(ctx context.Context, f *frame, store Looker) ([]fetched, 
 					return nil, badRequest("row %d: %s (the lookup key of feature table %s) is %s: %v", r, kc, l.table, clip(v), err)
 				}
 			}
-			key := string(buf)
-			out[i].keys[r] = key
-			q, ok := seen[key]
-			if !ok {
-				q = len(qs[i].Keys)
-				seen[key] = q
-				qs[i].Keys = append(qs[i].Keys, key)
+			q := -1
+			if nr > 8 {
+				if seen == nil {
+					seen = make(map[string]int, nr)
+				}
+				if at, ok := seen[string(buf)]; ok {
+					q = at
+				}
+			} else {
+				for at, k := range qkeys[first:] {
+					if k == string(buf) {
+						q = at
+						break
+					}
+				}
 			}
-			rowq[i][r] = q
+			if q < 0 {
+				key := string(buf)
+				q = len(qkeys) - first
+				qkeys = append(qkeys, key)
+				if seen != nil {
+					seen[key] = q
+				}
+			}
+			out[i].keys[r] = qkeys[first+q]
+			rq[r] = q
 		}
+		qs[i].Keys = qkeys[first:len(qkeys):len(qkeys)]
+		some = some || len(qs[i].Keys) > 0
+	}
+	vals := make([][][]byte, nl*nr)
+	for i := range out {
+		out[i].vals = vals[i*nr : (i+1)*nr : (i+1)*nr]
+	}
+	if !some {
+		// Every row gives every feature: nothing to look up.
+		return out, nil
 	}
 	res, err := store.Lookup(ctx, qs)
 	switch {
@@ -304,27 +352,32 @@ func (p *Plan) resolve(ctx context.Context, f *frame, store Looker) ([]fetched, 
 	case err != nil:
 		return nil, api.Errorf(api.ErrTemporarilyUnavailable, "feature lookup failed, no prediction was made: %v", err)
 	}
+	split := make([][][]byte, len(qkeys))
+	at := 0
 	for i, l := range p.lookups {
+		sp := split[at : at+len(qs[i].Keys)]
+		at += len(qs[i].Keys)
+		if len(qs[i].Keys) == 0 {
+			continue // every row overrides this lookup
+		}
 		ix, err := l.columns(res[i].Columns)
 		if err != nil {
 			return nil, api.Errorf(api.ErrInternal, "feature table %s: %v", l.table, err)
 		}
 		out[i].index = ix
-		out[i].vals = make([][][]byte, len(f.rows))
-		split := make([][][]byte, len(qs[i].Keys))
 		for r := range f.rows {
-			q := rowq[i][r]
+			q := rowq[i*nr+r]
 			if q < 0 || res[i].Rows[q] == nil {
 				continue
 			}
-			if split[q] == nil {
-				vals, err := arrayElems(res[i].Rows[q], nil)
+			if sp[q] == nil {
+				vs, err := arrayElems(res[i].Rows[q], make([][]byte, 0, ix.n))
 				if err != nil {
 					return nil, api.Errorf(api.ErrInternal, "feature table %s: a stored row is not a JSON array: %v", l.table, err)
 				}
-				split[q] = vals
+				sp[q] = vs
 			}
-			out[i].vals[r] = split[q]
+			out[i].vals[r] = sp[q]
 		}
 	}
 	return out, nil
@@ -350,7 +403,7 @@ func (l *lookup) columns(raw string) (*colIndex, error) {
 	if err := json.Unmarshal([]byte(raw), &cols); err != nil {
 		return nil, fmt.Errorf("stored columns %q: %w", raw, err)
 	}
-	ix := &colIndex{raw: raw, idx: make([]int, len(l.features))}
+	ix := &colIndex{raw: raw, idx: make([]int, len(l.features)), n: len(cols)}
 	for j, name := range l.features {
 		ix.idx[j] = slices.Index(cols, name)
 	}
@@ -431,55 +484,55 @@ func (p *Plan) Augment(ctx context.Context, body []byte, store Looker) ([]byte, 
 		return nil, e
 	}
 	// Columns: the request's, then the outputs it lacks; a signature's
-	// order wins.
-	type src struct {
-		col   int // the request's column, or -1
-		lk, j int // else lookup lk's output j
-	}
-	var names []string
-	var srcs []src
-	have := map[string]bool{}
-	add := func(name string, s src) {
-		if !have[name] {
-			have[name] = true
-			names = append(names, name)
+	// order wins. A column is a source: the request's column c (c >= 0)
+	// or output k of the plan (^k); a name that is both is the output,
+	// whose value is the request's when it gives one.
+	nc := len(f.cols)
+	srcs := make([]int, 0, nc+len(p.outputs))
+	used := make([]bool, nc+len(p.outputs)) // by c, then nc+k
+	add := func(s int) {
+		u := s
+		if s < 0 {
+			u = nc + ^s
+		}
+		if !used[u] {
+			used[u] = true
 			srcs = append(srcs, s)
 		}
 	}
-	byName := map[string]src{}
-	for c, n := range f.cols {
-		byName[n] = src{col: c, lk: -1}
-	}
-	for i, l := range p.lookups {
-		for j, o := range l.outputs {
-			byName[o] = src{col: -1, lk: i, j: j}
+	byName := func(n string) (int, bool) {
+		if k, ok := p.outIndex[n]; ok {
+			return ^k, true
 		}
+		c, ok := f.index[n]
+		return c, ok
 	}
 	for _, n := range p.route.Order {
-		if s, ok := byName[n]; ok {
-			add(n, s)
+		if s, ok := byName(n); ok {
+			add(s)
 		}
 	}
-	for c, n := range f.cols {
-		if s := byName[n]; s.lk < 0 {
-			add(n, src{col: c, lk: -1})
-		} else {
-			add(n, s)
-		}
+	for _, n := range f.cols {
+		s, _ := byName(n)
+		add(s)
 	}
-	for i, l := range p.lookups {
-		for j, o := range l.outputs {
-			add(o, src{col: -1, lk: i, j: j})
+	for k := range p.outputs {
+		add(^k)
+	}
+	name := func(s int) string {
+		if s < 0 {
+			return p.outputs[^s]
 		}
+		return f.cols[s]
 	}
 
 	out := make([]byte, 0, len(body)+len(f.rows)*len(p.outputs)*8+64)
 	out = append(out, `{"dataframe_split":{"columns":[`...)
-	for i, n := range names {
+	for i, s := range srcs {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendQuoted(out, n)
+		out = appendQuoted(out, name(s))
 	}
 	out = append(out, `],"data":[`...)
 	for r := range f.rows {
@@ -492,12 +545,13 @@ func (p *Plan) Augment(ctx context.Context, body []byte, store Looker) ([]byte, 
 				out = append(out, ',')
 			}
 			var v []byte
-			if s.lk >= 0 {
-				if v, e = p.value(f, fs, s.lk, s.j, r); e != nil {
+			if s < 0 {
+				at := p.outAt[^s]
+				if v, e = p.value(f, fs, at.lk, at.j, r); e != nil {
 					return nil, e
 				}
 			} else {
-				v = f.cell(r, s.col)
+				v = f.cell(r, s)
 			}
 			if v == nil {
 				v = []byte("null")

@@ -299,6 +299,7 @@ func devCmd() *cobra.Command {
 	}
 	o.flags(c, "127.0.0.1:8080")
 	o.onlineStore.flags(c, true)
+	o.onlineStore.cacheFlags(c)
 	so.flags(c)
 	qo.flags(c)
 	io.flags(c)
@@ -334,7 +335,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 			return err
 		}
 		defer closeFeatures()
-		o.features, look = fs, fs.Store
+		o.features, look = fs, o.onlineStore.looker(fs.Store)
 	}
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {

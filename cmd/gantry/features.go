@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gantry/gantry/features"
 	"github.com/gantry/gantry/features/onlinestore"
 	"github.com/gantry/gantry/features/publish"
 	"github.com/gantry/gantry/scheduler"
@@ -18,6 +19,29 @@ import (
 // 17): --online-store on gantry dev, gantry scheduler and gantry activator.
 type onlineStoreOptions struct {
 	url string
+	// cache is the activator's lookup cache: a value read from the store
+	// is served from memory for up to staleness (0: every lookup reads
+	// the store), in at most cacheBytes.
+	staleness  time.Duration
+	cacheBytes int64
+}
+
+// cacheFlags adds the lookup cache's flags, on the commands that look up
+// (gantry dev and gantry activator).
+func (o *onlineStoreOptions) cacheFlags(c *cobra.Command) {
+	c.Flags().DurationVar(&o.staleness, "feature-cache-staleness", 0,
+		"serve a feature row read from the online store from memory for up to this long, so that hot keys skip the round trip (0: every lookup reads the store)")
+	c.Flags().Int64Var(&o.cacheBytes, "feature-cache-max-bytes", features.DefaultCacheBytes,
+		"memory bound of the feature lookup cache (keys, rows and overhead)")
+}
+
+// looker is what the activator looks features up with: st, behind the
+// cache when a staleness is set.
+func (o *onlineStoreOptions) looker(st *onlinestore.Store) features.Looker {
+	if o.staleness <= 0 {
+		return st
+	}
+	return features.NewCache(st, features.CacheOptions{Staleness: o.staleness, MaxBytes: o.cacheBytes})
 }
 
 func (o *onlineStoreOptions) flags(c *cobra.Command, embedded bool) {

@@ -94,6 +94,7 @@ func activatorCmd() *cobra.Command {
 	ao.flags(c)
 	ko.flags(c, false)
 	fo.flags(c, false)
+	fo.cacheFlags(c)
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve invocations on")
 	c.Flags().StringVar(&schedulerURL, "scheduler", "http://127.0.0.1:8081", "URL of the scheduler whose route table to follow")
 	c.Flags().StringVar(&autoscalerURL, "autoscaler", "", "URL of the autoscaler (gantry autoscaler) to report load and cold starts to; empty: no autoscaling")
@@ -145,7 +146,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 			return err
 		}
 		defer st.Close()
-		look = st
+		look = fo.looker(st)
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

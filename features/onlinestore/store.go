@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gantry/gantry/api"
@@ -81,6 +82,18 @@ type Options struct {
 type Store struct {
 	rdb *redis.Client
 	url string
+	// keys holds each table's script keys (its generation pointer and
+	// the prefix of its generations), built once rather than per lookup.
+	keys sync.Map // string → []string
+}
+
+func (s *Store) scriptKeys(table string) []string {
+	if k, ok := s.keys.Load(table); ok {
+		return k.([]string)
+	}
+	k := []string{genKey(table), genPrefix(table)}
+	s.keys.Store(table, k)
+	return k
 }
 
 // Open connects to the Redis named by url (redis://host:port/db) and
@@ -150,10 +163,17 @@ func (s *Store) Lookup(ctx context.Context, qs []Query) ([]Result, error) {
 		first int // index of the call's first key in qs[q].Keys
 		cmd   *redis.Cmd
 	}
-	var calls []call
-	pipe := s.rdb.Pipeline()
+	calls := make([]call, 0, len(qs))
+	// One script call goes alone; more go in a pipeline, one round trip
+	// for all (a pipeline costs allocations a lone call does not).
+	var run redis.Scripter = s.rdb
+	var pipe redis.Pipeliner
+	if len(qs) > 1 || (len(qs) == 1 && len(qs[0].Keys) > maxArgs) {
+		pipe = s.rdb.Pipeline()
+		run = pipe
+	}
 	for i, q := range qs {
-		keys := []string{genKey(q.Table), genPrefix(q.Table)}
+		keys := s.scriptKeys(q.Table)
 		for first := 0; first == 0 || first < len(q.Keys); first += maxArgs {
 			end := min(first+maxArgs, len(q.Keys))
 			args := make([]any, 0, end-first+1)
@@ -161,13 +181,18 @@ func (s *Store) Lookup(ctx context.Context, qs []Query) ([]Result, error) {
 			for _, k := range q.Keys[first:end] {
 				args = append(args, k)
 			}
-			calls = append(calls, call{q: i, first: first, cmd: lookupScript.EvalSha(ctx, pipe, keys, args...)})
+			calls = append(calls, call{q: i, first: first, cmd: lookupScript.EvalSha(ctx, run, keys, args...)})
 			if end == len(q.Keys) {
 				break
 			}
 		}
 	}
-	_, err := pipe.Exec(ctx)
+	var err error
+	if pipe != nil {
+		_, err = pipe.Exec(ctx)
+	} else if len(calls) > 0 {
+		err = calls[0].cmd.Err()
+	}
 	if err != nil && isNoScript(err) {
 		// The first lookup after a Redis restart: load the script and
 		// go once more.
