@@ -238,7 +238,8 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		body = bytes.Clone(ctx.PostBody())
 	}
 	usage := loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
-		ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: req.ClientRequestID}
+		ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: req.ClientRequestID,
+		UsageContext: req.UsageContext}
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer cancel()
 		defer en.inFlight.Dec()

@@ -35,13 +35,15 @@ func (a *Activator) trackUsage(ep *endpoint, u loggers.UsageRow, request, answer
 	}
 	if llm {
 		u.InputTokens, u.OutputTokens = tokensOf(request, answer)
-		if u.ClientRequestID == "" && bytes.Contains(request, []byte(`"client_request_id"`)) {
-			var r struct {
-				ClientRequestID string `json:"client_request_id"`
-			}
-			json.Unmarshal(request, &r)
-			u.ClientRequestID = r.ClientRequestID
-		}
+	}
+	// The stream writer's row has them already (from the decoded
+	// request: its body may be gone); others are read off the body,
+	// skipping its rows (loggers.ClientRequestID).
+	if u.ClientRequestID == "" {
+		u.ClientRequestID = loggers.ClientRequestID(request)
+	}
+	if u.UsageContext == nil {
+		u.UsageContext = loggers.UsageContext(request)
 	}
 	uc.Usage(&u)
 }

@@ -1,6 +1,7 @@
 package activator
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -33,11 +34,11 @@ func TestUsageRows(t *testing.T) {
 	url, rec := externalActivator(t,
 		api.EndpointRoute{Name: "u", Usage: true, Entities: []api.EntityRoute{extEntity("gpt", api.ProviderOpenAI, api.TaskChat, "m", base)}},
 		api.EndpointRoute{Name: "n", Entities: []api.EntityRoute{extEntity("gpt", api.ProviderOpenAI, api.TaskChat, "m", base)}})
-	if resp, body := post(t, url+"/serving-endpoints/u/invocations", `{"messages": [{"role": "user", "content": "a b c"}], "client_request_id": "c-1"}`); resp.StatusCode != 200 ||
+	if resp, body := post(t, url+"/serving-endpoints/u/invocations", `{"messages": [{"role": "user", "content": "a b c"}], "client_request_id": "c-1", "usage_context": {"team": "risk", "project": "p"}}`); resp.StatusCode != 200 ||
 		!strings.Contains(body, `"usage":{"completion_tokens":4,"prompt_tokens":4,`) {
 		t.Fatalf("whole: %d %s", resp.StatusCode, body)
 	}
-	text, _, _ := readStream(t, url+"/serving-endpoints/u/invocations", chat("a b", true))
+	text, _, _ := readStream(t, url+"/serving-endpoints/u/invocations", `{"messages": [{"role": "user", "content": "a b"}], "stream": true, "client_request_id": "s-1", "usage_context": {"team": "ops"}}`)
 	if text != "echo: a b" {
 		t.Fatalf("stream %q", text)
 	}
@@ -74,10 +75,11 @@ func TestUsageRows(t *testing.T) {
 			whole = u
 		}
 	}
-	if whole == nil || whole.ServedEntity != "gpt" || whole.InputTokens != 4 || whole.OutputTokens != 4 || whole.ClientRequestID != "c-1" {
+	if whole == nil || whole.ServedEntity != "gpt" || whole.InputTokens != 4 || whole.OutputTokens != 4 || whole.ClientRequestID != "c-1" ||
+		fmt.Sprint(whole.UsageContext) != "map[project:p team:risk]" {
 		t.Errorf("whole row %+v", whole)
 	}
-	if stream == nil || stream.InputTokens != 3 || stream.OutputTokens != 3 {
+	if stream == nil || stream.InputTokens != 3 || stream.OutputTokens != 3 || stream.ClientRequestID != "s-1" || fmt.Sprint(stream.UsageContext) != "map[team:ops]" {
 		t.Errorf("stream row %+v", stream)
 	}
 	if len(byStatus[400]) != 1 || byStatus[400][0].InputTokens == 0 || strings.Contains(byStatus[400][0].ClientRequestID, "x") {

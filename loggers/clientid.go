@@ -8,40 +8,64 @@ import (
 // ClientRequestID returns the top-level "client_request_id" string of a JSON
 // scoring body (the MLflow protocol lets clients name their requests so),
 // or "" when there is none or the body is not a JSON object.
+func ClientRequestID(body []byte) string {
+	v := topLevel(body, `"client_request_id"`)
+	if v == nil || v[0] != '"' {
+		return ""
+	}
+	var id string
+	if json.Unmarshal(v, &id) != nil {
+		return ""
+	}
+	return id
+}
+
+// UsageContext returns the top-level "usage_context" object of a JSON
+// body (Databricks' map of strings that callers attribute usage with:
+// a project, a team), or nil when there is none or it is not an object
+// of strings. Invalid ones are refused for LLM entities (external.Decode)
+// before any usage row is written; other bodies' are left out.
+func UsageContext(body []byte) map[string]string {
+	v := topLevel(body, `"usage_context"`)
+	if v == nil || v[0] != '{' {
+		return nil
+	}
+	var m map[string]string
+	if json.Unmarshal(v, &m) != nil || len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// topLevel returns the raw value of the member key (quoted, as it is
+// written) of the JSON object body, or nil.
 //
 // It skips the other values without decoding them: bodies can hold
 // thousands of rows, and this runs for every captured request.
-func ClientRequestID(body []byte) string {
+func topLevel(body []byte, key string) []byte {
 	s := scanner{b: body}
 	if s.skipSpace(); !s.eat('{') {
-		return ""
+		return nil
 	}
 	for {
 		s.skipSpace()
-		key, ok := s.str()
+		k, ok := s.str()
 		if !ok {
-			return ""
+			return nil
 		}
 		if s.skipSpace(); !s.eat(':') {
-			return ""
+			return nil
 		}
 		s.skipSpace()
-		if string(key) == `"client_request_id"` {
-			v, ok := s.str()
-			if !ok {
-				return ""
-			}
-			var id string
-			if json.Unmarshal(v, &id) != nil {
-				return ""
-			}
-			return id
-		}
+		start := s.i
 		if !s.value() {
-			return ""
+			return nil
+		}
+		if string(k) == key {
+			return s.b[start:s.i]
 		}
 		if s.skipSpace(); !s.eat(',') {
-			return ""
+			return nil
 		}
 	}
 }

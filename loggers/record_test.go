@@ -2,6 +2,7 @@ package loggers
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -82,6 +83,23 @@ func TestClientRequestID(t *testing.T) {
 	} {
 		if got := ClientRequestID([]byte(c.body)); got != c.want {
 			t.Errorf("ClientRequestID(%s) = %q; want %q", c.body, got, c.want)
+		}
+	}
+}
+
+func TestUsageContext(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{`{"messages": [{"role": "user", "content": "usage_context"}], "usage_context": {"team": "risk", "project": "p-1"}}`, "map[project:p-1 team:risk]"},
+		{`{"inputs": [1], "params": {"usage_context": {"a": "nested"}}, "usage_context" : {"a":"top"} }`, "map[a:top]"},
+		{`{"usage_context": {"a": 1}}`, "map[]"},
+		{`{"usage_context": {}}`, "map[]"},
+		{`{"usage_context": "team"}`, "map[]"},
+		{`{"usage_context": {"a": "b"`, "map[]"},
+		{`{"inputs": [1]}`, "map[]"},
+		{`a,b\n1,2`, "map[]"},
+	} {
+		if got := fmt.Sprint(UsageContext([]byte(c.body))); got != c.want {
+			t.Errorf("UsageContext(%s) = %s; want %s", c.body, got, c.want)
 		}
 	}
 }

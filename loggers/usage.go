@@ -22,6 +22,9 @@ type UsageRow struct {
 	OutputTokens    int64  `json:"output_tokens"`
 	Streaming       bool   `json:"streaming"`
 	ClientRequestID string `json:"client_request_id,omitempty"`
+	// UsageContext is the request's usage_context (Databricks' map of
+	// strings that callers attribute usage with: a project, a team).
+	UsageContext map[string]string `json:"usage_context,omitempty"`
 }
 
 // UsageTable is where usage rows land, next to AuditTable.
@@ -33,7 +36,7 @@ const usageVersion = 0xA2
 
 // AppendUsage appends the encoding of u to b.
 func AppendUsage(b []byte, u *UsageRow) []byte {
-	j, _ := json.Marshal(u) // strings, integers and a bool: cannot fail
+	j, _ := json.Marshal(u) // strings, integers, a bool and a map of strings: cannot fail
 	return append(append(b, usageVersion), j...)
 }
 

@@ -45,7 +45,9 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 		b, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": content}}, "stream": stream})
 		return string(b)
 	}
-	if b := a.ok(t, "POST", "/serving-endpoints/gw/invocations", msg("mail jane@example.com now", false)); !strings.Contains(b, "echo: mail [EMAIL] now") {
+	// The client's request id and usage context go into its usage row.
+	withContext := strings.TrimSuffix(msg("mail jane@example.com now", false), "}") + `, "client_request_id": "c-7", "usage_context": {"team": "risk", "project": "p-1"}}`
+	if b := a.ok(t, "POST", "/serving-endpoints/gw/invocations", withContext); !strings.Contains(b, "echo: mail [EMAIL] now") {
 		t.Fatalf("masked: %s", b)
 	}
 	if resp, b := a.do(t, "POST", "/serving-endpoints/gw/invocations", msg("my password", false)); resp.StatusCode != 400 || !strings.Contains(b, "input guardrail invalid_keywords") {
@@ -96,6 +98,19 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 	t.Logf("usage: %+v", u.Rows)
 	if r := u.Rows[0]; r.Key != "gw" || r.Requests != 3 || r.Errors != 1 || r.InputTokens < 8 || r.OutputTokens < 8 {
 		t.Errorf("usage = %+v", u.Rows)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := db.Query(ctx, "SELECT client_request_id, usage_context, visitParamExtractString(usage_context, 'team') FROM `default`.`gantry_usage` FINAL ORDER BY client_request_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res.Rows {
+		got = append(got, strings.Join(r, "|"))
+	}
+	if want := `|{}| |{}| c-7|{"project":"p-1","team":"risk"}|risk`; strings.Join(got, " ") != want {
+		t.Errorf("usage rows' client_request_id, usage_context, team: %q; want %q", got, want)
 	}
 	dev.stop(t)
 }

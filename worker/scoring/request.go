@@ -85,11 +85,17 @@ func ParseJSON(body []byte) (*Request, error) {
 			default:
 				return nil, api.Errorf(api.ErrInvalidParameterValue, "client_request_id is %s; want a string", kindOf(val))
 			}
+		case "usage_context":
+			// Databricks' map of strings for the usage table, which the
+			// activator reads off the body; the model never sees it.
+			if err := checkUsageContext(val); err != nil {
+				return nil, err
+			}
 		default:
 			// API.md: a field Gantry does not take is a 400 naming it,
 			// never silently ignored.
 			return nil, api.Errorf(api.ErrInvalidParameterValue,
-				"body has unknown key %q; send one of %s, plus optional params and client_request_id", clip(k), formatList)
+				"body has unknown key %q; send one of %s, plus optional params, client_request_id and usage_context", clip(k), formatList)
 		}
 	}
 	switch format {
@@ -399,4 +405,22 @@ func kindOf(v any) string {
 		return "an object"
 	}
 	return "a value"
+}
+
+// checkUsageContext refuses a usage_context that is not an object of
+// strings, as the LLM entities' unified requests do.
+func checkUsageContext(val any) error {
+	o, ok := val.(*object)
+	if !ok && val != nil {
+		return api.Errorf(api.ErrInvalidParameterValue, "usage_context is %s; want an object of strings", kindOf(val))
+	}
+	if o == nil {
+		return nil
+	}
+	for i, v := range o.vals {
+		if _, ok := v.(string); !ok {
+			return api.Errorf(api.ErrInvalidParameterValue, "usage_context.%s is %s; want a string", clip(o.keys[i]), kindOf(v))
+		}
+	}
+	return nil
 }

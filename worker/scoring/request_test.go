@@ -170,6 +170,11 @@ func TestParseJSONParamsAndID(t *testing.T) {
 		t.Errorf("client_request_id = %q", req.ClientRequestID)
 	}
 
+	// usage_context is for the usage table: checked, not the model's.
+	if _, err := ParseJSON([]byte(`{"instances": [[1]], "usage_context": {"team": "risk"}}`)); err != nil {
+		t.Errorf("usage_context: %v", err)
+	}
+
 	req, err = ParseJSON([]byte(`{"params": null, "client_request_id": null, "instances": [[1]]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +216,8 @@ func TestParseJSONErrors(t *testing.T) {
 		{`{"instances": [[1]], "extra": 1}`, api.ErrInvalidParameterValue, `body has unknown key "extra"`},
 		{`{"instances": [[1]], "params": [1]}`, api.ErrInvalidParameterValue, "params is a list; want an object"},
 		{`{"instances": [[1]], "client_request_id": 7}`, api.ErrInvalidParameterValue, "client_request_id is a number; want a string"},
+		{`{"instances": [[1]], "usage_context": ["a"]}`, api.ErrInvalidParameterValue, "usage_context is a list; want an object of strings"},
+		{`{"instances": [[1]], "usage_context": {"team": 1}}`, api.ErrInvalidParameterValue, "usage_context.team is a number; want a string"},
 		// dataframe_split.
 		{`{"dataframe_split": [[1]]}`, api.ErrInvalidParameterValue, "dataframe_split is a list; want an object with columns and data"},
 		{`{"dataframe_split": {"columns": ["a"]}}`, api.ErrInvalidParameterValue, "dataframe_split has no data"},
