@@ -61,7 +61,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	dataDir := filepath.Join(dir, "data")
-	dev := exec.Command(bin, "dev", "--listen", addr, "--data-dir", dataDir)
+	// Short autoscaling windows: an idle entity scales to zero within
+	// seconds, so that the test sees a cold start's phases from zero.
+	dev := exec.Command(bin, "dev", "--listen", addr, "--data-dir", dataDir,
+		"--stable-window", "3s", "--panic-window", "1s", "--scale-to-zero-grace", "1s")
 	var log bytes.Buffer
 	dev.Stdout, dev.Stderr = &log, &log
 	if err := dev.Start(); err != nil {

@@ -131,7 +131,7 @@ try {
   step(`states shown: ${states.join(' → ')}`);
   assert.notEqual(states[0], 'READY', 'the page showed READY from the start: the live update went untested');
   for (const e of ['binary-1', 'challenger']) {
-    await page.locator(`tr[data-entity="${e}"]`).getByText('READY').waitFor();
+    await page.locator(`tr[data-entity="${e}"]`).getByText('READY', { exact: true }).waitFor();
   }
 
   step('change the split: 90 % is refused by the server, 70/30 applies');
@@ -207,6 +207,9 @@ try {
   assert.equal(await page.getByRole('columnheader', { name: 'Name' }).getAttribute('aria-sort'), 'descending');
   await page.screenshot({ path: join(shots, 'endpoints.png') });
 
+  if (existsSync(process.env.GANTRY_TOKEN_FILE)) await permissionsAndAUser();
+  else step('no authentication: permissions and a user\'s view are not tested');
+
   assert.equal(loads, 1, `the page loaded ${loads} times; updates must come without reloads`);
   assert.deepEqual(foreign, [], 'requests to hosts other than Gantry');
   assert.deepEqual(problems, [], 'errors in the page');
@@ -218,4 +221,125 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close();
+}
+
+// api calls Gantry from node as the admin, for what the console does not
+// do itself (SCIM users, their first token).
+async function api(method, path, body, token = readFileSync(process.env.GANTRY_TOKEN_FILE, 'utf8').trim()) {
+  const resp = await fetch(base + path, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
+  const text = await resp.text();
+  return { status: resp.status, data: text ? JSON.parse(text) : null };
+}
+
+async function permissionsAndAUser() {
+  step('permissions: the server\'s 400 for an unknown user; grant CAN_QUERY and CAN_VIEW to users made through SCIM, remove one');
+  await page.locator('tr[data-endpoint="fraud"]').getByRole('link', { name: 'fraud' }).click();
+  const perms = page.locator('section').filter({ has: page.getByRole('heading', { name: 'Permissions' }) });
+  await perms.locator('tr[data-principal="admins"]').getByText('CAN_MANAGE (inherited)').waitFor();
+  await perms.getByLabel('Principal name').fill('nobody@corp.com');
+  await perms.getByLabel('Permission level').selectOption('CAN_QUERY');
+  await perms.getByRole('button', { name: 'Grant' }).click();
+  const refused = await page.getByTestId('perms-result').getByRole('alert').textContent();
+  assert.match(refused, /^400 INVALID_PARAMETER_VALUE.*nobody@corp\.com.*does not exist/, refused);
+
+  for (const u of ['ada@corp.com', 'bob@corp.com']) {
+    const r = await api('POST', '/api/2.0/preview/scim/v2/Users', { userName: u });
+    assert.equal(r.status, 201, JSON.stringify(r.data));
+  }
+  // Ada's first token, before any grant: her invocation is refused.
+  const t = await api('POST', '/api/2.0/token-management/on-behalf-of/tokens', { user_name: 'ada@corp.com', comment: 'console test' });
+  assert.equal(t.status, 200, JSON.stringify(t.data));
+  const ada = t.data.token_value;
+  const invoke = () => fetch(base + '/serving-endpoints/fraud/invocations', { method: 'POST', headers: { Authorization: `Bearer ${ada}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ instances: [example.row] }) });
+  // The activator learns of a new token with its next access snapshot
+  // (401 until then).
+  let before = 401;
+  for (const deadline = Date.now() + 10_000; before === 401 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) before = (await invoke()).status;
+  // Without a grant the endpoint answers her as a missing one.
+  assert.equal(before, 404, 'ada may reach the endpoint before any grant');
+
+  await perms.getByLabel('Principal name').fill('ada@corp.com');
+  await perms.getByLabel('Permission level').selectOption('CAN_QUERY');
+  await perms.getByRole('button', { name: 'Grant' }).click();
+  await page.getByTestId('perms-result').getByText('Granted CAN_QUERY to ada@corp.com.').waitFor();
+  await perms.locator('tr[data-principal="ada@corp.com"]').getByText('CAN_QUERY').waitFor();
+  await perms.getByLabel('Principal name').fill('bob@corp.com');
+  await perms.getByLabel('Permission level').selectOption('CAN_VIEW');
+  await perms.getByRole('button', { name: 'Grant' }).click();
+  await perms.locator('tr[data-principal="bob@corp.com"]').getByText('CAN_VIEW').waitFor();
+  await page.screenshot({ path: join(shots, 'permissions.png'), fullPage: true });
+  await perms.getByRole('button', { name: 'Remove bob@corp.com' }).click();
+  await page.getByTestId('perms-result').getByText('Removed bob@corp.com.').waitFor();
+  assert.equal(await perms.locator('tr[data-principal="bob@corp.com"]').count(), 0);
+  const acl = (await api('GET', `/api/2.0/permissions/serving-endpoints/fraud`)).data.access_control_list;
+  const levelOf = (u) => acl.find((a) => a.user_name === u)?.all_permissions.map((p) => p.permission_level);
+  assert.deepEqual(levelOf('ada@corp.com'), ['CAN_QUERY'], JSON.stringify(acl));
+  assert.equal(levelOf('bob@corp.com'), undefined, JSON.stringify(acl));
+
+  // The grant reaches the activators with their next access snapshot.
+  let st = 0;
+  for (const deadline = Date.now() + 10_000; st !== 200 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) st = (await invoke()).status;
+  assert.equal(st, 200, 'ada\'s token cannot invoke after the CAN_QUERY grant');
+
+  step('a user (not an admin) follows the endpoint live: challenger scales to zero, her request wakes it, its cold-start phases appear');
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  const user = await ctx.newPage();
+  user.setDefaultTimeout(20_000);
+  const userProblems = [];
+  user.on('pageerror', (e) => userProblems.push(`page error: ${e.message}`));
+  // The try-it example reads the model's signature, which ada may not
+  // read (403/404): expected.
+  user.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (403|404)/.test(m.text())) userProblems.push(`console: ${m.text()}`);
+  });
+  const calls = [];
+  user.on('request', (r) => calls.push(new URL(r.url()).pathname + new URL(r.url()).search));
+  let userLoads = 0;
+  user.on('load', () => (userLoads += 1));
+  await user.addInitScript(() => {
+    // Every replicas cell of challenger, in order.
+    window.__replicas = [];
+    new MutationObserver(() => {
+      const s = document.querySelector('tr[data-entity="challenger"] [data-testid=replicas]')?.textContent;
+      if (s && s !== window.__replicas.at(-1)) window.__replicas.push(s);
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
+  await user.goto(base + '/#/sign-in');
+  await user.getByLabel('Access token').fill(ada);
+  await user.getByRole('button', { name: 'Sign in' }).click();
+  await user.locator('tr[data-endpoint="fraud"]').getByRole('link', { name: 'fraud' }).click();
+  await user.getByRole('heading', { name: /^fraud/ }).waitFor();
+  await user.getByText('Your level: CAN_QUERY').waitFor();
+  await user.getByText('Only managers of this endpoint see who else may use it.').waitFor();
+  // No control that could only answer 403.
+  for (const [role, name] of [['link', 'Edit config'], ['button', 'Delete'], ['button', 'Apply split'], ['button', 'Grant']]) {
+    assert.equal(await user.getByRole(role, { name }).count(), 0, `a CAN_QUERY user sees ${name}`);
+  }
+  await user.getByText('binary-1 70 %, challenger 30 %').waitFor();
+  const row = user.locator('tr[data-entity="challenger"]');
+  await row.getByText('scaled to zero', { exact: true }).waitFor({ timeout: 60_000 });
+  step(`challenger is at zero; replicas shown so far: ${JSON.stringify(await user.evaluate(() => window.__replicas))}`);
+  await user.evaluate(() => (window.__replicas = [window.__replicas.at(-1)]));
+
+  await user.getByLabel('Send to').selectOption({ label: 'Only challenger' });
+  await user.getByLabel('Request body (MLflow scoring protocol)').fill(JSON.stringify({ dataframe_split: { columns: example.columns, data: [example.row] } }));
+  await user.getByRole('button', { name: 'Send request' }).click();
+  const answer = JSON.parse(await user.getByTestId('prediction').textContent());
+  assert.ok(Math.abs(answer.predictions[0] - example.prediction) <= 1e-6, `ada's prediction ${answer.predictions[0]}`);
+  const ready = row.locator('li[data-phase="ready"]');
+  await ready.waitFor();
+  const phases = await ready.locator('.phases').textContent();
+  assert.match(phases, /^schedule \d+ ms · process start \d+ ms · model load \d+ ms$/, phases);
+  await row.getByTestId('replicas').getByText(/^1 \/ 1/).waitFor();
+  const seen = await user.evaluate(() => window.__replicas);
+  step(`replicas shown: ${JSON.stringify(seen)}; phases: ${phases}`);
+  assert.ok(seen.some((s) => /^0 \/ 1/.test(s)), `the page never showed challenger starting (0 / 1) before it was ready: ${JSON.stringify(seen)}`);
+  await user.screenshot({ path: join(shots, 'endpoint-user.png'), fullPage: true });
+
+  const blocking = calls.filter((c) => c.startsWith('/api/2.0/serving-endpoints/fraud?index='));
+  assert.ok(blocking.length > 0, `no blocking query on the endpoint: ${calls.join(' ')}`);
+  assert.ok(!calls.some((c) => c.startsWith('/api/2.0/gantry/routes')), 'a CAN_QUERY user asked for the route table');
+  assert.equal(userLoads, 1, `ada's page loaded ${userLoads} times; updates must come without reloads`);
+  assert.deepEqual(userProblems, [], 'errors in ada\'s page');
+  await ctx.close();
 }

@@ -86,6 +86,18 @@ export const enc = encodeURIComponent;
 export interface Replicas {
   desired: number;
   ready: number;
+  starts?: ReplicaStart[];
+}
+
+/** One replica's cold start (README, API: Gantry extensions): its phase
+ * and when each phase began, in Unix ms. */
+export interface ReplicaStart {
+  id: string;
+  phase: 'schedule' | 'process_start' | 'model_load' | 'ready' | string;
+  requested_ms?: number;
+  started_ms?: number;
+  answered_ms?: number;
+  ready_ms?: number;
 }
 
 export interface ServedEntity {

@@ -1,90 +1,77 @@
-// Live updates without reloads. The route table is a blocking query
-// (GET /api/2.0/gantry/routes?index=N&wait=...): it answers as soon as a
-// replica starts or stops, a deployment changes state or a config switches,
-// so a page that re-reads its endpoints when it answers shows changes
-// within a round trip. Only admins may read the route table; for other
-// callers (403) the console falls back to polling.
+// Live updates without reloads. The endpoints list and each endpoint are
+// blocking queries for any caller (GET /api/2.0/serving-endpoints[/{name}]
+// ?index=N&wait=25s): the server holds the call until the answer this
+// caller would get differs from the one it had (a state, a replica, a
+// cold-start phase, a grant), so a page shows a change within a round
+// trip, and never polls. The index is the X-Gantry-Index of the last
+// answer, an opaque fingerprint of it (README, API: Gantry extensions).
 
-import { ApiError, request, type RouteTable } from './api';
+import { ApiError, request } from './api';
 
-type Listener = (rt: RouteTable | null) => void | Promise<void>;
+// Under a minute, so that no proxy in front of Gantry times the call out.
+const WAIT = '25s';
 
-const listeners = new Set<Listener>();
-let table: RouteTable | null = null;
-let busy = false;
-let started = false;
-let wake: (() => void) | null = null;
+/** Every live watch's wake-up, for poke. */
+const watches = new Set<() => void>();
 
-/** subscribe calls fn on every change (and at once); the returned
- * function unsubscribes. */
-export function subscribe(fn: Listener): () => void {
-  listeners.add(fn);
-  void fn(table);
-  if (!started) {
-    started = true;
-    void loop();
-  }
-  return () => listeners.delete(fn);
-}
-
-/** routeTable is the latest route table, or null for non-admins. */
-export function routeTable(): RouteTable | null {
-  return table;
-}
-
-/** setBusy shortens the wait while something is rolling out: an
- * endpoint's own state (IN_PROGRESS → NOT_UPDATING) is not in the route
- * table, so the console re-reads it every 1.5 s until it settles. */
-export function setBusy(b: boolean): void {
-  const was = busy;
-  busy = b;
-  if (b && !was && wake) wake();
-}
-
-/** poke re-reads now, after the console itself changed something. */
+/** poke re-reads every watched path now, after the console itself changed
+ * something (the server would wake the watches too, a round trip later). */
 export function poke(): void {
-  if (wake) wake();
+  for (const wake of watches) wake();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    wake = () => {
-      clearTimeout(t);
-      resolve();
-    };
-  });
-}
+/** watch calls onData with path's answer at once and then each time it
+ * changes, and onError with a failed call (it tries again a few seconds
+ * later: the server may be restarting). The returned function stops it. */
+export function watch<T>(path: string, onData: (data: T) => void | Promise<void>, onError?: (e: unknown) => void | Promise<void>): () => void {
+  let stopped = false;
+  let index = '';
+  let ctl: AbortController | null = null;
+  let wakeSleep: (() => void) | null = null;
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      wakeSleep = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  const wake = () => {
+    index = ''; // answer at once
+    ctl?.abort();
+    wakeSleep?.();
+  };
+  watches.add(wake);
 
-async function notify(): Promise<void> {
-  await Promise.allSettled([...listeners].map((fn) => fn(table)));
-}
-
-async function loop(): Promise<void> {
-  let index = 0;
-  let poll = false; // not an admin: plain polling
-  for (;;) {
-    if (poll || document.hidden) {
-      await sleep(busy ? 1500 : 5000);
-      if (!document.hidden) await notify();
-      continue;
-    }
-    const ctl = new AbortController();
-    wake = () => ctl.abort();
-    try {
-      const wait = busy ? '1500ms' : '25s';
-      const a = await request<RouteTable>('GET', `/api/2.0/gantry/routes?index=${index}&wait=${wait}`, { signal: ctl.signal });
-      index = Number(a.headers.get('X-Gantry-Index') ?? a.data.index ?? 0);
-      table = a.data;
-      await notify();
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 403) {
-        poll = true;
-        table = null;
-      } else if (!(e instanceof DOMException && e.name === 'AbortError')) {
-        await sleep(2000); // the server is away: try again soon
+  void (async () => {
+    while (!stopped) {
+      ctl = new AbortController();
+      const sep = path.includes('?') ? '&' : '?';
+      const url = index ? `${path}${sep}index=${encodeURIComponent(index)}&wait=${WAIT}` : path;
+      try {
+        const a = await request<T>('GET', url, { signal: ctl.signal });
+        if (stopped) return;
+        const next = a.headers.get('X-Gantry-Index') ?? '';
+        const changed = !index || next !== index;
+        index = next;
+        if (changed) await onData(a.data);
+        // A server without the blocking query answers at once and names
+        // no index: fall back to polling rather than spinning.
+        if (!next) await sleep(5000);
+      } catch (e) {
+        if (stopped) return;
+        if (e instanceof DOMException && e.name === 'AbortError') continue; // poked
+        index = '';
+        await onError?.(e);
+        await sleep(e instanceof ApiError ? 5000 : 2000);
       }
-      await notify();
     }
-  }
+  })();
+
+  return () => {
+    stopped = true;
+    watches.delete(wake);
+    ctl?.abort();
+    wakeSleep?.();
+  };
 }

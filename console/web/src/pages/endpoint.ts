@@ -2,10 +2,10 @@
 // traffic split, a "try it" box, charts from the inference table, the A/B
 // comparison, drift monitors and worker logs.
 
-import { ApiError, call, enc, query, request, tableOf, type ColSpec, type Endpoint, type ModelVersion, type Monitor, type MonitorMetric } from '../api';
+import { ApiError, call, enc, query, request, tableOf, type ColSpec, type Endpoint, type ModelVersion, type Monitor, type MonitorMetric, type ReplicaStart, type RouteTable } from '../api';
 import { lineChart, pivot, type Chart } from '../chart';
 import { announce, clear, field, formatTime, h } from '../dom';
-import { poke, routeTable, setBusy, subscribe } from '../live';
+import { poke, watch } from '../live';
 import { deploymentBadge, errorBox, stateBadge } from './common';
 import { inputOf } from './edit';
 
@@ -31,13 +31,20 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
   // abLoad re-reads the A/B table; the charts' timer and button call it.
   let abLoad: (() => void) | null = null;
   let drawnOnce = false;
-  const unsubscribe = subscribe(async () => {
-    try {
-      const next = await call<Endpoint>('GET', `/api/2.0/serving-endpoints/${enc(name)}`);
+  // Replica addresses come from the route table, which only admins may
+  // read: it is asked for when the caller manages the endpoint, until a
+  // 403 says this caller is not an admin.
+  let routes: RouteTable | null = null;
+  let admin: boolean | null = null;
+
+  // The endpoint as this caller sees it, live (live.ts): each change of
+  // state, replicas or cold-start phase redraws what depends on it.
+  const unwatch = watch<Endpoint>(
+    `/api/2.0/serving-endpoints/${enc(name)}`,
+    async (next) => {
       if (gone) return;
       const first = !ep;
       ep = next;
-      setBusy(ep.state.config_update === 'IN_PROGRESS' || ep.state.ready !== 'READY');
       drawHead();
       drawRollout();
       drawEntities();
@@ -51,15 +58,26 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
         drawPerms();
       }
       drawnOnce = true;
-    } catch (e) {
+      if (admin !== false && ep.permission_level === 'CAN_MANAGE') {
+        try {
+          routes = await call<RouteTable>('GET', '/api/2.0/gantry/routes');
+          admin = true;
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 403) admin = false;
+        }
+        if (!gone) drawEntities();
+      }
+    },
+    (e) => {
       if (gone) return;
       if (e instanceof ApiError && e.status === 404 && drawnOnce) {
-        clear(main, h('h1', null, name), h('p', null, 'This endpoint was deleted. ', h('a', { href: '#/' }, 'Back to endpoints')));
+        unwatch();
+        clear(main, h('h1', null, name), h('p', null, 'This endpoint was deleted, or you may no longer view it. ', h('a', { href: '#/' }, 'Back to endpoints')));
         return;
       }
       if (!drawnOnce) clear(head, h('h1', null, name), errorBox(e));
-    }
-  });
+    },
+  );
 
   function drawHead(): void {
     const e = ep!;
@@ -69,12 +87,16 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
         'div',
         { class: 'titlebar' },
         h('h1', null, e.name, ' ', stateBadge(e)),
-        h(
-          'div',
-          { class: 'actions' },
-          h('a', { class: 'button', href: `#/endpoints/${enc(e.name)}/edit` }, 'Edit config'),
-          h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
-        ),
+        // Changing or deleting needs CAN_MANAGE: others do not get
+        // buttons that can only answer 403.
+        e.permission_level === 'CAN_MANAGE'
+          ? h(
+              'div',
+              { class: 'actions' },
+              h('a', { class: 'button', href: `#/endpoints/${enc(e.name)}/edit` }, 'Edit config'),
+              h('button', { type: 'button', class: 'danger', onclick: remove }, 'Delete'),
+            )
+          : null,
       ),
       h(
         'dl',
@@ -125,21 +147,21 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
 
   function drawEntities(): void {
     const e = ep!;
-    const routes = e.config?.traffic_config?.routes ?? [];
-    const rt = routeTable()?.endpoints.find((x) => x.name === e.name);
+    const split = e.config?.traffic_config?.routes ?? [];
+    const rt = routes?.endpoints.find((x) => x.name === e.name);
     clear(
       entities,
       h('h2', { id: 'entities-h' }, 'Served entities'),
       h(
         'table',
         { class: 'list' },
-        h('thead', null, h('tr', null, ['Name', 'Model', 'Workload', 'Deployment', 'Replicas ready / desired', 'Traffic', 'Replica addresses'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', null, h('tr', null, ['Name', 'Model', 'Workload', 'Deployment', 'Replicas ready / desired', 'Traffic', 'Replicas and their cold starts'].map((c) => h('th', { scope: 'col' }, c)))),
         h(
           'tbody',
           null,
           (e.config?.served_entities ?? []).map((s) => {
-            const pct = routes.filter((r) => r.served_model_name === s.name).map((r) => `${r.traffic_percentage} %${r.shadow ? ' (shadow)' : ''}`).join(', ');
-            const reps = rt?.entities.find((x) => x.name === s.name)?.replicas ?? [];
+            const pct = split.filter((r) => r.served_model_name === s.name).map((r) => `${r.traffic_percentage} %${r.shadow ? ' (shadow)' : ''}`).join(', ');
+            const addrs = new Map((rt?.entities.find((x) => x.name === s.name)?.replicas ?? []).map((r) => [r.id, r.addr]));
             return h(
               'tr',
               { 'data-entity': s.name ?? '' },
@@ -149,11 +171,42 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
               h('td', null, deploymentBadge(s.state?.deployment), s.state?.deployment_state_message ? h('div', { class: 'hint' }, s.state.deployment_state_message) : null),
               h('td', { class: 'num', 'data-testid': 'replicas' }, `${s.replicas?.ready ?? 0} / ${s.replicas?.desired ?? 0}`, s.scaled_to_zero ? h('div', { class: 'hint' }, 'scaled to zero') : null),
               h('td', { class: 'num' }, pct || '0 %'),
-              h('td', null, reps.length ? reps.map((r) => h('div', null, h('code', null, r.addr))) : h('span', { class: 'hint' }, routeTable() ? 'none' : 'admins see them')),
+              h('td', { 'data-testid': 'starts' }, starts(s.replicas?.starts ?? [], addrs, !!s.external_model)),
             );
           }),
         ),
       ),
+    );
+  }
+
+  // Each replica's cold start, as the driver follows it: the phase it is
+  // in and how long each finished phase took (the phases of
+  // gantry_cold_start_phase_seconds). Addresses are shown to admins.
+  function starts(list: ReplicaStart[], addrs: Map<string, string>, external: boolean): HTMLElement {
+    if (external) return h('span', { class: 'hint' }, 'none: an external model');
+    if (!list.length) return h('span', { class: 'hint' }, 'none');
+    const took = (from?: number, to?: number) => (from && to ? `${Math.max(0, to - from)} ms` : null);
+    const names: Record<string, string> = { schedule: 'scheduling', process_start: 'starting the process', model_load: 'loading the model', ready: 'ready' };
+    return h(
+      'ul',
+      { class: 'starts' },
+      list.map((r) => {
+        const phases = [
+          ['schedule', took(r.requested_ms, r.started_ms)],
+          ['process start', took(r.started_ms, r.answered_ms)],
+          ['model load', took(r.answered_ms, r.ready_ms)],
+        ].filter(([, t]) => t);
+        const addr = addrs.get(r.id);
+        return h(
+          'li',
+          { 'data-replica': r.id, 'data-phase': r.phase },
+          h('span', { class: `badge ${r.phase === 'ready' ? 'good' : 'busy'}` }, names[r.phase] ?? r.phase),
+          ' ',
+          h('code', null, r.id),
+          addr ? [' at ', h('code', null, addr)] : null,
+          phases.length ? h('div', { class: 'hint phases' }, phases.map(([p, t]) => `${p} ${t}`).join(' · ')) : null,
+        );
+      }),
     );
   }
 
@@ -163,6 +216,12 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
     const e = ep!;
     const ents = e.config?.served_entities ?? [];
     const routes = e.config?.traffic_config?.routes ?? [];
+    if (e.permission_level !== 'CAN_MANAGE') {
+      // Only managers may change it (the server would answer 403).
+      const now = routes.map((r) => `${r.served_model_name} ${r.traffic_percentage} %${r.shadow ? ' (shadow)' : ''}`).join(', ');
+      clear(split, h('h2', { id: 'split-h' }, 'Traffic split'), h('p', null, now || `All traffic goes to ${ents[0]?.name ?? 'the only entity'}.`, h('span', { class: 'hint' }, ' Managers of this endpoint may change it.')));
+      return;
+    }
     const shadows = routes.filter((r) => r.shadow);
     const inputs = ents.map((s) => {
       const cur = routes.find((r) => r.served_model_name === s.name && !r.shadow)?.traffic_percentage ?? 0;
@@ -271,6 +330,11 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
   // answer (capture → Kafka → logger).
   function drawCharts(): void {
     const e = ep!;
+    if (tableOf(e) && e.permission_level !== 'CAN_MANAGE') {
+      // The table holds callers' payloads: its managers' only.
+      clear(charts, h('h2', { id: 'charts-h' }, 'Traffic'), h('p', { class: 'hint' }, 'Charts read the inference table, which only managers of this endpoint may query.'));
+      return;
+    }
     if (!tableOf(e)) {
       clear(charts, h('h2', { id: 'charts-h' }, 'Traffic'), h('p', null, 'Charts of requests, errors and latency need the inference table: turn it on in ', h('a', { href: `#/endpoints/${enc(name)}/edit` }, 'Edit config'), '.'));
       return;
@@ -311,7 +375,7 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
 
   function drawAB(): void {
     const e = ep!;
-    if (!tableOf(e)) {
+    if (!tableOf(e) || e.permission_level !== 'CAN_MANAGE') {
       clear(ab);
       return;
     }
@@ -402,35 +466,148 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
     void load();
   }
 
-  // Permissions exist once the identity API is served; before that the
-  // path answers 404 and the section says so.
-  async function drawPerms(): Promise<void> {
+  // The endpoint's access control list, which its managers may read and
+  // change: PATCH adds or changes one principal's level, PUT replaces the
+  // direct grants (a removal). The server's 400 (an unknown principal, a
+  // level this object does not take) and 403 show as they come.
+  function drawPerms(): void {
     const e = ep!;
-    clear(perms, h('h2', { id: 'perms-h' }, 'Permissions'), h('p', null, `Your level: ${e.permission_level ?? 'unknown'}`));
-    try {
-      const acl = await call<{ access_control_list?: { user_name?: string; group_name?: string; service_principal_name?: string; all_permissions?: { permission_level: string }[] }[] }>('GET', `/api/2.0/permissions/serving-endpoints/${enc(e.id)}`);
-      const list = acl.access_control_list ?? [];
-      perms.append(
+    const mine = e.permission_level ?? 'unknown';
+    const path = `/api/2.0/permissions/serving-endpoints/${enc(e.id)}`;
+    const table = h('div', { 'data-testid': 'acl' });
+    const out = h('div', { 'data-testid': 'perms-result' });
+    clear(perms, h('h2', { id: 'perms-h' }, 'Permissions'), h('p', null, `Your level: ${mine}`), table, out);
+    if (mine !== 'CAN_MANAGE') {
+      table.append(h('p', { class: 'hint' }, 'Only managers of this endpoint see who else may use it.'));
+      return;
+    }
+    let acl: Acl = {};
+
+    const show = (a: Acl) => {
+      acl = a;
+      const list = a.access_control_list ?? [];
+      clear(
+        table,
         h(
           'table',
           { class: 'list' },
-          h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Principal'), h('th', { scope: 'col' }, 'Levels'))),
-          h('tbody', null, list.map((a) => h('tr', null, h('th', { scope: 'row' }, a.user_name ?? a.group_name ?? a.service_principal_name ?? '?'), h('td', null, (a.all_permissions ?? []).map((p) => p.permission_level).join(', '))))),
+          h('thead', null, h('tr', null, ['Principal', 'Kind', 'Levels', 'Change'].map((c) => h('th', { scope: 'col' }, c)))),
+          h(
+            'tbody',
+            null,
+            list.map((x) => {
+              const p = principalOf(x);
+              const direct = grantsOf(x, e.creator);
+              return h(
+                'tr',
+                { 'data-principal': p.name },
+                h('th', { scope: 'row' }, p.name, x.display_name ? h('span', { class: 'hint' }, ` (${x.display_name})`) : null),
+                h('td', null, p.label),
+                h(
+                  'td',
+                  null,
+                  (x.all_permissions ?? [])
+                    .map((l) => `${l.permission_level}${l.inherited ? ' (inherited)' : ''}`)
+                    .concat(p.name === e.creator && !(x.all_permissions ?? []).some((l) => l.inherited) ? ['owner'] : [])
+                    .join(', '),
+                ),
+                h('td', null, direct.length ? h('button', { type: 'button', 'aria-label': `Remove ${p.name}`, onclick: () => void removeGrant(p.key, p.name) }, 'Remove') : null),
+              );
+            }),
+          ),
         ),
       );
-    } catch (er) {
-      if (er instanceof ApiError && er.status === 404) perms.append(h('p', { class: 'hint' }, 'Access control lists are not served by this Gantry.'));
-      else if (er instanceof ApiError && er.status === 403) perms.append(h('p', { class: 'hint' }, 'Only managers of this endpoint see who else may use it.'));
-      else perms.append(errorBox(er));
-    }
+    };
+
+    const load = async () => {
+      try {
+        show(await call<Acl>('GET', path));
+      } catch (er) {
+        clear(table, errorBox(er));
+      }
+    };
+
+    // Removing one principal: PUT the direct grants of every other.
+    const removeGrant = async (key: PrincipalKey, who: string) => {
+      const rest: AclEntry[] = [];
+      for (const x of acl.access_control_list ?? []) {
+        const p = principalOf(x);
+        if (p.name === who && p.key === key) continue;
+        for (const level of grantsOf(x, e.creator)) rest.push({ [p.key]: p.name, permission_level: level });
+      }
+      clear(out, h('p', { role: 'status' }, 'Sending…'));
+      try {
+        show(await call<Acl>('PUT', path, { body: { access_control_list: rest } }));
+        clear(out, h('p', { role: 'status', class: 'ok' }, `Removed ${who}.`));
+      } catch (er) {
+        clear(out, errorBox(er));
+      }
+    };
+
+    const kind = h('select', null, h('option', { value: 'user_name' }, 'User'), h('option', { value: 'group_name' }, 'Group'), h('option', { value: 'service_principal_name' }, 'Service principal'));
+    const who = h('input', { type: 'text', required: true, autocomplete: 'off', spellcheck: 'false' });
+    const level = h('select', null, ['CAN_VIEW', 'CAN_QUERY', 'CAN_MANAGE'].map((l) => h('option', { value: l }, l)));
+    level.value = 'CAN_QUERY';
+    const form = h(
+      'form',
+      { class: 'card', 'aria-label': 'Grant a permission' },
+      h('div', { class: 'grid' }, field('Principal kind', kind), field('Principal name', who, 'a userName, a group name or a service principal applicationId'), field('Permission level', level)),
+      h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Grant')),
+    );
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = who.value.trim();
+      clear(out, h('p', { role: 'status' }, 'Sending…'));
+      try {
+        show(await call<Acl>('PATCH', path, { body: { access_control_list: [{ [kind.value]: name, permission_level: level.value }] } }));
+        clear(out, h('p', { role: 'status', class: 'ok' }, `Granted ${level.value} to ${name}.`));
+        who.value = '';
+      } catch (er) {
+        clear(out, errorBox(er));
+      }
+    });
+    perms.insertBefore(form, out);
+    void load();
   }
 
   return () => {
     gone = true;
-    unsubscribe();
-    setBusy(false);
+    unwatch();
     for (const t of timers) clearInterval(t);
   };
+}
+
+type PrincipalKey = 'user_name' | 'group_name' | 'service_principal_name';
+
+interface AclEntry {
+  user_name?: string;
+  group_name?: string;
+  service_principal_name?: string;
+  permission_level?: string;
+}
+
+interface AclView extends AclEntry {
+  display_name?: string;
+  all_permissions?: { permission_level: string; inherited?: boolean }[];
+}
+
+interface Acl {
+  access_control_list?: AclView[];
+}
+
+function principalOf(x: AclEntry): { key: PrincipalKey; name: string; label: string } {
+  if (x.user_name) return { key: 'user_name', name: x.user_name, label: 'user' };
+  if (x.group_name) return { key: 'group_name', name: x.group_name, label: 'group' };
+  return { key: 'service_principal_name', name: x.service_principal_name ?? '?', label: 'service principal' };
+}
+
+/** grantsOf is an entry's direct grants: neither inherited (the admins
+ * group's) nor the owner's CAN_MANAGE, which the API lists first and no
+ * PUT can take away. */
+function grantsOf(x: AclView, creator?: string): string[] {
+  const levels = (x.all_permissions ?? []).filter((l) => !l.inherited).map((l) => l.permission_level);
+  if (creator && principalOf(x).name === creator && levels[0] === 'CAN_MANAGE') levels.shift();
+  return levels;
 }
 
 /** example is one row for a signature, in dataframe_split form. */

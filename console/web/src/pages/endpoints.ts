@@ -1,9 +1,9 @@
 // The endpoint list: state, entities, replicas, and traffic from each
 // endpoint's inference table; filter and sort; live.
 
-import { call, enc, query, tableOf, type Endpoint } from '../api';
+import { enc, query, tableOf, type Endpoint } from '../api';
 import { clear, field, h } from '../dom';
-import { setBusy, subscribe } from '../live';
+import { watch } from '../live';
 import { stateBadge, errorBox } from './common';
 
 interface Traffic {
@@ -167,22 +167,22 @@ export function endpointsPage(main: HTMLElement): () => void {
   }
 
   let gone = false;
-  const unsubscribe = subscribe(async () => {
-    try {
-      const r = await call<{ endpoints: Endpoint[] }>('GET', '/api/2.0/serving-endpoints');
+  // The list as this caller may see it, live (live.ts).
+  const unwatch = watch<{ endpoints?: Endpoint[] }>(
+    '/api/2.0/serving-endpoints',
+    (r) => {
       if (gone) return;
       endpoints = r.endpoints ?? [];
       status.textContent = `${endpoints.length} endpoint${endpoints.length === 1 ? '' : 's'}`;
-      setBusy(endpoints.some((e) => e.state.config_update === 'IN_PROGRESS' || e.state.ready !== 'READY'));
       draw();
       if (Date.now() - trafficAt > 30_000) void loadTraffic();
-    } catch (e) {
+    },
+    (e) => {
       if (!gone) clear(body, errorBox(e));
-    }
-  });
+    },
+  );
   return () => {
     gone = true;
-    unsubscribe();
-    setBusy(false);
+    unwatch();
   };
 }
