@@ -108,7 +108,7 @@ func (a *Activator) finish(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, st
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
 	if ep.table != "" && a.cfg.Capture != nil {
-		a.capture(ctx, ep, id, start, elapsed)
+		a.capture(ctx, ep, id, start, elapsed, nil)
 	}
 	if ep.usage {
 		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), true)

@@ -27,17 +27,19 @@ func (a *Activator) featurePlan(endpoint, name string, r *api.FeatureRoute) (*fe
 
 // lookupFeatures answers a feature-serving entity, or replaces the
 // request body with the model's augmented input; it reports whether the
-// request goes on to a replica.
-func (a *Activator) lookupFeatures(ctx *fasthttp.RequestCtx, en *entity, deadline time.Time) bool {
+// request goes on to a replica. With keep, a replaced body is returned as
+// sent, a copy (fasthttp recycles the body's buffer once replaced), for
+// the inference table's log_request_as_sent.
+func (a *Activator) lookupFeatures(ctx *fasthttp.RequestCtx, en *entity, deadline time.Time, keep bool) (goOn bool, sent []byte) {
 	if en.featureErr != nil {
 		fail(ctx, api.ErrTemporarilyUnavailable,
 			"served entity %s of endpoint %s: its feature spec cannot be served: %v", en.name, en.endpoint, en.featureErr)
-		return false
+		return false, nil
 	}
 	if a.cfg.Features == nil {
 		fail(ctx, api.ErrTemporarilyUnavailable,
 			"served entity %s of endpoint %s looks features up, and this activator has no online store (--online-store)", en.name, en.endpoint)
-		return false
+		return false, nil
 	}
 	// Not derived from the RequestCtx, which the context package would
 	// watch with a goroutine; the store's own timeout is shorter anyway.
@@ -47,24 +49,28 @@ func (a *Activator) lookupFeatures(ctx *fasthttp.RequestCtx, en *entity, deadlin
 		out, e := en.features.Serve(lctx, ctx.PostBody(), a.cfg.Features)
 		if e != nil {
 			a.featureFailed(ctx, en, e)
-			return false
+			return false, nil
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.SetContentType("application/json")
 		ctx.SetBody(out)
-		return false
+		return false, nil // the body was not replaced: it is logged as sent
 	}
 	out, e := en.features.Augment(lctx, ctx.PostBody(), a.cfg.Features)
 	if e != nil {
 		a.featureFailed(ctx, en, e)
-		return false
+		return false, nil
 	}
-	// The model, the shadows and the inference table get the augmented
-	// request: what the model saw is what is logged.
+	if keep {
+		sent = append([]byte(nil), ctx.PostBody()...)
+	}
+	// The model and the shadows get the augmented request, and so does
+	// the inference table unless it logs requests as sent: by default
+	// what the model saw is what is logged.
 	ctx.Request.SetBodyRaw(out)
 	ctx.Request.Header.SetContentType("application/json")
 	ctx.Request.Header.Del(fasthttp.HeaderContentEncoding)
-	return true
+	return true, sent
 }
 
 func (a *Activator) featureFailed(ctx *fasthttp.RequestCtx, en *entity, e *api.Error) {

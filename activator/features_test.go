@@ -2,6 +2,7 @@ package activator
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -108,5 +109,62 @@ func TestFeatureLookupWithoutStore(t *testing.T) {
 	r := h.do(http.MethodPost, "/serving-endpoints/fraud/invocations", "application/json", []byte(`{"dataframe_records": [{"user_id": 42}]}`))
 	if r.status != 503 || !strings.Contains(r.apiError(t).Message, "--online-store") {
 		t.Errorf("no online store: %d %s", r.status, r.body)
+	}
+}
+
+// The inference table logs what the model saw (the augmented request) by
+// default, and the request as the client sent it with log_request_as_sent;
+// a shadow's row follows the same setting, while the shadow itself, like
+// the model, gets the augmented request.
+func TestFeatureLookupCapture(t *testing.T) {
+	srv := redistest.Start(t)
+	st := redistest.Open(t, srv)
+	seedUsers(t, st)
+	rec := &records{}
+	h := newHarness(t, Config{Features: st, Capture: rec})
+	echo := func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBody(append(append([]byte(`{"predictions":[`), ctx.PostBody()...), "]}"...))
+	}
+	live, shadow := startWorker(t, "live", echo), startWorker(t, "shadow", echo)
+	routes := []api.Route{{ServedModelName: "m", TrafficPercentage: 100}, {ServedModelName: "s", TrafficPercentage: 100, Shadow: true}}
+	model, shadowed := readyEntity("m", live.addr), readyEntity("s", shadow.addr)
+	model.Features = &usersRoute
+	rt := &api.RouteTable{Index: 1}
+	for _, asSent := range []bool{false, true} {
+		name := fmt.Sprintf("as-sent-%v", asSent)
+		rt.Endpoints = append(rt.Endpoints, api.EndpointRoute{Name: name, ConfigVersion: 1, Routes: routes,
+			Entities: []api.EntityRoute{model, shadowed}, InferenceTable: "ml." + strings.ReplaceAll(name, "-", "_"), LogRequestAsSent: asSent})
+	}
+	h.push(rt)
+
+	sent := `{"dataframe_records": [{"user_id": 42, "amount": 310.0}]}`
+	augmented := `{"dataframe_split":{"columns":["user_id","amount","txn_count_7d","avg_amount"],"data":[[42,310.0,7,310.25]]}}`
+	for _, ep := range []string{"as-sent-false", "as-sent-true"} {
+		r := h.do(http.MethodPost, "/serving-endpoints/"+ep+"/invocations", "application/json", []byte(sent))
+		if want := `{"predictions":[` + augmented + `]}`; r.status != 200 || string(r.body) != want {
+			t.Fatalf("%s: %d %s\nwant %s", ep, r.status, r.body, want)
+		}
+	}
+	if err := h.a.WaitShadows(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rec.all() {
+		got[fmt.Sprintf("%s shadow=%v", r.Endpoint, r.Shadow)] = string(r.Request) + " → " + string(r.Response)
+	}
+	want := map[string]string{
+		"as-sent-false shadow=false": augmented + ` → {"predictions":[` + augmented + `]}`,
+		"as-sent-false shadow=true":  augmented + ` → {"predictions":[` + augmented + `]}`,
+		"as-sent-true shadow=false":  sent + ` → {"predictions":[` + augmented + `]}`,
+		"as-sent-true shadow=true":   sent + ` → {"predictions":[` + augmented + `]}`,
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s logged\n%s\nwant\n%s", k, got[k], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("records: %v", got)
 	}
 }

@@ -99,6 +99,7 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 // Open Inference Protocol's infer comes here too, its body translated.
 func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, start time.Time, ok bool) {
 	forwarded := false
+	var sent []byte // the body as sent, when a lookup replaced it and ep logs it so
 	if ok && len(ep.limits) > 0 {
 		var g *api.RateLimitGrant
 		if g, ok = a.limit(ctx, ep); g != nil {
@@ -106,7 +107,7 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 		}
 	}
 	if ok {
-		forwarded = a.invoke(ctx, ep, served, id, start.Add(a.cfg.Timeout))
+		forwarded, sent = a.invoke(ctx, ep, served, id, start.Add(a.cfg.Timeout))
 	} else {
 		ep.requests.WithLabelValues(strconv.Itoa(ctx.Response.StatusCode())).Inc()
 	}
@@ -116,14 +117,14 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
 	if ep.table != "" && a.cfg.Capture != nil {
-		a.capture(ctx, ep, id, start, elapsed)
+		a.capture(ctx, ep, id, start, elapsed, sent)
 	}
 	if ep.usage {
 		en := ep.entities[string(ctx.Response.Header.Peek(headerServedModel))]
 		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), en != nil && en.external != nil)
 	}
 	if len(ep.shadows) > 0 && served == nil && forwarded {
-		a.mirror(ctx, ep, id)
+		a.mirror(ctx, ep, id, sent)
 	}
 }
 
@@ -259,8 +260,9 @@ func (a *Activator) unreadable(ctx *fasthttp.RequestCtx, err error) {
 }
 
 // capture hands the record of an answered invocation to Config.Capture,
-// which copies what it keeps.
-func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time, elapsed time.Duration) {
+// which copies what it keeps. sent, when not nil, is the request to log
+// instead of the body (the request as sent, before a feature lookup).
+func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time, elapsed time.Duration, sent []byte) {
 	r := loggers.Record{
 		Table:            ep.table,
 		RequestID:        string(id),
@@ -273,15 +275,21 @@ func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, s
 		Requester:        requester(ctx),
 	}
 	r.LoggingErrorCodes = guardCodes(ctx)
-	r.SetBodies(ctx.PostBody(), ctx.Response.Body())
+	body := ctx.PostBody()
+	if sent != nil {
+		body = sent
+	}
+	r.SetBodies(body, ctx.Response.Body())
 	a.cfg.Capture.Capture(&r)
 }
 
 // invoke answers one invocation of ep; served names the entity on the
 // served-models path and is nil otherwise. It reports whether the request
 // was valid and went on to a served entity (served or refused there), the
-// requests that shadow routes mirror.
-func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, deadline time.Time) (forwarded bool) {
+// requests that shadow routes mirror. sent is the request as the client
+// sent it when a feature lookup replaced the body and ep logs requests as
+// sent; nil otherwise.
+func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []byte, deadline time.Time) (forwarded bool, sent []byte) {
 	var en *entity
 	var key []byte
 	if served != nil {
@@ -289,7 +297,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			ep.requests.WithLabelValues("404").Inc()
 			fail(ctx, api.ErrResourceDoesNotExist,
 				"served entity %s does not exist in endpoint %s", served, ep.name)
-			return false
+			return false, nil
 		}
 	} else {
 		key = stickyKey(ctx, ep)
@@ -297,21 +305,29 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			ep.requests.WithLabelValues("503").Inc()
 			fail(ctx, api.ErrTemporarilyUnavailable,
 				"endpoint %s routes no traffic to any served entity", ep.name)
-			return false
+			return false, nil
 		}
 	}
 	ctx.Response.Header.Set(headerServedModel, en.name)
 
+	lookup := en.features != nil || en.featureErr != nil
+	if lookup && ctx.IsPost() {
+		var goOn bool
+		if goOn, sent = a.lookupFeatures(ctx, en, deadline, ep.asSent && ep.table != ""); !goOn {
+			// Answered here: a feature-serving entity's outputs, or why
+			// the lookup failed.
+			en.requests.inc(ctx.Response.StatusCode())
+			return false, sent
+		}
+		// A successful lookup of a model's features has replaced the
+		// body, and the request goes on below.
+	}
 	switch {
 	case !ctx.IsPost():
 		// API.md has no code for this; MALFORMED_REQUEST is the nearest.
 		ctx.Response.Header.Set(fasthttp.HeaderAllow, fasthttp.MethodPost)
 		apierr.WithStatus(fasthttp.StatusMethodNotAllowed, api.Errorf(api.ErrMalformedRequest,
 			"method %s is not allowed; invocations are POST", ctx.Method())).WriteFast(ctx)
-	case (en.features != nil || en.featureErr != nil) && !a.lookupFeatures(ctx, en, deadline):
-		// Answered here: a feature-serving entity's outputs, or why the
-		// lookup failed. A successful lookup of a model's features has
-		// replaced the body, and the request goes on below.
 	case en.external != nil:
 		// Handler set deadline to its start plus Timeout.
 		a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
@@ -320,7 +336,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		forwarded = true
 	}
 	en.requests.inc(ctx.Response.StatusCode())
-	return forwarded
+	return forwarded, sent
 }
 
 // stickyKey is what pins a request to one served entity: the

@@ -20,7 +20,7 @@ const maxShadowInFlight = 256
 // hits. The copies run on goroutines of their own after the real answer is
 // written: the client never waits for them and never sees their answers,
 // which go to the inference table.
-func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
+func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id, sent []byte) {
 	if len(ctx.PostBody()) > loggers.MaxBodySize {
 		return
 	}
@@ -49,7 +49,7 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte) {
 		}
 		req.SetBody(ctx.PostBody()) // a copy: ctx is reused once Handler returns
 		a.shadows.Add(1)
-		go a.shadowInvoke(ep, s.en, req, shadowID, who)
+		go a.shadowInvoke(ep, s.en, req, sent, shadowID, who)
 	}
 }
 
@@ -68,8 +68,10 @@ func (a *Activator) WaitShadows(ctx context.Context) error {
 }
 
 // shadowInvoke sends req to en and records the answer; requester is the
-// caller of the request mirrored.
-func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, id, requester string) {
+// caller of the request mirrored, and sent, when not nil, the request to
+// log in place of req's body (the request as sent, before a lookup; it is
+// the handler's own copy, which outlives it).
+func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request, sent []byte, id, requester string) {
 	defer a.shadows.Done()
 	defer func() { <-a.shadowSlots }()
 	defer fasthttp.ReleaseRequest(req)
@@ -94,7 +96,11 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 		Shadow:           true,
 		Requester:        requester,
 	}
-	r.SetBodies(req.Body(), resp.Body())
+	body := req.Body()
+	if sent != nil {
+		body = sent
+	}
+	r.SetBodies(body, resp.Body())
 	a.cfg.Capture.Capture(&r)
 }
 

@@ -29,7 +29,10 @@ type endpoint struct {
 	name string
 	// table is the inference table ("database.table") that captured
 	// invocations go to; empty when capture is off.
-	table    string
+	table string
+	// asSent logs a request whose features were looked up as the client
+	// sent it, not augmented (log_request_as_sent).
+	asSent   bool
 	entities map[string]*entity // by served entity name
 	split    []split            // cumulative weights, in route order
 	total    int                // sum of the weights; split[len-1].upTo
@@ -197,6 +200,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 		ep := &endpoint{
 			name:     er.Name,
 			table:    er.InferenceTable,
+			asSent:   er.LogRequestAsSent,
 			entities: make(map[string]*entity, len(er.Entities)),
 			duration: m.duration.WithLabelValues(er.Name),
 			requests: m.curried(er.Name, ""),

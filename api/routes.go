@@ -18,6 +18,10 @@ type EndpointRoute struct {
 	// InferenceTable is where the activator logs this endpoint's
 	// invocations ("database.table"); empty when capture is off.
 	InferenceTable string `json:"inference_table,omitempty"`
+	// LogRequestAsSent (the capture config's log_request_as_sent) logs a
+	// request whose features were looked up as the client sent it rather
+	// than augmented.
+	LogRequestAsSent bool `json:"log_request_as_sent,omitempty"`
 	// Fallback (ai_gateway.fallback_config.enabled) sends a request that
 	// an external entity answered with 429 or 5xx to the next entity of
 	// Entities, in order.

@@ -349,6 +349,11 @@ type AutoCaptureConfig struct {
 	SchemaName      string `json:"schema_name,omitempty"`
 	TableNamePrefix string `json:"table_name_prefix,omitempty"`
 	Enabled         *bool  `json:"enabled,omitempty"`
+	// LogRequestAsSent (a Gantry extension) logs each request of a served
+	// entity that looks features up as the client sent it, keys only,
+	// rather than augmented with the features it was given (the default,
+	// what the model saw, as Databricks logs the augmented DataFrame).
+	LogRequestAsSent bool `json:"log_request_as_sent,omitempty"`
 	// State is read-only: the table that rows go to.
 	State *AutoCaptureState `json:"state,omitempty"`
 }

@@ -400,8 +400,11 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 	if ep.Config.TrafficConfig != nil {
 		r.Routes = ep.Config.TrafficConfig.Routes
 	}
-	if t, ok := payloadTable(ep.Name, captureConfig(ep.AIGateway, &ep.Config)); ok {
-		r.InferenceTable = t.String()
+	if c := captureConfig(ep.AIGateway, &ep.Config); c != nil {
+		if t, ok := payloadTable(ep.Name, c); ok {
+			r.InferenceTable = t.String()
+			r.LogRequestAsSent = c.LogRequestAsSent
+		}
 	}
 	r.Fallback = ep.AIGateway != nil && ep.AIGateway.FallbackConfig != nil && ep.AIGateway.FallbackConfig.Enabled
 	if ep.AIGateway != nil {

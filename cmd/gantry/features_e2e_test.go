@@ -17,6 +17,7 @@ import (
 	"github.com/gantry/gantry/features/onlinestore/redistest"
 	"github.com/gantry/gantry/features/publish"
 	"github.com/gantry/gantry/internal/chtest"
+	"github.com/gantry/gantry/internal/eventually"
 )
 
 // apiCall sends a JSON body to the API of the Gantry at addr (with its
@@ -121,8 +122,13 @@ func TestFeatureServingE2E(t *testing.T) {
 	mustCLI(t, bin, addr, "models", "upload", "scorer", dir)
 	mustCLI(t, bin, addr, "models", "upload", "plain", filepath.Join(fixtures, "binary"))
 	ep := filepath.Join(t.TempDir(), "ep.json")
-	writeFile(t, ep, `{"name": "fraud", "config": {"served_entities": [{"entity_name": "scorer", "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": true}]}}`)
-	mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
+	// Two inference tables: fraud's logs what the model saw (the
+	// augmented request, the default), fraud_sent's the request as sent.
+	for _, c := range []struct{ name, asSent string }{{"fraud", "false"}, {"fraud_sent", "true"}} {
+		writeFile(t, ep, `{"name": "`+c.name+`", "config": {"served_entities": [{"entity_name": "scorer", "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": true}],
+			"auto_capture_config": {"catalog_name": "ml", "schema_name": "feat", "enabled": true, "log_request_as_sent": `+c.asSent+`}}}`)
+		mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
+	}
 	writeFile(t, ep, `{"name": "plain", "config": {"served_entities": [{"entity_name": "plain", "entity_version": "1", "workload_size": "Small", "scale_to_zero_enabled": true}]}}`)
 	mustCLI(t, bin, addr, "endpoints", "create", "-f", ep)
 
@@ -137,6 +143,33 @@ func TestFeatureServingE2E(t *testing.T) {
 	overridden := invokeUntil(t, addr, "fraud", strings.ReplaceAll(sent, `"mean_radius"`, `"user_id": 1, "mean_radius"`), 200)
 	if !bytes.Equal(looked, direct) || !bytes.Equal(overridden, direct) {
 		t.Errorf("keys only: %s\noverridden: %s\nfeatures sent: %s", looked, overridden, direct)
+	}
+	if sentAnswer := invokeUntil(t, addr, "fraud_sent", keysOnly, 200); !bytes.Equal(sentAnswer, direct) {
+		t.Errorf("keys only, logged as sent: %s\nfeatures sent: %s", sentAnswer, direct)
+	}
+	logged := map[string][]string{}
+	eventually.True(t, 60*time.Second, "the inference rows of fraud and fraud_sent", func() bool {
+		for _, tbl := range []string{"fraud", "fraud_sent"} {
+			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			rows, err := db.Query(qctx, "SELECT request FROM `ml_feat`.`"+tbl+"_payload` WHERE status_code = 200 ORDER BY timestamp_ms")
+			cancel()
+			if err != nil {
+				return false
+			}
+			logged[tbl] = logged[tbl][:0]
+			for _, r := range rows.Rows {
+				logged[tbl] = append(logged[tbl], r[0])
+			}
+		}
+		return len(logged["fraud"]) >= 2 && len(logged["fraud_sent"]) >= 1
+	})
+	if got := logged["fraud_sent"][0]; got != keysOnly {
+		t.Errorf("fraud_sent logged %s\nwant the request as sent: %s", got, keysOnly)
+	}
+	// fraud logs the augmented request: the looked-up features are in it.
+	if got := logged["fraud"][0]; !strings.Contains(got, `"dataframe_split"`) || !strings.Contains(got, `"worst_texture"`) ||
+		!strings.Contains(got, "12.34") || !strings.Contains(got, "17.76") {
+		t.Errorf("fraud logged %s\nwant the augmented request", got)
 	}
 	var preds struct{ Predictions []float64 }
 	if json.Unmarshal(looked, &preds) != nil || len(preds.Predictions) != 2 {
