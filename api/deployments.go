@@ -23,6 +23,12 @@ type DeploymentTarget struct {
 	Starting int `json:"starting"`
 	// TargetPerReplica is the concurrency one replica is sized for.
 	TargetPerReplica float64 `json:"target_per_replica,omitempty"`
+	// TokensPerReplica, when set, makes the deployment scale on tokens:
+	// it is one replica's generation rate in tokens per second (the
+	// model's throughput chunk), and the autoscaler polls GET /load of
+	// each address in Replicas.
+	TokensPerReplica float64  `json:"tokens_per_replica,omitempty"`
+	Replicas         []string `json:"replicas,omitempty"`
 }
 
 // ListDeploymentsResponse is the body of GET /api/2.0/gantry/deployments.

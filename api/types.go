@@ -185,15 +185,26 @@ type PendingConfig struct {
 // Optional numbers and booleans are pointers so that "unset" and "zero" stay
 // distinct, as in Nomad's api.Job.
 type ServedEntity struct {
-	Name                      string            `json:"name,omitempty"`
-	EntityName                string            `json:"entity_name,omitempty"`
-	EntityVersion             string            `json:"entity_version,omitempty"`
-	WorkloadSize              string            `json:"workload_size,omitempty"`
-	WorkloadType              string            `json:"workload_type,omitempty"`
-	ScaleToZeroEnabled        *bool             `json:"scale_to_zero_enabled,omitempty"`
-	MinProvisionedConcurrency *int              `json:"min_provisioned_concurrency,omitempty"`
-	MaxProvisionedConcurrency *int              `json:"max_provisioned_concurrency,omitempty"`
-	EnvironmentVars           map[string]string `json:"environment_vars,omitempty"`
+	Name                      string `json:"name,omitempty"`
+	EntityName                string `json:"entity_name,omitempty"`
+	EntityVersion             string `json:"entity_version,omitempty"`
+	WorkloadSize              string `json:"workload_size,omitempty"`
+	WorkloadType              string `json:"workload_type,omitempty"`
+	ScaleToZeroEnabled        *bool  `json:"scale_to_zero_enabled,omitempty"`
+	MinProvisionedConcurrency *int   `json:"min_provisioned_concurrency,omitempty"`
+	MaxProvisionedConcurrency *int   `json:"max_provisioned_concurrency,omitempty"`
+	// MinProvisionedThroughput and MaxProvisionedThroughput bound an LLM
+	// entity in tokens per second, in multiples of its model's throughput
+	// chunk (GET /api/2.0/serving-endpoints/get-model-optimization-info):
+	// each chunk is one replica, and the autoscaler sizes the entity from
+	// the tokens per second and the queued sequences its replicas report.
+	// They exclude workload_size and the concurrency bounds.
+	MinProvisionedThroughput *int `json:"min_provisioned_throughput,omitempty"`
+	MaxProvisionedThroughput *int `json:"max_provisioned_throughput,omitempty"`
+	// ThroughputChunkSize is read-only: the model's chunk, in tokens per
+	// second, that the throughput bounds were checked against.
+	ThroughputChunkSize int               `json:"throughput_chunk_size,omitempty"`
+	EnvironmentVars     map[string]string `json:"environment_vars,omitempty"`
 	// ReplicaConcurrency is how many requests one replica takes at once
 	// (default 4); a Gantry extension. Requests beyond wait in the
 	// activator's queue, and the autoscaler sizes the entity by it.
@@ -414,6 +425,10 @@ type ModelVersion struct {
 	Flavors   []string `json:"flavors"`
 	Signature *Schema  `json:"signature,omitempty"`
 	SizeBytes int64    `json:"size_bytes"`
+	// TokensPerSecond is an LLM flavor's tokens_per_second: the rate one
+	// replica sustains, as the model's author measured it; 0 when not
+	// given.
+	TokensPerSecond int `json:"tokens_per_second,omitempty"`
 	// CreationTimestamp is in milliseconds since the epoch.
 	CreationTimestamp int64 `json:"creation_timestamp"`
 }
@@ -429,6 +444,19 @@ type ColSpec struct {
 	Name     string `json:"name,omitempty"`
 	Type     string `json:"type"`
 	Required *bool  `json:"required,omitempty"`
+}
+
+// ModelOptimizationInfo is the answer of GET
+// /api/2.0/serving-endpoints/get-model-optimization-info/{model}/{version}.
+type ModelOptimizationInfo struct {
+	// Optimizable says whether the model can be served with provisioned
+	// throughput: it has an LLM flavor (openai_server, gguf).
+	Optimizable bool `json:"optimizable"`
+	// ModelType is that flavor; absent when not optimizable.
+	ModelType string `json:"model_type,omitempty"`
+	// ThroughputChunkSize is one replica's rate in tokens per second: the
+	// unit of min/max_provisioned_throughput.
+	ThroughputChunkSize int `json:"throughput_chunk_size,omitempty"`
 }
 
 // UploadModelResponse is the answer to a model upload.

@@ -26,6 +26,12 @@ type Target struct {
 	// TargetPerReplica is the concurrency one replica holds; 0 keeps the
 	// Spec's.
 	TargetPerReplica float64
+	// TokensPerReplica, when above 0, sizes the deployment on tokens: it
+	// is the tokens per second one replica sustains, and Replicas are the
+	// addresses of its ready replicas, whose GET /load the autoscaler
+	// polls (tokens.go).
+	TokensPerReplica float64
+	Replicas         []string
 }
 
 // Sample is the load one activator saw on a deployment over the last
@@ -64,8 +70,12 @@ type Autoscaler struct {
 	stats func() []Sample
 	pokes chan string
 
-	// deciders is owned by the Run goroutine.
+	// deciders and tokens are owned by the Run goroutine; tokens holds
+	// the replicas' last token reports of deployments that scale on
+	// tokens.
 	deciders map[string]*decider.Decider
+	tokens   map[string]map[string]replicaTokens
+	poller   *tokenPoller
 }
 
 // New returns an autoscaler that reads load from stats (called once a tick)
@@ -90,6 +100,8 @@ func New(cfg Config, sched scheduler, stats func() []Sample) *Autoscaler {
 		stats:    stats,
 		pokes:    make(chan string, 1024),
 		deciders: make(map[string]*decider.Decider),
+		tokens:   make(map[string]map[string]replicaTokens),
+		poller:   newTokenPoller(min(cfg.Tick, time.Second), cfg.Now),
 	}
 }
 
@@ -105,6 +117,7 @@ func (a *Autoscaler) Poke(deployment string) {
 
 // Run decides every tick and on every poke until ctx ends.
 func (a *Autoscaler) Run(ctx context.Context) error {
+	go a.poller.run(ctx, a.cfg.Tick)
 	t := time.NewTicker(a.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -125,11 +138,27 @@ func (a *Autoscaler) tick(now time.Time) {
 	for _, s := range a.stats() {
 		load[s.Deployment] += s.Concurrency
 	}
+	targets := a.sched.Targets()
+	a.poller.set(targets)
+	reports := a.poller.latest()
 	seen := make(map[string]bool, len(a.deciders))
-	for _, t := range a.sched.Targets() {
+	for _, t := range targets {
 		seen[t.Deployment] = true
 		d := a.decider(t)
-		d.Record(now, load[t.Deployment])
+		sample := load[t.Deployment]
+		if t.TokensPerReplica > 0 {
+			prev := a.tokens[t.Deployment]
+			if prev == nil {
+				prev = map[string]replicaTokens{}
+				a.tokens[t.Deployment] = prev
+			}
+			var tps float64
+			var queued int
+			sample, tps, queued = tokenSample(now, t, reports[t.Deployment], prev, load[t.Deployment],
+				a.concurrencyPerReplica(t), 3*a.cfg.Tick)
+			a.cfg.Metrics.recordTokens(t.Deployment, tps, queued)
+		}
+		d.Record(now, sample)
 		dec := d.Decide(now, decider.Inputs{Ready: t.Ready, Starting: t.Starting})
 		a.cfg.Metrics.record(t, dec)
 		a.apply(t, dec)
@@ -137,9 +166,18 @@ func (a *Autoscaler) tick(now time.Time) {
 	for dep := range a.deciders {
 		if !seen[dep] {
 			delete(a.deciders, dep)
+			delete(a.tokens, dep)
 			a.cfg.Metrics.forget(dep)
 		}
 	}
+}
+
+// concurrencyPerReplica is the concurrency one replica of t holds.
+func (a *Autoscaler) concurrencyPerReplica(t Target) float64 {
+	if t.TargetPerReplica > 0 {
+		return t.TargetPerReplica
+	}
+	return a.cfg.Spec.TargetPerReplica
 }
 
 // wake handles a request that found no replica: it counts as load now, so
@@ -164,6 +202,10 @@ func (a *Autoscaler) decider(t Target) *decider.Decider {
 	spec.MinReplicas, spec.MaxReplicas = t.Min, t.Max
 	if t.TargetPerReplica > 0 {
 		spec.TargetPerReplica = t.TargetPerReplica
+	}
+	if t.TokensPerReplica > 0 {
+		// Its samples are tokens per second (tokenSample).
+		spec.TargetPerReplica = t.TokensPerReplica
 	}
 	d, ok := a.deciders[t.Deployment]
 	if !ok {

@@ -12,6 +12,8 @@ type Metrics struct {
 	ready    *prometheus.GaugeVec
 	panic    *prometheus.GaugeVec
 	observed *prometheus.GaugeVec
+	tokens   *prometheus.GaugeVec
+	queued   *prometheus.GaugeVec
 }
 
 // NewMetrics registers the autoscaler's metrics with reg (nil: nowhere).
@@ -23,10 +25,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		desired:  gauge("gantry_autoscaler_desired_replicas", "Replicas the autoscaler asks for."),
 		ready:    gauge("gantry_autoscaler_ready_replicas", "Replicas that answer, as the scheduler reports them."),
 		panic:    gauge("gantry_autoscaler_panic", "1 while the deployment is in panic mode."),
-		observed: gauge("gantry_autoscaler_observed_concurrency", "Average in-flight plus queued requests over each window.", "window"),
+		observed: gauge("gantry_autoscaler_observed_concurrency", "Average in-flight plus queued requests over each window (tokens per second of demand for entities that scale on tokens).", "window"),
+		tokens:   gauge("gantry_autoscaler_observed_tokens_per_second", "Tokens per second the replicas of an entity that scales on tokens generated at the last tick."),
+		queued:   gauge("gantry_autoscaler_queued_sequences", "Sequences waiting in the replicas of an entity that scales on tokens, at the last tick."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.desired, m.ready, m.panic, m.observed)
+		reg.MustRegister(m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued)
 	}
 	return m
 }
@@ -56,7 +60,16 @@ func (m *Metrics) forget(deployment string) {
 	if m == nil {
 		return
 	}
-	for _, g := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.observed} {
+	for _, g := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued} {
 		g.DeletePartialMatch(prometheus.Labels{"deployment": deployment})
 	}
+}
+
+// recordTokens is a no-op on a nil *Metrics.
+func (m *Metrics) recordTokens(deployment string, tps float64, queued int) {
+	if m == nil {
+		return
+	}
+	m.tokens.WithLabelValues(deployment).Set(tps)
+	m.queued.WithLabelValues(deployment).Set(float64(queued))
 }

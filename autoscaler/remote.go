@@ -85,6 +85,7 @@ func (r *RemoteScheduler) Targets() []Target {
 			Deployment: d.Deployment, Min: d.MinReplicas, Max: d.MaxReplicas,
 			Current: d.Current, Ready: d.Ready, Starting: d.Starting,
 			TargetPerReplica: d.TargetPerReplica,
+			TokensPerReplica: d.TokensPerReplica, Replicas: d.Replicas,
 		}
 	}
 	return slices.Clone(r.last)

@@ -311,6 +311,8 @@ func matrixRows() []matrixRow {
 				return "POST", "/api/2.0/gantry/models/m/versions", string(modelTarball(t))
 			}},
 		{pattern: "GET /api/2.0/gantry/models/{name}/versions/{version}", access: model, need: identity.CanRead, ok: 200, req: static("GET", "/api/2.0/gantry/models/m/versions/1", "")},
+		{pattern: "GET /api/2.0/serving-endpoints/get-model-optimization-info/{name}/{version}", access: model, need: identity.CanRead, ok: 200,
+			req: static("GET", "/api/2.0/serving-endpoints/get-model-optimization-info/m/1", "")},
 		{pattern: "DELETE /api/2.0/gantry/models/{name}/versions/{version}", access: model, need: identity.CanManage, ok: 409, // ep serves it
 			req: static("DELETE", "/api/2.0/gantry/models/m/versions/1", "")},
 		{pattern: "GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", access: model, need: identity.CanRead, ok: 200,

@@ -48,6 +48,7 @@ func (d *deploymentsAPI) targets() ([]api.DeploymentTarget, uint64) {
 			Deployment: t.Deployment, MinReplicas: t.Min, MaxReplicas: t.Max,
 			Current: t.Current, Ready: t.Ready, Starting: t.Starting,
 			TargetPerReplica: t.TargetPerReplica,
+			TokensPerReplica: t.TokensPerReplica, Replicas: t.Replicas,
 		}
 	}
 	// Targets walks a map; a stable order keeps equal lists equal.

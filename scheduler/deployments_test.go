@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestDeploymentsListAndScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := api.DeploymentTarget{Deployment: dep, MinReplicas: 0, MaxReplicas: 4, Current: 1, Ready: 0, Starting: 1, TargetPerReplica: 4}
-	if len(list) != 1 || list[0] != want {
+	if len(list) != 1 || !reflect.DeepEqual(list[0], want) {
 		t.Fatalf("List = %+v, want [%+v]", list, want)
 	}
 	if meta.LastIndex == 0 {

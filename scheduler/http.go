@@ -73,6 +73,7 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/models", anyCaller, s.listModels},                   // what the caller may read
 		{"POST /api/2.0/gantry/models/{name}/versions", anyCaller, s.uploadModel}, // a new model, or CAN_MANAGE
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanRead), s.getModel},
+		{"GET /api/2.0/serving-endpoints/get-model-optimization-info/{name}/{version}", onModel(identity.CanRead), s.optimizationInfo},
 		{"DELETE /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanManage), s.deleteModel}, // 409 while served
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", artifactRule, s.modelArtifact},        // or an artifact token
 		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
@@ -234,11 +235,15 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 			}
 			continue
 		}
-		if _, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion); err != nil {
+		mv, err := s.cfg.Registry.Get(e.EntityName, e.EntityVersion)
+		if err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) {
 				return api.Errorf(ae.Code, "config.served_entities[%d]: %s; upload it with `gantry models upload %s DIR`", i, ae.Message, e.EntityName)
 			}
+			return err
+		}
+		if err := checkThroughput(i, &c.ServedEntities[i], mv); err != nil {
 			return err
 		}
 	}
@@ -638,6 +643,17 @@ func (s *Scheduler) getModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, mv)
+}
+
+// optimizationInfo answers whether a model version can take provisioned
+// throughput, and in which chunk (throughput.go).
+func (s *Scheduler) optimizationInfo(w http.ResponseWriter, r *http.Request) {
+	mv, err := s.cfg.Registry.Get(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, optimizationInfo(mv))
 }
 
 func (s *Scheduler) modelArtifact(w http.ResponseWriter, r *http.Request) {

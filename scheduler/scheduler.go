@@ -259,6 +259,15 @@ func (s *Scheduler) Targets() []autoscaler.Target {
 		t := autoscaler.Target{Deployment: e.d.ID, Current: e.d.Replicas, Ready: st.Ready(),
 			TargetPerReplica: float64(replicaConcurrency(e.served))}
 		t.Min, t.Max = replicaBounds(e.served)
+		if throughputBounded(e.served) {
+			// Sized on tokens: the autoscaler polls the ready replicas.
+			t.TokensPerReplica = float64(e.served.ThroughputChunkSize)
+			for _, in := range st.Instances {
+				if in.Ready {
+					t.Replicas = append(t.Replicas, in.Addr)
+				}
+			}
+		}
 		if st.Failure == "" {
 			// A failing replica is no capacity on the way: it must not
 			// hold the deployment up when idle.

@@ -110,7 +110,12 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)
 	}
 	provisioned := e.MinProvisionedConcurrency != nil || e.MaxProvisionedConcurrency != nil
+	if err := normalizeThroughput(e, provisioned); err != nil {
+		return err
+	}
 	switch {
+	case throughputBounded(e):
+		// Sized in tokens per second (throughput.go).
 	case e.WorkloadSize != "" && provisioned:
 		return invalid("workload_size cannot be combined with min_provisioned_concurrency or max_provisioned_concurrency")
 	case e.WorkloadSize == "" && !provisioned:
@@ -211,6 +216,9 @@ func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
 // 1..1, Medium 2..4, Large 4..16.
 func replicaBounds(e *api.ServedEntity) (lo, hi int) {
 	var clo, chi int
+	if throughputBounded(e) {
+		return throughputBounds(e)
+	}
 	if r, ok := workloadSizes[e.WorkloadSize]; ok {
 		clo, chi = r[0], r[1]
 	} else {

@@ -10,8 +10,9 @@ import (
 
 // preferred flavors come before the rest (which go in name order): a native
 // runtime starts in milliseconds, while python_function, which nearly every
-// model also has, needs a Python process.
-var preferred = []string{"xgboost"}
+// model also has, needs a Python process. An openai_server flavor is the
+// model's author naming the server that serves it.
+var preferred = []string{"xgboost", "openai_server"}
 
 // model is a loaded model with what the request path needs from its MLmodel.
 type model struct {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gantry/gantry/worker"
 	"github.com/gantry/gantry/worker/mlmodel"
+	"github.com/gantry/gantry/worker/openaiserver"
 	"github.com/gantry/gantry/worker/pyfunc"
 	"github.com/gantry/gantry/worker/xgboost"
 	"github.com/spf13/cobra"
@@ -19,6 +20,13 @@ var loaders = map[string]worker.Loader{
 			return nil, 0, err
 		}
 		return m, m.NumFeatures(), nil
+	},
+	openaiserver.Flavor: func(dir string, conf map[string]any) (worker.Runtime, int, error) {
+		rt, err := openaiserver.Load(dir, conf, openaiserver.Options{})
+		if err != nil {
+			return nil, 0, err
+		}
+		return rt, 0, nil
 	},
 }
 

@@ -174,6 +174,10 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 	if err := checkFlavorData(dst, m); err != nil {
 		return nil, err
 	}
+	tps, err := tokensPerSecond(m)
+	if err != nil {
+		return nil, err
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -187,6 +191,7 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 		Flavors:           m.FlavorNames(),
 		Signature:         m.Signature,
 		SizeBytes:         artifactSize,
+		TokensPerSecond:   tps,
 		CreationTimestamp: r.now().UnixMilli(),
 	}
 	b, _ := json.Marshal(mv)
@@ -491,4 +496,38 @@ func orDefault(v, def int64) int64 {
 		return def
 	}
 	return v
+}
+
+// LLMFlavors are the flavors whose models generate tokens: an entity of
+// such a model may take provisioned throughput.
+var LLMFlavors = []string{"openai_server", "gguf"}
+
+// tokensPerSecond reads an LLM flavor's tokens_per_second, the rate one
+// replica sustains: 0 when absent, a 400 when it is not a positive whole
+// number.
+func tokensPerSecond(m *mlmodel.Model) (int, error) {
+	for _, f := range LLMFlavors {
+		v, ok := m.Flavors[f]["tokens_per_second"]
+		if !ok {
+			continue
+		}
+		var n float64
+		switch x := v.(type) {
+		case int:
+			n = float64(x)
+		case int64:
+			n = float64(x)
+		case uint64:
+			n = float64(x)
+		case float64:
+			n = x
+		default:
+			n = -1
+		}
+		if n < 1 || n > 1e9 || n != float64(int(n)) {
+			return 0, api.Errorf(api.ErrInvalidParameterValue, "MLmodel: flavors.%s.tokens_per_second must be a positive whole number, got %v", f, v)
+		}
+		return int(n), nil
+	}
+	return 0, nil
 }
