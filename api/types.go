@@ -319,9 +319,9 @@ type ServedEntityState struct {
 type Replicas struct {
 	Desired int `json:"desired"`
 	Ready   int `json:"ready"`
-	// Starts (a Gantry extension) is each replica's cold start, from the
-	// drivers that follow it (local and docker): the phase it is in and
-	// when each phase began. Replica addresses stay in the route table.
+	// Starts (a Gantry extension) is each replica's cold start: the phase
+	// it is in and when each phase began. Replica addresses stay in the
+	// route table.
 	Starts []ReplicaStart `json:"starts,omitempty"`
 }
 

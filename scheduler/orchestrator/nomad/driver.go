@@ -277,7 +277,7 @@ func (d *Driver) Status(id string) orchestrator.Status {
 // status joins the service's registrations with their allocations and the
 // probes. d.mu must be held.
 func (dep *deployment) status() orchestrator.Status {
-	s := orchestrator.Status{ID: dep.spec.ID, Desired: dep.spec.Replicas, Failures: dep.failures}
+	s := orchestrator.Status{ID: dep.spec.ID, Desired: dep.spec.Replicas, Failures: dep.failures, Starts: dep.starts()}
 	for _, sr := range dep.services {
 		a := dep.allocs[sr.AllocID]
 		if a == nil || a.DesiredStatus != api.AllocDesiredStatusRun {

@@ -185,6 +185,11 @@ func TestDeploymentLifecycle(t *testing.T) {
 	if st.Desired != 1 || st.Failure != "" || len(st.Instances) != 1 {
 		t.Errorf("status = %+v, want one instance, no failure", st)
 	}
+	// The allocation's cold start, in order, for the API's view.
+	if s := st.Starts; len(s) != 1 || s[0].ID != st.Instances[0].ID || s[0].Requested.IsZero() ||
+		s[0].Started.Before(s[0].Requested) || s[0].Answered.Before(s[0].Started) || s[0].Ready.Before(s[0].Answered) {
+		t.Errorf("starts = %+v, want requested <= started <= answered <= ready, none zero", s)
+	}
 	invoke(t, st.Instances[0].Addr)
 	e.mu.Lock()
 	notified := e.notified[d.ID]

@@ -5,20 +5,28 @@ package nomad
 // counts it ready only while its allocation runs too.
 
 import (
+	"cmp"
 	"context"
 	"net"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/gantry/gantry/jobs"
+	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/hashicorp/nomad/api"
 )
 
 // replicaProbe is the driver's readiness check of one service instance.
-// addr and cancel never change; Driver.mu guards ready.
+// addr and cancel never change; Driver.mu guards ready and the times of
+// the instance's first answer and first 200 (its cold start's model_load
+// phase and its end).
 type replicaProbe struct {
-	addr   string
-	ready  bool
-	cancel context.CancelFunc
+	addr     string
+	ready    bool
+	answered time.Time
+	readyAt  time.Time
+	cancel   context.CancelFunc
 }
 
 // services takes a new list of the service's registrations and starts or
@@ -54,11 +62,22 @@ func (d *Driver) services(ctx context.Context, dep *deployment, regs []*api.Serv
 // reports readiness; it never gives up on a starting instance.
 func (d *Driver) probe(ctx context.Context, dep *deployment, p *replicaProbe) {
 	defer d.running.Done()
-	d.prober.Run(ctx, p.addr, func(ready bool) {
+	pr := *d.prober
+	pr.Answered = func(at time.Time) {
+		d.mu.Lock()
+		p.answered = at
+		id := dep.spec.ID
+		d.mu.Unlock()
+		d.changed(id)
+	}
+	pr.Run(ctx, p.addr, func(ready bool) {
 		d.mu.Lock()
 		p.ready = ready
 		if ready {
 			dep.failure = "" // a replica answers: older failures are history
+			if p.readyAt.IsZero() {
+				p.readyAt = time.Now()
+			}
 		}
 		id := dep.spec.ID
 		d.mu.Unlock()
@@ -77,4 +96,32 @@ func running(a *api.AllocationListStub) bool {
 	}
 	ds := a.DeploymentStatus
 	return ds == nil || ds.Healthy == nil || *ds.Healthy
+}
+
+// starts is each allocation's cold start, oldest first: asked for when
+// Nomad created the allocation, started when its task began, and the
+// probe's first answer and first 200. d.mu must be held.
+func (dep *deployment) starts() []orchestrator.Start {
+	var out []orchestrator.Start
+	for id, a := range dep.allocs {
+		switch a.ClientStatus {
+		case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
+			continue // over: Nomad places a new allocation if one is wanted
+		}
+		if a.DesiredStatus != api.AllocDesiredStatusRun {
+			continue
+		}
+		st := orchestrator.Start{ID: id, Requested: time.Unix(0, a.CreateTime)}
+		if ts := a.TaskStates[jobs.Task]; ts != nil && !ts.StartedAt.IsZero() {
+			st.Started = ts.StartedAt
+		}
+		if p := dep.probes[id]; p != nil && !st.Started.IsZero() {
+			st.Answered, st.Ready = p.answered, p.readyAt
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(x, y orchestrator.Start) int {
+		return cmp.Or(x.Requested.Compare(y.Requested), cmp.Compare(x.ID, y.ID))
+	})
+	return out
 }
