@@ -1,8 +1,10 @@
 package activator
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -430,7 +432,17 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
+	streamed := false // resp, the slot and inFlight then belong to the stream writer
+	defer func() {
+		if !streamed {
+			fasthttp.ReleaseResponse(resp)
+		}
+	}()
+	// An LLM request that asks for a stream gets its answer as it is
+	// generated: the worker's body is read as it arrives (streamWorker),
+	// not whole. Only such requests take the streaming path, so that every
+	// other answer keeps its one buffer swap.
+	resp.StreamBody = asksStream(ctx.PostBody())
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI("/invocations")
 	req.Header.SetContentTypeBytes(ctx.Request.Header.ContentType())
@@ -464,12 +476,26 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 			}
 		}
 	}
+	if err == nil && resp.BodyStream() != nil && isEventStream(resp.Header.ContentType()) {
+		streamed = true
+		a.streamWorker(ctx, en, resp, release)
+		return
+	}
 	if release != nil {
 		release()
 	}
 	en.inFlight.Dec()
 
 	switch {
+	case err == nil && resp.BodyStream() != nil:
+		// Asked for a stream, answered whole (an error, or a runtime that
+		// does not stream): read it all, as any other answer.
+		ctx.SetStatusCode(resp.StatusCode())
+		ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+		if ce := resp.Header.ContentEncoding(); len(ce) > 0 {
+			ctx.Response.Header.SetContentEncodingBytes(ce)
+		}
+		ctx.Response.SetBody(resp.Body())
 	case err == nil:
 		ctx.SetStatusCode(resp.StatusCode())
 		ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
@@ -487,6 +513,65 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 		fail(ctx, api.ErrTemporarilyUnavailable,
 			"served entity %s of endpoint %s: no replica answered; retry later", en.name, en.endpoint)
 	}
+}
+
+// asksStream reports whether an invocation body asks for a streamed
+// answer ("stream": true, the OpenAI field). The substring test keeps the
+// cost off every other body; the decode is for the few that mention it.
+func asksStream(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"stream"`)) {
+		return false
+	}
+	var b struct {
+		Stream bool `json:"stream"`
+	}
+	return json.Unmarshal(body, &b) == nil && b.Stream
+}
+
+func isEventStream(ct []byte) bool {
+	return bytes.HasPrefix(ct, []byte("text/event-stream"))
+}
+
+// streamWorker passes a worker's event stream to the client as it
+// arrives: each read is written and flushed at once, so a token reaches
+// the client when the worker sends it. The replica's slot (release) and
+// the in-flight count are held until the stream ends, since the replica
+// is generating until then. A flush that fails (the client went away)
+// closes the worker's stream, which cancels the generation there.
+//
+// A worker stream is not captured in inference tables or usage yet: the
+// answer would have to be assembled from the chunks, as external streams
+// are.
+func (a *Activator) streamWorker(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.Response, release func()) {
+	ctx.SetStatusCode(resp.StatusCode())
+	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
+	body := resp.BodyStream()
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer func() {
+			resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			if release != nil {
+				release()
+			}
+			en.inFlight.Dec()
+		}()
+		buf := make([]byte, 4096)
+		for {
+			n, err := body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if w.Flush() != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 }
 
 // wait holds a request that found no free slot in en's queue until a slot

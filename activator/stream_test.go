@@ -1,0 +1,156 @@
+package activator
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/valyala/fasthttp"
+)
+
+// sseWorker streams two events, the second only once next is closed: an
+// activator that buffered the answer would hold the first.
+func sseWorker(next chan struct{}) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if !bytes.Contains(ctx.PostBody(), []byte(`"stream": true`)) {
+			ctx.SetStatusCode(http.StatusBadRequest)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"error_code":"INVALID_PARAMETER_VALUE","message":"no stream"}`)
+			return
+		}
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			w.WriteString("data: {\"choices\":[{\"delta\":{\"content\":\"Once\"}}]}\n\n")
+			w.Flush()
+			<-next
+			w.WriteString("data: {\"choices\":[{\"delta\":{\"content\":\" upon\"}}]}\n\ndata: [DONE]\n\n")
+			w.Flush()
+		})
+	}
+}
+
+const streamBody = `{"messages": [{"role": "user", "content": "hi"}], "stream": true}`
+
+// openStream posts a streaming request and returns its reader once the
+// headers are in.
+func openStream(t *testing.T, h *harness) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	resp, err := h.client.Post(h.base+"/serving-endpoints/ep/invocations", "application/json", strings.NewReader(streamBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp, bufio.NewReader(resp.Body)
+}
+
+func firstEvent(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	done := make(chan string, 1)
+	go func() {
+		line, _ := br.ReadString('\n')
+		done <- line
+	}()
+	select {
+	case line := <-done:
+		if !strings.Contains(line, `"Once"`) {
+			t.Fatalf("first line %q", line)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first event did not arrive while the worker held the second: the stream was buffered")
+	}
+}
+
+func TestWorkerStreamPassesThrough(t *testing.T) {
+	h := newHarness(t, Config{})
+	next := make(chan struct{})
+	w := startWorker(t, "w", sseWorker(next))
+	e := readyEntity("m", w.addr)
+	e.Concurrency = 1
+	h.push(oneEndpoint(1, "ep", nil, e))
+
+	resp, br := openStream(t, h)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("served-model-name") != "m" {
+		t.Fatalf("status %d, headers %v", resp.StatusCode, resp.Header)
+	}
+	firstEvent(t, br)
+	// The stream holds the replica's one slot until it ends: a second
+	// request waits.
+	second := h.invokeAsync("ep", []byte(streamBody))
+	h.waitQueued("ep", "m", 1)
+	close(next)
+	rest, _ := io.ReadAll(br)
+	if !strings.Contains(string(rest), `" upon"`) || !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+		t.Fatalf("rest of the stream %q", rest)
+	}
+	if got := receive(t, second); got.status != 200 || !strings.Contains(string(got.body), "[DONE]") {
+		t.Errorf("second stream: %d %s", got.status, got.body)
+	}
+	// Asked for no stream, the worker's whole answer passes as before.
+	got := receive(t, h.invokeAsync("ep", []byte(`{"messages": []}`)))
+	if got.status != http.StatusBadRequest || !strings.Contains(string(got.body), "no stream") {
+		t.Errorf("a whole answer: %d %s", got.status, got.body)
+	}
+}
+
+func TestColdStartHoldsStream(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.push(oneEndpoint(1, "ep", nil, coldEntity("m")))
+	type opened struct {
+		resp *http.Response
+		br   *bufio.Reader
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		resp, err := h.client.Post(h.base+"/serving-endpoints/ep/invocations", "application/json", strings.NewReader(streamBody))
+		if err != nil {
+			ch <- opened{}
+			return
+		}
+		ch <- opened{resp, bufio.NewReader(resp.Body)}
+	}()
+	h.waitQueued("ep", "m", 1)
+
+	next := make(chan struct{})
+	w := startWorker(t, "w", sseWorker(next))
+	e := coldEntity("m")
+	e.State, e.Replicas = api.DeploymentReady, []api.Replica{{ID: "a", Addr: w.addr}}
+	h.push(oneEndpoint(2, "ep", nil, e))
+
+	var o opened
+	select {
+	case o = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held stream got no answer once the replica was ready")
+	}
+	if o.resp == nil {
+		t.Fatal("the held stream failed")
+	}
+	defer o.resp.Body.Close()
+	if o.resp.StatusCode != 200 || o.resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("held stream: %d %v", o.resp.StatusCode, o.resp.Header)
+	}
+	firstEvent(t, o.br)
+	close(next)
+	if rest, _ := io.ReadAll(o.br); !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+		t.Errorf("rest %q", rest)
+	}
+}
+
+func TestAsksStream(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"messages": [], "stream": true}`:          true,
+		`{"messages": [], "stream": false}`:         false,
+		`{"messages": [{"content": "\"stream\""}]}`: false,
+		`{"inputs": [1]}`:                           false,
+		`{"stream": true`:                           false,
+	} {
+		if got := asksStream([]byte(body)); got != want {
+			t.Errorf("asksStream(%s) = %v, want %v", body, got, want)
+		}
+	}
+}
