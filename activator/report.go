@@ -68,6 +68,10 @@ type Reporter struct {
 	Client *http.Client
 	// Logger gets the autoscaler's outages. Default slog.Default().
 	Logger *slog.Logger
+	// Token is sent as a bearer token with every push and poke: an
+	// autoscaler with authentication on takes load only from Gantry's
+	// components (and admins). Never logged.
+	Token string
 
 	setup sync.Once
 	id    string
@@ -222,6 +226,9 @@ func (r *Reporter) post(ctx context.Context, target string, v any, timeout time.
 		return fmt.Errorf("POST %s: %w", target, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if r.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.Token)
+	}
 	client := r.Client
 	if client == nil {
 		client = http.DefaultClient

@@ -24,6 +24,9 @@ type AccessToken struct {
 	Kind   string   `json:"kind"`
 	Groups []string `json:"groups,omitempty"`
 	Admin  bool     `json:"admin,omitempty"`
+	// Component: the principal is one of Gantry's components (the
+	// gantry-components group), which may report load to the autoscaler.
+	Component bool `json:"component,omitempty"`
 	// ExpiryTime is milliseconds since the epoch; -1 never.
 	ExpiryTime int64 `json:"expiry_time"`
 }

@@ -59,11 +59,14 @@ func DefaultConfig() *Config {
 }
 
 // DefaultDataDir is gantry dev's data dir unless --data-dir says
-// otherwise, and AdminTokenFile the file in it that holds the token of
-// the admin service principal it makes on first start.
+// otherwise, AdminTokenFile the file in it that holds the token of the
+// admin service principal it makes on first start, and
+// ComponentsTokenFile the token of the components' service principal
+// (gantry activator, autoscaler and logger run apart send it).
 const (
-	DefaultDataDir = ".gantry"
-	AdminTokenFile = "admin-token"
+	DefaultDataDir      = ".gantry"
+	AdminTokenFile      = "admin-token"
+	ComponentsTokenFile = "components-token"
 )
 
 // Client calls the Gantry API.

@@ -149,6 +149,17 @@ type CollectorConfig struct {
 	Now func() time.Time
 	// Logger gets activators that appear and go. Default slog.Default().
 	Logger *slog.Logger
+	// Auth, when set, checks the bearer token of every report and poke
+	// before it counts (ReportAuth: Gantry's components and admins only).
+	// nil takes them from anyone who reaches the port: gantry autoscaler
+	// --auth=false, for a scheduler without authentication.
+	Auth Authorizer
+}
+
+// Authorizer decides whether a request's Authorization header value may
+// report load; *ReportAuth is the one Gantry uses.
+type Authorizer interface {
+	Authorize(authorization string) *api.Error
 }
 
 // Collector gathers the load that activators push and serves it to the
@@ -217,12 +228,31 @@ func NewCollector(cfg CollectorConfig, poke func(deployment string)) *Collector 
 	}
 	c := &Collector{cfg: cfg, poke: poke, activators: map[string]*activatorLoad{}, lastCall: cfg.Now()}
 	c.mux = http.NewServeMux()
-	c.mux.HandleFunc("POST /v1/stats", c.stats)
-	c.mux.HandleFunc("POST /v1/poke", c.pokeHandler)
+	c.mux.HandleFunc("POST /v1/stats", c.authorized(c.stats))
+	c.mux.HandleFunc("POST /v1/poke", c.authorized(c.pokeHandler))
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 	})
 	return c
+}
+
+// authorized runs next only for a request that cfg.Auth admits: a report
+// from anyone else is refused before its body is read, and counts for
+// nothing.
+func (c *Collector) authorized(next http.HandlerFunc) http.HandlerFunc {
+	if c.cfg.Auth == nil {
+		return next
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := c.cfg.Auth.Authorize(r.Header.Get("Authorization")); err != nil {
+			if err.Code == api.ErrUnauthenticated {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="gantry"`)
+			}
+			writeAPIError(w, err)
+			return
+		}
+		next(w, r)
+	}
 }
 
 // ServeHTTP serves POST /v1/stats (body api.LoadReport) and POST /v1/poke

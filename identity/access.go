@@ -160,6 +160,9 @@ type Caller struct {
 	// Admin is membership of the admins group: every permission on
 	// every object.
 	Admin bool
+	// Component is membership of the gantry-components group: the
+	// components' routes and nothing else, unless Admin too.
+	Component bool
 }
 
 // Name is the principal's name: a user's userName, a service principal's

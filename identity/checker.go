@@ -22,7 +22,7 @@ func (s *Service) Export(endpoints map[string]string) *api.AccessSnapshot {
 			continue
 		}
 		out.Tokens = append(out.Tokens, api.AccessToken{Hash: t.Hash, Principal: p.Name, Kind: string(p.Kind),
-			Groups: snap.memberOf[p.ID], Admin: snap.adminIDs[p.ID], ExpiryTime: t.Expiry})
+			Groups: snap.memberOf[p.ID], Admin: snap.adminIDs[p.ID], Component: snap.componentIDs[p.ID], ExpiryTime: t.Expiry})
 	}
 	slices.SortFunc(out.Tokens, func(a, b api.AccessToken) int { return compare(a.Hash, b.Hash) })
 	for name, id := range endpoints {
@@ -73,7 +73,7 @@ func NewChecker(snap *api.AccessSnapshot) *Checker {
 	c := &Checker{index: snap.Index, callers: make(map[string]checkedToken, len(snap.Tokens)), acls: make(map[string]*ACL, len(snap.Endpoints))}
 	for _, t := range snap.Tokens {
 		c.callers[t.Hash] = checkedToken{expiry: t.ExpiryTime, caller: &Caller{
-			Ref: Ref{Kind(t.Kind), t.Principal}, Groups: t.Groups, Admin: t.Admin}}
+			Ref: Ref{Kind(t.Kind), t.Principal}, Groups: t.Groups, Admin: t.Admin, Component: t.Component}}
 	}
 	for _, e := range snap.Endpoints {
 		a := &ACL{}
@@ -90,6 +90,28 @@ func NewChecker(snap *api.AccessSnapshot) *Checker {
 
 // Index is the snapshot's index.
 func (c *Checker) Index() uint64 { return c.index }
+
+// Component checks that the caller an Authorization header value names
+// is one of Gantry's components (or an admin) at now: the autoscaler's
+// check of load reports and pokes. The error is UNAUTHENTICATED or
+// PERMISSION_DENIED.
+func (c *Checker) Component(authorization string, now time.Time) (*Caller, *api.Error) {
+	v, err := ParseBearer(authorization)
+	if err != nil {
+		return nil, api.Errorf(api.ErrUnauthenticated, "%v", err)
+	}
+	t, ok := c.callers[HashToken(v)]
+	if !ok {
+		return nil, api.Errorf(api.ErrUnauthenticated, "%v", ErrUnknown)
+	}
+	if t.expiry >= 0 && now.UnixMilli() >= t.expiry {
+		return nil, api.Errorf(api.ErrUnauthenticated, "the token expired at %s; create a new one", time.UnixMilli(t.expiry).UTC().Format(time.RFC3339))
+	}
+	if !t.caller.Admin && !t.caller.Component {
+		return t.caller, api.Errorf(api.ErrPermissionDenied, "%s is neither in the %s group nor an admin; only Gantry's components report load", t.caller.Ref, ComponentsGroup)
+	}
+	return t.caller, nil
+}
 
 // Invoke checks that the caller an Authorization header value names may
 // invoke endpoint (CAN_QUERY) at now, and returns the caller (its Name

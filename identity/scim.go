@@ -89,18 +89,25 @@ func (h *handler) render(p *Principal) scimResource {
 		for _, m := range p.Members {
 			if mp, err := h.s.principalAny(m); err == nil {
 				res := "Users/"
-				if mp.Kind == ServicePrincipal {
+				switch mp.Kind {
+				case ServicePrincipal:
 					res = "ServicePrincipals/"
+				case Group:
+					res = "Groups/"
 				}
 				out.Members = append(out.Members, scimValue{Value: mp.ID, Display: display(mp), Ref: res + mp.ID})
 			}
 		}
 	}
-	if p.Kind != Group {
-		out.Groups = []scimValue{}
-		for _, g := range h.s.GroupsOf(p.ID) {
-			out.Groups = append(out.Groups, scimValue{Value: g.ID, Display: g.Name, Type: "direct", Ref: "Groups/" + g.ID})
+	// Every group that holds p: "direct" when the group lists p,
+	// "indirect" through a nested group, as Databricks marks them.
+	out.Groups = []scimValue{}
+	for _, g := range h.s.GroupsOf(p.ID) {
+		typ := "indirect"
+		if h.s.IsDirectMember(p.ID, g.ID) {
+			typ = "direct"
 		}
+		out.Groups = append(out.Groups, scimValue{Value: g.ID, Display: g.Name, Type: typ, Ref: "Groups/" + g.ID})
 	}
 	return out
 }

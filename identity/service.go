@@ -42,6 +42,18 @@ import (
 // Databricks' workspace admins do. It always exists.
 const AdminsGroup = "admins"
 
+// ComponentsGroup is the group of Gantry's own components (activators,
+// the autoscaler, loggers): its members may call the components' routes
+// (the route table, the access snapshot, external keys, rate-limit
+// coordination, deployments and scaling, monitor definitions, load
+// reports) and nothing else: no endpoint, model, table, secret or
+// principal. It always exists. The name is Gantry's own, so that a
+// workspace's "components" group does not gain the role by accident.
+const ComponentsGroup = "gantry-components"
+
+// builtinGroups always exist and cannot be deleted.
+var builtinGroups = []string{AdminsGroup, ComponentsGroup}
+
 // DefaultTokenLifetime is a token's lifetime when create names none:
 // Databricks' two years.
 const DefaultTokenLifetime = 2 * 365 * 24 * time.Hour
@@ -61,7 +73,8 @@ type Principal struct {
 	Name        string `json:"name"`
 	DisplayName string `json:"display_name,omitempty"`
 	Active      bool   `json:"active"`
-	// Members are the ids of a group's users and service principals.
+	// Members are the ids of a group's users, service principals and
+	// groups: a member group's members hold what the group holds.
 	Members []string `json:"members,omitempty"`
 	// Created is milliseconds since the epoch.
 	Created int64 `json:"created"`
@@ -100,8 +113,15 @@ type snapshot struct {
 	tokens     map[string]*Token     // by hash
 	tokenIDs   map[string]string     // token id → hash
 	acls       map[string]*ACL       // by Object.key
-	memberOf   map[string][]string   // principal id → its groups' names (derived)
-	adminIDs   map[string]bool       // members of admins (derived)
+	// Derived by derive: direct is member id → the ids of the groups
+	// that list it; memberOf is principal id → the names of every group
+	// that holds it, through nested groups too, sorted; adminIDs and
+	// componentIDs are the members, direct or nested, of the built-in
+	// groups.
+	direct       map[string][]string
+	memberOf     map[string][]string
+	adminIDs     map[string]bool
+	componentIDs map[string]bool
 }
 
 func (s *snapshot) clone() *snapshot {
@@ -115,24 +135,60 @@ func (s *snapshot) clone() *snapshot {
 	}
 }
 
-// derive rebuilds the derived maps after a change.
+// derive rebuilds the derived maps after a change. Membership is
+// transitive: a member of group inner, itself a member of outer, is in
+// outer too, so grants to outer reach it. SetMembers refuses cycles; the
+// walk stops at groups it has seen all the same, so a cycle in an old
+// file cannot hang it.
 func (s *snapshot) derive() {
-	s.memberOf = map[string][]string{}
-	s.adminIDs = map[string]bool{}
+	s.direct = map[string][]string{}
 	for _, p := range s.principals {
 		if p.Kind != Group {
 			continue
 		}
 		for _, m := range p.Members {
-			s.memberOf[m] = append(s.memberOf[m], p.Name)
-			if p.Name == AdminsGroup {
-				s.adminIDs[m] = true
-			}
+			s.direct[m] = append(s.direct[m], p.ID)
 		}
 	}
-	for _, gs := range s.memberOf {
-		slices.Sort(gs)
+	s.memberOf = map[string][]string{}
+	s.adminIDs = map[string]bool{}
+	s.componentIDs = map[string]bool{}
+	for id := range s.principals {
+		seen := s.ancestors(id)
+		if len(seen) == 0 {
+			continue
+		}
+		names := make([]string, 0, len(seen))
+		for gid := range seen {
+			name := s.principals[gid].Name
+			names = append(names, name)
+			switch name {
+			case AdminsGroup:
+				s.adminIDs[id] = true
+			case ComponentsGroup:
+				s.componentIDs[id] = true
+			}
+		}
+		slices.Sort(names)
+		s.memberOf[id] = names
 	}
+}
+
+// ancestors is the set of ids of the groups that hold id, directly or
+// through groups, from s.direct.
+func (s *snapshot) ancestors(id string) map[string]bool {
+	seen := map[string]bool{}
+	queue := slices.Clone(s.direct[id])
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		if seen[g] || s.principals[g] == nil {
+			continue
+		}
+		seen[g] = true
+		queue = append(queue, s.direct[g]...)
+	}
+	return seen
 }
 
 // Service is Gantry's identity and access state. It is safe for
@@ -203,8 +259,11 @@ func Open(path string, now func() time.Time) (*Service, error) {
 		}); err != nil {
 			return err
 		}
-		if _, ok := snap.names[Ref{Group, AdminsGroup}]; !ok {
-			g := &Principal{ID: newPrincipalID(), Kind: Group, Name: AdminsGroup, DisplayName: AdminsGroup, Active: true, Created: now().UnixMilli()}
+		for _, name := range builtinGroups {
+			if _, ok := snap.names[Ref{Group, name}]; ok {
+				continue
+			}
+			g := &Principal{ID: newPrincipalID(), Kind: Group, Name: name, DisplayName: name, Active: true, Created: now().UnixMilli()}
 			if err := putJSON(tx, principalsBucket, g.ID, g); err != nil {
 				return err
 			}
@@ -301,7 +360,7 @@ func (s *Service) Authenticate(header string) (*Caller, error) {
 // caller builds the Caller of principal p.
 func (snap *snapshot) caller(p *Principal) *Caller {
 	return &Caller{ID: p.ID, Ref: p.ref(), DisplayName: p.DisplayName,
-		Groups: snap.memberOf[p.ID], Admin: snap.adminIDs[p.ID]}
+		Groups: snap.memberOf[p.ID], Admin: snap.adminIDs[p.ID], Component: snap.componentIDs[p.ID]}
 }
 
 // Level is what c holds on o (Effective over o's ACL).
@@ -481,7 +540,8 @@ func (s *Service) Principals(kind Kind, match func(*Principal) bool) []*Principa
 	return out
 }
 
-// GroupsOf returns the groups (principals) that hold id, sorted by name.
+// GroupsOf returns the groups (principals) that hold id, directly or
+// through nested groups, sorted by name.
 func (s *Service) GroupsOf(id string) []*Principal {
 	snap := s.cur.Load()
 	var out []*Principal
@@ -489,6 +549,12 @@ func (s *Service) GroupsOf(id string) []*Principal {
 		out = append(out, snap.principals[snap.names[Ref{Group, name}]])
 	}
 	return out
+}
+
+// IsDirectMember reports whether group groupID lists id itself (SCIM's
+// "direct" membership, against one through a nested group).
+func (s *Service) IsDirectMember(id, groupID string) bool {
+	return slices.Contains(s.cur.Load().direct[id], groupID)
 }
 
 // DeletePrincipal deletes a principal and everything that would let it
@@ -501,8 +567,8 @@ func (s *Service) DeletePrincipal(kind Kind, id string) error {
 		if p == nil || p.Kind != kind {
 			return api.Errorf(api.ErrResourceDoesNotExist, "%s %q does not exist", kindWord(kind), id)
 		}
-		if p.Kind == Group && p.Name == AdminsGroup {
-			return api.Errorf(api.ErrInvalidParameterValue, "the admins group cannot be deleted")
+		if p.Kind == Group && slices.Contains(builtinGroups, p.Name) {
+			return api.Errorf(api.ErrInvalidParameterValue, "the %s group cannot be deleted: Gantry needs it", p.Name)
 		}
 		if err := tx.Bucket(principalsBucket).Delete([]byte(id)); err != nil {
 			return err
@@ -549,8 +615,9 @@ func (s *Service) DeletePrincipal(kind Kind, id string) error {
 }
 
 // SetMembers changes a group's members: replace sets them, else add are
-// added and remove removed. Members are users and service principals by
-// SCIM id; groups in groups are not supported.
+// added and remove removed. Members are users, service principals and
+// groups by SCIM id. A group may not end up inside itself, directly or
+// through others: membership would then mean nothing.
 func (s *Service) SetMembers(groupID string, add, remove []string, replace bool) (*Principal, error) {
 	var out *Principal
 	err := s.update(func(tx *bolt.Tx, next *snapshot) error {
@@ -559,12 +626,8 @@ func (s *Service) SetMembers(groupID string, add, remove []string, replace bool)
 			return api.Errorf(api.ErrResourceDoesNotExist, "group %q does not exist", groupID)
 		}
 		for _, m := range add {
-			p := next.principals[m]
-			if p == nil {
+			if next.principals[m] == nil {
 				return api.Errorf(api.ErrInvalidParameterValue, "members: principal %q does not exist", m)
-			}
-			if p.Kind == Group {
-				return api.Errorf(api.ErrInvalidParameterValue, "members: %q is a group; Gantry's groups hold users and service principals only", m)
 			}
 		}
 		ng := *g
@@ -578,10 +641,20 @@ func (s *Service) SetMembers(groupID string, add, remove []string, replace bool)
 				ng.Members = append(ng.Members, m)
 			}
 		}
+		next.principals[ng.ID] = &ng
+		next.derive()
+		// A cycle: g would hold itself, through the groups just added.
+		if next.ancestors(ng.ID)[ng.ID] {
+			for _, m := range add {
+				if mp := next.principals[m]; mp.Kind == Group && (m == ng.ID || next.ancestors(ng.ID)[m]) {
+					return api.Errorf(api.ErrInvalidParameterValue, "members: group %s holds group %s already (directly or through other groups); adding %s to %s would make a cycle", mp.Name, g.Name, mp.Name, g.Name)
+				}
+			}
+			return api.Errorf(api.ErrInvalidParameterValue, "members: the change would put group %s inside itself", g.Name)
+		}
 		if err := putJSON(tx, principalsBucket, ng.ID, &ng); err != nil {
 			return err
 		}
-		next.principals[ng.ID] = &ng
 		out = &ng
 		return nil
 	})

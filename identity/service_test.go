@@ -245,3 +245,121 @@ func TestWaitWakesOnChange(t *testing.T) {
 		t.Errorf("Wait at the current index = %d, %v; want the index and ctx's error", n, err)
 	}
 }
+
+// TestNestedGroups: a group may hold groups; a grant to the outer group
+// reaches the members of inner ones, admins' included; a cycle is
+// refused; deleting the inner group ends the reach.
+func TestNestedGroups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "identity.db")
+	s := open(t, path, &clock{time.Unix(1_800_000_000, 0)})
+	u, _ := s.CreatePrincipal(User, "ada@corp.com", "")
+	tok, _, _ := s.CreateToken(u.ID, u.ID, 0, "")
+	inner, _ := s.CreatePrincipal(Group, "inner", "")
+	outer, _ := s.CreatePrincipal(Group, "outer", "")
+	top, _ := s.CreatePrincipal(Group, "top", "")
+	mustSet := func(g *Principal, add ...string) {
+		t.Helper()
+		if _, err := s.SetMembers(g.ID, add, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSet(inner, u.ID)
+	mustSet(outer, inner.ID)
+	mustSet(top, outer.ID)
+	c, err := s.Authenticate("Bearer " + tok)
+	if err != nil || strings.Join(c.Groups, ",") != "inner,outer,top" || c.Admin {
+		t.Fatalf("caller %+v %v, want groups inner,outer,top", c, err)
+	}
+	acl := &ACL{Grants: []Grant{{Ref{Group, "top"}, CanQuery}}}
+	if l := Effective(c, acl); l != CanQuery {
+		t.Errorf("a grant to top reaches a member of inner as %q", l)
+	}
+
+	// Cycles, of one group and of three.
+	for _, tc := range []struct {
+		g   *Principal
+		add string
+	}{{inner, inner.ID}, {inner, top.ID}, {outer, top.ID}} {
+		_, err := s.SetMembers(tc.g.ID, []string{tc.add}, nil, false)
+		if code(err) != api.ErrInvalidParameterValue || !strings.Contains(err.Error(), "cycle") && !strings.Contains(err.Error(), "inside itself") {
+			t.Errorf("add %s to %s: %v, want a 400 about the cycle", tc.add, tc.g.Name, err)
+		}
+	}
+	if _, err := s.SetMembers(inner.ID, []string{top.ID}, nil, true); code(err) != api.ErrInvalidParameterValue {
+		t.Errorf("replace inner's members with top: %v", err)
+	}
+	if c, _ := s.Authenticate("Bearer " + tok); strings.Join(c.Groups, ",") != "inner,outer,top" {
+		t.Errorf("a refused change changed the groups: %v", c.Groups)
+	}
+
+	// A group inside admins makes its members admins; reopened, still.
+	admins, _ := s.Lookup(Ref{Group, AdminsGroup})
+	mustSet(admins, outer.ID)
+	if c, _ := s.Authenticate("Bearer " + tok); !c.Admin {
+		t.Error("a member of inner, in outer, in admins, is not an admin")
+	}
+	snap := s.Export(nil)
+	if len(snap.Tokens) != 1 || !snap.Tokens[0].Admin || len(snap.Tokens[0].Groups) != 4 {
+		t.Errorf("the access snapshot: %+v", snap.Tokens)
+	}
+	s.Close()
+	s = open(t, path, &clock{time.Unix(1_800_000_000, 0)})
+	if c, _ := s.Authenticate("Bearer " + tok); c == nil || !c.Admin {
+		t.Error("after a restart the nested admin is not one")
+	}
+	if _, err := s.SetMembers(admins.ID, nil, []string{outer.ID}, false); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Authenticate("Bearer " + tok); c.Admin {
+		t.Error("still an admin after outer left admins")
+	}
+
+	// Deleting inner drops it from outer: ada is in no group.
+	if err := s.DeletePrincipal(Group, inner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Authenticate("Bearer " + tok); len(c.Groups) != 0 || Effective(c, acl) != NoPermissions {
+		t.Errorf("after inner's deletion: groups %v, level %q", c.Groups, Effective(c, acl))
+	}
+}
+
+// TestComponentsPrincipal: the components' token is a component's and
+// not an admin's; the autoscaler's check takes it and an admin's, and
+// refuses anyone else's.
+func TestComponentsPrincipal(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, filepath.Join(dir, "identity.db"), &clock{time.Unix(1_800_000_000, 0)})
+	for _, g := range []string{AdminsGroup, ComponentsGroup} {
+		p, _ := s.Lookup(Ref{Group, g})
+		if err := s.DeletePrincipal(Group, p.ID); code(err) != api.ErrInvalidParameterValue {
+			t.Errorf("delete %s: %v", g, err)
+		}
+	}
+	if wrote, err := s.BootstrapComponents(filepath.Join(dir, "components-token")); err != nil || !wrote {
+		t.Fatal(wrote, err)
+	}
+	s.Bootstrap(filepath.Join(dir, "admin-token"))
+	comp, _ := ReadTokenFile(filepath.Join(dir, "components-token"))
+	admin, _ := ReadTokenFile(filepath.Join(dir, "admin-token"))
+	c, err := s.Authenticate("Bearer " + comp)
+	if err != nil || !c.Component || c.Admin || c.DisplayName != ComponentsName {
+		t.Fatalf("the components' token: %+v %v", c, err)
+	}
+	u, _ := s.CreatePrincipal(User, "ada@corp.com", "")
+	user, _, _ := s.CreateToken(u.ID, u.ID, 0, "")
+	chk := NewChecker(s.Export(nil))
+	now := time.Unix(1_800_000_000, 0)
+	for hdr, want := range map[string]string{
+		"Bearer " + comp: "", "Bearer " + admin: "",
+		"Bearer " + user: api.ErrPermissionDenied, "Bearer dapi0123": api.ErrUnauthenticated, "": api.ErrUnauthenticated,
+	} {
+		_, err := chk.Component(hdr, now)
+		got := ""
+		if err != nil {
+			got = err.Code
+		}
+		if got != want {
+			t.Errorf("Component(%.12q): %v, want %q", hdr, err, want)
+		}
+	}
+}

@@ -59,6 +59,11 @@ type rule struct {
 	// artifact: a request with a valid artifact token for the path's
 	// model version passes without a bearer token (credentials.go).
 	artifact bool
+	// component: the components' service principals (the
+	// gantry-components group) may call the route too. They may call no
+	// route without it: a component's token reads what the components
+	// need and can change no endpoint, model, secret or principal.
+	component bool
 }
 
 var (
@@ -67,6 +72,9 @@ var (
 	anyCaller = rule{}
 	adminOnly = rule{admin: true}
 	public    = rule{public: true}
+	// components is a route of the components' view of every endpoint:
+	// admins and the components' service principals.
+	components = rule{admin: true, component: true}
 )
 
 func onEndpoint(l identity.Level) rule { return rule{on: "endpoint", need: l} }
@@ -102,6 +110,15 @@ func (s *Scheduler) authenticate(next http.Handler) http.Handler {
 	})
 }
 
+// confined is the refusal of a component's service principal on a route
+// that is not the components': nil for any other caller or route.
+func confined(c *identity.Caller, r *http.Request, rl rule) error {
+	if c == nil || !c.Component || c.Admin || rl.component {
+		return nil
+	}
+	return api.Errorf(api.ErrPermissionDenied, "%s is one of Gantry's components (group %s); it may call only the components' routes, not %s %s", c.Ref, identity.ComponentsGroup, r.Method, r.URL.Path)
+}
+
 // guard wraps a route's handler with authentication and its rule;
 // without Auth it is the handler itself. Changes are audited (audit.go)
 // after authentication, so that refusals by the rule are recorded with
@@ -124,8 +141,13 @@ func (s *Scheduler) guard(rt apiRoute) http.Handler {
 	}
 	return s.authenticate(s.audited(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := identity.CallerFrom(r.Context())
-		var err error
+		err := confined(c, r, rt.rule)
 		switch {
+		case err != nil:
+		case rt.rule.admin && rt.rule.component:
+			if !c.Admin && !c.Component {
+				err = api.Errorf(api.ErrPermissionDenied, "%s is neither an admin nor one of Gantry's components (group %s); only they may %s %s", c.Ref, identity.ComponentsGroup, r.Method, r.URL.Path)
+			}
 		case rt.rule.admin:
 			if !c.Admin {
 				err = api.Errorf(api.ErrPermissionDenied, "%s is not in the admins group; only admins may %s %s", c.Ref, r.Method, r.URL.Path)

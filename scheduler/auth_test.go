@@ -34,11 +34,14 @@ const (
 	idView     = "CAN_VIEW"
 	idQuery    = "CAN_QUERY"
 	idGroup    = "group member (CAN_QUERY)"
-	idManage   = "CAN_MANAGE"
-	idAdmin    = "admin"
+	// idNested is in group ds-inner, itself a member of the granted ds.
+	idNested  = "nested group member (CAN_QUERY)"
+	idManage  = "CAN_MANAGE"
+	idAdmin   = "admin"
+	idCompont = "component"
 )
 
-var matrixIDs = []string{idNone, idBad, idExpired, idRevoked, idStranger, idView, idQuery, idGroup, idManage, idAdmin}
+var matrixIDs = []string{idNone, idBad, idExpired, idRevoked, idStranger, idView, idQuery, idGroup, idNested, idManage, idAdmin, idCompont}
 
 // levels is what each authenticated caller holds on ep and on m.
 var levels = map[string][2]identity.Level{
@@ -46,6 +49,7 @@ var levels = map[string][2]identity.Level{
 	idView:     {identity.CanView, identity.CanRead},
 	idQuery:    {identity.CanQuery, identity.CanRead},
 	idGroup:    {identity.CanQuery, identity.CanRead},
+	idNested:   {identity.CanQuery, identity.CanRead},
 	idManage:   {identity.CanManage, identity.CanManage},
 	idAdmin:    {identity.CanManage, identity.CanManage},
 }
@@ -105,7 +109,7 @@ func newAuthHarness(t *testing.T) *authHarness {
 		return v
 	}
 	a.tokens["owner"] = user("owner@corp.com")
-	for _, n := range []string{idStranger, idView, idQuery, idGroup, idManage} {
+	for _, n := range []string{idStranger, idView, idQuery, idGroup, idNested, idManage} {
 		a.tokens[n] = user(strings.ReplaceAll(strings.ToLower(n), " ", "-") + "@corp.com")
 	}
 	sp, _ := a.id.CreatePrincipal(identity.ServicePrincipal, "", "gantry-admin")
@@ -114,6 +118,19 @@ func newAuthHarness(t *testing.T) *authHarness {
 	a.tokens[idAdmin], _, _ = a.id.CreateToken(sp.ID, sp.ID, 0, "")
 	a.group, _ = a.id.CreatePrincipal(identity.Group, "ds", "")
 	a.id.SetMembers(a.group.ID, []string{a.users["group-member-(can_query)@corp.com"].ID}, nil, false)
+	inner, _ := a.id.CreatePrincipal(identity.Group, "ds-inner", "")
+	a.id.SetMembers(inner.ID, []string{a.users["nested-group-member-(can_query)@corp.com"].ID}, nil, false)
+	if _, err := a.id.SetMembers(a.group.ID, []string{inner.ID}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	// The components' service principal, as gantry scheduler makes it.
+	compFile := filepath.Join(dir, "components-token")
+	if _, err := a.id.BootstrapComponents(compFile); err != nil {
+		t.Fatal(err)
+	}
+	if a.tokens[idCompont], err = identity.ReadTokenFile(compFile); err != nil {
+		t.Fatal(err)
+	}
 
 	// A token that expires in a second, and one revoked.
 	ex := user("expiring@corp.com")
@@ -235,12 +252,13 @@ func (a *authHarness) doBytes(t *testing.T, who, method, path string, body []byt
 type access int
 
 const (
-	anonymous   access = iota // everyone, without a token
-	anyone                    // any valid token
-	adminsOnly                // members of admins
-	endpoint                  // a level on ep
-	model                     // a level on m
-	secretScope               // a permission on secret scope sc (secrets_test.go)
+	anonymous      access = iota // everyone, without a token
+	anyone                       // any valid token
+	adminsOnly                   // members of admins
+	endpoint                     // a level on ep
+	model                        // a level on m
+	secretScope                  // a permission on secret scope sc (secrets_test.go)
+	componentsOnly               // admins and the components' service principals
 )
 
 // matrixRow is one route under test: a request, who may make it, and
@@ -253,7 +271,10 @@ type matrixRow struct {
 	// hidden is the status of a caller below the lowest level on the
 	// object (404 by default: no oracle).
 	hidden int
-	ok     int
+	// component: the components' service principal may call it too
+	// (componentsOnly rows say so by their access).
+	component bool
+	ok        int
 	// req builds the request for caller who; reset, when set, restores
 	// what a successful request changed.
 	req   func(a *authHarness, t *testing.T, who string) (method, path, body string)
@@ -319,15 +340,15 @@ func matrixRows() []matrixRow {
 			req: static("GET", "/api/2.0/gantry/models/m/versions/1/artifact", "")},
 
 		// The components' views.
-		{pattern: "GET /api/2.0/gantry/routes", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/routes", "")},
-		{pattern: "GET /api/2.0/gantry/access", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/access", "")},
-		{pattern: "GET /api/2.0/gantry/external-keys", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/external-keys", "")},
-		{pattern: "POST /api/2.0/gantry/rate-limits/reserve", access: adminsOnly, ok: 200, req: static("POST", "/api/2.0/gantry/rate-limits/reserve", `{"endpoint": "ep", "requester": "x"}`)},
-		{pattern: "POST /api/2.0/gantry/rate-limits/refund", access: adminsOnly, ok: 200, req: static("POST", "/api/2.0/gantry/rate-limits/refund", `{"endpoint": "ep", "window": 1, "tokens": 5, "buckets": ["e"]}`)},
+		{pattern: "GET /api/2.0/gantry/routes", access: componentsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/routes", "")},
+		{pattern: "GET /api/2.0/gantry/access", access: componentsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/access", "")},
+		{pattern: "GET /api/2.0/gantry/external-keys", access: componentsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/external-keys", "")},
+		{pattern: "POST /api/2.0/gantry/rate-limits/reserve", access: componentsOnly, ok: 200, req: static("POST", "/api/2.0/gantry/rate-limits/reserve", `{"endpoint": "ep", "requester": "x"}`)},
+		{pattern: "POST /api/2.0/gantry/rate-limits/refund", access: componentsOnly, ok: 200, req: static("POST", "/api/2.0/gantry/rate-limits/refund", `{"endpoint": "ep", "window": 1, "tokens": 5, "buckets": ["e"]}`)},
 		{pattern: "GET /api/2.0/gantry/usage", access: adminsOnly, ok: 400, // usage tables are off here
 			req: static("GET", "/api/2.0/gantry/usage?since=7d&by=endpoint", "")},
-		{pattern: "GET /api/2.0/gantry/deployments", access: adminsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/deployments", "")},
-		{pattern: "POST /api/2.0/gantry/deployments/{id}/scale", access: adminsOnly, ok: 400, req: static("POST", "/api/2.0/gantry/deployments/x/scale", `{"replicas": -1}`)},
+		{pattern: "GET /api/2.0/gantry/deployments", access: componentsOnly, ok: 200, req: static("GET", "/api/2.0/gantry/deployments", "")},
+		{pattern: "POST /api/2.0/gantry/deployments/{id}/scale", access: componentsOnly, ok: 400, req: static("POST", "/api/2.0/gantry/deployments/x/scale", `{"replicas": -1}`)},
 
 		// Feature serving: the harness has no online store, so each
 		// authorized call gets the 503 that says how to turn it on.
@@ -343,7 +364,7 @@ func matrixRows() []matrixRow {
 		// Monitors follow their endpoint.
 		{pattern: "POST /api/2.0/gantry/monitors", access: endpoint, need: identity.CanManage, ok: 400, // ep has no inference table
 			req: static("POST", "/api/2.0/gantry/monitors", `{"name": "m2", "endpoint": "ep", "granularity": "1 hour"}`)},
-		{pattern: "GET /api/2.0/gantry/monitors", access: anyone, ok: 200, req: static("GET", "/api/2.0/gantry/monitors", "")},
+		{pattern: "GET /api/2.0/gantry/monitors", access: anyone, component: true, ok: 200, req: static("GET", "/api/2.0/gantry/monitors", "")},
 		{pattern: "GET /api/2.0/gantry/monitors/{name}", access: endpoint, need: identity.CanView, ok: 200, req: static("GET", "/api/2.0/gantry/monitors/mon", "")},
 		{pattern: "DELETE /api/2.0/gantry/monitors/{name}", access: endpoint, need: identity.CanManage, ok: 200, req: static("DELETE", "/api/2.0/gantry/monitors/mon", ""),
 			reset: func(a *authHarness, t *testing.T) { a.putMonitor(t) }},
@@ -442,12 +463,19 @@ func (r *matrixRow) want(who string) int {
 	switch who {
 	case idNone, idBad, idExpired, idRevoked:
 		return http.StatusUnauthorized
+	case idCompont:
+		// The components' service principal holds no grant and may
+		// call the components' routes only.
+		if r.access == componentsOnly || r.component {
+			return r.ok
+		}
+		return http.StatusForbidden
 	}
 	var have identity.Level
 	switch r.access {
 	case anyone:
 		return r.ok
-	case adminsOnly:
+	case adminsOnly, componentsOnly:
 		if who == idAdmin {
 			return r.ok
 		}
@@ -508,7 +536,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 				if want := r.want(who); got != want {
 					t.Errorf("%s: %d %s, want %d", who, got, b, want)
 				}
-				if got == http.StatusForbidden && r.access != adminsOnly && !bytes.Contains(b, []byte("lacks "+string(r.need))) {
+				if who == idCompont && got == http.StatusForbidden && !bytes.Contains(b, []byte("may call only the components' routes")) && r.access != componentsOnly {
+					t.Errorf("%s: the 403 does not say why: %s", who, b)
+				}
+				if got == http.StatusForbidden && who != idCompont && r.access != adminsOnly && r.access != componentsOnly && !bytes.Contains(b, []byte("lacks "+string(r.need))) {
 					t.Errorf("%s: the 403 does not name the level lacked: %s", who, b)
 				}
 				if got < 300 && r.reset != nil {

@@ -41,7 +41,13 @@ func (s *Scheduler) Handler() http.Handler {
 	if s.cfg.Auth != nil {
 		ih := s.cfg.Auth.Handler(authObjects{s})
 		for _, p := range identity.Patterns() {
-			mux.Handle(p, s.authenticate(s.audited(p, ih)))
+			mux.Handle(p, s.authenticate(s.audited(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := confined(identity.CallerFrom(r.Context()), r, anyCaller); err != nil {
+					writeError(w, err)
+					return
+				}
+				ih.ServeHTTP(w, r)
+			}))))
 		}
 	}
 	// Unknown paths answer 404 without a token: which paths exist is
@@ -55,7 +61,7 @@ func (s *Scheduler) Handler() http.Handler {
 // and deployment specs; CAN_MANAGE changes and deletes, and reads the
 // inference table (its rows are callers' payloads), directly or through
 // monitors. The route table and the deployments are the components' view
-// of every endpoint: admins (the components' service principals) only.
+// of every endpoint: admins and the components' service principals only.
 func (s *Scheduler) apiRoutes() []apiRoute {
 	d := &deploymentsAPI{s: s}
 	return []apiRoute{
@@ -76,18 +82,18 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/serving-endpoints/get-model-optimization-info/{name}/{version}", onModel(identity.CanRead), s.optimizationInfo},
 		{"DELETE /api/2.0/gantry/models/{name}/versions/{version}", onModel(identity.CanManage), s.deleteModel}, // 409 while served
 		{"GET /api/2.0/gantry/models/{name}/versions/{version}/artifact", artifactRule, s.modelArtifact},        // or an artifact token
-		{"GET /api/2.0/gantry/routes", adminOnly, s.routes},
-		{"GET /api/2.0/gantry/access", adminOnly, s.access},
-		{"GET /api/2.0/gantry/external-keys", adminOnly, s.externalKeys},
-		{"POST /api/2.0/gantry/rate-limits/reserve", adminOnly, s.reserveRate},
-		{"POST /api/2.0/gantry/rate-limits/refund", adminOnly, s.refundRate},
+		{"GET /api/2.0/gantry/routes", components, s.routes},
+		{"GET /api/2.0/gantry/access", components, s.access},
+		{"GET /api/2.0/gantry/external-keys", components, s.externalKeys},
+		{"POST /api/2.0/gantry/rate-limits/reserve", components, s.reserveRate},
+		{"POST /api/2.0/gantry/rate-limits/refund", components, s.refundRate},
 		{"GET /api/2.0/gantry/usage", adminOnly, s.usage},
 		{"GET /api/2.0/gantry/serving-endpoints/{name}/deployments", onEndpoint(identity.CanView), s.listDeploymentSpecs},
 		{"POST /api/2.0/gantry/tables/query", anyCaller, s.queryTable}, // + CAN_MANAGE on the body's endpoint
-		{"GET /api/2.0/gantry/deployments", adminOnly, d.list},
-		{"POST /api/2.0/gantry/deployments/{id}/scale", adminOnly, d.scale},
-		{"POST /api/2.0/gantry/monitors", anyCaller, s.createMonitor}, // + CAN_MANAGE on the body's endpoint
-		{"GET /api/2.0/gantry/monitors", anyCaller, s.listMonitors},   // those of endpoints the caller may view
+		{"GET /api/2.0/gantry/deployments", components, d.list},
+		{"POST /api/2.0/gantry/deployments/{id}/scale", components, d.scale},
+		{"POST /api/2.0/gantry/monitors", anyCaller, s.createMonitor},           // + CAN_MANAGE on the body's endpoint
+		{"GET /api/2.0/gantry/monitors", rule{component: true}, s.listMonitors}, // those of endpoints the caller may view; all for the components (loggers run them)
 		{"GET /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanView), s.getMonitor},
 		{"DELETE /api/2.0/gantry/monitors/{name}", onMonitor(identity.CanManage), s.deleteMonitor},
 		{"POST /api/2.0/gantry/monitors/{name}/run", onMonitor(identity.CanManage), s.runMonitor},

@@ -61,7 +61,7 @@ func (a *authHarness) createScope(t *testing.T) {
 // scopeLevels is what each authenticated caller holds on scope sc.
 var scopeLevels = map[string]secrets.Permission{
 	idStranger: secrets.None, idView: secrets.Read, idQuery: secrets.Write,
-	idGroup: secrets.Write, idManage: secrets.Manage, idAdmin: secrets.Manage,
+	idGroup: secrets.Write, idNested: secrets.Write, idManage: secrets.Manage, idAdmin: secrets.Manage,
 }
 
 // scopeWant is the status a secretScope row answers caller who, once

@@ -198,8 +198,9 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 
 // openIdentity opens the identity store in the data dir, and on first
 // start makes the admin service principal and writes its token to
-// DATA_DIR/admin-token (0600); nil with --auth=false. The log says where
-// the token is, never what it is.
+// DATA_DIR/admin-token (0600), and the components' service principal's
+// to DATA_DIR/components-token; nil with --auth=false. The log says where
+// each token is, never what it is.
 func openIdentity(o *controlPlaneOptions, log *slog.Logger) (*identity.Service, error) {
 	if !o.auth {
 		log.Warn("authentication is off (--auth=false): anyone who reaches this port may create, read and delete every endpoint, read every inference table and invoke every model")
@@ -219,6 +220,16 @@ func openIdentity(o *controlPlaneOptions, log *slog.Logger) (*identity.Service, 
 		log.Info("created the admin service principal "+identity.BootstrapName+"; its token is in the file (clients in this directory use it when GANTRY_TOKEN is unset)", "admin_token_file", path)
 	} else {
 		log.Info("authentication is on", "admin_token_file", path)
+	}
+	// The components' token, for activators, autoscalers and loggers run
+	// apart: they need no admin's.
+	cpath := filepath.Join(o.dataDir, api.ComponentsTokenFile)
+	if wrote, err = id.BootstrapComponents(cpath); err != nil {
+		id.Close()
+		return nil, err
+	}
+	if wrote {
+		log.Info("created the components' service principal "+identity.ComponentsName+"; give its token to gantry activator, autoscaler and logger as --token", "components_token_file", cpath)
 	}
 	return id, nil
 }

@@ -28,7 +28,7 @@ func (o *monitorOptions) flags(c *cobra.Command, remote bool) {
 	c.Flags().DurationVar(&o.lookback, "monitor-lookback", 10*time.Minute, "how long after it closes a monitor window is refreshed again, for late rows")
 	if remote {
 		c.Flags().StringVar(&o.scheduler, "scheduler", "", "URL of the Gantry API to read drift monitor definitions from (none: monitors are not refreshed)")
-		tokenFlag(c, &o.token, "an admin's token, to read every drift monitor's definition")
+		tokenFlag(c, &o.token, "the components' token (DATA_DIR/"+api.ComponentsTokenFile+" of the scheduler) or an admin's, to read every drift monitor's definition")
 	}
 }
 

@@ -163,7 +163,7 @@ func TestPrincipalsCLI(t *testing.T) {
 		{admin, []string{"groups", "add-member", "ds", "nobody@corp.com"}, `no user, service principal or group is named "nobody@corp.com"`},
 		{admin, []string{"users", "get", "nobody@corp.com"}, `user "nobody@corp.com" does not exist; ` + "`gantry users list`"},
 		{admin, []string{"users", "create", "ada@corp.com"}, "RESOURCE_ALREADY_EXISTS"},
-		{admin, []string{"groups", "delete", "admins"}, "the admins group cannot be deleted (INVALID_PARAMETER_VALUE)"},
+		{admin, []string{"groups", "delete", "admins"}, "the admins group cannot be deleted: Gantry needs it (INVALID_PARAMETER_VALUE)"},
 		{admin, []string{"users", "list", "--filter", "userName gt \"a\""}, `operator "gt" is not supported`},
 		{user, []string{"users", "create", "eve@corp.com"}, "only admins may POST /api/2.0/preview/scim/v2/Users (PERMISSION_DENIED)"},
 		{user, []string{"users", "delete", "ada@corp.com"}, "only admins may DELETE"},

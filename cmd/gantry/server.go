@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gantry/gantry/api"
 	"io"
 	"log/slog"
 	"net"
@@ -114,7 +115,7 @@ type accessOptions struct {
 func (o *accessOptions) flags(c *cobra.Command) {
 	o.tls.flags(c)
 	caFlag(c, &o.ca)
-	tokenFlag(c, &o.token, "an admin's token, to follow the route table and the access snapshot")
+	tokenFlag(c, &o.token, "the components' token (DATA_DIR/"+api.ComponentsTokenFile+" of the scheduler) or an admin's, to follow the route table and the access snapshot and to report load to the autoscaler")
 	c.Flags().BoolVar(&o.auth, "auth", true, "check every invocation's bearer token against the scheduler's access snapshot (--auth=false: anyone who reaches the port may invoke every endpoint; for a scheduler with --auth=false)")
 }
 
@@ -165,7 +166,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 			return fmt.Errorf("--autoscaler %q: want a URL such as http://127.0.0.1:8082", autoscalerURL)
 		}
 		host, _ := os.Hostname()
-		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + addr, Logger: log, Client: hc}
+		report = &activator.Reporter{URL: autoscalerURL, ID: host + "/" + addr, Logger: log, Client: hc, Token: ao.token}
 		poke = report.Poke
 	}
 	var records *capture.Capturer

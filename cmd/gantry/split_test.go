@@ -7,6 +7,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,17 +22,67 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 	}
 	bin := buildGantry(t)
 	schedAddr, actAddr, ascAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	sched := startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", t.TempDir())
-	// The components call the scheduler with its admin token (the tests'
-	// transport sends it to the activator too).
-	token := tokenOf(schedAddr)
-	adminTokens.Store(actAddr, token)
+	dataDir := t.TempDir()
+	sched := startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", dataDir)
+	// The components call the scheduler with the components' token, not
+	// an admin's; the tests' transport sends the admin token to the
+	// activator, as a user's client would send theirs.
+	b, err := os.ReadFile(filepath.Join(dataDir, api.ComponentsTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(b))
+	adminTokens.Store(actAddr, tokenOf(schedAddr))
 	asc := startProc(t, bin, ascAddr, append([]string{"autoscaler", "--listen", ascAddr,
 		"--scheduler", "http://" + schedAddr, "--token", token}, shortWindows...)...)
 	act := startProc(t, bin, actAddr, "activator", "--listen", actAddr,
 		"--scheduler", "http://"+schedAddr, "--autoscaler", "http://"+ascAddr, "--token", token)
 	logs := func() string {
 		return "scheduler:\n" + sched.log.String() + "\nautoscaler:\n" + asc.log.String() + "\nactivator:\n" + act.log.String()
+	}
+
+	// The components' token manages nothing: it cannot list endpoints,
+	// let alone create one.
+	for _, path := range []string{"/api/2.0/serving-endpoints", "/api/2.0/preview/scim/v2/Me"} {
+		req, _ := http.NewRequest("GET", "http://"+schedAddr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET %s with the components' token: %v %v, want 403", path, resp.Status, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+
+	// The autoscaler takes load only from components (and admins): a
+	// report without a token or with an unknown one is refused, once it
+	// has the access snapshot (it is ready then) and before (503).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + ascAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the autoscaler is not ready: %v\n%s", err, logs())
+		}
+	}
+	for _, tc := range []struct {
+		auth   string
+		status int
+	}{{"", 401}, {"Bearer dapi0123456789abcdef0123456789abcdef", 401}} {
+		req, _ := http.NewRequest("POST", "http://"+ascAddr+"/v1/stats",
+			strings.NewReader(`{"activator": "intruder", "samples": [{"deployment": "x", "concurrency": 1000}]}`))
+		req.Header["Authorization"] = []string{tc.auth}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("a load report with Authorization %.12q: %d, want %d", tc.auth, resp.StatusCode, tc.status)
+		}
 	}
 
 	// The control plane is the scheduler: the CLI talks to it.
@@ -69,6 +120,9 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 		comparePredictions(t, "cold burst through the activator", []any{want}, a.body)
 	}
 	t.Logf("50 requests at zero answered in %s", time.Since(start))
+	if strings.Contains(asc.log.String(), "intruder") {
+		t.Errorf("a refused report reached the collector:\n%s", asc.log)
+	}
 	if !strings.Contains(asc.log.String(), "activator reports load") {
 		t.Errorf("the autoscaler never heard from the activator:\n%s", logs())
 	}
@@ -78,6 +132,6 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 
 	// The token the components were given never reaches their logs.
 	if strings.Contains(logs(), token) {
-		t.Errorf("a component's log holds the admin token")
+		t.Errorf("a component's log holds its token")
 	}
 }
