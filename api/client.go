@@ -400,6 +400,28 @@ func (m *Models) Delete(name, version string, w *WriteOptions) (*WriteMeta, erro
 	return m.client.write(http.MethodDelete, modelPath(name)+"/"+url.PathEscape(version), nil, w, nil)
 }
 
+// AttachFeatureSpec attaches the feature spec named spec to a version: its
+// endpoints look the spec's features up.
+func (m *Models) AttachFeatureSpec(name, version, spec string, w *WriteOptions) (*ModelVersion, *WriteMeta, error) {
+	var out ModelVersion
+	meta, err := m.client.write(http.MethodPut, modelPath(name)+"/"+url.PathEscape(version)+"/feature-spec",
+		AttachFeatureSpecRequest{FeatureSpec: spec}, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// DetachFeatureSpec detaches a version's feature spec.
+func (m *Models) DetachFeatureSpec(name, version string, w *WriteOptions) (*ModelVersion, *WriteMeta, error) {
+	var out ModelVersion
+	meta, err := m.client.write(http.MethodDelete, modelPath(name)+"/"+url.PathEscape(version)+"/feature-spec", nil, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
 // List reads every version of every model.
 func (m *Models) List(q *QueryOptions) ([]ModelVersion, *QueryMeta, error) {
 	var out ListModelsResponse

@@ -431,6 +431,17 @@ type ModelVersion struct {
 	TokensPerSecond int `json:"tokens_per_second,omitempty"`
 	// CreationTimestamp is in milliseconds since the epoch.
 	CreationTimestamp int64 `json:"creation_timestamp"`
+	// FeatureSpec names the feature spec (POST /api/2.0/gantry/feature-specs)
+	// attached to the version with PUT .../versions/{v}/feature-spec: its
+	// endpoints look those features up, as for a feature_spec.yaml in the
+	// model directory.
+	FeatureSpec string `json:"feature_spec,omitempty"`
+}
+
+// AttachFeatureSpecRequest is the body of
+// PUT /api/2.0/gantry/models/{name}/versions/{version}/feature-spec.
+type AttachFeatureSpecRequest struct {
+	FeatureSpec string `json:"feature_spec"`
 }
 
 // Schema is an MLflow model signature: input and output column specs.

@@ -360,6 +360,10 @@ func matrixRows() []matrixRow {
 		{pattern: "GET /api/2.0/gantry/feature-specs", access: anyone, ok: 503, req: static("GET", "/api/2.0/gantry/feature-specs", "")},
 		{pattern: "GET /api/2.0/gantry/feature-specs/{name}", access: anyone, ok: 503, req: static("GET", "/api/2.0/gantry/feature-specs/s", "")},
 		{pattern: "DELETE /api/2.0/gantry/feature-specs/{name}", access: adminsOnly, ok: 503, req: static("DELETE", "/api/2.0/gantry/feature-specs/s", "")},
+		{pattern: "PUT /api/2.0/gantry/models/{name}/versions/{version}/feature-spec", access: model, need: identity.CanManage, ok: 503,
+			req: static("PUT", "/api/2.0/gantry/models/m/versions/1/feature-spec", `{"feature_spec": "s"}`)},
+		{pattern: "DELETE /api/2.0/gantry/models/{name}/versions/{version}/feature-spec", access: model, need: identity.CanManage, ok: 503,
+			req: static("DELETE", "/api/2.0/gantry/models/m/versions/1/feature-spec", "")},
 
 		// Monitors follow their endpoint.
 		{pattern: "POST /api/2.0/gantry/monitors", access: endpoint, need: identity.CanManage, ok: 400, // ep has no inference table

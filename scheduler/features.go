@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,6 +41,9 @@ type FeatureStore struct {
 	// notify asks the scheduler for a pass once a route is resolved; set
 	// by New.
 	notify func()
+	// attached names the feature spec attached to a model version ("":
+	// none); set by New, from the registry.
+	attached func(name, version string) (string, error)
 }
 
 // cached returns the route cached under key and true. On a miss it
@@ -269,7 +273,18 @@ func (s *Scheduler) deleteSpec(w http.ResponseWriter, r *http.Request) {
 	if fs == nil {
 		return
 	}
-	ok, err := fs.Store.DeleteSpec(r.Context(), r.PathValue("name"))
+	name := r.PathValue("name")
+	if models, err := s.cfg.Registry.List(); err == nil {
+		for _, m := range models {
+			if m.FeatureSpec == name {
+				writeError(w, api.Errorf(api.ErrResourceConflict,
+					"feature spec %s is attached to model %s version %s; detach it first (DELETE /api/2.0/gantry/models/%s/versions/%s/feature-spec)",
+					name, m.Name, m.Version, m.Name, m.Version))
+				return
+			}
+		}
+	}
+	ok, err := fs.Store.DeleteSpec(r.Context(), name)
 	switch {
 	case err != nil:
 		writeError(w, featureError(err))
@@ -290,14 +305,14 @@ func (fs *FeatureStore) forget() {
 }
 
 // modelRoute is the feature route of a model version whose directory has
-// a feature_spec.yaml; nil when it has none. A spec that cannot be served
-// is a route with Error set, which fails the entity's deployment. ok is
-// false while the route is being resolved.
+// a feature_spec.yaml, or that a spec is attached to; nil when neither. A
+// spec that cannot be served is a route with Error set, which fails the
+// entity's deployment. ok is false while the route is being resolved.
 func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) (*api.FeatureRoute, bool) {
 	return fs.cached(name+"\x00"+version, api.FeatureRoute{}, func() (*api.FeatureRoute, bool) {
 		b, err := os.ReadFile(filepath.Join(dir, SpecFile))
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, true
+			return fs.attachedRoute(name, version, sig)
 		}
 		var spec api.FeatureSpec
 		if err == nil {
@@ -315,6 +330,120 @@ func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) (
 		}
 		return r, true
 	})
+}
+
+// attachedRoute resolves the spec attached to a model version; nil when
+// none is. The registry is local disk: only the spec and its tables come
+// from the online store.
+func (fs *FeatureStore) attachedRoute(name, version string, sig *api.Schema) (*api.FeatureRoute, bool) {
+	var specName string
+	if fs.attached != nil {
+		var err error
+		if specName, err = fs.attached(name, version); err != nil {
+			return &api.FeatureRoute{Error: err.Error()}, true
+		}
+	}
+	if specName == "" {
+		return nil, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	spec, ok, err := fs.Store.Spec(ctx, specName)
+	if err == nil && !ok {
+		err = fmt.Errorf("feature spec %s, attached to model %s version %s, does not exist", specName, name, version)
+	}
+	var r *api.FeatureRoute
+	if err == nil {
+		r, err = features.Resolve(spec, tableSource(ctx, fs.Store), sig, false)
+	}
+	if err != nil {
+		return &api.FeatureRoute{Spec: specName, Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
+	}
+	return r, true
+}
+
+// attachSpec serves PUT /api/2.0/gantry/models/{name}/versions/{version}/feature-spec
+// (api.AttachFeatureSpecRequest): the version's endpoints look up the
+// spec's features, as for a feature_spec.yaml in its directory. The spec
+// is checked against the published tables and the model's signature now,
+// so that a mismatch is a 400 here, not a failed deployment later. An
+// endpoint that serves the version follows at the scheduler's next pass.
+func (s *Scheduler) attachSpec(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	name, version := r.PathValue("name"), r.PathValue("version")
+	var req api.AttachFeatureSpecRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.FeatureSpec == "" {
+		writeError(w, invalid("feature_spec: required, the name of a feature spec (POST /api/2.0/gantry/feature-specs)"))
+		return
+	}
+	mv, err := s.cfg.Registry.Get(name, version)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	dir, err := s.cfg.Registry.ModelDir(name, version)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := os.Stat(filepath.Join(dir, SpecFile)); err == nil {
+		writeError(w, api.Errorf(api.ErrResourceConflict,
+			"model %s version %s has its own %s; a version has one feature spec", name, version, SpecFile))
+		return
+	}
+	ctx := r.Context()
+	spec, ok, err := fs.Store.Spec(ctx, req.FeatureSpec)
+	if err != nil {
+		writeError(w, featureError(err))
+		return
+	}
+	if !ok {
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "feature spec %s does not exist; create it with POST /api/2.0/gantry/feature-specs", req.FeatureSpec))
+		return
+	}
+	if _, err := features.Resolve(spec, tableSource(ctx, fs.Store), mv.Signature, false); err != nil {
+		writeError(w, featureError(asInvalid(err)))
+		return
+	}
+	if mv, err = s.cfg.Registry.SetFeatureSpec(name, version, req.FeatureSpec); err != nil {
+		writeError(w, err)
+		return
+	}
+	fs.forget()
+	s.Notify("")
+	writeJSON(w, http.StatusOK, mv)
+}
+
+// detachSpec serves DELETE /api/2.0/gantry/models/{name}/versions/{version}/feature-spec.
+func (s *Scheduler) detachSpec(w http.ResponseWriter, r *http.Request) {
+	fs := s.features(w)
+	if fs == nil {
+		return
+	}
+	name, version := r.PathValue("name"), r.PathValue("version")
+	mv, err := s.cfg.Registry.Get(name, version)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if mv.FeatureSpec == "" {
+		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "model %s version %s has no feature spec attached", name, version))
+		return
+	}
+	if mv, err = s.cfg.Registry.SetFeatureSpec(name, version, ""); err != nil {
+		writeError(w, err)
+		return
+	}
+	fs.forget()
+	s.Notify("")
+	writeJSON(w, http.StatusOK, mv)
 }
 
 // featureRoute is the world's featureRoute: nil without a feature store.

@@ -118,6 +118,10 @@ func (s *Scheduler) apiRoutes() []apiRoute {
 		{"GET /api/2.0/gantry/feature-specs", anyCaller, s.listSpecs},
 		{"GET /api/2.0/gantry/feature-specs/{name}", anyCaller, s.getSpec},
 		{"DELETE /api/2.0/gantry/feature-specs/{name}", adminOnly, s.deleteSpec},
+		// A spec attached to a model version is the model's, as a
+		// feature_spec.yaml in its directory would be.
+		{"PUT /api/2.0/gantry/models/{name}/versions/{version}/feature-spec", onModel(identity.CanManage), s.attachSpec},
+		{"DELETE /api/2.0/gantry/models/{name}/versions/{version}/feature-spec", onModel(identity.CanManage), s.detachSpec},
 		// The web console's static files: public, as a login page is; the
 		// API calls the console makes carry its user's token.
 		{"GET /{$}", public, console.Index},

@@ -74,6 +74,38 @@ func modelsCmd() *cobra.Command {
 		},
 	})
 	c.AddCommand(&cobra.Command{
+		Use:   "attach-spec NAME VERSION SPEC",
+		Short: "Attach a feature spec (gantry features create-spec, POST /api/2.0/gantry/feature-specs) to a model version: its endpoints look the features up",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := newClient(addr)
+			if err != nil {
+				return err
+			}
+			if _, _, err := cl.Models().AttachFeatureSpec(args[0], args[1], args[2], nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "attached feature spec %s to %s version %s\n", args[2], args[0], args[1])
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "detach-spec NAME VERSION",
+		Short: "Detach the feature spec attached to a model version",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := newClient(addr)
+			if err != nil {
+				return err
+			}
+			if _, _, err := cl.Models().DetachFeatureSpec(args[0], args[1], nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached the feature spec of %s version %s\n", args[0], args[1])
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List every model version",
 		Args:  cobra.NoArgs,
@@ -87,10 +119,14 @@ func modelsCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tFLAVORS\tSIZE\tCREATED")
+			fmt.Fprintln(tw, "NAME\tVERSION\tFLAVORS\tSIZE\tCREATED\tFEATURE SPEC")
 			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Version, strings.Join(m.Flavors, ","),
-					m.SizeBytes, time.UnixMilli(m.CreationTimestamp).Format(time.RFC3339))
+				spec := m.FeatureSpec
+				if spec == "" {
+					spec = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", m.Name, m.Version, strings.Join(m.Flavors, ","),
+					m.SizeBytes, time.UnixMilli(m.CreationTimestamp).Format(time.RFC3339), spec)
 			}
 			return tw.Flush()
 		},

@@ -204,6 +204,56 @@ func TestFeatureServingE2E(t *testing.T) {
 		t.Errorf("a spec named like a model: %d %s", code, b)
 	}
 
+	// A spec created through the API and attached to a model version that
+	// has no feature_spec.yaml: plain version 1, which the plain endpoint
+	// serves, then looks its features up for keys-only requests.
+	specFile := filepath.Join(t.TempDir(), "spec.json")
+	writeFile(t, specFile, `{"name": "scorer_features", "features": [{"table_name": "features.user_behavior", "lookup_key": ["user_id"],
+		"feature_names": ["mean_radius", "mean_texture", "worst_texture"]}]}`)
+	mustCLI(t, bin, addr, "features", "create-spec", "-f", specFile)
+	if _, _, b := invoke(t, addr, "plain", "application/json", []byte(keysOnly)); bytes.Equal(b, direct) {
+		t.Fatalf("plain answered keys only as if it had the features before a spec was attached: %s", b)
+	}
+	if out := mustCLI(t, bin, addr, "models", "attach-spec", "plain", "1", "scorer_features"); !strings.Contains(out, "attached") {
+		t.Errorf("attach-spec: %s", out)
+	}
+	// The endpoint follows at the scheduler's next pass.
+	eventually.True(t, 30*time.Second, "plain to look features up", func() bool {
+		_, _, got := invoke(t, addr, "plain", "application/json", []byte(keysOnly))
+		return bytes.Equal(got, direct)
+	})
+	if code, b := apiCall(t, addr, "GET", "/api/2.0/gantry/models/plain/versions/1", ""); code != 200 || !strings.Contains(string(b), `"feature_spec":"scorer_features"`) {
+		t.Errorf("model version with a spec attached: %d %s", code, b)
+	}
+	for _, c := range []struct{ args, want string }{
+		{"scorer 1 scorer_features", "has its own feature_spec.yaml"}, // 409
+		{"plain 1 nope", "feature spec nope does not exist"},           // 404
+		{"plain 9 scorer_features", "does not exist"},                  // 404
+	} {
+		if out, err := cli(t, bin, addr, append([]string{"models", "attach-spec"}, strings.Fields(c.args)...)...); err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("attach-spec %s: %v %s; want %q", c.args, err, out, c.want)
+		}
+	}
+	// A spec whose feature does not fit the model's signature is a 400
+	// at attach time, not a failed deployment later.
+	apiCall(t, addr, "POST", "/api/2.0/gantry/feature-specs", `{"name": "wrong_types", "features": [{"table_name": "features.user_behavior", "lookup_key": ["user_id"],
+		"feature_names": ["ts"], "rename_outputs": {"ts": "mean_radius"}}]}`)
+	if code, b := apiCall(t, addr, "PUT", "/api/2.0/gantry/models/plain/versions/1/feature-spec", `{"feature_spec": "wrong_types"}`); code != 400 ||
+		!strings.Contains(string(b), "mean_radius is DateTime in table features.user_behavior but double in the model's signature") {
+		t.Errorf("a spec that does not fit the signature: %d %s", code, b)
+	}
+	if code, b := apiCall(t, addr, "DELETE", "/api/2.0/gantry/feature-specs/scorer_features", ""); code != 409 || !strings.Contains(string(b), "attached to model plain version 1") {
+		t.Errorf("deleting an attached spec: %d %s", code, b)
+	}
+	mustCLI(t, bin, addr, "models", "detach-spec", "plain", "1")
+	eventually.True(t, 30*time.Second, "plain to stop looking features up", func() bool {
+		_, _, got := invoke(t, addr, "plain", "application/json", []byte(keysOnly))
+		return !bytes.Equal(got, direct)
+	})
+	if code, b := apiCall(t, addr, "DELETE", "/api/2.0/gantry/feature-specs/scorer_features", ""); code != 200 {
+		t.Errorf("deleting a detached spec: %d %s", code, b)
+	}
+
 	// gantry features get shows the table's state.
 	if out := mustCLI(t, bin, addr, "features", "get", "features.user_behavior"); !strings.Contains(out, "ONLINE") || !strings.Contains(out, "user_behavior") {
 		t.Errorf("features get: %s", out)

@@ -173,7 +173,27 @@ func featuresCmd() *cobra.Command {
 	}
 	co.flags(train, false)
 
-	c.AddCommand(get, pub, train)
+	var specFile string
+	createSpec := &cobra.Command{
+		Use:   "create-spec -f FILE",
+		Short: "Create a feature spec from a JSON file (the body of POST /api/2.0/gantry/feature-specs): serve it as an endpoint's entity_name, or attach it to a model version (gantry models attach-spec)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fs api.FeatureSpec
+			if err := readJSON(specFile, &fs); err != nil {
+				return err
+			}
+			if err := featureAPI(cmd.Context(), addr, "POST", "/api/2.0/gantry/feature-specs", fs, &fs); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created feature spec %s\n", fs.Name)
+			return nil
+		},
+	}
+	createSpec.Flags().StringVarP(&specFile, "file", "f", "", "JSON file of the spec: {\"name\", \"features\": [{\"table_name\", \"lookup_key\", ...}]}")
+	createSpec.MarkFlagRequired("file")
+
+	c.AddCommand(get, pub, train, createSpec)
 	return c
 }
 

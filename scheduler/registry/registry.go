@@ -443,6 +443,34 @@ func (r *Registry) List() ([]api.ModelVersion, error) {
 	return out, nil
 }
 
+// SetFeatureSpec attaches the feature spec named spec to a version ("":
+// detaches it) and returns the version's metadata. The rest of a version
+// never changes; the spec is a reference, kept in meta.json, which is
+// replaced whole (written aside, then renamed), so a crash leaves the old
+// file or the new one.
+func (r *Registry) SetFeatureSpec(name, version, spec string) (*api.ModelVersion, error) {
+	p, err := r.path(name, version)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mv, err := r.Get(name, version)
+	if err != nil {
+		return nil, err
+	}
+	mv.FeatureSpec = spec
+	b, _ := json.Marshal(mv)
+	tmp := filepath.Join(p, metaFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return nil, r.scrub(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(p, metaFile)); err != nil {
+		return nil, r.scrub(err)
+	}
+	return mv, nil
+}
+
 // ModelDir is the extracted MLflow model directory of a version.
 // Signature is a stored version's MLflow signature, nil when it has none
 // or cannot be read. A stored version never changes, so answers are

@@ -364,3 +364,40 @@ func TestStorageQuota(t *testing.T) {
 		t.Errorf("upload after a delete made room: %v", err)
 	}
 }
+
+// A feature spec attached to a version is kept in its meta.json, read back
+// by Get and List, and detached with ""; the rest of the version stays.
+func TestSetFeatureSpec(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := r.Upload("m", tgz(t, validModel()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetFeatureSpec("m", "1", "user_features"); err != nil {
+		t.Fatal(err)
+	}
+	// A registry opened again reads it from disk.
+	if r, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	mv, err := r.Get("m", "1")
+	if err != nil || mv.FeatureSpec != "user_features" || mv.CreationTimestamp != up.CreationTimestamp || mv.SizeBytes != up.SizeBytes {
+		t.Fatalf("Get: %+v %v", mv, err)
+	}
+	if all, err := r.List(); err != nil || len(all) != 1 || all[0].FeatureSpec != "user_features" {
+		t.Errorf("List: %+v %v", all, err)
+	}
+	if mv, err := r.SetFeatureSpec("m", "1", ""); err != nil || mv.FeatureSpec != "" {
+		t.Errorf("detach: %+v %v", mv, err)
+	}
+	if mv, _ := r.Get("m", "1"); mv.FeatureSpec != "" {
+		t.Errorf("after detach: %+v", mv)
+	}
+	if _, err := r.SetFeatureSpec("m", "2", "s"); code(err) != api.ErrResourceDoesNotExist {
+		t.Errorf("a missing version: %v", err)
+	}
+}
