@@ -227,8 +227,8 @@ func TestFeatureServingE2E(t *testing.T) {
 	}
 	for _, c := range []struct{ args, want string }{
 		{"scorer 1 scorer_features", "has its own feature_spec.yaml"}, // 409
-		{"plain 1 nope", "feature spec nope does not exist"},           // 404
-		{"plain 9 scorer_features", "does not exist"},                  // 404
+		{"plain 1 nope", "feature spec nope does not exist"},          // 404
+		{"plain 9 scorer_features", "does not exist"},                 // 404
 	} {
 		if out, err := cli(t, bin, addr, append([]string{"models", "attach-spec"}, strings.Fields(c.args)...)...); err == nil || !strings.Contains(out, c.want) {
 			t.Errorf("attach-spec %s: %v %s; want %q", c.args, err, out, c.want)
