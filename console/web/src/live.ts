@@ -20,6 +20,15 @@ export function poke(): void {
   for (const wake of watches) wake();
 }
 
+const seeds = new Map<string, unknown>();
+
+/** seed gives the next watch of path an answer to show first: that of the
+ * write that led to the page, which the server gave a moment ago. */
+export function seed(path: string, data: unknown): void {
+  seeds.clear(); // only the next page's
+  seeds.set(path, data);
+}
+
 /** watch calls onData with path's answer at once and then each time it
  * changes, and onError with a failed call (it tries again a few seconds
  * later: the server may be restarting). The returned function stops it. */
@@ -43,7 +52,11 @@ export function watch<T>(path: string, onData: (data: T) => void | Promise<void>
   };
   watches.add(wake);
 
+  const first = seeds.get(path) as T | undefined;
+  seeds.delete(path);
+
   void (async () => {
+    if (first !== undefined) await onData(first);
     while (!stopped) {
       ctl = new AbortController();
       const sep = path.includes('?') ? '&' : '?';

@@ -5,7 +5,7 @@
 
 import { call, enc, type AutoCapture, type Endpoint, type EndpointConfig, type ModelVersion, type Route, type ServedEntity } from '../api';
 import { clear, field, h, uid } from '../dom';
-import { poke } from '../live';
+import { seed } from '../live';
 import { errorBox } from './common';
 
 const sizes = ['Small', 'Medium', 'Large'];
@@ -206,12 +206,13 @@ export function editPage(main: HTMLElement, name: string | null): () => void {
     submit.disabled = true;
     clear(result, h('p', { role: 'status' }, 'Sending…'));
     try {
-      if (name) {
-        await call('PUT', `/api/2.0/serving-endpoints/${enc(name)}/config`, { body: config() });
-      } else {
-        await call('POST', '/api/2.0/serving-endpoints', { body: { name: nameIn.value.trim(), config: config() } });
-      }
-      poke();
+      const ep = name
+        ? await call<Endpoint>('PUT', `/api/2.0/serving-endpoints/${enc(name)}/config`, { body: config() })
+        : await call<Endpoint>('POST', '/api/2.0/serving-endpoints', { body: { name: nameIn.value.trim(), config: config() } });
+      // The endpoint's page starts from this answer (NOT_READY while its
+      // replicas start), not from whatever its first read finds a moment
+      // later, which may already be READY.
+      seed(`/api/2.0/serving-endpoints/${enc(ep.name)}`, ep);
       location.hash = `#/endpoints/${enc(name ?? nameIn.value.trim())}`;
     } catch (e) {
       clear(result, errorBox(e));

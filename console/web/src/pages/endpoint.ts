@@ -39,10 +39,8 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
 
   // The endpoint as this caller sees it, live (live.ts): each change of
   // state, replicas or cold-start phase redraws what depends on it.
-  const unwatch = watch<Endpoint>(
-    `/api/2.0/serving-endpoints/${enc(name)}`,
-    async (next) => {
-      if (gone) return;
+  const show = async (next: Endpoint) => {
+    if (gone) return;
       const first = !ep;
       ep = next;
       drawHead();
@@ -67,7 +65,10 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
         }
         if (!gone) drawEntities();
       }
-    },
+  };
+  const unwatch = watch<Endpoint>(
+    `/api/2.0/serving-endpoints/${enc(name)}`,
+    show,
     (e) => {
       if (gone) return;
       if (e instanceof ApiError && e.status === 404 && drawnOnce) {
