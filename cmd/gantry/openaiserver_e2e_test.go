@@ -154,8 +154,10 @@ func TestOpenAIServerEntityE2E(t *testing.T) {
 		code, body := post(t, url, `{"messages": [{"role": "user", "content": "Once upon"}], "max_tokens": 3}`)
 		var chat struct {
 			Object  string
-			Choices []struct{ Message struct{ Role, Content string } }
-			Usage   struct {
+			Choices []struct {
+				Message struct{ Role, Content string }
+			}
+			Usage struct {
 				CompletionTokens int `json:"completion_tokens"`
 			}
 		}
