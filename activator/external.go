@@ -93,8 +93,12 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 		fail(ctx, api.ErrInvalidParameterValue, "model: endpoint %s serves no external model; call /serving-endpoints/%s/invocations", ep.name, ep.name)
 	default:
 		ctx.Response.Header.Set(headerServedModel, en.name)
-		a.callExternal(ctx, ep, en, task, id, start)
+		called := a.callExternal(ctx, ep, en, task, id, start)
 		en.requests.inc(ctx.Response.StatusCode())
+		if called && len(ep.shadows) > 0 {
+			// After finish: the client's record first, as on invocations.
+			defer a.mirror(ctx, ep, id, nil)
+		}
 	}
 	a.finish(ctx, ep, id, start)
 }
@@ -118,23 +122,26 @@ func (a *Activator) finish(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, st
 // callExternal answers one invocation of external entity en, trying the
 // next external entities of ep in order when ep falls back and the
 // provider answered 429 or 5xx (or not at all). task is what the path
-// asks for ("" on invocations paths: the entity's own task).
-func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, start time.Time) {
+// asks for ("" on invocations paths: the entity's own task). called is
+// false when the request was refused before any provider saw it (a bad
+// body, a blocking guardrail): shadow routes do not mirror those.
+func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, start time.Time) (called bool) {
 	if task == "" {
 		task = en.external.Task
 	}
 	if task != en.external.Task {
 		fail(ctx, api.ErrInvalidParameterValue, "endpoint %s serves %s; this path takes %s", ep.name, en.external.Task, task)
-		return
+		return false
 	}
 	req, err := external.Decode(task, ctx.PostBody())
 	if err != nil {
 		apierr.WriteFast(ctx, err)
-		return
+		return false
 	}
 	if !guardInput(ctx, ep, req) {
-		return
+		return false
 	}
+	called = true
 	deadline := start.Add(a.cfg.Timeout)
 	var tried []string // "entity=status" of each failed attempt, for the record
 	for cur := en; cur != nil; cur = ep.next(cur) {
@@ -142,17 +149,18 @@ func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *ent
 		err := a.attempt(ctx, ep, cur, req, id, start, deadline, tried)
 		var xe *external.Error
 		if err == nil || !errors.As(err, &xe) {
-			return
+			return called
 		}
 		if !xe.Retryable || !ep.fallback || ep.next(cur) == nil {
 			if len(tried) > 0 {
 				ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
 			}
 			apierr.WithStatus(xe.Status, xe.Err).WriteFast(ctx)
-			return
+			return called
 		}
 		tried = append(tried, cur.name+"="+xe.Reason())
 	}
+	return called
 }
 
 // headerFallbacks lists the entities that failed before the one that
@@ -176,7 +184,7 @@ func (ep *endpoint) next(en *entity) *entity {
 	for i, x := range ep.order {
 		if x == en {
 			for _, y := range ep.order[i+1:] {
-				if y.external != nil {
+				if y.external != nil && !y.shadow {
 					return y
 				}
 			}

@@ -247,3 +247,103 @@ func TestExternalClientDisconnectCancelsUpstream(t *testing.T) {
 		}
 	}
 }
+
+// A shadow route to an external entity mirrors the endpoint's calls to
+// that entity's provider: invocations, streams (recorded as the assembled
+// answer) and the OpenAI SDK's paths. The client sees the live entity's
+// answers only, a fallback never reaches the shadow entity, and a request
+// refused before any provider saw it is not mirrored.
+func TestExternalShadowRoute(t *testing.T) {
+	base := providertest.Start(t, extKey)
+	route := func(live string, fallback bool) api.EndpointRoute {
+		return api.EndpointRoute{Name: "sh", InferenceTable: "db.sh_payload", Fallback: fallback,
+			Routes: []api.Route{{ServedModelName: "live", TrafficPercentage: 100}, {ServedModelName: "shadow", TrafficPercentage: 100, Shadow: true}},
+			Entities: []api.EntityRoute{
+				extEntity("live", api.ProviderOpenAI, api.TaskChat, live, base),
+				extEntity("shadow", api.ProviderAnthropic, api.TaskChat, "claude-shadow", base),
+			}}
+	}
+	url, rec := externalActivator(t, route("gpt-live", false))
+
+	resp, body := post(t, url+"/serving-endpoints/sh/invocations", `{"messages": [{"role": "user", "content": "one"}]}`)
+	if resp.StatusCode != 200 || resp.Header.Get("served-model-name") != "live" || !strings.Contains(body, `"model":"gpt-live"`) {
+		t.Fatalf("invocation: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = post(t, url+"/serving-endpoints/chat/completions", `{"model": "sh", "messages": [{"role": "user", "content": "two"}]}`)
+	if resp.StatusCode != 200 || !strings.Contains(body, "echo: two") || !strings.Contains(body, `"model":"gpt-live"`) {
+		t.Fatalf("openai path: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post(t, url+"/serving-endpoints/sh/invocations", `{"messages": [{"role": "user", "content": "three four"}], "stream": true}`)
+	if resp.StatusCode != 200 || !strings.Contains(body, "data: [DONE]") || strings.Contains(body, "claude-shadow") {
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+	// Refused before a provider saw it: nothing to mirror.
+	if resp, body := post(t, url+"/serving-endpoints/sh/invocations", `{"messages": [{"role": "user", "content": "x"}], "temperature": 3}`); resp.StatusCode != 400 {
+		t.Fatalf("bad request: %d %s", resp.StatusCode, body)
+	}
+
+	shadowsOf := func(rs []loggers.Record) map[string]loggers.Record {
+		out := map[string]loggers.Record{}
+		for _, r := range rs {
+			if r.Shadow {
+				out[r.RequestID] = r
+			}
+		}
+		return out
+	}
+	var rs []loggers.Record
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if rs = rec.all(); len(shadowsOf(rs)) >= 3 && len(rs) >= 7 {
+			break
+		}
+	}
+	shadows := shadowsOf(rs)
+	want := map[string]string{"one": "echo: one", "two": "echo: two", "three four": "echo: three four"}
+	live := 0
+	for _, r := range rs {
+		if r.Shadow {
+			continue
+		}
+		live++
+		if r.StatusCode != 200 {
+			continue // the refused request's own record
+		}
+		s, ok := shadows[r.RequestID+loggers.ShadowSuffix]
+		if !ok {
+			t.Errorf("no shadow record for %s (%s)", r.RequestID, r.Request)
+			continue
+		}
+		var q struct {
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		json.Unmarshal(r.Request, &q)
+		text := want[q.Messages[0].Content]
+		if s.ServedEntity != "shadow" || s.StatusCode != 200 || string(s.Request) != string(r.Request) ||
+			!strings.Contains(string(s.Response), `"content":"`+text+`"`) || !strings.Contains(string(s.Response), `"object":"chat.completion"`) ||
+			!strings.Contains(string(s.Response), "claude-shadow") {
+			t.Errorf("shadow record %+v\n%s", s, s.Response)
+		}
+		delete(want, q.Messages[0].Content)
+	}
+	if len(shadows) != 3 || live != 4 || len(want) != 0 {
+		t.Errorf("%d shadow records for %d live ones, unmatched %v; want 3 for the 3 calls that reached a provider", len(shadows), live, want)
+	}
+	for _, r := range rs {
+		if strings.Contains(string(r.Request)+string(r.Response), extKey) {
+			t.Errorf("a record holds the key: %+v", r)
+		}
+	}
+
+	// With fallbacks on, the live entity's 500 is the client's answer:
+	// the shadow entity is not next in line, and still gets its mirror.
+	url, rec = externalActivator(t, route("fail-500", true))
+	resp, body = post(t, url+"/serving-endpoints/sh/invocations", `{"messages": [{"role": "user", "content": "five"}]}`)
+	if resp.StatusCode != 502 || resp.Header.Get("served-model-name") != "live" || resp.Header.Get("x-gantry-fallbacks") != "" {
+		t.Fatalf("fallback past the shadow: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(shadowsOf(rec.all())) == 0; time.Sleep(5 * time.Millisecond) {
+	}
+	if s := shadowsOf(rec.all()); len(s) != 1 {
+		t.Errorf("shadow records after a failed live call: %+v", s)
+	}
+}

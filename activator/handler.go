@@ -113,6 +113,12 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	} else {
 		ep.requests.WithLabelValues(strconv.Itoa(ctx.Response.StatusCode())).Inc()
 	}
+	if len(ep.shadows) > 0 && served == nil && forwarded {
+		// Last, after the client's record; and for a stream too, whose
+		// answer its writer sends after Handler returns (mirror copies
+		// the body now).
+		defer a.mirror(ctx, ep, id, sent)
+	}
 	if ctx.Response.IsBodyStream() {
 		return // an external entity's stream: its writer records it when it ends
 	}
@@ -124,9 +130,6 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	if ep.usage {
 		en := ep.entities[string(ctx.Response.Header.Peek(headerServedModel))]
 		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), en != nil && en.external != nil)
-	}
-	if len(ep.shadows) > 0 && served == nil && forwarded {
-		a.mirror(ctx, ep, id, sent)
 	}
 }
 
@@ -332,7 +335,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 			"method %s is not allowed; invocations are POST", ctx.Method())).WriteFast(ctx)
 	case en.external != nil:
 		// Handler set deadline to its start plus Timeout.
-		a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
+		forwarded = a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true

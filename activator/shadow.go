@@ -1,11 +1,14 @@
 package activator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/external"
+	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
 	"github.com/valyala/fasthttp"
 )
@@ -35,6 +38,14 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id, sent []by
 			a.metrics.shadowSkipped.Inc()
 			continue
 		}
+		shadowID := string(id) + loggers.ShadowSuffix
+		if s.en.external != nil {
+			// No replicas: the mirror calls the entity's provider. The
+			// copy is needed: ctx is reused once Handler returns.
+			a.shadows.Add(1)
+			go a.shadowExternal(ep, s.en, bytes.Clone(ctx.PostBody()), shadowID, who)
+			continue
+		}
 		req := fasthttp.AcquireRequest()
 		req.Header.SetMethod(fasthttp.MethodPost)
 		req.SetRequestURI("/invocations")
@@ -42,7 +53,6 @@ func (a *Activator) mirror(ctx *fasthttp.RequestCtx, ep *endpoint, id, sent []by
 		if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 {
 			req.Header.SetContentEncodingBytes(ce)
 		}
-		shadowID := string(id) + loggers.ShadowSuffix
 		req.Header.Set(headerRequestID, shadowID)
 		if s.en.secret != nil {
 			req.Header.SetBytesV(headerWorkerSecret, s.en.secret)
@@ -102,6 +112,82 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	}
 	r.SetBodies(body, resp.Body())
 	a.cfg.Capture.Capture(&r)
+}
+
+// shadowExternal calls external entity en's provider with a mirrored
+// body and records the answer, as shadowInvoke does for a model's
+// replicas. The endpoint's guardrails apply as they do to the client's
+// call (the input's PII masked before the provider sees it, the answer's
+// before the table does); a stream is read to its end and recorded as its
+// assembled answer. A shadow never falls back: its answer is what the
+// shadow entity says.
+func (a *Activator) shadowExternal(ep *endpoint, en *entity, body []byte, id, requester string) {
+	defer a.shadows.Done()
+	defer func() { <-a.shadowSlots }()
+	start := time.Now()
+	// The guardrails note their decisions on a RequestCtx; this one is
+	// the shadow's own, never sent.
+	var gctx fasthttp.RequestCtx
+	status, answer := a.shadowCall(&gctx, ep, en, body, start.Add(a.cfg.Timeout))
+	en.requests.inc(status)
+	if ep.table == "" || a.cfg.Capture == nil {
+		return
+	}
+	r := loggers.Record{
+		Table:             ep.table,
+		RequestID:         id,
+		Endpoint:          ep.name,
+		ServedEntity:      en.name,
+		TimestampMs:       start.UnixMilli(),
+		StatusCode:        int32(status),
+		ExecutionTimeMs:   time.Since(start).Milliseconds(),
+		SamplingFraction:  1,
+		Shadow:            true,
+		Requester:         requester,
+		LoggingErrorCodes: guardCodes(&gctx),
+	}
+	r.SetBodies(body, answer)
+	a.cfg.Capture.Capture(&r)
+}
+
+// shadowCall makes shadowExternal's call and returns its status and body.
+func (a *Activator) shadowCall(gctx *fasthttp.RequestCtx, ep *endpoint, en *entity, body []byte, deadline time.Time) (int, []byte) {
+	req, err := external.Decode(en.external.Task, body)
+	if err != nil {
+		ans := apierr.For(err)
+		return ans.Status, ans.Body
+	}
+	if !guardInput(gctx, ep, req) {
+		return gctx.Response.StatusCode(), gctx.Response.Body()
+	}
+	cctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	en.inFlight.Inc()
+	defer en.inFlight.Dec()
+	var ans external.Answer
+	if req.Stream {
+		var s *external.Stream
+		if s, err = a.cfg.External.Open(cctx, en.external, req); err == nil {
+			ans, err = s.Run(func([]byte) error { return nil })
+		}
+	} else {
+		ans, err = a.cfg.External.Call(cctx, en.external, req)
+	}
+	if err != nil {
+		ae := errorOf(err)
+		var xe *external.Error
+		status := api.HTTPStatus(ae.Code)
+		if errors.As(err, &xe) {
+			status = xe.Status
+		}
+		return status, apierr.For(ae).Body
+	}
+	out, gerr := guardAnswer(gctx, ep, ans.Body)
+	if gerr != nil {
+		ans := apierr.For(gerr)
+		return ans.Status, ans.Body
+	}
+	return fasthttp.StatusOK, out
 }
 
 // shadowSend is forward for a mirrored request: it waits for a slot like a

@@ -99,6 +99,9 @@ type entity struct {
 	// could not compile.
 	features   *features.Plan
 	featureErr error
+	// shadow is set for the target of a shadow route: it gets mirrored
+	// requests only, so a fallback never sends it a client's.
+	shadow bool
 }
 
 // counters is one label set's requests_total family, curried down to the
@@ -285,6 +288,7 @@ func (a *Activator) splitOf(er *api.EndpointRoute, ep *endpoint) ([]split, int) 
 			continue
 		}
 		if r.Shadow {
+			en.shadow = true
 			ep.shadows = append(ep.shadows, shadow{percent: r.TrafficPercentage, en: en})
 			continue
 		}

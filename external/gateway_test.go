@@ -115,7 +115,7 @@ func TestRequestTranslation(t *testing.T) {
 	for fam, want := range map[string]string{
 		"openai/chat/completions": `{"max_tokens":7,"messages":[{"role":"system","content":"sys"},{"role":"user","content":"hi"}],"model":"m1","stop":["END"],"temperature":1.5,"top_p":0.5}`,
 		// Anthropic: system at the top, temperature halved onto its 0-1 range, stop_sequences.
-		"anthropic": `{"max_tokens":7,"messages":[{"role":"user","content":"hi"}],"model":"m1","stop_sequences":["END"],"system":"sys","temperature":0.75,"top_p":0.5}`,
+		"anthropic":   `{"max_tokens":7,"messages":[{"role":"user","content":"hi"}],"model":"m1","stop_sequences":["END"],"system":"sys","temperature":0.75,"top_p":0.5}`,
 		"cohere/chat": `{"max_tokens":7,"messages":[{"role":"system","content":"sys"},{"role":"user","content":"hi"}],"model":"m1","stop_sequences":["END"],"temperature":1.5,"top_p":0.5}`,
 	} {
 		if got := string(st.Last[fam]); got != want {
@@ -143,7 +143,7 @@ func TestCompletionsAndEmbeddings(t *testing.T) {
 			t.Fatal(p, err)
 		}
 		var c struct {
-			Object  string `json:"object"`
+			Object  string                  `json:"object"`
 			Choices []struct{ Text string } `json:"choices"`
 		}
 		json.Unmarshal(a.Body, &c)
