@@ -41,30 +41,30 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
   // state, replicas or cold-start phase redraws what depends on it.
   const show = async (next: Endpoint) => {
     if (gone) return;
-      const first = !ep;
-      ep = next;
-      drawHead();
-      drawRollout();
-      drawEntities();
-      if (first || !split.dataset.dirty) drawSplit();
-      if (first) {
-        drawTry();
-        drawCharts();
-        drawAB();
-        drawMonitors();
-        drawLogs();
-        drawPerms();
+    const first = !ep;
+    ep = next;
+    drawHead();
+    drawRollout();
+    drawEntities();
+    if (first || !split.dataset.dirty) drawSplit();
+    if (first) {
+      drawTry();
+      drawCharts();
+      drawAB();
+      drawMonitors();
+      drawLogs();
+      drawPerms();
+    }
+    drawnOnce = true;
+    if (admin !== false && ep.permission_level === 'CAN_MANAGE') {
+      try {
+        routes = await call<RouteTable>('GET', '/api/2.0/gantry/routes');
+        admin = true;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 403) admin = false;
       }
-      drawnOnce = true;
-      if (admin !== false && ep.permission_level === 'CAN_MANAGE') {
-        try {
-          routes = await call<RouteTable>('GET', '/api/2.0/gantry/routes');
-          admin = true;
-        } catch (e) {
-          if (e instanceof ApiError && e.status === 403) admin = false;
-        }
-        if (!gone) drawEntities();
-      }
+      if (!gone) drawEntities();
+    }
   };
   const unwatch = watch<Endpoint>(
     `/api/2.0/serving-endpoints/${enc(name)}`,
