@@ -102,20 +102,64 @@ type UsageTrackingConfig struct {
 }
 
 // UsageResponse is GET /api/2.0/gantry/usage: one row per value of By
-// (endpoint, entity or requester) since Since, the busiest first.
+// (endpoint, entity or requester) since Since, the busiest first, and
+// the same keys over time in Step-long buckets, for charts.
 type UsageResponse struct {
 	Since string     `json:"since"`
 	By    string     `json:"by"`
 	Rows  []UsageRow `json:"rows"`
+	// Step is the length of Series' buckets: 1m for a since of up to 2
+	// hours, 1h up to 7 days, else 1d.
+	Step   string        `json:"step"`
+	Series []UsageSeries `json:"series"`
 }
 
-// UsageRow sums the usage of one key.
+// UsageRow sums the usage of one key: its invocations (usage tracking)
+// and, by endpoint or entity, its provisioned time.
 type UsageRow struct {
 	Key          string `json:"key"`
 	Requests     int64  `json:"requests"`
 	Errors       int64  `json:"errors"`
 	InputTokens  int64  `json:"input_tokens"`
 	OutputTokens int64  `json:"output_tokens"`
+	UsageCost
+	// Workloads split the provisioned time by workload size and type.
+	Workloads []WorkloadUsage `json:"workloads,omitempty"`
+}
+
+// UsageCost is provisioned time: replica-seconds that replicas ran, and
+// those that scale to zero saved (seconds at zero replicas times the
+// replicas the entity would keep without it), priced by the scheduler's
+// unit costs per replica-hour.
+type UsageCost struct {
+	ReplicaSeconds      float64 `json:"replica_seconds,omitempty"`
+	Cost                float64 `json:"cost,omitempty"`
+	SavedReplicaSeconds float64 `json:"saved_replica_seconds,omitempty"`
+	SavedCost           float64 `json:"saved_cost,omitempty"`
+}
+
+// WorkloadUsage is the provisioned time of one workload size and type.
+type WorkloadUsage struct {
+	WorkloadSize string `json:"workload_size"`
+	WorkloadType string `json:"workload_type"`
+	UsageCost
+}
+
+// UsageSeries is one key's usage over time, bucket by bucket (buckets
+// with nothing are left out).
+type UsageSeries struct {
+	Key    string       `json:"key"`
+	Points []UsagePoint `json:"points"`
+}
+
+// UsagePoint is the usage of one bucket, which starts at TimeMs.
+type UsagePoint struct {
+	TimeMs       int64 `json:"time_ms"`
+	Requests     int64 `json:"requests,omitempty"`
+	Errors       int64 `json:"errors,omitempty"`
+	InputTokens  int64 `json:"input_tokens,omitempty"`
+	OutputTokens int64 `json:"output_tokens,omitempty"`
+	UsageCost
 }
 
 // Guardrails are the AI gateway's guardrails for LLM entities

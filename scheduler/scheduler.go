@@ -125,6 +125,16 @@ type Config struct {
 	// it secret and stable across restarts (gantry keeps it in the data
 	// dir); nil gives none, for a scheduler without Auth.
 	DeploymentKey []byte
+	// Provisioned takes the rows of provisioned time (provisioned.go):
+	// replica-seconds per served entity and MeterPeriod; nil meters
+	// nothing.
+	Provisioned ProvisionedWriter
+	// MeterPeriod is the length of a provisioned row (default a minute);
+	// MeterSample how often the replicas are counted (default 5 s).
+	MeterPeriod, MeterSample time.Duration
+	// UnitCosts price a replica-hour by workload (unitKey); default
+	// DefaultUnitCosts.
+	UnitCosts map[string]float64
 }
 
 // Scheduler serves the endpoints API and reconciles endpoints with the
@@ -169,6 +179,15 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.InvocationURL == "" {
 		cfg.InvocationURL = cfg.BaseURL
 	}
+	if cfg.MeterPeriod <= 0 {
+		cfg.MeterPeriod = time.Minute
+	}
+	if cfg.MeterSample <= 0 {
+		cfg.MeterSample = 5 * time.Second
+	}
+	if cfg.UnitCosts == nil {
+		cfg.UnitCosts = DefaultUnitCosts
+	}
 	if cfg.Monitors == nil && cfg.Tables != nil {
 		cfg.Monitors = monitors.NewRefresher(cfg.Tables, &monitors.Alerter{Logger: cfg.Logger, Allow: cfg.WebhookAllow})
 	}
@@ -211,6 +230,11 @@ func (s *Scheduler) Notify(string) {
 
 // Run reconciles until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
+	if s.cfg.Provisioned != nil {
+		done := make(chan struct{})
+		defer func() { <-done }() // the last rows are written before Run returns
+		go func() { defer close(done); s.meterLoop(ctx) }()
+	}
 	t := time.NewTicker(s.cfg.Resync)
 	defer t.Stop()
 	for {

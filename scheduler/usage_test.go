@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,6 +67,43 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%s: %d %+v %s; want %s", c.query, code, e, fmtRows(out.Rows), c.want)
 		}
 	}
+	// Provisioned time, priced: an hour of a Small CPU replica at 0.36
+	// and half an hour saved; 6 minutes of a GPU_SMALL one at 3.6.
+	h.s.cfg.UnitCosts, _ = ParseUnitCosts("CPU/Small=0.36,GPU_SMALL=3.6")
+	minute := now - now%60000
+	prov := []loggers.ProvisionedRow{
+		{RowID: "p1", TimestampMs: minute, PeriodMs: 60000, Endpoint: "fraud", ServedEntity: "a", WorkloadSize: "Small", WorkloadType: "CPU", ReplicaSeconds: 1800, SavedReplicaSeconds: 1800},
+		{RowID: "p2", TimestampMs: minute - 60000, PeriodMs: 60000, Endpoint: "fraud", ServedEntity: "a", WorkloadSize: "Small", WorkloadType: "CPU", ReplicaSeconds: 1800},
+		{RowID: "p3", TimestampMs: minute, PeriodMs: 60000, Endpoint: "fraud", ServedEntity: "b", WorkloadSize: "Medium", WorkloadType: "GPU_SMALL", ReplicaSeconds: 360},
+		{RowID: "p4", TimestampMs: minute, PeriodMs: 60000, Endpoint: "idle", ServedEntity: "z", WorkloadSize: "Small", WorkloadType: "CPU", SavedReplicaSeconds: 60},
+	}
+	if err := db.InsertProvisioned(ctx, append(prov, prov[0])); err != nil { // a redelivery counts once
+		t.Fatal(err)
+	}
+	var rep api.UsageResponse
+	if code, e := h.call(t, "GET", "/api/2.0/gantry/usage?since=1h&by=endpoint", "", &rep); code != 200 {
+		t.Fatalf("usage: %d %+v", code, e)
+	}
+	if got, want := fmtCosts(rep.Rows), "[{fraud 2 3960 0.72 1800 0.18 [Small/CPU 3600 0.36, Medium/GPU_SMALL 360 0.36]} {chat 1 0 0 0 0 []} {idle 0 0 0 60 0.006 [Small/CPU 0 0]}]"; got != want {
+		t.Errorf("provisioned by endpoint:\n got %s\nwant %s", got, want)
+	}
+	// The series: 1-minute buckets for an hour, the busiest keys.
+	if rep.Step != "1m" || len(rep.Series) != 3 || rep.Series[0].Key != "fraud" || len(rep.Series[0].Points) != 2 {
+		t.Fatalf("series %s %+v", rep.Step, rep.Series)
+	}
+	p0, p1 := rep.Series[0].Points[0], rep.Series[0].Points[1]
+	if p0.TimeMs != minute-60000 || p0.ReplicaSeconds != 1800 || p0.Requests != 0 ||
+		p1.TimeMs != minute || p1.ReplicaSeconds != 2160 || p1.Requests != 2 || p1.InputTokens != 10 {
+		t.Errorf("fraud's points %+v", rep.Series[0].Points)
+	}
+	var byReq, month api.UsageResponse
+	if code, _ := h.call(t, "GET", "/api/2.0/gantry/usage?since=1h&by=requester", "", &byReq); code != 200 || fmtCosts(byReq.Rows) != "[{alice 2 0 0 0 0 []} {bob 1 0 0 0 0 []}]" {
+		t.Errorf("by requester (no replicas): %s", fmtCosts(byReq.Rows))
+	}
+	if code, _ := h.call(t, "GET", "/api/2.0/gantry/usage?since=30d&by=entity", "", &month); code != 200 || month.Step != "1d" || len(month.Rows) != 4 {
+		t.Errorf("30d by entity: step %q rows %s", month.Step, fmtCosts(month.Rows))
+	}
+
 	for _, c := range []struct{ query, want string }{
 		{"?since=7", "since: \"7\" is not a duration"},
 		{"?since=1w", "since: \"1w\" is not a duration"},
@@ -90,3 +128,27 @@ func fmtRows(rows []api.UsageRow) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func fmtCosts(rows []api.UsageRow) string {
+	var b []string
+	for _, r := range rows {
+		var ws []string
+		for _, w := range r.Workloads {
+			ws = append(ws, fmt.Sprintf("%s/%s %g %.3g", w.WorkloadSize, w.WorkloadType, w.ReplicaSeconds, w.Cost))
+		}
+		b = append(b, fmt.Sprintf("{%s %d %g %.3g %g %.3g [%s]}", r.Key, r.Requests, r.ReplicaSeconds, r.Cost, r.SavedReplicaSeconds, r.SavedCost, strings.Join(ws, ", ")))
+	}
+	return "[" + strings.Join(b, " ") + "]"
+}
+
+func TestUsageStep(t *testing.T) {
+	for _, c := range []struct {
+		since time.Duration
+		want  string
+	}{{30 * time.Minute, "1m"}, {3 * time.Hour, "1m"}, {4 * time.Hour, "1h"}, {7 * 24 * time.Hour, "1h"},
+		{9 * 24 * time.Hour, "1d"}, {200 * 24 * time.Hour, "1d"}, {365 * 24 * time.Hour, "7d"}, {3660 * 24 * time.Hour, "30d"}} {
+		if _, got := usageStep(c.since); got != c.want {
+			t.Errorf("usageStep(%v) = %s; want %s", c.since, got, c.want)
+		}
+	}
+}

@@ -76,6 +76,12 @@ type controlPlaneOptions struct {
 	featuresOff string
 	// onlineStore is --online-store.
 	onlineStore onlineStoreOptions
+	// provisioned takes the meter's rows of provisioned time (the
+	// capture producer); nil meters nothing. Set by the command.
+	provisioned scheduler.ProvisionedWriter
+	// unitCosts is --unit-costs; meterPeriod the hidden --meter-period.
+	unitCosts   string
+	meterPeriod time.Duration
 }
 
 func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
@@ -94,6 +100,9 @@ func (o *controlPlaneOptions) flags(c *cobra.Command, defaultListen string) {
 	o.docker.flags(c)
 	o.nomad.flags(c)
 	o.secretsKeyFlag(c)
+	c.Flags().StringVar(&o.unitCosts, "unit-costs", "", "prices of a replica-hour for gantry usage, KEY=PRICE,... over the defaults (CPU/Small=0.05, CPU/Medium=0.10, CPU/Large=0.20, GPU_SMALL=0.53, GPU_MEDIUM=1.01, GPU_LARGE=3.67, MULTIGPU_MEDIUM=5.67)")
+	c.Flags().DurationVar(&o.meterPeriod, "meter-period", time.Minute, "length of a row of provisioned time")
+	c.Flags().MarkHidden("meter-period") // tests shorten it
 }
 
 // controlPlane is a scheduler with its store, registry and driver.
@@ -182,13 +191,22 @@ func openControlPlane(o *controlPlaneOptions, log *slog.Logger, metrics promethe
 	if o.monitors == nil && o.tables != nil {
 		o.monitors = monitors.NewRefresher(o.tables, &monitors.Alerter{Logger: log, Allow: allow})
 	}
-	cp.sched, err = scheduler.New(scheduler.Config{
+	costs, err := scheduler.ParseUnitCosts(o.unitCosts)
+	if err != nil {
+		return nil, fmt.Errorf("--unit-costs: %w", err)
+	}
+	cfg := scheduler.Config{
 		Store: cp.store, Registry: reg, Orchestrator: cp.driver, Routes: cp.routes,
 		BaseURL: base, Logger: log, Tables: o.tables, TablesOff: o.tablesOff, Monitors: o.monitors,
 		MaxEndpoints: o.maxEndpoints, MaxProvisionedConcurrency: o.maxProvisionedConcurrency, WebhookAllow: allow,
 		Secrets: cp.secret, Audit: o.audit, Features: o.features, FeaturesOff: o.featuresOff,
 		Auth: auth, DeploymentKey: deploymentKey,
-	})
+		UnitCosts: costs, MeterPeriod: o.meterPeriod,
+	}
+	if o.provisioned != nil { // a nil *capture.Capturer in it would not be nil
+		cfg.Provisioned = o.provisioned
+	}
+	cp.sched, err = scheduler.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -334,6 +352,9 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 	}
 	o.tablesOff = inf.off
 	o.audit = auditor(inf.capture, log)
+	if inf.capture != nil {
+		o.provisioned = inf.capture
+	}
 	stopRedis, off, err := devOnlineStore(ctx, o.dataDir, &o.onlineStore, log)
 	if err != nil {
 		return err

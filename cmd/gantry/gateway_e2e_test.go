@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,8 +98,13 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 		return json.Unmarshal([]byte(b), &u) == nil && len(u.Rows) == 1 && u.Rows[0].Requests >= 3
 	})
 	t.Logf("usage: %+v", u.Rows)
-	if r := u.Rows[0]; r.Key != "gw" || r.Requests != 3 || r.Errors != 1 || r.InputTokens < 8 || r.OutputTokens < 8 {
+	r := u.Rows[0]
+	if r.Key != "gw" || r.Requests != 3 || r.Errors != 1 || r.InputTokens < 8 || r.OutputTokens < 8 {
 		t.Errorf("usage = %+v", u.Rows)
+	}
+	// gantry usage prints the same.
+	if out := mustCLI(t, bin, addr, "usage", "--since", "1h", "--by", "endpoint"); !regexp.MustCompile(`(?m)^gw\s+3\s+1\s+` + itoa(r.InputTokens) + `\s+` + itoa(r.OutputTokens) + `\s`).MatchString(out) {
+		t.Errorf("gantry usage:\n%s", out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -114,3 +121,5 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 	}
 	dev.stop(t)
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

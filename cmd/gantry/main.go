@@ -28,7 +28,7 @@ func main() {
 	}
 	root.AddCommand(devCmd(), schedulerCmd(), activatorCmd(), autoscalerCmd(), workerCmd(),
 		loggerCmd(), brokerCmd(), modelsCmd(), endpointsCmd(), invokeCmd(), tablesCmd(), abReportCmd(), jobsCmd(), monitorsCmd(), featuresCmd(),
-		usersCmd(), groupsCmd(), servicePrincipalsCmd())
+		usersCmd(), groupsCmd(), servicePrincipalsCmd(), usageCmd())
 	bindEnv(root)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", describe(err))

@@ -154,14 +154,15 @@ func (s scale) y(v float64) float64 {
 
 func hex(c color.RGBA) string { return fmt.Sprintf("#%02x%02x%02x", c.R, c.G, c.B) }
 
-// plotSVG writes the chart as SVG, by hand.
+// plotSVG writes the chart as SVG, by hand; title names what a chart
+// without panels has nothing of yet.
 func plotSVG(title string, panels []panel) []byte {
 	h := max(1, len(panels)) * panelH
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n", plotW, h, plotW, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", plotW, h)
 	if len(panels) == 0 {
-		fmt.Fprintf(&b, `<text x="%d" y="%d">monitor %s: no drift metrics yet</text>`+"\n", padL, panelH/2, html.EscapeString(title))
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s: nothing to plot yet</text>`+"\n", padL, panelH/2, html.EscapeString(title))
 	}
 	for i, p := range panels {
 		s := newScale(p, i)

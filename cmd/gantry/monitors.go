@@ -188,7 +188,7 @@ func monitorsCmd() *cobra.Command {
 			panels := drawPanels(rep)
 			var b []byte
 			if strings.HasSuffix(plot, ".svg") {
-				b = plotSVG(rep.Monitor, panels)
+				b = plotSVG("monitor "+rep.Monitor, panels)
 			} else if b, err = plotPNG(panels); err != nil {
 				return err
 			}

@@ -50,7 +50,10 @@ func auditor(c *capture.Capturer, log *slog.Logger) scheduler.Auditor {
 	return loggers.AuditLog{Logger: log}
 }
 
-var _ scheduler.Auditor = (*capture.Capturer)(nil)
+var (
+	_ scheduler.Auditor           = (*capture.Capturer)(nil)
+	_ scheduler.ProvisionedWriter = (*capture.Capturer)(nil)
+)
 
 // startAudit points gantry scheduler's audit events at Kafka (its
 // --kafka-brokers, the activators' topic) or, without brokers, at the
@@ -63,7 +66,7 @@ func (o *controlPlaneOptions) startAudit(log *slog.Logger, reg prometheus.Regist
 	}
 	c, closeWriter := newCapture(&o.auditKafka, log, reg)
 	stopCapture := runCapture(c)
-	o.audit = c
-	log.Info("audit events go to Kafka, for the loggers to insert into gantry_audit", "brokers", o.auditKafka.brokers, "topic", o.auditKafka.topic)
+	o.audit, o.provisioned = c, c
+	log.Info("audit events and provisioned time go to Kafka, for the loggers to insert into gantry_audit and gantry_provisioned", "brokers", o.auditKafka.brokers, "topic", o.auditKafka.topic)
 	return func() { stopCapture(); closeWriter() }
 }

@@ -7,3 +7,9 @@ import "github.com/gantry/gantry/loggers"
 func (c *Capturer) Usage(u *loggers.UsageRow) bool {
 	return c.enqueue(loggers.AppendUsage(nil, u))
 }
+
+// Provisioned queues a provisioned row (the scheduler's metering) as
+// Usage queues a usage row.
+func (c *Capturer) Provisioned(p *loggers.ProvisionedRow) bool {
+	return c.enqueue(loggers.AppendProvisioned(nil, p))
+}

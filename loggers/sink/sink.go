@@ -219,6 +219,10 @@ func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
 	if err := s.insertUsage(ctx, usage); err != nil {
 		return err
 	}
+	msgs, provisioned := s.splitProvisioned(msgs)
+	if err := s.insertProvisioned(ctx, provisioned); err != nil {
+		return err
+	}
 	byTable := make(map[loggers.Table][]loggers.Record)
 	for _, m := range msgs {
 		r, err := loggers.DecodeRecord(m.Value)

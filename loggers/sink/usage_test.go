@@ -15,8 +15,16 @@ import (
 // usageStore is a fakeStore that holds the usage table too.
 type usageStore struct {
 	*fakeStore
-	mu   sync.Mutex
-	rows []loggers.UsageRow
+	mu          sync.Mutex
+	rows        []loggers.UsageRow
+	provisioned []loggers.ProvisionedRow
+}
+
+func (s *usageStore) InsertProvisioned(ctx context.Context, rows []loggers.ProvisionedRow) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.provisioned = append(s.provisioned, rows...)
+	return nil
 }
 
 func (s *usageStore) InsertUsage(ctx context.Context, rows []loggers.UsageRow) error {
@@ -27,13 +35,18 @@ func (s *usageStore) InsertUsage(ctx context.Context, rows []loggers.UsageRow) e
 }
 
 // TestSinkUsageRows: usage rows on the topic go to the usage table,
-// records to their tables.
+// provisioned rows to theirs, records to their tables.
 func TestSinkUsageRows(t *testing.T) {
 	tbl := loggers.Table{Database: "d", Name: "a"}
 	r := &fakeReader{}
 	for i := range 10 {
 		if i%2 == 0 {
 			r.msgs = append(r.msgs, message(int64(i), loggers.Record{Table: tbl.String(), RequestID: fmt.Sprint(i)}))
+			continue
+		}
+		if i%5 == 0 {
+			p := loggers.ProvisionedRow{RowID: fmt.Sprint("p", i), Endpoint: "fraud", ReplicaSeconds: 60}
+			r.msgs = append(r.msgs, kafka.Message{Offset: int64(i), Value: loggers.AppendProvisioned(nil, &p)})
 			continue
 		}
 		u := loggers.UsageRow{RequestID: fmt.Sprint("u", i), Endpoint: "chat", InputTokens: 3, OutputTokens: 4}
@@ -49,7 +62,8 @@ func TestSinkUsageRows(t *testing.T) {
 	<-done
 	store.mu.Lock()
 	defer store.mu.Unlock()
-	if store.fakeStore.rows(tbl) != 5 || len(store.rows) != 5 || store.rows[0].OutputTokens != 4 {
-		t.Fatalf("%d records, usage %+v", store.fakeStore.rows(tbl), store.rows)
+	if store.fakeStore.rows(tbl) != 5 || len(store.rows) != 4 || store.rows[0].OutputTokens != 4 ||
+		len(store.provisioned) != 1 || store.provisioned[0].RowID != "p5" || store.provisioned[0].ReplicaSeconds != 60 {
+		t.Fatalf("%d records, usage %+v, provisioned %+v", store.fakeStore.rows(tbl), store.rows, store.provisioned)
 	}
 }
