@@ -88,9 +88,17 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 	case en == nil:
 		ep.requests.WithLabelValues("503").Inc()
 		fail(ctx, api.ErrTemporarilyUnavailable, "endpoint %s routes no traffic to any served entity", ep.name)
-	case en.external == nil:
+	case en.features != nil || en.featureErr != nil:
 		ep.requests.WithLabelValues("400").Inc()
-		fail(ctx, api.ErrInvalidParameterValue, "model: endpoint %s serves no external model; call /serving-endpoints/%s/invocations", ep.name, ep.name)
+		fail(ctx, api.ErrInvalidParameterValue, "model: endpoint %s serves features, not an LLM; call /serving-endpoints/%s/invocations", ep.name, ep.name)
+	case en.external == nil:
+		// A model served by replicas (an openai_server or GGUF entity):
+		// the body goes to the worker as an invocation, with the path's
+		// task, which the worker checks against what the model serves.
+		ctx.Response.Header.Set(headerServedModel, en.name)
+		ctx.Request.Header.Set(headerTask, task)
+		en = a.proxy(ctx, en, false, stickyKey(ctx, ep), id, start.Add(a.cfg.Timeout))
+		en.requests.inc(ctx.Response.StatusCode())
 	default:
 		ctx.Response.Header.Set(headerServedModel, en.name)
 		called := a.callExternal(ctx, ep, en, task, id, start)

@@ -29,6 +29,10 @@ const (
 	// headerWorkerSecret carries a deployment's worker secret to its
 	// replicas (worker.SecretHeader), which answer nothing without it.
 	headerWorkerSecret = "X-Gantry-Worker-Secret"
+	// headerTask tells an LLM worker the task of an invocation that came
+	// by an OpenAI SDK path (worker.TaskHeader): chat/completions,
+	// completions or embeddings.
+	headerTask = "X-Gantry-Task"
 )
 
 // maxMoves bounds how often a held request follows its served entity to a
@@ -456,6 +460,9 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 	req.Header.SetBytesV(headerRequestID, id)
 	if en.secret != nil {
 		req.Header.SetBytesV(headerWorkerSecret, en.secret)
+	}
+	if t := ctx.Request.Header.Peek(headerTask); len(t) > 0 {
+		req.Header.SetBytesV(headerTask, t)
 	}
 	// By reference, not copied: the call ends before Handler returns, and
 	// ReleaseRequest drops the reference.

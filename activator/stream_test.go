@@ -154,3 +154,41 @@ func TestAsksStream(t *testing.T) {
 		}
 	}
 }
+
+// The OpenAI SDK's paths reach an entity served by replicas: the body goes
+// to the worker as an invocation, with the path's task in X-Gantry-Task,
+// and a stream passes as on /invocations.
+func TestOpenAIPathToWorkerEntity(t *testing.T) {
+	h := newHarness(t, Config{})
+	next := make(chan struct{})
+	close(next)
+	sse := sseWorker(next)
+	w := startWorker(t, "w", func(ctx *fasthttp.RequestCtx) {
+		if task := string(ctx.Request.Header.Peek(headerTask)); task != api.TaskChat {
+			ctx.SetStatusCode(http.StatusBadRequest)
+			ctx.SetBodyString("task " + task)
+			return
+		}
+		sse(ctx)
+	})
+	h.push(oneEndpoint(1, "ep", nil, readyEntity("m", w.addr)))
+	resp, err := h.client.Post(h.base+"/serving-endpoints/chat/completions", "application/json",
+		strings.NewReader(`{"model": "ep", "messages": [{"role": "user", "content": "hi"}], "stream": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("served-model-name") != "m" || !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Fatalf("chat/completions: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	resp, err = h.client.Post(h.base+"/serving-endpoints/embeddings", "application/json", strings.NewReader(`{"model": "ep", "input": "x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "task llm/v1/embeddings" {
+		t.Errorf("embeddings: %d %s, want the worker to get the path's task", resp.StatusCode, body)
+	}
+}

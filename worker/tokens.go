@@ -40,6 +40,13 @@ import (
 // native runtime's queue, vLLM's num_requests_waiting, llama.cpp's
 // requests_deferred); Running those generating now.
 
+// TaskHeader carries the task of an invocation that came by an OpenAI SDK
+// path (/serving-endpoints/chat/completions, /completions, /embeddings):
+// api.TaskChat, api.TaskCompletions or api.TaskEmbeddings. An HTTPRuntime
+// answers the body as that task, or refuses it with a 400 when it serves
+// another; without the header, the body (or the model) says.
+const TaskHeader = "X-Gantry-Task"
+
 // HTTPRuntime is a runtime that answers invocations from the raw request.
 type HTTPRuntime interface {
 	Runtime

@@ -173,6 +173,15 @@ func TestOpenAIServerEntityE2E(t *testing.T) {
 		if code != 200 || !strings.Contains(string(body), `"object":"list"`) {
 			t.Errorf("embeddings: %d %s", code, body)
 		}
+		// The OpenAI SDK's paths, the endpoint named by model.
+		code, body = post(t, "http://"+addr+"/serving-endpoints/chat/completions", `{"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}`)
+		if code != 200 || !strings.Contains(string(body), `"content":"w0 w1 "`) {
+			t.Errorf("chat/completions: %d %s", code, body)
+		}
+		code, body = post(t, "http://"+addr+"/serving-endpoints/completions", `{"model": "llm", "prompt": "Once", "max_tokens": 1}`)
+		if code != 200 || !strings.Contains(string(body), `"object":"text_completion"`) {
+			t.Errorf("completions: %d %s", code, body)
+		}
 	})
 
 	t.Run("stream", func(t *testing.T) {

@@ -161,6 +161,17 @@ func (r *Runtime) ServeInvocation(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	task := r.s.Task
+	if asked := req.Header.Get(worker.TaskHeader); asked != "" {
+		if _, ok := paths[asked]; !ok {
+			apierr.Write(w, api.Errorf(api.ErrInvalidParameterValue, "%s: unknown task %q", worker.TaskHeader, asked))
+			return
+		}
+		if task != "" && task != asked {
+			apierr.Write(w, api.Errorf(api.ErrInvalidParameterValue, "this entity serves %s; this path takes %s", task, asked))
+			return
+		}
+		task = asked
+	}
 	if task == "" {
 		task = taskOf(body)
 	}
@@ -180,6 +191,7 @@ func (r *Runtime) ServeInvocation(w http.ResponseWriter, req *http.Request) {
 	out.ContentLength = int64(len(body))
 	out.Header.Set("Content-Type", "application/json")
 	out.Header.Del("Content-Encoding") // the body was read, so it was plain
+	out.Header.Del(worker.TaskHeader)
 	r.proxy.ServeHTTP(w, out)
 }
 

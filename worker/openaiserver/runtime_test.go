@@ -247,3 +247,38 @@ vllm:generation_tokens_total{engine="1",model_name="m"} 5.0 1700000000000
 		}
 	}
 }
+
+// An OpenAI SDK path's task (X-Gantry-Task) decides where the body goes,
+// and a model that serves one task refuses the others.
+func TestTaskHeader(t *testing.T) {
+	rt, err := load(t, map[string]any{"command": []any{fake}, "task": "llm/v1/chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, rt)
+	call := func(task, body string) (int, string) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("X-Gantry-Task", task)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call("llm/v1/chat", `{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}`); code != 200 || !strings.Contains(body, "chat.completion") {
+		t.Errorf("chat: %d %s", code, body)
+	}
+	if code, body := call("llm/v1/embeddings", `{"input": "x"}`); code != 400 || !strings.Contains(body, "this entity serves llm/v1/chat; this path takes llm/v1/embeddings") {
+		t.Errorf("embeddings on a chat model: %d %s", code, body)
+	}
+	if code, body := call("llm/v1/rerank", `{"input": "x"}`); code != 400 || !strings.Contains(body, "unknown task") {
+		t.Errorf("an unknown task: %d %s", code, body)
+	}
+	// Without the header, a chat model takes the body as chat: a prompt
+	// is refused by name.
+	if code, body := post(t, url, `{"prompt": "x"}`); code != 400 || !strings.Contains(body, "prompt") {
+		t.Errorf("a prompt to a chat model: %d %s", code, body)
+	}
+}
