@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
+.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
 
 all: build
 
@@ -49,7 +49,7 @@ soak: test-deps
 	GANTRY_SOAK_DURATION=$(SOAK_DURATION) GANTRY_SOAK_CLIENTS=$(SOAK_CLIENTS) \
 		$(GO) test -run '^TestSoak$$' -count 1 -timeout 30m -v ./cmd/gantry/
 
-bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline bench-pyfunc
+bench: bench-go bench-python bench-proxy bench-coldstart bench-docker bench-memory bench-pipeline bench-pyfunc bench-publish
 
 bench-go:
 	@mkdir -p bin
@@ -92,6 +92,12 @@ bench-docker:
 bench-pipeline: test-deps
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x ./loggers/sink/ | tee bin/bench-pipeline.txt
+
+# Feature tables: publishing 1,000,000 keys from ClickHouse to redis-server,
+# SNAPSHOT and TRIGGERED, in rows/s (GANTRY_PUBLISH_ROWS changes the size).
+bench-publish: test-deps
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkPublish$$' -benchtime 1x -count 3 ./features/publish/ | tee bin/bench-publish.txt
 
 # Activator memory with 10,000 held requests of 1 KiB.
 bench-memory:
