@@ -159,7 +159,8 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	if err := CheckEnvs(d.Env); err != nil {
 		return nil, fmt.Errorf("render job %s: %w", d.ID, err)
 	}
-	if err := checkNoSecrets(d); err != nil {
+	tmpl, err := secretsTemplate(d)
+	if err != nil {
 		return nil, err
 	}
 	res, err := ResourcesFor(d.WorkloadSize, d.WorkloadType)
@@ -190,8 +191,9 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	}
 
 	task := &nomad.Task{
-		Name:      Task,
-		Env:       workerEnv(d),
+		Name: Task,
+		// Secrets and the worker secret come from the template, not here.
+		Env:       withoutSecrets(d),
 		Resources: &nomad.Resources{CPU: new(res.CPU), MemoryMB: new(res.MemoryMB)},
 		Artifacts: []*nomad.TaskArtifact{{
 			GetterSource: new(d.ArtifactURL),
@@ -243,6 +245,10 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 			dev.Constraints = []*nomad.Constraint{{LTarget: "${device.attr.memory}", Operand: ">=", RTarget: res.GPUMemory}}
 		}
 		task.Resources.Devices = []*nomad.RequestedDevice{dev}
+	}
+
+	if tmpl != nil {
+		task.Templates = []*nomad.Template{tmpl}
 	}
 
 	group := nomad.NewTaskGroup(Group, d.Replicas)
@@ -308,17 +314,3 @@ func artifactHeaders(token string) map[string]string {
 // worker secret (orchestrator.Deployment.WorkerSecret); served entities
 // may not set it (GANTRY_ is reserved).
 const WorkerSecretEnv = "GANTRY_WORKER_SECRET"
-
-// workerEnv is the task's environment: the entity's variables and the
-// worker secret, in a map of its own (d.Env is the deployment's).
-func workerEnv(d orchestrator.Deployment) map[string]string {
-	if d.WorkerSecret == "" {
-		return d.Env
-	}
-	env := make(map[string]string, len(d.Env)+1)
-	for k, v := range d.Env {
-		env[k] = v
-	}
-	env[WorkerSecretEnv] = d.WorkerSecret
-	return env
-}

@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -37,7 +39,23 @@ func TestNomadEndToEnd(t *testing.T) {
 	dev := startDev(t, bin, addr, t.TempDir(), "--driver", "nomad", "--nomad-addr", srv.URL, "--nomad-token", "s3cret",
 		"--task-driver", "raw_exec", "--worker-binary", bin)
 	mustCLI(t, bin, addr, "models", "upload", "binary", filepath.Join(fixtures, "binary"))
-	out := mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "nomad-ep", "binary", "1", "Small"), "--wait")
+	// A secret reference in the worker's environment: Nomad gets it
+	// through a Variable and a template, never in the job.
+	const secretValue = "sk-nomad-e2e-5e1f0c"
+	for _, c := range []struct{ path, body string }{
+		{"/api/2.0/secrets/scopes/create", `{"scope": "prod"}`},
+		{"/api/2.0/secrets/put", `{"scope": "prod", "key": "api", "string_value": "` + secretValue + `"}`},
+	} {
+		resp, err := http.Post("http://"+addr+c.path, "application/json", strings.NewReader(c.body))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %v %v", c.path, resp.Status, err)
+		}
+		resp.Body.Close()
+	}
+	epFile := filepath.Join(t.TempDir(), "nomad-ep.json")
+	writeFile(t, epFile, `{"name": "nomad-ep", "config": {"served_entities": [{"entity_name": "binary", "entity_version": "1", "workload_size": "Small",
+		"scale_to_zero_enabled": true, "environment_vars": {"API_KEY": "{{secrets/prod/api}}"}}]}}`)
+	out := mustCLI(t, bin, addr, "endpoints", "create", "-f", epFile, "--wait")
 	if !strings.Contains(out, "READY") {
 		t.Fatalf("create: %s\n%s", out, dev.log)
 	}
@@ -54,11 +72,34 @@ func TestNomadEndToEnd(t *testing.T) {
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("Nomad jobs = %v, %v; want one", jobs, err)
 	}
+	v := srv.Variable("", "nomad/jobs/"+jobs[0].ID)
+	if v == nil || v.Items["API_KEY"] != secretValue || v.Items["GANTRY_WORKER_SECRET"] == "" {
+		t.Errorf("the job's Nomad Variable: %+v", v)
+	}
+	held, _, err := nc.Jobs().Info(jobs[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldJSON, _ := json.Marshal(held)
+	if strings.Contains(string(heldJSON), secretValue) || v != nil && strings.Contains(string(heldJSON), v.Items["GANTRY_WORKER_SECRET"]) {
+		t.Errorf("the job Nomad holds has a secret value: %s", heldJSON)
+	}
+	if pids := srv.Processes(); len(pids) == 1 {
+		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0]))
+		if !bytes.Contains(environ, []byte("\x00API_KEY="+secretValue+"\x00")) {
+			t.Error("the worker's environment lacks API_KEY")
+		}
+	} else {
+		t.Errorf("worker processes %v, want one", pids)
+	}
 	// Without job flags the scheduler's own job is printed (the scheduler
 	// runs raw_exec, the CLI's default is docker); with them, the CLI
 	// renders it.
 	for _, flags := range [][]string{nil, {"--task-driver", "raw_exec", "--worker-binary", bin}} {
 		rendered := mustCLI(t, bin, addr, append([]string{"jobs", "render", "nomad-ep", "binary-1"}, flags...)...)
+		if strings.Contains(rendered, secretValue) || !strings.Contains(rendered, `nomadVar \"nomad/jobs/`) {
+			t.Errorf("jobs render %v shows a secret value, or no template reading the variable:\n%s", flags, rendered)
+		}
 		var req struct{ Job *nomadapi.Job }
 		if err := json.NewDecoder(strings.NewReader(rendered)).Decode(&req); err != nil || req.Job == nil {
 			t.Fatalf("jobs render %v printed no job: %v\n%s", flags, err, rendered)
@@ -82,6 +123,12 @@ func TestNomadEndToEnd(t *testing.T) {
 	}
 	if jobs, _, err := nc.Jobs().List(nil); err != nil || len(jobs) != 0 {
 		t.Errorf("Nomad jobs after delete = %v, %v; want none (purged)", jobs, err)
+	}
+	if srv.Variable("", "nomad/jobs/"+jobs[0].ID) != nil {
+		t.Error("the job's Nomad Variable outlived the endpoint")
+	}
+	if strings.Contains(dev.log.String(), secretValue) {
+		t.Error("gantry dev's log holds the secret value")
 	}
 	status, _, body = invoke(t, addr, "nomad-ep", "application/json", []byte(`{"instances": [[1]]}`))
 	if status != 404 || !bytes.Contains(body, []byte("RESOURCE_DOES_NOT_EXIST")) {

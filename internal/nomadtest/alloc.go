@@ -36,6 +36,9 @@ type alloc struct {
 	dir        string
 	ports      map[string]int
 	deployment *api.Deployment
+	// tmplEnv is what the task's env templates rendered for its current
+	// run; only the runner goroutine touches it.
+	tmplEnv map[string]string
 
 	// Guarded by srv.mu.
 	stub     api.AllocationListStub
@@ -237,6 +240,17 @@ func (a *alloc) runOnce(downloaded *bool) error {
 		}
 		*downloaded = true
 	}
+	if len(a.task.Templates) > 0 {
+		env, stopped, err := a.renderTemplates(taskDir)
+		if stopped {
+			return nil
+		}
+		if err != nil {
+			a.event(api.TaskKilling, err.Error(), map[string]string{"kill_error": err.Error()}, func(ts *api.TaskState) { ts.Failed = true })
+			return fmt.Errorf("%w: %v", errNoRestart, err)
+		}
+		a.tmplEnv = env
+	}
 
 	argv, err := a.command(taskDir)
 	if err != nil {
@@ -424,6 +438,10 @@ func (a *alloc) env(taskDir string) map[string]string {
 		p := strconv.Itoa(port)
 		env["NOMAD_IP_"+label], env["NOMAD_PORT_"+label], env["NOMAD_ADDR_"+label] = "127.0.0.1", p, "127.0.0.1:"+p
 		env["NOMAD_HOST_IP_"+label], env["NOMAD_HOST_PORT_"+label], env["NOMAD_HOST_ADDR_"+label] = "127.0.0.1", p, "127.0.0.1:"+p
+	}
+	// Rendered values are the task's as they are: no interpolation.
+	for k, v := range a.tmplEnv {
+		env[k] = v
 	}
 	for k, v := range a.task.Env {
 		env[k] = interpolate(v, env, a.node)

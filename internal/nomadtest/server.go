@@ -128,7 +128,9 @@ type Server struct {
 	// blocked is the blocked evaluation Nomad's blocked-evals tracker
 	// holds for each job; only these are unblocked when capacity frees.
 	blocked map[jobKey]string
-	closed  bool
+	// vars are the Nomad Variables (variables.go).
+	vars   map[varKey]*api.Variable
+	closed bool
 }
 
 type jobKey struct{ ns, id string }
@@ -187,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		services:    map[string]*api.ServiceRegistration{},
 		deployments: map[string]*api.Deployment{},
 		blocked:     map[jobKey]string{},
+		vars:        map[varKey]*api.Variable{},
 	}
 	for _, n := range cfg.Nodes {
 		s.pools[n.NodePool] = true
@@ -269,6 +272,8 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("/v1/job/", s.wrap(s.jobRequest))
 	mux.HandleFunc("/v1/service/", s.wrap(s.serviceRequest))
 	mux.HandleFunc("/v1/client/fs/logs/", s.logsRequest)
+	mux.HandleFunc("/v1/var/", s.wrap(s.varRequest))
+	mux.HandleFunc("/v1/vars", s.wrap(s.varsRequest))
 	mux.HandleFunc("/v1/status/leader", s.wrap(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return "127.0.0.1:4647", nil
 	}))
@@ -286,6 +291,9 @@ func (s *Server) wrap(h func(http.ResponseWriter, *http.Request) (any, error)) h
 		out, err := s.authorize(r)
 		if err == nil {
 			out, err = h(w, r)
+		}
+		if errors.Is(err, errWritten) {
+			return // the handler answered itself (a 409, a 204)
 		}
 		if err != nil {
 			code := http.StatusInternalServerError

@@ -45,6 +45,14 @@ func task() {
 		}
 		w.Write(b)
 	})
+	http.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
+		if !ok {
+			http.Error(w, "unset", http.StatusNotFound)
+			return
+		}
+		io.WriteString(w, v)
+	})
 	fmt.Fprintln(os.Stderr, "task listening on", *listen)
 	if err := http.ListenAndServe(*listen, nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -249,6 +250,18 @@ func validateTask(t *api.Task, ports map[string]bool) error {
 			errs = append(errs, fmt.Errorf("Artifact %d validation failed: %v", i+1, err))
 		}
 	}
+	dests := map[string]int{}
+	for i, tmpl := range t.Templates {
+		if err := validateTemplate(tmpl); err != nil {
+			errs = append(errs, fmt.Errorf("Template %d validation failed: %s", i+1, err))
+		}
+		if d := deref(tmpl.DestPath); d != "" {
+			if j, ok := dests[d]; ok {
+				errs = append(errs, fmt.Errorf("Template %d has same destination as %d", i+1, j+1))
+			}
+			dests[d] = i
+		}
+	}
 	for _, svc := range t.Services {
 		if err := validateService(svc, ports); err != nil {
 			errs = append(errs, fmt.Errorf("Service %s is invalid: %v", svc.Name, err))
@@ -317,6 +330,47 @@ func validateArtifact(a *api.TaskArtifact) error {
 	}
 	if dest := *a.RelativeDest; filepath.IsAbs(dest) || escapes(dest) {
 		errs = append(errs, fmt.Errorf("destination escapes allocation directory"))
+	}
+	return errs.orNil()
+}
+
+// validateTemplate is structs.Template.Validate, on a canonicalized
+// template.
+func validateTemplate(t *api.Template) error {
+	var errs multiError
+	if deref(t.SourcePath) == "" && deref(t.EmbeddedTmpl) == "" {
+		errs = append(errs, errors.New("Must specify a source path or have an embedded template"))
+	}
+	dest := deref(t.DestPath)
+	if dest == "" {
+		errs = append(errs, errors.New("Must specify a destination for the template"))
+	}
+	if escapes(dest) {
+		errs = append(errs, errors.New("destination escapes allocation directory"))
+	}
+	switch deref(t.ChangeMode) {
+	case "noop", "restart":
+	case "signal":
+		if deref(t.ChangeSignal) == "" {
+			errs = append(errs, errors.New("Must specify signal value when change mode is signal"))
+		}
+		if deref(t.Envvars) {
+			errs = append(errs, errors.New("cannot use signals with env var templates"))
+		}
+	case "script":
+		if t.ChangeScript == nil {
+			errs = append(errs, errors.New("must specify change script configuration value when change mode is script"))
+		}
+	default:
+		errs = append(errs, errors.New("Invalid change mode. Must be one of the following: noop, signal, script, restart"))
+	}
+	if deref(t.Splay) < 0 {
+		errs = append(errs, errors.New("Must specify positive splay value"))
+	}
+	if p := deref(t.Perms); p != "" {
+		if _, err := strconv.ParseUint(p, 8, 12); err != nil {
+			errs = append(errs, fmt.Errorf("Failed to parse %q as octal: %v", p, err))
+		}
 	}
 	return errs.orNil()
 }

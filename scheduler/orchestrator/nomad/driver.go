@@ -204,6 +204,11 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 	if err != nil && statusCode(err) != http.StatusNotFound {
 		return fmt.Errorf("stop job %s: %w", job, err)
 	}
+	// Its secrets go with it (Nomad answers 204 when there were none):
+	// after the job, so that no allocation still starting misses them.
+	if _, err := d.client.Variables().Delete(jobs.VariablePath(job), d.nsWrite(ctx)); err != nil && statusCode(err) != http.StatusNotFound {
+		return fmt.Errorf("delete the secrets of job %s (Nomad Variable %s): %w", job, jobs.VariablePath(job), err)
+	}
 	if ok {
 		d.mu.Lock()
 		delete(d.deps, id)
@@ -212,6 +217,12 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 		d.notify(id)
 	}
 	return nil
+}
+
+// nsWrite are the write options of the driver's namespace, for calls
+// (variables) whose namespace the client does not take from a job.
+func (d *Driver) nsWrite(ctx context.Context) *api.WriteOptions {
+	return (&api.WriteOptions{Namespace: d.cfg.Jobs.Namespace}).WithContext(ctx)
 }
 
 // RenderJob is the Nomad job that Ensure registers for d.

@@ -75,6 +75,19 @@ func (d *Driver) submit(ctx context.Context, job string, prev *orchestrator.Depl
 	if err != nil {
 		return purged, err
 	}
+	// The secrets first, so that the job's template finds them when its
+	// first allocation starts; the job holds only their names.
+	items, err := jobs.SecretItems(spec)
+	if err != nil {
+		return purged, err
+	}
+	if items != nil {
+		v := &api.Variable{Path: jobs.VariablePath(job), Items: items}
+		if _, _, err := d.client.Variables().Update(v, d.nsWrite(ctx)); err != nil {
+			// err is Nomad's answer, which never holds the items.
+			return purged, fmt.Errorf("write the secrets of job %s to Nomad Variable %s: %w", job, v.Path, err)
+		}
+	}
 	if _, _, err := d.client.Jobs().Register(rendered, w); err != nil {
 		return purged, fmt.Errorf("register job %s: %w", job, err)
 	}
