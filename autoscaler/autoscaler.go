@@ -152,11 +152,11 @@ func (a *Autoscaler) tick(now time.Time) {
 				prev = map[string]replicaTokens{}
 				a.tokens[t.Deployment] = prev
 			}
-			var tps float64
+			var tps, saturated float64
 			var queued int
-			sample, tps, queued = tokenSample(now, t, reports[t.Deployment], prev, load[t.Deployment],
+			sample, tps, queued, saturated = tokenSample(now, t, reports[t.Deployment], prev, load[t.Deployment],
 				a.concurrencyPerReplica(t), 3*a.cfg.Tick)
-			a.cfg.Metrics.recordTokens(t.Deployment, tps, queued)
+			a.cfg.Metrics.recordTokens(t.Deployment, tps, queued, saturated)
 		}
 		d.Record(now, sample)
 		dec := d.Decide(now, decider.Inputs{Ready: t.Ready, Starting: t.Starting})

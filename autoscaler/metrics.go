@@ -14,6 +14,7 @@ type Metrics struct {
 	observed *prometheus.GaugeVec
 	tokens   *prometheus.GaugeVec
 	queued   *prometheus.GaugeVec
+	capacity *prometheus.GaugeVec
 }
 
 // NewMetrics registers the autoscaler's metrics with reg (nil: nowhere).
@@ -28,9 +29,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		observed: gauge("gantry_autoscaler_observed_concurrency", "Average in-flight plus queued requests over each window (tokens per second of demand for entities that scale on tokens).", "window"),
 		tokens:   gauge("gantry_autoscaler_observed_tokens_per_second", "Tokens per second the replicas of an entity that scales on tokens generated at the last tick."),
 		queued:   gauge("gantry_autoscaler_queued_sequences", "Sequences waiting in the replicas of an entity that scales on tokens, at the last tick."),
+		capacity: gauge("gantry_autoscaler_saturated_tokens_per_second", "Tokens per second of the fastest replica that had sequences waiting, at the last tick that had one: what one replica sustains, the measurement for the model's tokens_per_second."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued)
+		reg.MustRegister(m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued, m.capacity)
 	}
 	return m
 }
@@ -60,16 +62,21 @@ func (m *Metrics) forget(deployment string) {
 	if m == nil {
 		return
 	}
-	for _, g := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued} {
+	for _, g := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued, m.capacity} {
 		g.DeletePartialMatch(prometheus.Labels{"deployment": deployment})
 	}
 }
 
 // recordTokens is a no-op on a nil *Metrics.
-func (m *Metrics) recordTokens(deployment string, tps float64, queued int) {
+// saturated 0 (no replica had sequences waiting) keeps the last
+// measurement.
+func (m *Metrics) recordTokens(deployment string, tps float64, queued int, saturated float64) {
 	if m == nil {
 		return
 	}
 	m.tokens.WithLabelValues(deployment).Set(tps)
 	m.queued.WithLabelValues(deployment).Set(float64(queued))
+	if saturated > 0 {
+		m.capacity.WithLabelValues(deployment).Set(saturated)
+	}
 }

@@ -94,8 +94,9 @@ func (l *logCounter) count(level slog.Level) int {
 func newRemote(t *testing.T) (*RemoteScheduler, *fakeAPI, *logCounter) {
 	t.Helper()
 	f := &fakeAPI{
-		targets: []api.DeploymentTarget{{Deployment: "d", MinReplicas: 0, MaxReplicas: 4, Current: 2, Ready: 1, Starting: 1}},
-		closed:  make(chan struct{}),
+		targets: []api.DeploymentTarget{{Deployment: "d", MinReplicas: 0, MaxReplicas: 4, Current: 2, Ready: 1, Starting: 1,
+			TokensPerReplica: 250, Replicas: []string{"10.0.0.1:9000"}}},
+		closed: make(chan struct{}),
 	}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
@@ -113,7 +114,9 @@ func TestRemoteSchedulerTargetsAndScale(t *testing.T) {
 	if r.Synced() {
 		t.Error("Synced before any call")
 	}
-	want := []Target{{Deployment: "d", Min: 0, Max: 4, Current: 2, Ready: 1, Starting: 1}}
+	// A deployment that scales on tokens keeps its rate and the replicas
+	// the autoscaler polls.
+	want := []Target{{Deployment: "d", Min: 0, Max: 4, Current: 2, Ready: 1, Starting: 1, TokensPerReplica: 250, Replicas: []string{"10.0.0.1:9000"}}}
 	if got := r.Targets(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Targets = %+v, want %+v", got, want)
 	}

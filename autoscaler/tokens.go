@@ -164,14 +164,15 @@ type replicaTokens struct {
 }
 
 // tokenSample is the sample of a deployment that scales on tokens, in
-// tokens per second: the token demand of its replicas' reports, or the
+// tokens per second, with the observed rate, the queued sequences, and the
+// highest rate of a replica that had sequences waiting (0 when none had): the token demand of its replicas' reports, or the
 // activators' concurrency in replica-equivalents when that is more (a
 // request held at zero replicas, a runtime that reports nothing), so that
 // either signal can wake or grow the entity. prev holds the replicas'
 // previous reports and rates, and is updated; it is the loop's. A report
 // older than stale is not counted.
 func tokenSample(now time.Time, t Target, reports map[string]decider.TokenObservation,
-	prev map[string]replicaTokens, concurrency, perReplicaConcurrency float64, stale time.Duration) (sample, tps float64, queued int) {
+	prev map[string]replicaTokens, concurrency, perReplicaConcurrency float64, stale time.Duration) (sample, tps float64, queued int, saturated float64) {
 	running := 0
 	for _, addr := range t.Replicas {
 		o, ok := reports[addr]
@@ -193,6 +194,12 @@ func tokenSample(now time.Time, t Target, reports map[string]decider.TokenObserv
 			prev[addr] = replicaTokens{obs: o, rate: rt}
 		}
 		tps += rt
+		if o.Queued > 0 && o.Running > 0 {
+			// Sequences wait while it generates: the replica is at its
+			// limit, so its rate is what one replica sustains, the
+			// measurement tokens_per_second should hold.
+			saturated = max(saturated, rt)
+		}
 		queued += o.Queued
 		running += o.Running
 	}
@@ -205,5 +212,5 @@ func tokenSample(now time.Time, t Target, reports map[string]decider.TokenObserv
 	if perReplicaConcurrency > 0 {
 		sample = max(sample, concurrency/perReplicaConcurrency*t.TokensPerReplica)
 	}
-	return sample, tps, queued
+	return sample, tps, queued, saturated
 }

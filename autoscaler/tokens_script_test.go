@@ -27,8 +27,10 @@ var rewrite = flag.Bool("rewrite", false, "rewrite testdata/tokens/*.txt with th
 //	spec tokens_per_replica=R min=N max=N [concurrency=C]
 //	tick at=DURATION ready=N starting=N [conc=C] [ADDR=GENERATED/QUEUED/RUNNING ...]
 //
-// A tick prints the tokens per second, the queued sequences, the sample
-// (the demand in tokens per second) and the decision.
+// A tick prints the tokens per second (and the rate of the fastest
+// replica with sequences waiting, the measured capacity), the queued
+// sequences, the sample (the demand in tokens per second) and the
+// decision.
 func TestTokenScripts(t *testing.T) {
 	files, _ := filepath.Glob("testdata/tokens/*.txt")
 	if len(files) == 0 {
@@ -115,14 +117,18 @@ func runTokenScript(t *testing.T, script string) string {
 				target.Replicas = append(target.Replicas, k)
 			}
 			target.Ready, target.Starting = int(num("ready")), int(num("starting"))
-			sample, tps, queued := tokenSample(now, target, reports, prev, num("conc"), target.TargetPerReplica, 3*time.Second)
+			sample, tps, queued, saturated := tokenSample(now, target, reports, prev, num("conc"), target.TargetPerReplica, 3*time.Second)
 			d.Record(now, sample)
 			dec := d.Decide(now, decider.Inputs{Ready: target.Ready, Starting: target.Starting})
 			valid := ""
 			if !dec.Valid {
 				valid = " (not valid)"
 			}
-			fmt.Fprintf(&out, "%.0f tokens/s, %d queued, demand %.0f tokens/s: desired %d%s, %s\n", tps, queued, sample, dec.Desired, valid, dec.Reason)
+			sat := ""
+			if saturated > 0 {
+				sat = fmt.Sprintf(" (a saturated replica: %.0f tokens/s)", saturated)
+			}
+			fmt.Fprintf(&out, "%.0f tokens/s%s, %d queued, demand %.0f tokens/s: desired %d%s, %s\n", tps, sat, queued, sample, dec.Desired, valid, dec.Reason)
 		default:
 			t.Fatalf("line %d: unknown command %q", i+1, f[0])
 		}

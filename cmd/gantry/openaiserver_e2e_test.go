@@ -239,6 +239,14 @@ func TestOpenAIServerEntityE2E(t *testing.T) {
 		if !strings.Contains(metrics, "gantry_autoscaler_observed_tokens_per_second{") {
 			t.Errorf("/metrics lacks gantry_autoscaler_observed_tokens_per_second")
 		}
+		// The fake's replica sustains 100 tokens/s (2 sequences, 20 ms a
+		// token); the autoscaler measures it from a replica with
+		// sequences waiting.
+		sat := metricValue(metrics, "gantry_autoscaler_saturated_tokens_per_second{")
+		if sat < 50 || sat > 150 {
+			t.Errorf("measured %v tokens/s for a saturated replica, want about 100", sat)
+		}
+		t.Logf("measured capacity of one replica: %.0f tokens/s", sat)
 		t.Logf("under token load: %d ready of %d desired after %s", e.Replicas.Ready, e.Replicas.Desired, rose.Round(time.Millisecond))
 	})
 }
@@ -308,4 +316,19 @@ func getText(t testing.TB, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// metricValue is the value of the first series whose line starts with
+// prefix, or -1.
+func metricValue(text, prefix string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			var v float64
+			if _, err := fmt.Sscan(f[len(f)-1], &v); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
 }
