@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantry/gantry/features/onlinestore"
@@ -27,6 +28,9 @@ type Cache struct {
 	maxShard  int64 // bytes per shard
 	seed      maphash.Seed
 	shards    [cacheShards]cacheShard
+
+	// hits and misses count keys, for Stats.
+	hits, misses atomic.Int64
 
 	// cols interns each table's columns (one string per table, not per
 	// entry): generations rarely change them.
@@ -95,6 +99,18 @@ func NewCache(next Looker, o CacheOptions) *Cache {
 		c.shards[i].m = map[string]cacheEntry{}
 	}
 	return c
+}
+
+// CacheStats count a Cache's keys since it was made.
+type CacheStats struct {
+	Hits, Misses int64 // keys answered from memory, and read from the store
+	Bytes        int64 // the memory the entries are accounted for now
+}
+
+// Stats reads the cache's counters: the hit ratio is what tells whether a
+// staleness is worth its cost.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.Bytes()}
 }
 
 // Bytes is the memory the entries are accounted for.
@@ -184,7 +200,9 @@ func (c *Cache) Lookup(ctx context.Context, qs []onlinestore.Query) ([]onlinesto
 	var missOf []int             // miss[m] answers qs[missOf[m]]
 	var missAt [][]int           // missAt[m][k]: the position of miss[m].Keys[k] in its query
 	var buf [128]byte
+	keys := 0
 	for i, q := range qs {
+		keys += len(q.Keys)
 		out[i].Rows = make([][]byte, len(q.Keys))
 		var hit bool
 		var m int = -1
@@ -204,6 +222,12 @@ func (c *Cache) Lookup(ctx context.Context, qs []onlinestore.Query) ([]onlinesto
 			missAt[m] = append(missAt[m], j)
 		}
 	}
+	var missed int
+	for _, m := range miss {
+		missed += len(m.Keys)
+	}
+	c.misses.Add(int64(missed))
+	c.hits.Add(int64(keys - missed))
 	if len(miss) == 0 {
 		return out, nil
 	}

@@ -3,6 +3,8 @@ package features_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,6 +109,9 @@ func TestCacheStaleness(t *testing.T) {
 	if n := store.keys.Load(); n != 2 {
 		t.Errorf("keys read from Redis: %d, want 2 (42 once, then 43 only)", n)
 	}
+	if s := cache.Stats(); s.Hits != 1 || s.Misses != 2 || s.Bytes <= 0 {
+		t.Errorf("stats %+v, want 1 hit (42) and 2 misses (42, then 43)", s)
+	}
 	calls := store.calls.Load()
 	if got := serve(t, p, cache, `{"dataframe_records":[{"user_id":42}]}`); got != `{"outputs":[{"txn_count_7d":7}]}` || store.calls.Load() != calls {
 		t.Errorf("a hit went to Redis, or answered %s", got)
@@ -208,5 +213,57 @@ func TestFresh(t *testing.T) {
 		if got := features.Fresh(at, at.Add(c.age), time.Second); got != c.want {
 			t.Errorf("age %v: fresh %v, want %v", c.age, got, c.want)
 		}
+	}
+}
+
+// mapStore is an in-memory Looker: row "[k]" for every key k below n.
+type mapStore struct{ n int }
+
+func (m mapStore) Lookup(_ context.Context, qs []onlinestore.Query) ([]onlinestore.Result, error) {
+	out := make([]onlinestore.Result, len(qs))
+	for i, q := range qs {
+		out[i] = onlinestore.Result{Columns: `["v"]`, Rows: make([][]byte, len(q.Keys))}
+		for j, k := range q.Keys {
+			if n, err := strconv.Atoi(k); err == nil && n < m.n {
+				out[i].Rows[j] = []byte("[" + k + "]")
+			}
+		}
+	}
+	return out, nil
+}
+
+// Goroutines looking up overlapping keys, hits and misses mixed, through
+// a cache small enough to evict all the time: every answer is the key's
+// row (run with -race).
+func TestCacheConcurrent(t *testing.T) {
+	cache := features.NewCache(mapStore{n: 400}, features.CacheOptions{Staleness: time.Hour, MaxBytes: 16 << 10})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				q := onlinestore.Query{Table: "t", Keys: []string{fmt.Sprint((g*7 + i) % 500), fmt.Sprint(i % 50)}}
+				res, err := cache.Lookup(context.Background(), []onlinestore.Query{q})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for j, k := range q.Keys {
+					want := "[" + k + "]"
+					if n, _ := strconv.Atoi(k); n >= 400 {
+						want = ""
+					}
+					if string(res[0].Rows[j]) != want || res[0].Columns != `["v"]` {
+						t.Errorf("key %s: %q %s", k, res[0].Rows[j], res[0].Columns)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if b := cache.Bytes(); b > 16<<10 {
+		t.Errorf("%d bytes over a bound of %d", b, 16<<10)
 	}
 }

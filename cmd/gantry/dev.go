@@ -367,7 +367,7 @@ func runDev(ctx context.Context, o *controlPlaneOptions, so *scalingOptions, qo 
 			return err
 		}
 		defer closeFeatures()
-		o.features, look = fs, o.onlineStore.looker(fs.Store)
+		o.features, look = fs, o.onlineStore.looker(fs.Store, reg)
 	}
 	cp, err := openControlPlane(o, log, reg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/gantry/gantry/features/onlinestore"
 	"github.com/gantry/gantry/features/publish"
 	"github.com/gantry/gantry/scheduler"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
@@ -36,12 +37,24 @@ func (o *onlineStoreOptions) cacheFlags(c *cobra.Command) {
 }
 
 // looker is what the activator looks features up with: st, behind the
-// cache when a staleness is set.
-func (o *onlineStoreOptions) looker(st *onlinestore.Store) features.Looker {
+// cache when a staleness is set, whose counters reg exports.
+func (o *onlineStoreOptions) looker(st *onlinestore.Store, reg prometheus.Registerer) features.Looker {
 	if o.staleness <= 0 {
 		return st
 	}
-	return features.NewCache(st, features.CacheOptions{Staleness: o.staleness, MaxBytes: o.cacheBytes})
+	c := features.NewCache(st, features.CacheOptions{Staleness: o.staleness, MaxBytes: o.cacheBytes})
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_feature_cache_hits_total",
+			Help: "Feature lookup keys answered from the activator's cache (--feature-cache-staleness)."},
+			func() float64 { return float64(c.Stats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gantry_feature_cache_misses_total",
+			Help: "Feature lookup keys the activator's cache did not hold fresh, read from the online store."},
+			func() float64 { return float64(c.Stats().Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gantry_feature_cache_bytes",
+			Help: "Memory the feature lookup cache's entries are accounted for (bounded by --feature-cache-max-bytes)."},
+			func() float64 { return float64(c.Bytes()) }),
+	)
+	return c
 }
 
 func (o *onlineStoreOptions) flags(c *cobra.Command, embedded bool) {

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +109,25 @@ func TestSplitComponentsOnlineStore(t *testing.T) {
 	}
 	if got := invokeUntil(t, cachedAddr, "user-features", body, 200); string(got) != served {
 		t.Errorf("after a publish, the caching activator answered %s, want its cached %s", got, served)
+	}
+
+	// The caching activator counts its hits and misses in its metrics.
+	resp, err := http.Get("http://" + cachedAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"gantry_feature_cache_hits_total", "gantry_feature_cache_misses_total", "gantry_feature_cache_bytes"} {
+		var v float64
+		for _, line := range strings.Split(string(scrape), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == m {
+				v, _ = strconv.ParseFloat(f[1], 64)
+			}
+		}
+		if v <= 0 {
+			t.Errorf("the caching activator's %s is %v, want > 0", m, v)
+		}
 	}
 
 	// Redis gone: the activator without a cache answers 503 with the

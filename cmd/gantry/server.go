@@ -140,6 +140,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	} else {
 		log.Warn("invocations are not checked (--auth=false): anyone who reaches this port may invoke every endpoint")
 	}
+	reg := newRegistry()
 	var look features.Looker // nil: entities that look features up get 503
 	if fo.url != "" {
 		st, err := fo.openStore(ctx)
@@ -147,7 +148,7 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 			return err
 		}
 		defer st.Close()
-		look = fo.looker(st)
+		look = fo.looker(st, reg)
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -157,7 +158,6 @@ func runActivator(ctx context.Context, listen, schedulerURL, autoscalerURL strin
 	if ln, err = ao.tls.wrap(ln, log); err != nil {
 		return err
 	}
-	reg := newRegistry()
 	var report *activator.Reporter
 	poke := func(string) {} // no autoscaler: nothing to wake
 	if autoscalerURL != "" {
