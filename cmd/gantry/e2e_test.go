@@ -162,6 +162,18 @@ func learnToken(t testing.TB, addr, dataDir string) string {
 	return tok
 }
 
+// componentsToken reads the components' token that gantry dev or
+// scheduler wrote to dataDir on its first start: what activators,
+// autoscalers and loggers run apart are given.
+func componentsToken(t testing.TB, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, api.ComponentsTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // tokenOf is the admin token of the Gantry at addr ("" if none).
 func tokenOf(addr string) string {
 	tok, _ := adminTokens.Load(addr)

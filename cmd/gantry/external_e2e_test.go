@@ -188,10 +188,11 @@ func TestExternalModelsEndToEnd(t *testing.T) {
 	}
 
 	// gantry activator in a process of its own, following gantry dev's
-	// route table with the admin token, gets the keys from external-keys.
+	// route table with the components' token, gets the keys from
+	// external-keys.
 	actAddr := freeAddr(t)
-	token := tokenOf(addr)
-	adminTokens.Store(actAddr, token)
+	token := componentsToken(t, dataDir)
+	adminTokens.Store(actAddr, tokenOf(addr))
 	act := startProc(t, bin, actAddr, "activator", "--listen", actAddr, "--scheduler", "http://"+addr, "--token", token)
 	remote := &answers{base: "http://" + actAddr}
 	for _, c := range []struct{ path, body, want string }{

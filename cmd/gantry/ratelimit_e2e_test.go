@@ -26,12 +26,15 @@ func TestRateLimitsThreeActivators(t *testing.T) {
 	}
 	bin := buildGantry(t)
 	schedAddr := freeAddr(t)
-	startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", t.TempDir())
-	token := tokenOf(schedAddr)
+	dataDir := t.TempDir()
+	startProc(t, bin, schedAddr, "scheduler", "--listen", schedAddr, "--data-dir", dataDir)
+	// The activators coordinate with the components' token; the test's
+	// calls carry the admin's.
+	token := componentsToken(t, dataDir)
 	var acts []string
 	for i := 0; i < 3; i++ {
 		a := freeAddr(t)
-		adminTokens.Store(a, token)
+		adminTokens.Store(a, tokenOf(schedAddr))
 		startProc(t, bin, a, "activator", "--listen", a, "--scheduler", "http://"+schedAddr, "--token", token)
 		acts = append(acts, a)
 	}

@@ -7,7 +7,6 @@ package main
 import (
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,11 +26,7 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 	// The components call the scheduler with the components' token, not
 	// an admin's; the tests' transport sends the admin token to the
 	// activator, as a user's client would send theirs.
-	b, err := os.ReadFile(filepath.Join(dataDir, api.ComponentsTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(b))
+	token := componentsToken(t, dataDir)
 	adminTokens.Store(actAddr, tokenOf(schedAddr))
 	asc := startProc(t, bin, ascAddr, append([]string{"autoscaler", "--listen", ascAddr,
 		"--scheduler", "http://" + schedAddr, "--token", token}, shortWindows...)...)
