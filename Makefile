@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
+.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
 
 all: build
 
@@ -24,13 +24,13 @@ image:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
 	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
 
-run: build test-deps
+run: build test-deps llama-libs
 	./$(BIN) dev --listen $(LISTEN) --data-dir $(DATA)
 
 # The race detector is on for everything; the end-to-end test builds the
 # binary and runs real worker processes. test/clients is a module of its
 # own: the official SDKs against gantry dev, without them in go.mod.
-test: test-deps console-deps console
+test: test-deps console-deps console llama-libs
 	$(GO) vet ./...
 	cd api && $(GO) vet ./... && $(GO) test -race ./...
 	$(GO) test -race -timeout 15m ./...
@@ -149,6 +149,23 @@ console-deps: console/web/node_modules/.package-lock.json
 TEST_DEBS := clickhouse-server redis-server python3-scipy python3-sklearn python3-torch python3-pandas python3-cloudpickle
 test-deps:
 	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_DEBS))
+
+# llama.cpp for the GGUF runtime (worker/llm): the prebuilt CPU libraries
+# of npm's @node-llama-cpp/linux-x64, the build pinned with yzma v1.26.1 in
+# go.mod (newer yzma looks up symbols these lack). The worker loads them at
+# run time, with no cgo, from bin/llama (beside bin/gantry) or
+# --llama-lib-dir; they need Debian's libffi8. Fetched with npm pack, from
+# the registry, once.
+LLAMA_NPM := @node-llama-cpp/linux-x64@3.21.1
+LLAMA_DIR := bin/llama
+llama-libs: $(LLAMA_DIR)/libllama.so
+$(LLAMA_DIR)/libllama.so:
+	@dpkg -s libffi8 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libffi8)
+	rm -rf $(LLAMA_DIR).tmp && mkdir -p $(LLAMA_DIR).tmp $(LLAMA_DIR)
+	cd $(LLAMA_DIR).tmp && npm pack --silent $(LLAMA_NPM) >/dev/null && tar xzf *.tgz
+	cp $(LLAMA_DIR).tmp/package/bins/linux-x64/*.so $(LLAMA_DIR)/
+	cd $(LLAMA_DIR) && ln -sf $$(ls libggml.v*.so) libggml.so && ln -sf $$(ls libllama.v*.so) libllama.so
+	rm -rf $(LLAMA_DIR).tmp
 
 bench-deps:
 	@mkdir -p bin
