@@ -37,7 +37,8 @@ var openAIPaths = map[string]string{
 }
 
 // openAI serves the OpenAI SDK's paths: the body's model names the
-// endpoint, which must serve external models of the path's task.
+// endpoint, which must serve an LLM (external, or a model on an LLM
+// runtime) of the path's task.
 func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, start time.Time) {
 	t := a.table.Load()
 	if t == nil {
@@ -91,6 +92,11 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 	case en.features != nil || en.featureErr != nil:
 		ep.requests.WithLabelValues("400").Inc()
 		fail(ctx, api.ErrInvalidParameterValue, "model: endpoint %s serves features, not an LLM; call /serving-endpoints/%s/invocations", ep.name, ep.name)
+	case en.task != "":
+		// A model on the GGUF runtime: its task is known here.
+		ctx.Response.Header.Set(headerServedModel, en.name)
+		a.invokeLLM(ctx, ep, en, task, id, start.Add(a.cfg.Timeout))
+		en.requests.inc(ctx.Response.StatusCode())
 	case en.external == nil:
 		// A model served by replicas (an openai_server or GGUF entity):
 		// the body goes to the worker as an invocation, with the path's

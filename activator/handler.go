@@ -1,7 +1,6 @@
 package activator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -124,7 +123,7 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 		defer a.mirror(ctx, ep, id, sent)
 	}
 	if ctx.Response.IsBodyStream() {
-		return // an external entity's stream: its writer records it when it ends
+		return // an LLM's stream: its writer records it when it ends
 	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
@@ -133,7 +132,7 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	}
 	if ep.usage {
 		en := ep.entities[string(ctx.Response.Header.Peek(headerServedModel))]
-		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), en != nil && en.external != nil)
+		a.trackUsage(ep, usageOf(ctx, ep, id, start), ctx.PostBody(), ctx.Response.Body(), en != nil && (en.external != nil || en.task != ""))
 	}
 }
 
@@ -340,6 +339,9 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	case en.external != nil:
 		// Handler set deadline to its start plus Timeout.
 		forwarded = a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
+	case en.task != "":
+		a.invokeLLM(ctx, ep, en, "", id, deadline)
+		forwarded = true
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true
@@ -446,7 +448,7 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 		}
 	}()
 	// An LLM request that asks for a stream gets its answer as it is
-	// generated: the worker's body is read as it arrives (streamWorker),
+	// generated: the worker's body is read as it arrives (relay, llm.go),
 	// not whole. Only such requests take the streaming path, so that every
 	// other answer keeps its one buffer swap.
 	resp.StreamBody = asksStream(ctx.PostBody())
@@ -488,7 +490,14 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 	}
 	if err == nil && resp.BodyStream() != nil && isEventStream(resp.Header.ContentType()) {
 		streamed = true
-		a.streamWorker(ctx, en, resp, release)
+		// The stream's writer holds the slot, the in-flight count and
+		// resp until the stream ends (llm.go).
+		a.relay(ctx, en, resp, func() {
+			if release != nil {
+				release()
+			}
+			en.inFlight.Dec()
+		}, id, deadline.Add(-a.cfg.Timeout))
 		return
 	}
 	if release != nil {
@@ -540,48 +549,6 @@ func asksStream(body []byte) bool {
 
 func isEventStream(ct []byte) bool {
 	return bytes.HasPrefix(ct, []byte("text/event-stream"))
-}
-
-// streamWorker passes a worker's event stream to the client as it
-// arrives: each read is written and flushed at once, so a token reaches
-// the client when the worker sends it. The replica's slot (release) and
-// the in-flight count are held until the stream ends, since the replica
-// is generating until then. A flush that fails (the client went away)
-// closes the worker's stream, which cancels the generation there.
-//
-// A worker stream is not captured in inference tables or usage yet: the
-// answer would have to be assembled from the chunks, as external streams
-// are.
-func (a *Activator) streamWorker(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.Response, release func()) {
-	ctx.SetStatusCode(resp.StatusCode())
-	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
-	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
-	body := resp.BodyStream()
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer func() {
-			resp.CloseBodyStream()
-			fasthttp.ReleaseResponse(resp)
-			if release != nil {
-				release()
-			}
-			en.inFlight.Dec()
-		}()
-		buf := make([]byte, 4096)
-		for {
-			n, err := body.Read(buf)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return
-				}
-				if w.Flush() != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
 }
 
 // wait holds a request that found no free slot in en's queue until a slot

@@ -94,6 +94,9 @@ type entity struct {
 	// external is set for an external model: the activator calls its
 	// provider (external.go) and pool stays empty.
 	external *api.ExternalRoute
+	// task is set for a model served by an LLM runtime: its answers may
+	// stream (llm.go), and the OpenAI SDK's paths reach it.
+	task string
 	// features looks features up before the request goes on (or answers
 	// it, for a feature-serving entity); featureErr is why a route's spec
 	// could not compile.
@@ -246,6 +249,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 					"served entity %s of endpoint %s has too many requests waiting for a replica; retry later", e.Name, er.Name)),
 			}
 			en.external = e.External
+			en.task = e.Task
 			if e.Features != nil {
 				en.features, en.featureErr = a.featurePlan(er.Name, e.Name, e.Features)
 			}

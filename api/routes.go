@@ -87,6 +87,11 @@ type EntityRoute struct {
 	// Open Inference Protocol's model metadata lists its inputs and
 	// outputs.
 	Signature *Schema `json:"signature,omitempty"`
+	// Task is set for a model served by an LLM runtime (TaskChat, ...):
+	// its invocations take the unified LLM bodies, the OpenAI SDK's paths
+	// reach it, and its answers may stream (text/event-stream), which the
+	// activator passes on event by event.
+	Task string `json:"task,omitempty"`
 	// External is set for an external model: the activator calls the
 	// provider itself, and Replicas is empty.
 	External *ExternalRoute `json:"external,omitempty"`

@@ -469,6 +469,9 @@ type ModelVersion struct {
 	Flavors   []string `json:"flavors"`
 	Signature *Schema  `json:"signature,omitempty"`
 	SizeBytes int64    `json:"size_bytes"`
+	// Task is set for a model that an LLM runtime serves (a gguf
+	// flavor): the unified task its endpoint answers (TaskChat, ...).
+	Task string `json:"task,omitempty"`
 	// TokensPerSecond is an LLM flavor's tokens_per_second: the rate one
 	// replica sustains, as the model's author measured it; 0 when not
 	// given.

@@ -335,7 +335,7 @@ func (s *Stream) Close() {
 func (s *Stream) Run(emit func(chunk []byte) error) (Answer, error) {
 	defer s.Close()
 	var asm assembler
-	rd := newSSEReader(s.resp.Body)
+	rd := NewSSEReader(s.resp.Body)
 	for {
 		ev, err := rd.Next()
 		if err != nil {
@@ -344,27 +344,27 @@ func (s *Stream) Run(emit func(chunk []byte) error) (Answer, error) {
 				// message_stop, Cohere with message-end; an end without
 				// them is a cut, unless the server simply closes (some
 				// OpenAI-compatible servers do after the usage chunk).
-				if _, ok := s.tr.(openAIStream); ok && asm.id != "" {
-					return asm.answer(), nil
+				if _, ok := s.tr.(openAIStream); ok && asm.Started() {
+					return answerOf(&asm), nil
 				}
 			}
 			if errors.Is(err, ErrEventTooLarge) {
-				return asm.answer(), fmt.Errorf("provider %s: %w", s.rt.Provider, err)
+				return answerOf(&asm), fmt.Errorf("provider %s: %w", s.rt.Provider, err)
 			}
-			return asm.answer(), transportError(s.ctx, s.rt, err)
+			return answerOf(&asm), transportError(s.ctx, s.rt, err)
 		}
 		chunks, done, err := s.tr.event(ev)
 		if err != nil {
-			return asm.answer(), fmt.Errorf("provider %s: %s", s.rt.Provider, scrub(err.Error(), s.rt.Key))
+			return answerOf(&asm), fmt.Errorf("provider %s: %s", s.rt.Provider, scrub(err.Error(), s.rt.Key))
 		}
 		for _, c := range chunks {
-			asm.add(c)
+			asm.Add(c)
 			if err := emit(c); err != nil {
-				return asm.answer(), err
+				return answerOf(&asm), err
 			}
 		}
 		if done {
-			return asm.answer(), nil
+			return answerOf(&asm), nil
 		}
 	}
 }

@@ -22,11 +22,11 @@ type Event struct {
 	Data []byte
 }
 
-// sseReader reads events as they arrive, following the WHATWG rules that
+// SSEReader reads events as they arrive, following the WHATWG rules that
 // providers rely on: lines end in LF, CRLF or CR; "data:" lines
 // accumulate; a blank line dispatches; ":" starts a comment; one space
 // after the colon is dropped; an event without data is not dispatched.
-type sseReader struct {
+type SSEReader struct {
 	r    *bufio.Reader
 	data []byte
 	name []byte
@@ -35,14 +35,16 @@ type sseReader struct {
 	sawCR bool
 }
 
-func newSSEReader(r io.Reader) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 4096)}
+// NewSSEReader reads the events of r: a provider's stream here, a GGUF
+// worker's in the activator.
+func NewSSEReader(r io.Reader) *SSEReader {
+	return &SSEReader{r: bufio.NewReaderSize(r, 4096)}
 }
 
 // Next returns the next event. Its Data is valid until the next call. At
 // the end of the stream it returns io.EOF; a last event without its
 // blank line is dropped, as the spec says.
-func (s *sseReader) Next() (Event, error) {
+func (s *SSEReader) Next() (Event, error) {
 	for {
 		line, err := s.line()
 		if err != nil {
@@ -80,7 +82,7 @@ func (s *sseReader) Next() (Event, error) {
 }
 
 // line reads one line without its end, at most MaxEventSize long.
-func (s *sseReader) line() ([]byte, error) {
+func (s *SSEReader) line() ([]byte, error) {
 	var buf []byte
 	for {
 		b, err := s.r.ReadByte()

@@ -43,6 +43,9 @@ type world struct {
 	// table (the Open Inference Protocol's metadata); nil, or nil answers,
 	// leave it out.
 	signature func(name, version string) *api.Schema
+	// task is a model version's LLM task ("" for other models); nil
+	// leaves it out.
+	task func(name, version string) string
 	// featureRoute is a model version's feature route (its
 	// feature_spec.yaml resolved), nil when it has none; nil leaves
 	// feature specs unread.
@@ -425,8 +428,13 @@ func (w *world) route(ep *store.Endpoint, cur []entity) api.EndpointRoute {
 		} else if isFeatureServing(e.served) {
 			er.Concurrency = 0
 			er.Features, _ = w.specFeatures(e.served.EntityName) // unresolved: its Error refuses calls
-		} else if w.signature != nil {
-			er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
+		} else {
+			if w.signature != nil {
+				er.Signature = w.signature(e.served.EntityName, e.served.EntityVersion)
+			}
+			if w.task != nil {
+				er.Task = w.task(e.served.EntityName, e.served.EntityVersion)
+			}
 		}
 		if w.featureRoute != nil && !e.noDeployment() && e.err == nil {
 			// A spec that cannot be served fails the entity here, at

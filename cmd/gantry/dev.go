@@ -51,6 +51,7 @@ type controlPlaneOptions struct {
 	docker    dockerOptions
 	nomad     nomadOptions
 	python    string // --python: the interpreter local workers serve Python models with
+	llamaLib  string // --llama-lib-dir: the llama.cpp libraries local workers serve GGUF models with
 	// auth turns on authentication and authorization (--auth, default
 	// on): every API call and invocation needs a bearer token.
 	auth bool

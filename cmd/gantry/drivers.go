@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/local"
+	"github.com/gantry/gantry/worker/llm"
 	"github.com/gantry/gantry/worker/pyfunc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -44,14 +46,22 @@ func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Regi
 func (o *controlPlaneOptions) pythonFlag(c *cobra.Command) {
 	c.Flags().StringVar(&o.python, "python", pyfunc.DefaultPython,
 		"Python interpreter for models without a native runtime (sklearn, pytorch, custom pyfunc), passed to local workers; a name is looked up on PATH")
+	addLLMFlags(c, &o.llamaLib)
 }
 
 // workerEnv is what local workers get on top of their clean environment.
 // Workers do not inherit this process's variables, so GANTRY_PYTHON set
 // for gantry dev reaches them only through here.
 func (o *controlPlaneOptions) workerEnv() []string {
-	if o.python == "" || o.python == pyfunc.DefaultPython {
-		return nil
+	var env []string
+	if o.python != "" && o.python != pyfunc.DefaultPython {
+		env = append(env, "GANTRY_PYTHON="+o.python)
 	}
-	return []string{"GANTRY_PYTHON=" + o.python}
+	// The libraries' folder as an absolute path: a worker's default
+	// (beside its binary, or ./bin/llama) resolves against its own
+	// directory, not this process's.
+	if dir, err := filepath.Abs(llm.LibDir(o.llamaLib)); err == nil {
+		env = append(env, llm.LibEnv+"="+dir)
+	}
+	return env
 }

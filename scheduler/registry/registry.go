@@ -71,7 +71,8 @@ type Registry struct {
 	used int64
 	now  func() time.Time
 
-	// signatures caches Signature's answers by "name\x00version".
+	// signatures caches versions' metadata (*api.ModelVersion) for
+	// Signature and Task, by "name\x00version".
 	signatures sync.Map
 }
 
@@ -190,6 +191,7 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 		Version:           strconv.Itoa(v),
 		Flavors:           m.FlavorNames(),
 		Signature:         m.Signature,
+		Task:              llmTask(m),
 		SizeBytes:         artifactSize,
 		TokensPerSecond:   tps,
 		CreationTimestamp: r.now().UnixMilli(),
@@ -345,7 +347,49 @@ func modelRoot(dir string) (string, error) {
 
 // checkFlavorData makes sure every file a flavor names is there, so that a
 // model missing its weights is refused now rather than failing in a worker.
+// llmTask is the task of a model that an LLM runtime serves: the gguf
+// flavor's (llm/v1/chat when it names none).
+func llmTask(m *mlmodel.Model) string {
+	f, ok := m.Flavors["gguf"]
+	if !ok {
+		return ""
+	}
+	if t, _ := f["task"].(string); t != "" {
+		return t
+	}
+	return api.TaskChat
+}
+
+// checkGGUF checks a gguf flavor at upload: its model_file is in the
+// upload, and its task is one the runtime serves.
+func checkGGUF(dir string, m *mlmodel.Model) error {
+	f, ok := m.Flavors["gguf"]
+	if !ok {
+		return nil
+	}
+	file, _ := f["model_file"].(string)
+	if file == "" {
+		return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor gguf: model_file is required (the GGUF file's path in the model directory)")
+	}
+	p := filepath.Join(dir, filepath.FromSlash(file))
+	if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+		return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor gguf: model_file %q leaves the model directory", file)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor gguf names model_file %q, which is not in the upload", file)
+	}
+	switch t := llmTask(m); t {
+	case api.TaskChat, api.TaskCompletions, api.TaskEmbeddings:
+	default:
+		return api.Errorf(api.ErrInvalidParameterValue, "MLmodel flavor gguf: task %q is not one of %s, %s, %s", t, api.TaskChat, api.TaskCompletions, api.TaskEmbeddings)
+	}
+	return nil
+}
+
 func checkFlavorData(dir string, m *mlmodel.Model) error {
+	if err := checkGGUF(dir, m); err != nil {
+		return err
+	}
 	for _, name := range m.FlavorNames() {
 		data, ok := m.Flavors[name]["data"].(string)
 		if !ok || data == "" {
@@ -476,16 +520,34 @@ func (r *Registry) SetFeatureSpec(name, version, spec string) (*api.ModelVersion
 // or cannot be read. A stored version never changes, so answers are
 // cached: the route table asks on every pass, under the scheduler's lock.
 func (r *Registry) Signature(name, version string) *api.Schema {
+	if mv := r.cached(name, version); mv != nil {
+		return mv.Signature
+	}
+	return nil
+}
+
+// Task is the LLM task a stored version is served for (its gguf flavor's
+// task), "" for other models; cached as Signature is.
+func (r *Registry) Task(name, version string) string {
+	if mv := r.cached(name, version); mv != nil {
+		return mv.Task
+	}
+	return ""
+}
+
+// cached is Get from memory after its first answer; nil when the version
+// cannot be read (not cached: it may not be stored yet).
+func (r *Registry) cached(name, version string) *api.ModelVersion {
 	key := name + "\x00" + version
 	if v, ok := r.signatures.Load(key); ok {
-		return v.(*api.Schema)
+		return v.(*api.ModelVersion)
 	}
 	mv, err := r.Get(name, version)
 	if err != nil {
-		return nil // not cached: the version may not be stored yet
+		return nil
 	}
-	r.signatures.Store(key, mv.Signature)
-	return mv.Signature
+	r.signatures.Store(key, mv)
+	return mv
 }
 
 func (r *Registry) ModelDir(name, version string) (string, error) {

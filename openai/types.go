@@ -1,4 +1,4 @@
-package external
+package openai
 
 import (
 	"encoding/json"
@@ -15,42 +15,48 @@ type Usage struct {
 	TotalTokens      int  `json:"total_tokens"`
 }
 
-func newUsage(prompt, completion int) *Usage {
+// NewUsage is the usage of a generation.
+func NewUsage(prompt, completion int) *Usage {
 	return &Usage{PromptTokens: prompt, CompletionTokens: &completion, TotalTokens: prompt + completion}
 }
 
-type completion struct {
+// Completion is a chat.completion, a chat.completion.chunk or a
+// text_completion.
+type Completion struct {
 	ID      string   `json:"id"`
 	Object  string   `json:"object"`
 	Created int64    `json:"created"`
 	Model   string   `json:"model"`
-	Choices []choice `json:"choices"`
+	Choices []Choice `json:"choices"`
 	Usage   *Usage   `json:"usage,omitempty"`
 }
 
-// choice is a choice of a chat.completion (Message), a chunk (Delta) or
+// Choice is a choice of a chat.completion (Message), a chunk (Delta) or
 // a text_completion (Text).
-type choice struct {
+type Choice struct {
 	Index        int      `json:"index"`
 	Message      *Message `json:"message,omitempty"`
-	Delta        *delta   `json:"delta,omitempty"`
+	Delta        *Delta   `json:"delta,omitempty"`
 	Text         *string  `json:"text,omitempty"`
 	FinishReason *string  `json:"finish_reason"`
 }
 
-type delta struct {
+// Delta is a chunk's part of the message.
+type Delta struct {
 	Role    string  `json:"role,omitempty"`
 	Content *string `json:"content,omitempty"`
 }
 
-type embeddingList struct {
+// EmbeddingList is an embeddings answer.
+type EmbeddingList struct {
 	Object string      `json:"object"`
 	Model  string      `json:"model"`
-	Data   []embedding `json:"data"`
+	Data   []Embedding `json:"data"`
 	Usage  *Usage      `json:"usage,omitempty"`
 }
 
-type embedding struct {
+// Embedding is one input's vector.
+type Embedding struct {
 	Object    string          `json:"object"`
 	Index     int             `json:"index"`
 	Embedding json.RawMessage `json:"embedding"`
@@ -58,26 +64,16 @@ type embedding struct {
 
 // Objects of the unified answers.
 const (
-	objChat      = "chat.completion"
-	objChunk     = "chat.completion.chunk"
-	objText      = "text_completion"
-	objEmbedList = "list"
+	ObjChat      = "chat.completion"
+	ObjChunk     = "chat.completion.chunk"
+	ObjText      = "text_completion"
+	ObjEmbedList = "list"
 )
 
-func ptr[T any](v T) *T { return &v }
-
-// Answer is what a call produced, for the activator's record and metrics.
-type Answer struct {
-	// Body is the unified answer (for a stream: the chunks assembled into
-	// one chat.completion or text_completion).
-	Body  []byte
-	Usage *Usage
-}
-
-// assembler builds the whole answer of a stream from its unified chunks,
+// Assembler builds the whole answer of a stream from its unified chunks,
 // for the inference table: the text of each choice, its finish reason,
 // and the usage of the last chunk that had one.
-type assembler struct {
+type Assembler struct {
 	id, model, object string
 	created           int64
 	text              []strings.Builder
@@ -85,8 +81,12 @@ type assembler struct {
 	usage             *Usage
 }
 
-func (a *assembler) add(chunk []byte) {
-	var c completion
+// Started says a chunk with an id arrived.
+func (a *Assembler) Started() bool { return a.id != "" }
+
+// Add takes one chunk (an SSE event's data).
+func (a *Assembler) Add(chunk []byte) {
+	var c Completion
 	if json.Unmarshal(chunk, &c) != nil {
 		return
 	}
@@ -97,7 +97,7 @@ func (a *assembler) add(chunk []byte) {
 		a.usage = c.Usage
 	}
 	for _, ch := range c.Choices {
-		if ch.Index < 0 || ch.Index > maxN*maxItems {
+		if ch.Index < 0 || ch.Index > MaxN*maxItems {
 			continue
 		}
 		for len(a.text) <= ch.Index {
@@ -116,18 +116,19 @@ func (a *assembler) add(chunk []byte) {
 	}
 }
 
-// answer is the assembled answer: a chat.completion for chunks, a
-// text_completion for completions.
-func (a *assembler) answer() Answer {
-	out := completion{ID: a.id, Created: a.created, Model: a.model, Usage: a.usage, Choices: []choice{}}
-	text := a.object == objText
-	out.Object = objChat
+// Answer is the assembled answer, a chat.completion for chunks or a
+// text_completion for completions, and the usage of the last chunk that
+// had one.
+func (a *Assembler) Answer() ([]byte, *Usage) {
+	out := Completion{ID: a.id, Created: a.created, Model: a.model, Usage: a.usage, Choices: []Choice{}}
+	text := a.object == ObjText
+	out.Object = ObjChat
 	if text {
-		out.Object = objText
+		out.Object = ObjText
 	}
 	for i := range a.text {
 		s := a.text[i].String()
-		c := choice{Index: i, FinishReason: a.finish[i]}
+		c := Choice{Index: i, FinishReason: a.finish[i]}
 		if text {
 			c.Text = &s
 		} else {
@@ -136,5 +137,5 @@ func (a *assembler) answer() Answer {
 		out.Choices = append(out.Choices, c)
 	}
 	b, _ := json.Marshal(out)
-	return Answer{Body: b, Usage: a.usage}
+	return b, a.usage
 }

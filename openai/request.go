@@ -1,22 +1,10 @@
-// Package external calls the providers behind external model entities
-// (OpenAI and Azure OpenAI, Anthropic, Cohere, any OpenAI-compatible
-// server) for the activator, translating Databricks' unified request and
-// answer shapes to each provider's wire format and back.
-//
-// Who does what:
-//   - Decode checks a unified request (chat, completions or embeddings)
-//     with the ranges Databricks documents; a bad field is a 400 naming it.
-//   - A Gateway holds one HTTP client per provider base URL (keep-alive,
-//     HTTP/2, a bound on connections and on requests in flight) and makes
-//     the call: Call for a whole answer, Stream for server-sent events,
-//     each translated to OpenAI's chat.completion(.chunk) shapes.
-//   - sse.go reads event streams a line at a time, with bounded lines, so
-//     a stream passes through as it arrives and never whole.
-//
-// Keys never appear in an error, a log line or a record: errors name the
-// provider and its status, and upstream error bodies are reduced to their
-// message before they reach the client.
-package external
+// Package openai is the wire of LLM entities: Databricks' unified request
+// (chat, completions, embeddings), decoded and checked with the ranges
+// Databricks documents, and OpenAI's answer shapes, which Databricks'
+// endpoints return and the OpenAI SDK parses. External models (package
+// external) and the GGUF runtime (worker/llm) both speak it, so both
+// kinds of LLM entity answer the same requests the same way.
+package openai
 
 import (
 	"bytes"
@@ -32,7 +20,7 @@ import (
 // Limits of the unified request, as Databricks documents them
 // (QueryEndpointInput).
 const (
-	maxN           = 5
+	MaxN           = 5 // choices of one request
 	maxTemperature = 2.0
 	maxStop        = 4 // OpenAI's limit, the tightest of the providers
 	maxItems       = 2048
@@ -127,8 +115,8 @@ func Decode(task string, body []byte) (*Request, error) {
 		case "max_tokens":
 			r.MaxTokens, err = positiveInt(k, v)
 		case "n":
-			if r.N, err = positiveInt(k, v); err == nil && *r.N > maxN {
-				err = invalidf("n: %d is out of range; an integer between 1 and %d", *r.N, maxN)
+			if r.N, err = positiveInt(k, v); err == nil && *r.N > MaxN {
+				err = invalidf("n: %d is out of range; an integer between 1 and %d", *r.N, MaxN)
 			}
 		case "temperature":
 			var t float64

@@ -1,0 +1,64 @@
+package openai
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/gantry/gantry/api"
+)
+
+func TestDecodeRefusesNamingTheField(t *testing.T) {
+	for _, tc := range []struct{ task, body, want string }{
+		{api.TaskChat, `{"messages": []}`, "messages: required"},
+		{api.TaskChat, `{"messages": [{"role": "robot", "content": "x"}]}`, "messages[0].role: must be one of system, user, assistant"},
+		{api.TaskChat, `{"messages": [{"role": "user"}]}`, "messages[0].content: required"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": 5}]}`, "messages[0].content: must be a string"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x", "name": "n"}]}`, "messages[0]: must be an object with role and content only"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}`, "temperature: 2.5 is out of range; a float between 0.0 and 2.0"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}`, "temperature: must be a number"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "n": 6}`, "n: 6 is out of range; an integer between 1 and 5"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "n": 0}`, "n: 0 is out of range"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1.5}`, "max_tokens: 1.5 is out of range"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}`, "max_tokens: -1 is out of range"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]}`, "stop: 5 sequences; at most 4"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}`, "stream: must be true or false"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "top_p": 0.1}`, "top_p: not a field of llm/v1/chat requests"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "extra_params": {"model": "other"}}`, "extra_params.model: set by Gantry"},
+		{api.TaskChat, `{"messages": [{"role": "user", "content": "x"}], "usage_context": {"a": 1}}`, "usage_context: must be an object of strings"},
+		{api.TaskCompletions, `{"messages": [{"role": "user", "content": "x"}]}`, "messages: not a field of llm/v1/completions"},
+		{api.TaskCompletions, `{"prompt": 5}`, "prompt: must be a string or a list of strings"},
+		{api.TaskEmbeddings, `{"input": "x", "max_tokens": 3}`, "max_tokens: not a field of llm/v1/embeddings"},
+		{api.TaskEmbeddings, `{}`, "input: required"},
+	} {
+		_, err := Decode(tc.task, []byte(tc.body))
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.ErrInvalidParameterValue || !strings.HasPrefix(ae.Message, tc.want) {
+			t.Errorf("%s %s:\n got %v\nwant INVALID_PARAMETER_VALUE starting %q", tc.task, tc.body, err, tc.want)
+		}
+	}
+	for _, body := range []string{``, `[]`, `{"messages": `, `{} {}`, `null`} {
+		_, err := Decode(api.TaskChat, []byte(body))
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != api.ErrMalformedRequest {
+			t.Errorf("%q: %v, want MALFORMED_REQUEST", body, err)
+		}
+	}
+}
+
+func TestDecodeAccepts(t *testing.T) {
+	r := decode(t, api.TaskChat, `{"model": "chat", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+		"n": 2, "stop": "END", "stream": true, "stream_options": {"include_usage": true}, "client_request_id": "c1", "usage_context": {"team": "x"}}`)
+	if r.Messages[0].Content != "ab" || *r.N != 2 || r.Stop[0] != "END" || !r.Stream || !r.IncludeUsage || r.ClientRequestID != "c1" || r.Model != "chat" {
+		t.Errorf("decoded %+v", r)
+	}
+}
+
+func decode(t *testing.T, task, body string) *Request {
+	t.Helper()
+	r, err := Decode(task, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
