@@ -253,8 +253,9 @@ type Writer struct {
 	gen   int64
 	batch []any // field, value, field, value, ...
 	rows  int64
-	// fresh is set for a new generation (a snapshot) that Commit swaps in.
-	fresh bool
+	// fresh is set for a new generation (a snapshot) that Commit swaps in;
+	// committed once it has.
+	fresh, committed bool
 }
 
 // batchRows is the rows one HSET carries; a pipeline of them is sent per
@@ -331,11 +332,25 @@ func (w *Writer) Commit(ctx context.Context, columns []string) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return w.s.wrap(err)
 	}
+	w.committed = true
 	if old != "" {
 		// Readers of the old generation finished inside their script.
 		w.s.rdb.Unlink(ctx, genPrefix(w.src)+old)
 	}
 	return nil
+}
+
+// Abort removes what w wrote to a new generation that was not committed
+// (a snapshot that failed half way); it does nothing for a committed one or
+// for Update's writer, whose rows readers may already use. It has its own
+// deadline, so that it runs when ctx has ended (the failure may be that).
+func (w *Writer) Abort(ctx context.Context) {
+	if !w.fresh || w.committed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	w.s.rdb.Unlink(ctx, genHash(w.src, w.gen))
 }
 
 // Drop removes a table and every generation of it.

@@ -290,6 +290,10 @@ func (p *Publisher) sync(ctx context.Context, t api.OnlineTable, full bool) (api
 		if w, err = p.cfg.Store.NewGeneration(ctx, t.Source); err != nil {
 			return p.failed(ctx, t, err)
 		}
+		// A sync that fails before the swap leaves rows in a generation
+		// no reader will use, and no later publish reuses its number:
+		// remove them (Abort is a no-op once committed).
+		defer w.Abort(ctx)
 		t.Watermark = 0
 	} else {
 		w = p.cfg.Store.Update(ctx, t.Source, t.Generation)
