@@ -10,7 +10,7 @@ BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
 
-.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-deps fixtures fuzz clean image bench-docker console console-deps
+.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-gateway bench-deps fixtures fuzz clean image bench-docker console console-deps
 
 all: build
 
@@ -117,6 +117,14 @@ bench-hostile:
 bench-external:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench '^BenchmarkExternalOverhead$$' -benchtime 2s ./activator/ | grep -v ' INFO ' | tee bin/bench-external.txt
+
+# What an AI gateway config costs a chat call: no config, 5 rate limits
+# plus every guardrail decided in the activator, and the same decided by
+# the scheduler's coordinator over loopback HTTP, same run; and the
+# coordinator round trip alone (reserve).
+bench-gateway:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkGatewayOverhead$$' -benchtime 2000x -count 5 ./activator/ | grep -v ' INFO \| WARN ' | tee bin/bench-gateway.txt
 
 # The web console: a TypeScript app in console/web built by Vite into
 # console/dist, which is committed and embedded in the binary, so that

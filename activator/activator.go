@@ -238,7 +238,7 @@ func New(cfg Config, routes routeSource) *Activator {
 	// (gantry activator) asks the same scheduler to coordinate rate
 	// limits, so that several activators share one budget.
 	if h, ok := cfg.Access.(*HTTPAccess); ok && cfg.RateLimits == nil {
-		cfg.RateLimits = &HTTPRateLimiter{Base: h.Base, Token: h.Token, Client: h.Client}
+		cfg.RateLimits = &HTTPRateLimiter{Base: h.Base, Token: h.Token, Client: PooledClient(h.Client)}
 	}
 	if cfg.QueueDepth <= 0 {
 		cfg.QueueDepth = DefaultQueueDepth

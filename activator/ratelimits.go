@@ -62,11 +62,42 @@ func (l *LocalRateLimiter) Refund(g *api.RateLimitGrant) {
 // Retry-After, never a call let through uncounted, since a limit that
 // holds only while the scheduler is up is what the limits exist to avoid
 // (an endpoint without limits is not affected).
+//
+// Client defaults to one that keeps up to 256 idle connections to the
+// coordinator: Go's default keeps 2 per host, so with 16 calls in flight
+// an invocation dialed 1.4 new connections (of its reserve and refund)
+// and left them in TIME_WAIT, and the activator answered about 1.4 times
+// slower (BenchmarkGatewayOverhead, coordinated-2conns: 345 against 240
+// µs per call at 16 clients; 0 dials per call pooled).
 type HTTPRateLimiter struct {
 	Base    string
 	Token   string
 	Timeout time.Duration
 	Client  *http.Client
+}
+
+// coordinatorClient is HTTPRateLimiter's default Client.
+var coordinatorClient = PooledClient(nil)
+
+// PooledClient is c (nil: Go's default) with a transport that keeps up to
+// 256 idle connections per host, for a client that calls one server many
+// times at once: the coordinator.
+func PooledClient(c *http.Client) *http.Client {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	t, ok := c.Transport.(*http.Transport)
+	if c.Transport == nil {
+		t, ok = http.DefaultTransport.(*http.Transport), true
+	}
+	if !ok {
+		return c // a transport of the caller's own: theirs to size
+	}
+	out := *c
+	t = t.Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = max(t.MaxIdleConns, 256), 256
+	out.Transport = t
+	return &out
 }
 
 func (h *HTTPRateLimiter) post(ctx context.Context, path string, v any) (*http.Response, error) {
@@ -84,7 +115,7 @@ func (h *HTTPRateLimiter) post(ctx context.Context, path string, v any) (*http.R
 	}
 	c := h.Client
 	if c == nil {
-		c = http.DefaultClient
+		c = coordinatorClient
 	}
 	return c.Do(req)
 }
