@@ -75,6 +75,7 @@ type Autoscaler struct {
 	// tokens.
 	deciders map[string]*decider.Decider
 	tokens   map[string]map[string]replicaTokens
+	measured map[string]capacity
 	poller   *tokenPoller
 }
 
@@ -101,6 +102,7 @@ func New(cfg Config, sched scheduler, stats func() []Sample) *Autoscaler {
 		pokes:    make(chan string, 1024),
 		deciders: make(map[string]*decider.Decider),
 		tokens:   make(map[string]map[string]replicaTokens),
+		measured: make(map[string]capacity),
 		poller:   newTokenPoller(min(cfg.Tick, time.Second), cfg.Now),
 	}
 }
@@ -156,7 +158,7 @@ func (a *Autoscaler) tick(now time.Time) {
 			var queued int
 			sample, tps, queued, saturated = tokenSample(now, t, reports[t.Deployment], prev, load[t.Deployment],
 				a.concurrencyPerReplica(t), 3*a.cfg.Tick)
-			a.cfg.Metrics.recordTokens(t.Deployment, tps, queued, saturated)
+			a.cfg.Metrics.recordTokens(t.Deployment, tps, queued, a.capacity(now, t.Deployment, saturated))
 		}
 		d.Record(now, sample)
 		dec := d.Decide(now, decider.Inputs{Ready: t.Ready, Starting: t.Starting})
@@ -167,6 +169,7 @@ func (a *Autoscaler) tick(now time.Time) {
 		if !seen[dep] {
 			delete(a.deciders, dep)
 			delete(a.tokens, dep)
+			delete(a.measured, dep)
 			a.cfg.Metrics.forget(dep)
 		}
 	}
@@ -225,4 +228,29 @@ func (a *Autoscaler) apply(t Target, dec decider.Decision) {
 	if err := a.sched.Scale(t.Deployment, dec.Desired); err != nil {
 		a.cfg.Logger.Error("scale", "deployment", t.Deployment, "err", err)
 	}
+}
+
+// capacity is the highest rate a saturated replica of a deployment showed
+// lately, and when.
+type capacity struct {
+	rate float64
+	at   time.Time
+}
+
+// capacityWindow is how long a measured capacity stands unless a higher
+// one replaces it. A saturated replica's rate is what it sustains, but one
+// tick's can be low (a replica that was ramping up, a tick whose span had
+// a gap between sequences) and never high, so the highest of the last
+// minute is the estimate.
+const capacityWindow = time.Minute
+
+// capacity records a deployment's saturated rate of this tick (0: none)
+// and returns its measured capacity, 0 while it has none.
+func (a *Autoscaler) capacity(now time.Time, dep string, saturated float64) float64 {
+	c := a.measured[dep]
+	if saturated > 0 && (saturated >= c.rate || now.Sub(c.at) > capacityWindow) {
+		c = capacity{saturated, now}
+		a.measured[dep] = c
+	}
+	return c.rate
 }

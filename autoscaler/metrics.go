@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		observed: gauge("gantry_autoscaler_observed_concurrency", "Average in-flight plus queued requests over each window (tokens per second of demand for entities that scale on tokens).", "window"),
 		tokens:   gauge("gantry_autoscaler_observed_tokens_per_second", "Tokens per second the replicas of an entity that scales on tokens generated at the last tick."),
 		queued:   gauge("gantry_autoscaler_queued_sequences", "Sequences waiting in the replicas of an entity that scales on tokens, at the last tick."),
-		capacity: gauge("gantry_autoscaler_saturated_tokens_per_second", "Tokens per second of the fastest replica that had sequences waiting, at the last tick that had one: what one replica sustains, the measurement for the model's tokens_per_second."),
+		capacity: gauge("gantry_autoscaler_saturated_tokens_per_second", "The highest tokens per second of a replica that had sequences waiting, over the last minute that had one: what one replica sustains, the measurement for the model's tokens_per_second."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.desired, m.ready, m.panic, m.observed, m.tokens, m.queued, m.capacity)
@@ -68,15 +68,14 @@ func (m *Metrics) forget(deployment string) {
 }
 
 // recordTokens is a no-op on a nil *Metrics.
-// saturated 0 (no replica had sequences waiting) keeps the last
-// measurement.
-func (m *Metrics) recordTokens(deployment string, tps float64, queued int, saturated float64) {
+// capacity 0 (nothing measured yet) exports nothing.
+func (m *Metrics) recordTokens(deployment string, tps float64, queued int, capacity float64) {
 	if m == nil {
 		return
 	}
 	m.tokens.WithLabelValues(deployment).Set(tps)
 	m.queued.WithLabelValues(deployment).Set(float64(queued))
-	if saturated > 0 {
-		m.capacity.WithLabelValues(deployment).Set(saturated)
+	if capacity > 0 {
+		m.capacity.WithLabelValues(deployment).Set(capacity)
 	}
 }

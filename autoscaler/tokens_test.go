@@ -59,3 +59,24 @@ func TestTokenPollerFeedsTheDecider(t *testing.T) {
 		t.Errorf("latest reports = %+v, want the answering replica's only", rep)
 	}
 }
+
+func TestMeasuredCapacity(t *testing.T) {
+	a := New(Config{}, &fakeScheduler{}, func() []Sample { return nil })
+	at := func(s int) time.Time { return time.Time{}.Add(time.Duration(s) * time.Second) }
+	for _, step := range []struct {
+		at        int
+		saturated float64
+		want      float64
+	}{
+		{0, 0, 0},    // nothing measured
+		{1, 60, 60},  // a ramping replica
+		{2, 98, 98},  // higher: replaces
+		{3, 70, 98},  // lower within the minute: kept
+		{4, 0, 98},   // no saturated replica: kept
+		{63, 90, 90}, // the minute passed: the new one stands
+	} {
+		if got := a.capacity(at(step.at), "d", step.saturated); got != step.want {
+			t.Errorf("at %ds with %v: capacity %v, want %v", step.at, step.saturated, got, step.want)
+		}
+	}
+}

@@ -62,6 +62,9 @@ func TestModelOptimizationInfo(t *testing.T) {
 	if code, body := h.uploadMLmodel(t, "bad", "flavors:\n  openai_server:\n    command: [x]\n    tokens_per_second: 2.5\n"); code != 400 || !strings.Contains(body, "tokens_per_second") {
 		t.Errorf("a fractional tokens_per_second: %d %s", code, body)
 	}
+	if code, body := h.uploadMLmodel(t, "bad", "flavors:\n  openai_server:\n    command: vllm serve\n"); code != 400 || !strings.Contains(body, "command must be a non-empty list") {
+		t.Errorf("a command that is not a list: %d %s", code, body)
+	}
 }
 
 func TestProvisionedThroughput(t *testing.T) {

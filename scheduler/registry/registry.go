@@ -26,6 +26,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker/mlmodel"
+	"github.com/gantry/gantry/worker/openaiserver/flavor"
 )
 
 // Defaults for Registry's limits.
@@ -174,6 +175,13 @@ func (r *Registry) upload(name string, body io.Reader) (*api.ModelVersion, error
 	}
 	if err := checkFlavorData(dst, m); err != nil {
 		return nil, err
+	}
+	if f, ok := m.Flavors[flavor.Name]; ok {
+		// A flavor the worker could not start is refused now, not at the
+		// first deployment.
+		if _, err := flavor.Parse(dst, f); err != nil {
+			return nil, api.Errorf(api.ErrInvalidParameterValue, "MLmodel: %v", err)
+		}
 	}
 	tps, err := tokensPerSecond(m)
 	if err != nil {
@@ -597,27 +605,14 @@ var LLMFlavors = []string{"openai_server", "gguf"}
 // number.
 func tokensPerSecond(m *mlmodel.Model) (int, error) {
 	for _, f := range LLMFlavors {
-		v, ok := m.Flavors[f]["tokens_per_second"]
-		if !ok {
+		if _, ok := m.Flavors[f]["tokens_per_second"]; !ok {
 			continue
 		}
-		var n float64
-		switch x := v.(type) {
-		case int:
-			n = float64(x)
-		case int64:
-			n = float64(x)
-		case uint64:
-			n = float64(x)
-		case float64:
-			n = x
-		default:
-			n = -1
+		n, err := flavor.TokensPerSecond(m.Flavors[f])
+		if err != nil {
+			return 0, api.Errorf(api.ErrInvalidParameterValue, "MLmodel: flavors.%s: %v", f, err)
 		}
-		if n < 1 || n > 1e9 || n != float64(int(n)) {
-			return 0, api.Errorf(api.ErrInvalidParameterValue, "MLmodel: flavors.%s.tokens_per_second must be a positive whole number, got %v", f, v)
-		}
-		return int(n), nil
+		return n, nil
 	}
 	return 0, nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +36,7 @@ func start(s Settings, dir string, out io.Writer) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("openai_server: pick a port: %w", err)
 	}
-	env := append(os.Environ(), s.PortEnv+"="+strconv.Itoa(port))
+	env := append(childEnv(os.Environ()), s.PortEnv+"="+strconv.Itoa(port))
 	args := expand(s.Command, env)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
@@ -60,6 +61,23 @@ func start(s Settings, dir string, out io.Writer) (*child, error) {
 		close(c.exited)
 	}()
 	return c, nil
+}
+
+// workerSecretEnv is where the drivers put the worker secret
+// (jobs.WorkerSecretEnv). It is Gantry's, for the worker's own check, and
+// the server has no use for it: a server that logs its environment would
+// put it in the log.
+const workerSecretEnv = "GANTRY_WORKER_SECRET"
+
+// childEnv is the worker's environment less what is Gantry's own.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, workerSecretEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // freePort asks the kernel for a free loopback port. Another process may

@@ -97,9 +97,10 @@ func Load(dir string, flavor map[string]any, opts Options) (*Runtime, error) {
 	r.proxy = &httputil.ReverseProxy{
 		Rewrite:   r.rewrite,
 		Transport: transport,
-		// Events are flushed as they arrive (ReverseProxy flushes
-		// text/event-stream at once whatever this says); other answers
-		// are copied in 32 KiB pieces.
+		// Every write is flushed at once, so a stream's events pass as
+		// they arrive (ReverseProxy does so for text/event-stream
+		// whatever this says); a whole answer is written in 32 KiB
+		// pieces, each flushed.
 		FlushInterval: -1,
 		ErrorHandler:  r.proxyError,
 	}

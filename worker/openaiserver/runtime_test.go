@@ -282,3 +282,24 @@ func TestTaskHeader(t *testing.T) {
 		t.Errorf("a prompt to a chat model: %d %s", code, body)
 	}
 }
+
+// The server gets the worker's environment and its port, not the worker
+// secret.
+func TestChildEnvironment(t *testing.T) {
+	rt, err := load(t, nil, "GANTRY_WORKER_SECRET=s3cret", "FAKE_PASSED=yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := rt.sv.current()
+	for name, want := range map[string]string{"GANTRY_WORKER_SECRET": "", "FAKE_PASSED": "yes", "PORT": c.url.Port()} {
+		resp, err := http.Get(c.base + "/env/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Errorf("the server's %s = %q, want %q", name, b, want)
+		}
+	}
+}

@@ -8,7 +8,8 @@
 // Environment: PORT (required), FAKE_LOAD_DELAY (time before /health
 // answers 200), FAKE_EXIT (exit at start with this message and status 3),
 // FAKE_TOKEN_DELAY, FAKE_MAX_RUNNING. A user message "__exit__" makes the
-// process exit at once, for supervision tests.
+// process exit at once, for supervision tests; GET /env/NAME answers the
+// variable's value, for the tests of what the server's environment holds.
 package main
 
 import (
@@ -61,6 +62,9 @@ func main() {
 		fmt.Fprintf(w, "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"fake\"} %d\n", running.Load())
 		fmt.Fprintf(w, "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total{model_name=\"fake\"} %d\n", generated.Load())
 		fmt.Fprintf(w, "fake_requests_total %d\n", served.Load())
+	})
+	http.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, os.Getenv(r.PathValue("name")))
 	})
 	http.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { generate(w, r, true) })
 	http.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { generate(w, r, false) })
