@@ -9,8 +9,12 @@ DATA    ?= .gantry
 BENCH_DEBS := python3-xgboost python3-sklearn nginx-light
 # The worker image that `gantry dev --driver docker` runs.
 IMAGE   ?= gantry-worker:dev
+# The worker image for models that need Python (--python-image), and the
+# Debian packages it holds.
+PYTHON_IMAGE    ?= gantry-worker-python:dev
+PYTHON_PACKAGES ?= python3-numpy python3-pandas python3-sklearn
 
-.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-gateway bench-deps fixtures fuzz clean image bench-docker console console-deps
+.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-gateway bench-deps fixtures fuzz clean image python-image bench-docker console console-deps
 
 all: build
 
@@ -23,6 +27,14 @@ image:
 	@mkdir -p bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
 	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
+
+# The worker with Debian's python3 and PYTHON_PACKAGES, for models that the
+# Python runtime serves: the scratch image cannot hold an interpreter. The
+# root filesystem comes from Debian packages (mmdebstrap, no registry).
+python-image:
+	@mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
+	deploy/docker/python-image.sh $(PYTHON_IMAGE) bin/image/gantry $(PYTHON_PACKAGES)
 
 run: build test-deps llama-libs
 	./$(BIN) dev --listen $(LISTEN) --data-dir $(DATA)

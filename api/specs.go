@@ -6,6 +6,16 @@ import (
 	"net/url"
 )
 
+// NoticeHeader is on a worker's /ping answer of 200 when its model loaded
+// with something its users should know: the packages the model was logged
+// with that differ from the interpreter's ("scikit-learn 1.4.0 logged,
+// 1.2.1 here"). Drivers carry it to the served entity's
+// deployment_state_message.
+const NoticeHeader = "X-Gantry-Notice"
+
+// MaxNotice bounds a notice, as sent and as kept.
+const MaxNotice = 1024
+
 // DeploymentSpec is what the scheduler asks its orchestrator to run for one
 // served entity: an element of
 // GET /api/2.0/gantry/serving-endpoints/{name}/deployments (a Gantry
@@ -18,9 +28,12 @@ type DeploymentSpec struct {
 	Entity   string `json:"entity"`
 	// ModelName and ModelVersion name the registry version; ArtifactURL is
 	// where a worker fetches its tar.gz.
-	ModelName    string            `json:"model_name"`
-	ModelVersion string            `json:"model_version"`
-	ArtifactURL  string            `json:"artifact_url"`
+	ModelName    string `json:"model_name"`
+	ModelVersion string `json:"model_version"`
+	ArtifactURL  string `json:"artifact_url"`
+	// Flavors are the model version's MLflow flavors: they decide whether
+	// the worker needs a Python interpreter (and so which image it runs).
+	Flavors      []string          `json:"flavors,omitempty"`
 	Replicas     int               `json:"replicas"`
 	WorkloadSize string            `json:"workload_size,omitempty"`
 	WorkloadType string            `json:"workload_type,omitempty"`

@@ -10,6 +10,7 @@
 package jobs
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/worker/mlmodel"
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -45,6 +47,14 @@ const (
 const (
 	// DefaultImage is the image `make image` builds.
 	DefaultImage = "gantry-worker:dev"
+	// DefaultPythonImage is the image `make python-image` builds: the
+	// worker with Debian's python3 and libraries, for models that the
+	// Python runtime serves (DefaultImage is FROM scratch).
+	DefaultPythonImage = "gantry-worker-python:dev"
+	// DefaultPython is the interpreter a worker runs Python models with
+	// unless told otherwise: python3 on the PATH (the worker's own
+	// default, pyfunc.DefaultPython).
+	DefaultPython = "python3"
 	// DefaultBinary is where exec and raw_exec find gantry on a client.
 	// The exec driver's default chroot includes /usr.
 	DefaultBinary = "/usr/local/bin/gantry"
@@ -56,7 +66,20 @@ const (
 	MetaEndpoint   = "gantry_endpoint"
 	MetaEntity     = "gantry_entity"
 	MetaModel      = "gantry_model"
+	// MetaRuntime says how the worker serves the model: RuntimeNative
+	// or RuntimePython (see mlmodel.NeedsPython).
+	MetaRuntime = "gantry_runtime"
 )
+
+// Values of MetaRuntime.
+const (
+	RuntimeNative = "native"
+	RuntimePython = "python"
+)
+
+// PythonEnv is the worker's variable naming its Python interpreter (its
+// --python flag); a served entity may set it in environment_vars.
+const PythonEnv = "GANTRY_PYTHON"
 
 // Settings say where and how Nomad runs the workers. The zero value runs
 // them with the docker driver and DefaultImage in Nomad's default
@@ -80,6 +103,33 @@ type Settings struct {
 	// Binary is the gantry binary on the clients for exec and raw_exec;
 	// default DefaultBinary.
 	Binary string
+	// PythonImage replaces Image for models that need the Python runtime
+	// (mlmodel.NeedsPython); default DefaultPythonImage.
+	PythonImage string
+	// Python is the interpreter such models run with: a path on the
+	// clients for exec and raw_exec, in the image for docker. Default
+	// DefaultPython. A served entity's own GANTRY_PYTHON wins.
+	Python string
+}
+
+// ImageFor is the image that runs d's worker with the docker task driver
+// or gantry's docker driver: PythonImage when d's model needs the Python
+// runtime, which the scratch worker image cannot hold, else Image.
+func (s Settings) ImageFor(d orchestrator.Deployment) string {
+	if mlmodel.NeedsPython(d.Flavors) {
+		return cmp.Or(s.PythonImage, DefaultPythonImage)
+	}
+	return cmp.Or(s.Image, DefaultImage)
+}
+
+// PythonFor is the interpreter d's worker runs its model with, and
+// whether it needs one: the entity's GANTRY_PYTHON, else s.Python, else
+// DefaultPython.
+func (s Settings) PythonFor(d orchestrator.Deployment) (string, bool) {
+	if !mlmodel.NeedsPython(d.Flavors) {
+		return "", false
+	}
+	return cmp.Or(d.Env[PythonEnv], s.Python, DefaultPython), true
 }
 
 // Validate reports settings that no job could use.
@@ -188,12 +238,23 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 		MetaEndpoint:   d.Endpoint,
 		MetaEntity:     d.Entity,
 		MetaModel:      d.ModelName + "/" + d.ModelVersion,
+		MetaRuntime:    RuntimeNative,
+	}
+	// A model that needs Python says so, and which interpreter runs it, in
+	// the job itself: GANTRY_PYTHON in the task's environment (the worker
+	// reads its --python from it) and, for docker, the image that has it.
+	env := withoutSecrets(d)
+	if py, ok := s.PythonFor(d); ok {
+		job.Meta[MetaRuntime] = RuntimePython
+		if env[PythonEnv] != py {
+			env = withVar(env, PythonEnv, py)
+		}
 	}
 
 	task := &nomad.Task{
 		Name: Task,
 		// Secrets and the worker secret come from the template, not here.
-		Env:       withoutSecrets(d),
+		Env:       env,
 		Resources: &nomad.Resources{CPU: new(res.CPU), MemoryMB: new(res.MemoryMB)},
 		Artifacts: []*nomad.TaskArtifact{{
 			GetterSource: new(d.ArtifactURL),
@@ -215,10 +276,7 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 	args := []string{"worker", "--model-dir", "${NOMAD_TASK_DIR}/model"}
 	switch s.TaskDriver {
 	case "", DriverDocker:
-		img := s.Image
-		if img == "" {
-			img = DefaultImage
-		}
+		img := s.ImageFor(d)
 		task.Driver = DriverDocker
 		// In the container only its own address is bound; Nomad maps the
 		// port to the same number on the host.
@@ -314,3 +372,14 @@ func artifactHeaders(token string) map[string]string {
 // worker secret (orchestrator.Deployment.WorkerSecret); served entities
 // may not set it (GANTRY_ is reserved).
 const WorkerSecretEnv = "GANTRY_WORKER_SECRET"
+
+// withVar is a copy of env with k set to v; env, the deployment's, is
+// never written.
+func withVar(env map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(env)+1)
+	for n, x := range env {
+		out[n] = x
+	}
+	out[k] = v
+	return out
+}

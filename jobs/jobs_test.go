@@ -46,6 +46,17 @@ func gpuDeployment() orchestrator.Deployment {
 	}
 }
 
+// pythonDeployment is a scikit-learn model, which the worker serves
+// through the Python runtime.
+func pythonDeployment() orchestrator.Deployment {
+	d := cpuDeployment()
+	d.ID, d.Entity, d.ModelName, d.ModelVersion = "churn-sk-9c8d7e6f", "sk", "churn", "3"
+	d.Endpoint = "churn"
+	d.ArtifactURL = "http://gantry.service.consul:8080/api/2.0/gantry/models/churn/versions/3/artifact"
+	d.Flavors = []string{"python_function", "sklearn"}
+	return d
+}
+
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -58,6 +69,7 @@ func TestRenderGolden(t *testing.T) {
 			Constraints: []*nomad.Constraint{{LTarget: "${attr.kernel.name}", Operand: "=", RTarget: "linux"}},
 			TaskDriver:  jobs.DriverExec, Binary: "/opt/gantry/bin/gantry",
 		}},
+		{"python", pythonDeployment(), jobs.Settings{PythonImage: "registry.example.com/gantry-worker-python:1.4"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			job, err := jobs.Render(tc.d, tc.settings)
@@ -156,6 +168,66 @@ func TestRenderJob(t *testing.T) {
 	if rt.Driver != "raw_exec" || rt.Config["command"] != jobs.DefaultBinary ||
 		strings.Join(toStrings(rt.Config["args"]), " ") != "worker --model-dir ${NOMAD_TASK_DIR}/model --listen ${NOMAD_ADDR_http}" {
 		t.Errorf("raw_exec task %v: want the gantry binary on the advertised address", rt.Config)
+	}
+}
+
+// A model that needs Python runs where an interpreter is, and its job says
+// which: the Python image for docker, GANTRY_PYTHON in the task's
+// environment for every task driver, and gantry_runtime in the job's meta.
+func TestRenderPythonRuntime(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		d        func() orchestrator.Deployment
+		settings jobs.Settings
+		image    string // docker's; empty for exec drivers
+		python   string // GANTRY_PYTHON; empty: none in the job
+		runtime  string
+	}{
+		{"docker default", pythonDeployment, jobs.Settings{}, jobs.DefaultPythonImage, "python3", jobs.RuntimePython},
+		{"docker python image", pythonDeployment, jobs.Settings{Image: "w:1", PythonImage: "py:1"}, "py:1", "python3", jobs.RuntimePython},
+		{"raw_exec client interpreter", pythonDeployment,
+			jobs.Settings{TaskDriver: jobs.DriverRawExec, Python: "/opt/py/bin/python3"}, "", "/opt/py/bin/python3", jobs.RuntimePython},
+		{"entity's own interpreter wins", func() orchestrator.Deployment {
+			d := pythonDeployment()
+			d.Env = map[string]string{"GANTRY_PYTHON": "/opt/envs/churn/bin/python"}
+			return d
+		}, jobs.Settings{TaskDriver: jobs.DriverExec, Python: "/usr/bin/python3"}, "", "/opt/envs/churn/bin/python", jobs.RuntimePython},
+		{"pytorch", func() orchestrator.Deployment {
+			d := pythonDeployment()
+			d.Flavors = []string{"python_function", "pytorch"}
+			return d
+		}, jobs.Settings{}, jobs.DefaultPythonImage, "python3", jobs.RuntimePython},
+		// xgboost has a native runtime: no Python, the scratch image.
+		{"xgboost stays native", func() orchestrator.Deployment {
+			d := pythonDeployment()
+			d.Flavors = []string{"python_function", "xgboost"}
+			return d
+		}, jobs.Settings{PythonImage: "py:1"}, jobs.DefaultImage, "", jobs.RuntimeNative},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.d()
+			before := len(d.Env)
+			job, err := jobs.Render(d, tc.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			task := job.TaskGroups[0].Tasks[0]
+			if tc.image != "" && task.Config["image"] != tc.image {
+				t.Errorf("image %v, want %s", task.Config["image"], tc.image)
+			}
+			if got, ok := task.Env["GANTRY_PYTHON"]; got != tc.python || ok != (tc.python != "") {
+				t.Errorf("GANTRY_PYTHON = %q (set %v), want %q", got, ok, tc.python)
+			}
+			if job.Meta[jobs.MetaRuntime] != tc.runtime {
+				t.Errorf("meta %s = %q, want %q", jobs.MetaRuntime, job.Meta[jobs.MetaRuntime], tc.runtime)
+			}
+			if len(d.Env) != before {
+				t.Errorf("Render wrote the deployment's own environment: %v", d.Env)
+			}
+			if err := nomadtest.Validate(job); err != nil {
+				t.Errorf("Nomad would refuse it: %v", err)
+			}
+		})
 	}
 }
 

@@ -46,6 +46,10 @@ type world struct {
 	// task is a model version's LLM task ("" for other models); nil
 	// leaves it out.
 	task func(name, version string) string
+	// flavors are a model version's MLflow flavors, which deployments
+	// carry so that a driver can tell a model that needs Python; nil
+	// leaves them out.
+	flavors func(name, version string) []string
 	// featureRoute is a model version's feature route (its
 	// feature_spec.yaml resolved), nil when it has none; nil leaves
 	// feature specs unread.
@@ -282,6 +286,7 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 			ModelName:    e.EntityName,
 			ModelVersion: e.EntityVersion,
 			ModelDir:     dir,
+			Flavors:      w.flavorsOf(e.EntityName, e.EntityVersion),
 			Replicas:     n,
 			WorkloadSize: e.WorkloadSize,
 			WorkloadType: e.WorkloadType,
@@ -293,6 +298,13 @@ func (w *world) entities(ep string, c *api.EndpointConfig) []entity {
 		}}
 	}
 	return out
+}
+
+func (w *world) flavorsOf(name, version string) []string {
+	if w.flavors == nil {
+		return nil
+	}
+	return w.flavors(name, version)
 }
 
 // deploymentID names the deployment of an entity. It hashes everything but
@@ -340,7 +352,9 @@ func (w *world) entityState(e entity) (api.ServedEntityState, orchestrator.Statu
 	}
 	switch {
 	case st.Ready() > 0:
-		return state(api.DeploymentReady, "")
+		// A worker's notice (packages unlike the model's) is the one
+		// place its owner sees it without the worker's log.
+		return state(api.DeploymentReady, st.Notice)
 	case st.Failure != "":
 		return state(api.DeploymentFailed, st.Failure)
 	}

@@ -192,6 +192,11 @@ func (s *sim) run(t *testing.T, line string) string {
 			st.Instances = append(st.Instances, orchestrator.Instance{ID: fmt.Sprint("r", i), Addr: fmt.Sprint("10.0.0.1:", 9000+i), Ready: true})
 		}
 		s.status[s.id(t, f[1])] = st
+	case "notice":
+		id := s.id(t, f[1])
+		st := s.status[id]
+		st.Notice = rest(2)
+		s.status[id] = st
 	case "fail":
 		s.status[s.id(t, f[1])] = orchestrator.Status{Failure: rest(2), Failures: 1}
 	case "down":

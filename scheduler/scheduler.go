@@ -253,7 +253,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) world() *world {
 	return &world{
 		now: s.cfg.Now(), status: s.cfg.Orchestrator.Status, modelDir: s.cfg.Registry.ModelDir,
-		signature: s.cfg.Registry.Signature, task: s.cfg.Registry.Task, featureRoute: s.featureRoute(), specRoute: s.specRoute(),
+		signature: s.cfg.Registry.Signature, task: s.cfg.Registry.Task, flavors: s.cfg.Registry.Flavors, featureRoute: s.featureRoute(), specRoute: s.specRoute(),
 		baseURL: s.cfg.BaseURL, ledger: s.led, callTimeout: s.cfg.CallTimeout,
 		creds: credentials{s.cfg.DeploymentKey},
 	}

@@ -42,6 +42,7 @@ func (s *Scheduler) listDeploymentSpecs(w http.ResponseWriter, r *http.Request) 
 			ds := api.DeploymentSpec{
 				ID: sp.ID, Endpoint: sp.Endpoint, Entity: sp.Entity,
 				ModelName: sp.ModelName, ModelVersion: sp.ModelVersion, ArtifactURL: sp.ArtifactURL,
+				Flavors:  sp.Flavors,
 				Replicas: sp.Replicas, WorkloadSize: sp.WorkloadSize, WorkloadType: sp.WorkloadType,
 				Env: sp.Env, Pending: pending,
 			}

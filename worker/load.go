@@ -11,8 +11,10 @@ import (
 // preferred flavors come before the rest (which go in name order): a native
 // runtime starts in milliseconds, while python_function, which nearly every
 // model also has, needs a Python process. An openai_server flavor is the
-// model's author naming the server that serves it.
-var preferred = []string{"xgboost", "openai_server"}
+// model's author naming the server that serves it; gguf is llama.cpp's.
+// They are mlmodel.NativeFlavors, which drivers read to tell whether a
+// model needs an interpreter.
+var preferred = mlmodel.NativeFlavors
 
 // model is a loaded model with what the request path needs from its MLmodel.
 type model struct {

@@ -73,6 +73,11 @@ func (s *server) ping(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if nr, ok := m.rt.(noticeRuntime); ok {
+		if n := nr.Notice(); n != "" {
+			w.Header().Set(api.NoticeHeader, n)
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte("\n"))
 }

@@ -81,6 +81,13 @@ type readyRuntime interface {
 	Ready() error
 }
 
+// noticeRuntime is a runtime that loaded with something to tell the
+// deployment's owner (the Python runtime: package versions unlike the
+// model's); /ping carries it in api.NoticeHeader.
+type noticeRuntime interface {
+	Notice() string
+}
+
 // A Loader builds a runtime from a model directory and the settings of its
 // flavor in the MLmodel file, and says how many features the model takes
 // (0 when it cannot tell).

@@ -42,9 +42,10 @@ func newDockerDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheu
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	return docker.New(docker.Config{
-		Image:   o.workerImage(),
-		Owner:   dir,
-		Logger:  log,
-		Metrics: orchestrator.NewMetrics(metrics),
+		Image:       o.workerImage(),
+		PythonImage: o.nomad.pythonImage,
+		Owner:       dir,
+		Logger:      log,
+		Metrics:     orchestrator.NewMetrics(metrics),
 	}, notify)
 }

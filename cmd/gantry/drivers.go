@@ -35,6 +35,11 @@ func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Regi
 	case "docker":
 		return newDockerDriver(o, log, metrics, notify)
 	case "nomad":
+		// Python models on exec and raw_exec clients run with --python
+		// (a path on the clients); docker tasks with the image's python3.
+		if o.python != pyfunc.DefaultPython {
+			o.nomad.python = o.python
+		}
 		return newNomadDriver(&o.nomad, log, notify)
 	}
 	return nil, fmt.Errorf("--driver %q: choose one of %v", o.driver, driverNames)
@@ -42,7 +47,9 @@ func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Regi
 
 // pythonFlag adds --python to gantry dev and gantry scheduler: local
 // workers get it as GANTRY_PYTHON, which sets their own --python (a served
-// entity's environment_vars may name another).
+// entity's environment_vars may name another); so do the Nomad jobs of
+// Python models for exec and raw_exec clients. Docker workers run in
+// --python-image, with its python3.
 func (o *controlPlaneOptions) pythonFlag(c *cobra.Command) {
 	c.Flags().StringVar(&o.python, "python", pyfunc.DefaultPython,
 		"Python interpreter for models without a native runtime (sklearn, pytorch, custom pyfunc), passed to local workers; a name is looked up on PATH")

@@ -27,7 +27,10 @@ type nomadOptions struct {
 	nodePool                      string
 	taskDriver                    string
 	image, binary                 string
-	constraints                   []*nomadapi.Constraint
+	// pythonImage is --python-image; python the interpreter of Python
+	// models on the clients, the control plane's --python.
+	pythonImage, python string
+	constraints         []*nomadapi.Constraint
 }
 
 // constraintsValue is the repeatable --constraint flag: each value is
@@ -88,6 +91,7 @@ func (o *nomadOptions) jobFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.nodePool, "node-pool", "", "Nomad node pool of the worker jobs (default Nomad's default pool)")
 	fs.StringVar(&o.taskDriver, "task-driver", jobs.DriverDocker, "Nomad task driver that runs the worker: docker, exec or raw_exec")
 	fs.StringVar(&o.image, "worker-image", jobs.DefaultImage, "worker image for --driver docker and for --task-driver docker; make image builds it")
+	fs.StringVar(&o.pythonImage, "python-image", jobs.DefaultPythonImage, "worker image with a Python interpreter and the models' libraries, for models without a native runtime (sklearn, pytorch, custom pyfunc) under --driver docker and --task-driver docker; make python-image builds one")
 	fs.Var(constraintsValue{&o.constraints}, "constraint", `Nomad constraint on the worker jobs, "ATTR OPERATOR VALUE" (e.g. "${attr.kernel.name} = linux"); repeatable`)
 	fs.StringVar(&o.binary, "worker-binary", jobs.DefaultBinary, "path of the gantry binary on the Nomad clients, for --task-driver exec and raw_exec")
 }
@@ -118,6 +122,7 @@ func (o *nomadOptions) settings() jobs.Settings {
 		Namespace: c.Namespace, Region: c.Region,
 		Datacenters: o.datacenters, NodePool: o.nodePool,
 		TaskDriver: o.taskDriver, Image: o.image, Binary: o.binary,
+		PythonImage: o.pythonImage, Python: o.python,
 		Constraints: o.constraints,
 	}
 }
@@ -159,6 +164,7 @@ func jobsCmd() *cobra.Command {
 			jobFlags.VisitAll(func(f *pflag.Flag) {
 				jobFlagsSet = jobFlagsSet || cmd.Flags().Changed(f.Name)
 			})
+			jobFlagsSet = jobFlagsSet || cmd.Flags().Changed("python")
 			var names []string
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -186,6 +192,8 @@ func jobsCmd() *cobra.Command {
 		},
 	}
 	o.jobFlags(render.Flags())
+	render.Flags().StringVar(&o.python, "python", "",
+		"interpreter on the Nomad clients for models that need Python (exec and raw_exec; default python3 on the PATH), as the scheduler's --python")
 	c.AddCommand(render)
 	return c
 }
@@ -194,6 +202,7 @@ func deploymentOf(sp api.DeploymentSpec) orchestrator.Deployment {
 	return orchestrator.Deployment{
 		ID: sp.ID, Endpoint: sp.Endpoint, Entity: sp.Entity,
 		ModelName: sp.ModelName, ModelVersion: sp.ModelVersion, ArtifactURL: sp.ArtifactURL,
+		Flavors:  sp.Flavors,
 		Replicas: sp.Replicas, WorkloadSize: sp.WorkloadSize, WorkloadType: sp.WorkloadType, Env: sp.Env,
 	}
 }

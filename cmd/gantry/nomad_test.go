@@ -109,6 +109,33 @@ func TestNomadEndToEnd(t *testing.T) {
 				*req.Job.ID, *req.Job.TaskGroups[0].Count, req.Job.TaskGroups[0].Tasks[0].Driver, jobs[0].ID)
 		}
 	}
+	// A model without a native runtime: the job says it runs Python and
+	// with which interpreter (the scheduler's raw_exec job), or in which
+	// image (rendered for the docker task driver). The scheduler knows
+	// the flavors from the registry; nothing here runs the model.
+	mustCLI(t, bin, addr, "models", "upload", "py_custom", filepath.Join(fixtures, "py_custom"))
+	mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "nomad-py", "py_custom", "1", "Small"))
+	for _, tc := range []struct {
+		flags         []string
+		driver, image string
+	}{
+		{nil, "raw_exec", ""},
+		{[]string{"--task-driver", "docker", "--python-image", "gantry-worker-python:9"}, "docker", "gantry-worker-python:9"},
+	} {
+		rendered := mustCLI(t, bin, addr, append([]string{"jobs", "render", "nomad-py"}, tc.flags...)...)
+		var req struct{ Job *nomadapi.Job }
+		if err := json.NewDecoder(strings.NewReader(rendered)).Decode(&req); err != nil || req.Job == nil {
+			t.Fatalf("jobs render nomad-py %v printed no job: %v\n%s", tc.flags, err, rendered)
+		}
+		task := req.Job.TaskGroups[0].Tasks[0]
+		if task.Driver != tc.driver || req.Job.Meta["gantry_runtime"] != "python" || task.Env["GANTRY_PYTHON"] != "python3" ||
+			(tc.image != "" && task.Config["image"] != tc.image) {
+			t.Errorf("jobs render nomad-py %v: driver %s meta %v env %v config %v; want %s, runtime python, GANTRY_PYTHON python3, image %q",
+				tc.flags, task.Driver, req.Job.Meta, task.Env, task.Config, tc.driver, tc.image)
+		}
+	}
+	mustCLI(t, bin, addr, "endpoints", "delete", "nomad-py")
+
 	if out, err := cli(t, bin, addr, "jobs", "render", "nomad-ep", "nope"); err == nil || !strings.Contains(out, "binary-1") {
 		t.Errorf("render an unknown entity: err=%v out=%s, want a failure listing binary-1", err, out)
 	}
@@ -145,6 +172,7 @@ func TestNomadJobFlags(t *testing.T) {
 		"--constraint", "${meta.rack}  regexp  r1|r 2",
 		"--constraint", "${attr.nvidia.driver} is_set",
 		"--worker-image", "worker:1",
+		"--python-image", "py:1",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +191,10 @@ func TestNomadJobFlags(t *testing.T) {
 	// One image flag for both drivers.
 	if o.workerImage() != "worker:1" || o.nomad.settings().Image != "worker:1" {
 		t.Errorf("images: docker %q, nomad %q, want worker:1 for both", o.workerImage(), o.nomad.settings().Image)
+	}
+	// --python-image too, for models that need Python.
+	if o.nomad.settings().PythonImage != "py:1" || o.nomad.pythonImage != "py:1" {
+		t.Errorf("python image: nomad %q, want py:1", o.nomad.settings().PythonImage)
 	}
 	// --docker-image still works, deprecated.
 	if err := c.Flags().Parse([]string{"--docker-image", "old:1"}); err != nil || o.workerImage() != "old:1" {

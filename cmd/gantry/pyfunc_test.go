@@ -446,6 +446,47 @@ func TestPythonModelsEndToEnd(t *testing.T) {
 		t.Logf("failed in %s: %s", time.Since(start).Round(time.Millisecond), st.DeploymentStateMessage)
 	})
 
+	t.Run("a model logged with other package versions loads and says so", func(t *testing.T) {
+		// py_custom as logged with a pandas this interpreter does not have:
+		// it still loads, and the entity's state message names the
+		// difference (before, only the worker log did).
+		dir := filepath.Join(t.TempDir(), "py_old_pandas")
+		if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixtures, "py_custom"))); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "requirements.txt"), "mlflow==2.9.2\npandas==0.25.3\n")
+		mustCLI(t, bin, addr, "models", "upload", "py_old_pandas", dir)
+		out := mustCLI(t, bin, addr, "endpoints", "create", "-f", endpointFile(t, "old-pandas-ep", "py_old_pandas", "1", "Small"), "--wait")
+		if !strings.Contains(out, "READY") {
+			t.Fatalf("create --wait: %s", out)
+		}
+		c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
+		ep, _, err := c.Endpoints().Get("old-pandas-ep", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := ep.Config.ServedEntities[0].State
+		if st.Deployment != api.DeploymentReady || !strings.Contains(st.DeploymentStateMessage, "pandas 0.25.3 logged, ") ||
+			!strings.Contains(st.DeploymentStateMessage, " here") {
+			t.Errorf("entity state = %+v, want READY naming pandas 0.25.3 and the version here", st)
+		}
+		// It serves: the difference is a warning, not a failure.
+		e := readExpected(t, "py_custom")
+		status, _, body := invoke(t, addr, "old-pandas-ep", "application/json", pyBodies(t, e.Columns, e.Data)["dataframe_split"])
+		if status != 200 {
+			t.Fatalf("invoke: %d %s", status, body)
+		}
+		pyCompare(t, "py_old_pandas", e.Predictions, body)
+		// A model logged with this interpreter's versions has no message.
+		ep, _, err = c.Endpoints().Get("py_custom-ep", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := ep.Config.ServedEntities[0].State.DeploymentStateMessage; m != "" {
+			t.Errorf("py_custom-ep state message %q, want none", m)
+		}
+	})
+
 	t.Run("a served entity names its own interpreter", func(t *testing.T) {
 		// The entity's GANTRY_PYTHON wins over gantry dev's --python: a path
 		// that does not exist fails the deployment naming it.

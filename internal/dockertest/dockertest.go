@@ -60,24 +60,34 @@ func BuildImage(t testing.TB) string {
 	return Image
 }
 
-func buildImage() error {
+// staticBinary builds gantry from this checkout into a new temporary
+// directory, which the caller removes, and returns the module root too.
+func staticBinary() (root, dir string, err error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
-		return fmt.Errorf("find the module root: %w", err)
+		return "", "", fmt.Errorf("find the module root: %w", err)
 	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	dir, err := os.MkdirTemp("", "gantry-image-")
+	root = filepath.Dir(strings.TrimSpace(string(out)))
+	dir, err = os.MkdirTemp("", "gantry-image-")
 	if err != nil {
-		return err
+		return "", "", err
 	}
-	defer os.RemoveAll(dir)
-
 	gobuild := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "gantry"), "./cmd/gantry")
 	gobuild.Dir = root
 	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0") // FROM scratch has no libc
 	if out, err := gobuild.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the static gantry binary: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("build the static gantry binary: %v\n%s", err, out)
 	}
+	return root, dir, nil
+}
+
+func buildImage() error {
+	root, dir, err := staticBinary()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	// The legacy builder: Debian's docker.io has no buildx.
 	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile"), "-t", Image, dir)
 	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
@@ -86,6 +96,46 @@ func buildImage() error {
 	}
 	// Each code change leaves the previous image untagged; with vfs storage
 	// every one is a full copy on disk. Failing to prune fails no test.
+	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
+	return nil
+}
+
+// PythonImage is the tag of the Python worker image the tests build,
+// apart from `make python-image`'s gantry-worker-python:dev.
+const PythonImage = "gantry-worker-python:test"
+
+// PythonPackages are the Debian packages in PythonImage: enough for the
+// scikit-learn fixtures.
+var PythonPackages = []string{"python3-numpy", "python3-pandas", "python3-sklearn"}
+
+var buildPython struct {
+	once sync.Once
+	err  error
+}
+
+// BuildPythonImage builds PythonImage from this checkout with
+// deploy/docker/python-image.sh, as `make python-image` does, once per
+// test process. The Debian base it starts from is built only when the
+// engine lacks it: that needs the Debian mirror and a minute or two.
+func BuildPythonImage(t testing.TB) string {
+	t.Helper()
+	buildPython.once.Do(func() { buildPython.err = buildPythonImage() })
+	if buildPython.err != nil {
+		t.Fatal(buildPython.err)
+	}
+	return PythonImage
+}
+
+func buildPythonImage() error {
+	root, dir, err := staticBinary()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	args := append([]string{filepath.Join(root, "deploy/docker/python-image.sh"), PythonImage, filepath.Join(dir, "gantry")}, PythonPackages...)
+	if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("python-image.sh: %v\n%s", err, out)
+	}
 	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
 	return nil
 }

@@ -20,6 +20,10 @@ type Deployment struct {
 	ModelVersion string
 	ModelDir     string
 	ArtifactURL  string
+	// Flavors are the model version's MLflow flavors. The worker picks
+	// its runtime from them (mlmodel.NeedsPython); a driver reads them to
+	// run a model that needs Python where an interpreter is.
+	Flavors []string
 	// ArtifactToken, when set, goes with the fetch of ArtifactURL in the
 	// X-Gantry-Artifact-Token header: it lets this deployment's workers
 	// download their model version and nothing else. Drivers that render
@@ -67,6 +71,10 @@ type Status struct {
 	// yet (which Instances leaves out), for the API's view; drivers that
 	// do not follow the phases leave it empty.
 	Starts []Start
+	// Notice is what a ready worker said of its model that its owner
+	// should know (api.NoticeHeader: package versions unlike those the
+	// model was logged with); empty when none did.
+	Notice string
 }
 
 // Start is when each cold-start phase of one replica's current run began

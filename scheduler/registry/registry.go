@@ -73,7 +73,7 @@ type Registry struct {
 	now  func() time.Time
 
 	// signatures caches versions' metadata (*api.ModelVersion) for
-	// Signature and Task, by "name\x00version".
+	// Signature, Task and Flavors, by "name\x00version".
 	signatures sync.Map
 }
 
@@ -523,7 +523,6 @@ func (r *Registry) SetFeatureSpec(name, version, spec string) (*api.ModelVersion
 	return mv, nil
 }
 
-// ModelDir is the extracted MLflow model directory of a version.
 // Signature is a stored version's MLflow signature, nil when it has none
 // or cannot be read. A stored version never changes, so answers are
 // cached: the route table asks on every pass, under the scheduler's lock.
@@ -558,6 +557,16 @@ func (r *Registry) cached(name, version string) *api.ModelVersion {
 	return mv
 }
 
+// Flavors is a model version's MLflow flavors, nil when it is not stored;
+// cached as Signature is.
+func (r *Registry) Flavors(name, version string) []string {
+	if mv := r.cached(name, version); mv != nil {
+		return mv.Flavors
+	}
+	return nil
+}
+
+// ModelDir is the extracted MLflow model directory of a version.
 func (r *Registry) ModelDir(name, version string) (string, error) {
 	p, err := r.path(name, version)
 	if err != nil {

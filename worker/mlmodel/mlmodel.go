@@ -157,3 +157,28 @@ func (m *Model) InputNames() []string {
 	}
 	return names
 }
+
+// PythonFlavor is the flavor the worker's Python runtime serves.
+const PythonFlavor = "python_function"
+
+// NativeFlavors are the flavors the worker serves in Go, without Python;
+// one of them wins over PythonFlavor when a model has both. The worker's
+// loaders (cmd/gantry) must be exactly these: a test checks it.
+var NativeFlavors = []string{"xgboost", "openai_server", "gguf"}
+
+// NeedsPython reports whether the worker serves a model with these flavors
+// through the Python runtime: it has PythonFlavor and no native flavor.
+// Drivers use it to run such a model where an interpreter is (the docker
+// drivers' Python image); the worker makes the same choice when it loads.
+func NeedsPython(flavors []string) bool {
+	python := false
+	for _, f := range flavors {
+		for _, n := range NativeFlavors {
+			if f == n {
+				return false
+			}
+		}
+		python = python || f == PythonFlavor
+	}
+	return python
+}

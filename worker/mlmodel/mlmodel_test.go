@@ -80,3 +80,26 @@ func TestLoadRefusesHugeFile(t *testing.T) {
 		t.Errorf("Load of a missing MLmodel = %v; want an error without the path", err)
 	}
 }
+
+func TestNeedsPython(t *testing.T) {
+	for _, c := range []struct {
+		flavors []string
+		want    bool
+	}{
+		{[]string{"python_function", "sklearn"}, true},
+		{[]string{"python_function", "pytorch"}, true},
+		{[]string{"python_function"}, true},
+		// A native runtime wins: xgboost models carry python_function too.
+		{[]string{"python_function", "xgboost"}, false},
+		{[]string{"xgboost"}, false},
+		{[]string{"gguf", "python_function"}, false},
+		{[]string{"openai_server", "python_function"}, false},
+		// No runtime at all: the worker fails it, with or without Python.
+		{[]string{"sklearn"}, false},
+		{nil, false},
+	} {
+		if got := NeedsPython(c.flavors); got != c.want {
+			t.Errorf("NeedsPython(%v) = %v, want %v", c.flavors, got, c.want)
+		}
+	}
+}

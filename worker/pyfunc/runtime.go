@@ -29,9 +29,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker/mlmodel"
@@ -115,6 +117,8 @@ type Runtime struct {
 	// failed restart), nil when it can. Ready reports it.
 	down atomic.Pointer[error]
 	pid  atomic.Int64
+	// notice is what Notice reports, set once the first host loaded.
+	notice string
 
 	metrics *metrics
 }
@@ -153,6 +157,7 @@ func Load(dir string, mm *mlmodel.Model, cfg Config) (*Runtime, error) {
 	for _, m := range h.info.Mismatches {
 		r.log.Warn("the model was logged with another version", "package", m)
 	}
+	r.notice = mismatchNotice(h.info.Mismatches)
 	go r.dispatch(h)
 	return r, nil
 }
@@ -167,6 +172,31 @@ func (r *Runtime) start() (*host, error) {
 	r.log.Info("model host ready", "pid", h.cmd.Process.Pid, "python", h.info.Python,
 		"executable", h.info.Executable, "loader", h.info.Loader, "load_seconds", time.Since(start).Seconds())
 	return h, nil
+}
+
+// Notice names the packages whose installed versions differ from those
+// the model was logged with, or is empty; the worker's /ping carries it to
+// the deployment's state message. A model that loads may still predict
+// differently with other versions, and its owner cannot see the worker's
+// log line from the API.
+func (r *Runtime) Notice() string { return r.notice }
+
+// mismatchNotice is the notice for the mismatches the host found, cut to
+// api.MaxNotice (a model may pin hundreds of packages).
+func mismatchNotice(ms []string) string {
+	if len(ms) == 0 {
+		return ""
+	}
+	n := "the model was logged with other package versions than this interpreter's: " + strings.Join(ms, ", ")
+	if len(n) > api.MaxNotice {
+		const more = " …"
+		cut := api.MaxNotice - len(more)
+		for cut > 0 && !utf8.RuneStart(n[cut]) {
+			cut--
+		}
+		n = n[:cut] + more
+	}
+	return n
 }
 
 // PID is the process id of the current model host (0 before the first).

@@ -1,6 +1,7 @@
 // Package docker is the orchestrator driver that runs each replica as a
 // Docker container from the worker image (`make image` builds it FROM
-// scratch). Package replicas supervises the workers (readiness, restarts
+// scratch), or, for a model that needs the Python runtime, from the Python
+// worker image (`make python-image` builds one from Debian packages). Package replicas supervises the workers (readiness, restarts
 // with backoff, draining), as for the local driver; this package creates,
 // stops and removes the containers.
 //
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -38,6 +40,7 @@ import (
 	"github.com/gantry/gantry/jobs"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/replicas"
+	"github.com/gantry/gantry/worker/mlmodel"
 )
 
 // Labels on every container the driver creates.
@@ -57,6 +60,12 @@ type Config struct {
 	// Image is the worker image; its entrypoint is the gantry binary.
 	// Default jobs.DefaultImage (gantry-worker:dev, what `make image` tags).
 	Image string
+	// PythonImage replaces Image for a model that the worker serves
+	// through the Python runtime (mlmodel.NeedsPython of its flavors):
+	// Image is FROM scratch, with no interpreter. Its python3, or the
+	// entity's GANTRY_PYTHON, must have the model's libraries. Default
+	// jobs.DefaultPythonImage (what `make python-image` tags).
+	PythonImage string
 	// Owner is the value of the io.gantry.owner label on this driver's
 	// containers. Give each Gantry instance its own (gantry dev uses its
 	// data dir): New removes every container with this owner. Default
@@ -94,6 +103,9 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	if cfg.Image == "" {
 		cfg.Image = jobs.DefaultImage
 	}
+	if cfg.PythonImage == "" {
+		cfg.PythonImage = jobs.DefaultPythonImage
+	}
 	if cfg.Owner == "" {
 		cfg.Owner = "gantry"
 	}
@@ -127,6 +139,10 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	if _, err := cli.ImageInspect(ctx, cfg.Image); cerrdefs.IsNotFound(err) {
 		// Not fatal: the image may be built later; each start says why it failed.
 		cfg.Logger.Warn("worker image not found; build it with `make image`", "image", cfg.Image)
+	}
+	if _, err := cli.ImageInspect(ctx, cfg.PythonImage); cerrdefs.IsNotFound(err) {
+		// Only models without a native runtime need it.
+		cfg.Logger.Info("Python worker image not found; models that need Python fail until it is built with `make python-image`", "image", cfg.PythonImage)
 	}
 	return d, nil
 }
@@ -167,8 +183,9 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 		env = append(env, jobs.WorkerSecretEnv+"="+spec.WorkerSecret)
 	}
 	sort.Strings(env)
+	image := d.image(spec)
 	cfg := &container.Config{
-		Image: d.cfg.Image,
+		Image: image,
 		Cmd:   []string{"worker", "--model-dir", modelMount, "--listen", addr},
 		Env:   env,
 		// The worker gets the privileges the local driver would give it:
@@ -195,12 +212,25 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 	defer cancel()
 	c, err := d.docker.ContainerCreate(ctx, cfg, host, nil, nil, name)
 	if cerrdefs.IsNotFound(err) {
-		return "", fmt.Errorf("create container: image %s not found; build it with `make image`: %w", d.cfg.Image, err)
+		return "", fmt.Errorf("create container: image %s not found; %s: %w", image, buildHint(spec), err)
 	}
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", name, err)
 	}
 	return c.ID, nil
+}
+
+// image is the image that runs spec's worker.
+func (d *Driver) image(spec orchestrator.Deployment) string {
+	return jobs.Settings{Image: d.cfg.Image, PythonImage: d.cfg.PythonImage}.ImageFor(spec)
+}
+
+// buildHint says how to build the image that spec's worker needs.
+func buildHint(spec orchestrator.Deployment) string {
+	if mlmodel.NeedsPython(spec.Flavors) {
+		return fmt.Sprintf("the model (flavors %s) needs the Python runtime: build an image with python3 and its libraries with `make python-image`, or name one with --python-image", strings.Join(spec.Flavors, ", "))
+	}
+	return "build it with `make image`"
 }
 
 // resources turns a replica's resources into container limits, capped at

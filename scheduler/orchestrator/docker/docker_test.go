@@ -5,10 +5,14 @@ package docker
 // containers through a label of its own.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -312,4 +316,89 @@ func TestReservedEnvRefused(t *testing.T) {
 	if _, err := d.create(s, "r1", "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "LD_PRELOAD") {
 		t.Errorf("create = %v; want an error naming LD_PRELOAD", err)
 	}
+}
+
+// A model without a native runtime runs in the Python image, built from
+// Debian packages, and its python3 serves it: the scratch worker image
+// could not. The answers equal what scikit-learn predicted in Python when
+// the fixture was made.
+func TestPythonModelRunsInPythonImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the Python image: a Debian root filesystem the first time")
+	}
+	py := dockertest.BuildPythonImage(t)
+	d, _, cli := newDriver(t, Config{PythonImage: py})
+	s := spec("dep-py", modelDir(t, "py_sklearn_pipeline"), 1)
+	s.Flavors = []string{"python_function", "sklearn"}
+	if err := d.Ensure(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 2*time.Minute, "a ready replica", func() bool {
+		if f := d.Status("dep-py").Failure; f != "" {
+			logs, _ := d.Logs("dep-py")
+			t.Fatalf("start failed: %s\n%s", f, logs)
+		}
+		return d.Status("dep-py").Ready() == 1
+	})
+	cs := running(t, cli, "dep-py")
+	if len(cs) != 1 || cs[0].Image != py {
+		t.Fatalf("containers %+v, want one from %s", cs, py)
+	}
+
+	var want struct {
+		Columns     []string `json:"columns"`
+		Data        [][]any  `json:"data"`
+		Predictions []any    `json:"predictions"`
+	}
+	b, err := os.ReadFile(filepath.Join(fixtures, "py_sklearn_pipeline", "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(map[string]any{"dataframe_split": map[string]any{"columns": want.Columns, "data": want.Data}})
+	resp, err := http.Post("http://"+d.Status("dep-py").Instances[0].Addr+"/invocations", "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		Predictions []any `json:"predictions"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || len(got.Predictions) != len(want.Predictions) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	for i := range got.Predictions {
+		g, w := fmt.Sprint(got.Predictions[i]), fmt.Sprint(want.Predictions[i])
+		if gf, ok := got.Predictions[i].(float64); ok {
+			if wf, ok := want.Predictions[i].(float64); !ok || math.Abs(gf-wf) > 1e-6 {
+				t.Errorf("row %d: %v, Python predicted %v", i, gf, want.Predictions[i])
+			}
+		} else if g != w {
+			t.Errorf("row %d: %s, Python predicted %s", i, g, w)
+		}
+	}
+	if logs, _ := d.Logs("dep-py"); !strings.Contains(logs, "model host ready") {
+		t.Errorf("worker log %q, want the model host's start", logs)
+	}
+}
+
+// Without the Python image, a model that needs it fails naming the image
+// and how to build it; a native model in the same driver still runs from
+// the worker image.
+func TestPythonModelMissingImage(t *testing.T) {
+	d, _, _ := newDriver(t, Config{PythonImage: "gantry-worker-python:no-such-tag"})
+	s := spec("dep-nopy", modelDir(t, "py_sklearn_pipeline"), 1)
+	s.Flavors = []string{"python_function", "sklearn"}
+	d.Ensure(context.Background(), s)
+	native := spec("dep-native", modelDir(t, "binary"), 1)
+	native.Flavors = []string{"python_function", "xgboost"}
+	d.Ensure(context.Background(), native)
+	eventually.True(t, 30*time.Second, "a failed start", func() bool { return d.Status("dep-nopy").Failures >= 1 })
+	if f := d.Status("dep-nopy").Failure; !strings.Contains(f, "gantry-worker-python:no-such-tag") || !strings.Contains(f, "make python-image") {
+		t.Errorf("Failure = %q, want it to name the image and `make python-image`", f)
+	}
+	eventually.True(t, 30*time.Second, "the native model ready", func() bool { return d.Status("dep-native").Ready() == 1 })
 }

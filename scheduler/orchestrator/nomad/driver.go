@@ -297,6 +297,9 @@ func (dep *deployment) status() orchestrator.Status {
 		in := orchestrator.Instance{ID: sr.AllocID, Addr: net.JoinHostPort(sr.Address, strconv.Itoa(sr.Port))}
 		if p := dep.probes[sr.AllocID]; p != nil && p.addr == in.Addr {
 			in.Ready = p.ready && running(a)
+			if in.Ready && s.Notice == "" {
+				s.Notice = p.notice
+			}
 		}
 		s.Instances = append(s.Instances, in)
 	}

@@ -26,6 +26,7 @@ type replicaProbe struct {
 	ready    bool
 	answered time.Time
 	readyAt  time.Time
+	notice   string // the worker's, from the /ping that made it ready
 	cancel   context.CancelFunc
 }
 
@@ -70,9 +71,9 @@ func (d *Driver) probe(ctx context.Context, dep *deployment, p *replicaProbe) {
 		d.mu.Unlock()
 		d.changed(id)
 	}
-	pr.Run(ctx, p.addr, func(ready bool) {
+	pr.Run(ctx, p.addr, func(ready bool, notice string) {
 		d.mu.Lock()
-		p.ready = ready
+		p.ready, p.notice = ready, notice
 		if ready {
 			dep.failure = "" // a replica answers: older failures are history
 			if p.readyAt.IsZero() {

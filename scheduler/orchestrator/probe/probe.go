@@ -32,7 +32,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/gantry/gantry/api"
 )
 
 const (
@@ -106,6 +109,9 @@ type Result struct {
 	Answered bool
 	// OK is true when it answered 200.
 	OK bool
+	// Notice is the worker's api.NoticeHeader on a 200: what its model
+	// loaded with that the deployment's owner should know.
+	Notice string
 }
 
 // Clock is the time a Prober reads and waits on; *fakeclock.Clock is one.
@@ -172,20 +178,28 @@ func Ping(ctx context.Context, c *http.Client, addr string) Result {
 	}
 	io.Copy(io.Discard, resp.Body) // so that the next ping reuses the connection
 	resp.Body.Close()
-	return Result{Answered: true, OK: resp.StatusCode == http.StatusOK}
+	r := Result{Answered: true, OK: resp.StatusCode == http.StatusOK}
+	if r.OK {
+		r.Notice = resp.Header.Get(api.NoticeHeader)
+		if len(r.Notice) > api.MaxNotice {
+			r.Notice = strings.ToValidUTF8(r.Notice[:api.MaxNotice], "")
+		}
+	}
+	return r
 }
 
 // AwaitReady pings a starting worker until it answers 200 (ready true) or
 // ctx ends (false); the caller ends ctx when the worker exits or has taken
 // too long. answeredAt is when the worker first answered at all (its
-// process was up; the model was loading), zero if it never did.
-func (p *Prober) AwaitReady(ctx context.Context, addr string) (ready bool, answeredAt time.Time) {
+// process was up; the model was loading), zero if it never did. notice is
+// the Notice of the answer that made it ready.
+func (p *Prober) AwaitReady(ctx context.Context, addr string) (ready bool, answeredAt time.Time, notice string) {
 	clock := p.clock()
 	var s State
 	for {
 		r := p.ping(ctx, addr)
 		if ctx.Err() != nil {
-			return false, answeredAt
+			return false, answeredAt, ""
 		}
 		if r.Answered && answeredAt.IsZero() {
 			answeredAt = clock.Now()
@@ -196,11 +210,11 @@ func (p *Prober) AwaitReady(ctx context.Context, addr string) (ready bool, answe
 		var d Decision
 		s, d = Decide(s, r.OK, p.Interval)
 		if s.Ready {
-			return true, answeredAt
+			return true, answeredAt, r.Notice
 		}
 		select {
 		case <-ctx.Done():
-			return false, answeredAt
+			return false, answeredAt, ""
 		case <-clock.After(d.Wait):
 		}
 	}
@@ -230,13 +244,16 @@ func (p *Prober) Watch(ctx context.Context, addr string, set func(ready bool)) {
 	}
 }
 
-// Run awaits a worker's first 200, reports it with set(true), then watches
-// it until ctx ends; for a driver that leaves restarts to someone else (as
-// the Nomad driver leaves them to Nomad).
-func (p *Prober) Run(ctx context.Context, addr string, set func(ready bool)) {
-	if ready, _ := p.AwaitReady(ctx, addr); !ready {
+// Run awaits a worker's first 200, reports it with set(true) and the
+// answer's notice, then watches it until ctx ends; for a driver that
+// leaves restarts to someone else (as the Nomad driver leaves them to
+// Nomad). A worker's notice comes from its model's load, so later calls
+// repeat the first one's.
+func (p *Prober) Run(ctx context.Context, addr string, set func(ready bool, notice string)) {
+	ready, _, notice := p.AwaitReady(ctx, addr)
+	if !ready {
 		return
 	}
-	set(true)
-	p.Watch(ctx, addr, set)
+	set(true, notice)
+	p.Watch(ctx, addr, func(ready bool) { set(ready, notice) })
 }

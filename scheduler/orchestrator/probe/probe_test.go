@@ -9,7 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/fakeclock"
 )
 
@@ -71,6 +73,8 @@ func TestDecideDefaultInterval(t *testing.T) {
 
 func TestPing(t *testing.T) {
 	var status atomic.Int32
+	var notice atomic.Value
+	notice.Store("")
 	status.Store(http.StatusServiceUnavailable)
 	hang := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +87,9 @@ func TestPing(t *testing.T) {
 			case <-r.Context().Done():
 			}
 			return
+		}
+		if n := notice.Load().(string); n != "" {
+			w.Header().Set(api.NoticeHeader, n)
 		}
 		w.WriteHeader(int(status.Load()))
 	}))
@@ -97,6 +104,17 @@ func TestPing(t *testing.T) {
 	if got := Ping(ctx, srv.Client(), addr); got != (Result{Answered: true, OK: true}) {
 		t.Errorf("ready worker: %+v, want ok", got)
 	}
+	// A ready worker's notice comes with its answer, cut to api.MaxNotice.
+	n := "scikit-learn 1.4.0 logged, 1.2.1 here"
+	notice.Store(n)
+	if got := Ping(ctx, srv.Client(), addr); got != (Result{Answered: true, OK: true, Notice: n}) {
+		t.Errorf("ready worker with a notice: %+v", got)
+	}
+	notice.Store(strings.Repeat("é", api.MaxNotice))
+	if got := Ping(ctx, srv.Client(), addr); len(got.Notice) > api.MaxNotice || !utf8.ValidString(got.Notice) || got.Notice == "" {
+		t.Errorf("a long notice came back as %d bytes (valid UTF-8 %v), want at most %d", len(got.Notice), utf8.ValidString(got.Notice), api.MaxNotice)
+	}
+	notice.Store("")
 	status.Store(0)
 	start := time.Now()
 	if got := Ping(ctx, srv.Client(), addr); got != (Result{}) {
@@ -158,15 +176,16 @@ func (s *script) tick(t *testing.T, d time.Duration) {
 func TestAwaitReady(t *testing.T) {
 	s := &script{clock: &fakeclock.Clock{}}
 	p := &Prober{Clock: s.clock, Ping: s.ping}
-	s.push(Result{}, Result{Answered: true}, Result{Answered: true}, Result{Answered: true, OK: true})
+	s.push(Result{}, Result{Answered: true}, Result{Answered: true}, Result{Answered: true, OK: true, Notice: "n"})
 	type out struct {
-		ready bool
-		at    time.Time
+		ready  bool
+		at     time.Time
+		notice string
 	}
 	done := make(chan out, 1)
 	go func() {
-		ready, at := p.AwaitReady(context.Background(), "w")
-		done <- out{ready, at}
+		ready, at, notice := p.AwaitReady(context.Background(), "w")
+		done <- out{ready, at, notice}
 	}()
 	// Nothing listens, then the process answers (at 2 ms) while the model
 	// loads, then it is ready: pinged at 0, 2, 6 and 14 ms.
@@ -174,14 +193,14 @@ func TestAwaitReady(t *testing.T) {
 		s.tick(t, d)
 	}
 	got := <-done
-	if !got.ready || got.at != (time.Time{}).Add(2*time.Millisecond) || s.count() != 4 {
-		t.Errorf("AwaitReady = %v answered at %v after %d pings; want ready, first answer at 2ms, 4 pings", got.ready, got.at.Sub(time.Time{}), s.count())
+	if !got.ready || got.at != (time.Time{}).Add(2*time.Millisecond) || s.count() != 4 || got.notice != "n" {
+		t.Errorf("AwaitReady = %v answered at %v after %d pings, notice %q; want ready, first answer at 2ms, 4 pings, the ready answer's notice", got.ready, got.at.Sub(time.Time{}), s.count(), got.notice)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		ready, at := p.AwaitReady(ctx, "w")
-		done <- out{ready, at}
+		ready, at, notice := p.AwaitReady(ctx, "w")
+		done <- out{ready, at, notice}
 	}()
 	s.tick(t, 2*time.Millisecond)
 	cancel()

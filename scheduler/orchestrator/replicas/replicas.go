@@ -101,6 +101,8 @@ type replica struct {
 	start orchestrator.Start
 	addr  string
 	ready bool
+	// notice is the worker's, from the /ping that made it ready.
+	notice string
 	// ctx ends when the replica is to stop; stop ends it.
 	ctx  context.Context
 	stop context.CancelFunc
@@ -235,6 +237,9 @@ func (s *Set) Status(id string) orchestrator.Status {
 	for _, r := range dep.replicas {
 		if r.addr != "" {
 			st.Instances = append(st.Instances, orchestrator.Instance{ID: r.id, Addr: r.addr, Ready: r.ready})
+			if r.ready && st.Notice == "" {
+				st.Notice = r.notice
+			}
 		}
 		st.Starts = append(st.Starts, r.start)
 	}

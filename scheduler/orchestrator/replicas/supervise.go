@@ -79,12 +79,12 @@ func (s *Set) run(dep *deployment, r *replica) error {
 	s.notify(spec.ID)
 	defer func() {
 		s.mu.Lock()
-		r.addr, r.ready = "", false
+		r.addr, r.ready, r.notice = "", false, ""
 		s.mu.Unlock()
 		s.notify(spec.ID)
 	}()
 
-	ready, answeredAt, err := s.awaitReady(r.ctx, addr, exited, func(at time.Time) {
+	ready, answeredAt, notice, err := s.awaitReady(r.ctx, addr, exited, func(at time.Time) {
 		s.mu.Lock()
 		r.start.Answered = at
 		s.mu.Unlock()
@@ -102,6 +102,9 @@ func (s *Set) run(dep *deployment, r *replica) error {
 		return fmt.Errorf("%w (%v)%s", err, exitErr, out.LastLines(5))
 	}
 	if ready {
+		s.mu.Lock()
+		r.notice = notice // before it is ready: Status reads it with Ready
+		s.mu.Unlock()
 		s.setReady(dep, r, true)
 		if !s.serve(dep, r, addr, exited) {
 			return fmt.Errorf("worker exited (%v)%s", exitErr, out.LastLines(5))
@@ -121,23 +124,23 @@ func (s *Set) run(dep *deployment, r *replica) error {
 // the worker exits or times out (error). It also says when the worker first
 // answered at all (its process was up; the model was loading), zero if it
 // never did. The pace is package probe's start-up policy.
-func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{}, answered func(time.Time)) (ready bool, answeredAt time.Time, err error) {
+func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{}, answered func(time.Time)) (ready bool, answeredAt time.Time, notice string, err error) {
 	pctx, cancel := untilExit(ctx, exited)
 	defer cancel()
 	pctx, cancelDeadline := context.WithTimeout(pctx, s.cfg.ReadyTimeout)
 	defer cancelDeadline()
 	p := s.prober()
 	p.Answered = answered
-	ready, answeredAt = p.AwaitReady(pctx, addr)
+	ready, answeredAt, notice = p.AwaitReady(pctx, addr)
 	switch {
 	case ready:
-		return true, answeredAt, nil
+		return true, answeredAt, notice, nil
 	case ctx.Err() != nil:
-		return false, answeredAt, nil // stopped while starting
+		return false, answeredAt, "", nil // stopped while starting
 	case isClosed(exited):
-		return false, answeredAt, errors.New("worker exited before it was ready")
+		return false, answeredAt, "", errors.New("worker exited before it was ready")
 	default:
-		return false, answeredAt, fmt.Errorf("worker did not answer /ping within %s", s.cfg.ReadyTimeout)
+		return false, answeredAt, "", fmt.Errorf("worker did not answer /ping within %s", s.cfg.ReadyTimeout)
 	}
 }
 
