@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/spf13/cobra"
@@ -85,9 +86,59 @@ func (k principalKind) mustFind(cl *api.Client, ref string) (*api.ScimPrincipal,
 	return p, err
 }
 
-func usersCmd() *cobra.Command { return principalsCmd(usersKind, nil) }
+func usersCmd() *cobra.Command { return principalsCmd(usersKind, tokenCmds(usersKind)) }
 
-func servicePrincipalsCmd() *cobra.Command { return principalsCmd(spsKind, nil) }
+func servicePrincipalsCmd() *cobra.Command { return principalsCmd(spsKind, tokenCmds(spsKind)) }
+
+// tokenCmds is `gantry users|service-principals token`: an admin makes a
+// token for another principal (POST .../on-behalf-of/tokens), such as a
+// component's own service principal in the gantry-components group.
+// The value is printed once, alone on stdout, so that it can go
+// straight into a file or a secret store.
+func tokenCmds(k principalKind) func(addr *string) []*cobra.Command {
+	return func(addr *string) []*cobra.Command {
+		var lifetime time.Duration
+		var comment string
+		c := &cobra.Command{
+			Use:   "token " + k.argName(),
+			Short: "Make a token for a " + k.word + " (admins) and print its value, shown this once",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if lifetime < 0 || lifetime%time.Second != 0 {
+					return fmt.Errorf("--lifetime %s: want whole seconds, 0 for the default of two years", lifetime)
+				}
+				cl, err := newClient(*addr)
+				if err != nil {
+					return err
+				}
+				p, err := k.mustFind(cl, args[0])
+				if err != nil {
+					return err
+				}
+				req := &api.OnBehalfOfRequest{LifetimeSeconds: int64(lifetime / time.Second), Comment: comment}
+				if k.resource == api.ScimUsers {
+					req.UserName = p.UserName
+				} else {
+					req.ApplicationID = p.ApplicationID
+				}
+				out, err := cl.Tokens().OnBehalfOf(req, nil)
+				if err != nil {
+					return err
+				}
+				expiry := "never"
+				if out.TokenInfo.ExpiryTime >= 0 {
+					expiry = time.UnixMilli(out.TokenInfo.ExpiryTime).UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "token %s for %s %s, expires %s; its value follows, shown this once\n", out.TokenInfo.TokenID, k.word, k.name(p), expiry)
+				fmt.Fprintln(cmd.OutOrStdout(), out.TokenValue)
+				return nil
+			},
+		}
+		c.Flags().DurationVar(&lifetime, "lifetime", 0, "how long the token lives (e.g. 720h); 0: two years")
+		c.Flags().StringVar(&comment, "comment", "", "what the token is for")
+		return []*cobra.Command{c}
+	}
+}
 
 func groupsCmd() *cobra.Command { return principalsCmd(groupsKind, membersCmds) }
 

@@ -63,13 +63,13 @@ func runCLI(t *testing.T, addr, token string, args ...string) (string, error) {
 	t.Setenv("GANTRY_TOKEN", token)
 	root := &cobra.Command{Use: "gantry", SilenceUsage: true, SilenceErrors: true}
 	root.AddCommand(usersCmd(), groupsCmd(), servicePrincipalsCmd())
-	var out bytes.Buffer
+	var out, stderr bytes.Buffer
 	root.SetOut(&out)
-	root.SetErr(&out)
+	root.SetErr(&stderr)
 	root.SetArgs(append(args, "--addr", addr))
 	err := root.ExecuteContext(context.Background())
 	if err != nil {
-		return out.String(), &cliError{describe(err)}
+		return out.String() + stderr.String(), &cliError{describe(err)}
 	}
 	return out.String(), nil
 }
@@ -152,6 +152,32 @@ func TestPrincipalsCLI(t *testing.T) {
 	run("groups", "add-member", "ds", adaID)
 	if gs := s.GroupsOf(adaID); len(gs) != 1 {
 		t.Errorf("ada is in %v after add-member", gs)
+	}
+
+	// Nested groups: ds inside outer; ada is in outer through ds; outer
+	// cannot go inside ds.
+	run("groups", "create", "outer")
+	if out := run("groups", "add-member", "outer", "ds"); out != "group ds added to group outer\n" {
+		t.Errorf("add a group to a group: %q", out)
+	}
+	if err := json.Unmarshal([]byte(run("users", "get", "ada@corp.com")), &u); err != nil || len(u.Groups) != 2 ||
+		u.Groups[0].Display != "ds" || u.Groups[0].Type != "direct" || u.Groups[1].Display != "outer" || u.Groups[1].Type != "indirect" {
+		t.Errorf("ada's groups: %+v %v", u.Groups, err)
+	}
+	if _, err := runCLI(t, srv.URL, admin, "groups", "add-member", "ds", "outer"); err == nil || !strings.Contains(err.Error(), "would make a cycle (INVALID_PARAMETER_VALUE)") {
+		t.Errorf("a cycle: %v", err)
+	}
+
+	// A component of its own: a service principal in gantry-components
+	// with a token made for it, printed alone on stdout.
+	run("service-principals", "create", "--display-name", "activator-1")
+	run("groups", "add-member", identity.ComponentsGroup, "activator-1")
+	tok := strings.TrimSpace(run("service-principals", "token", "activator-1", "--comment", "activator 1", "--lifetime", "720h"))
+	if c, err := s.Authenticate("Bearer " + tok); err != nil || !c.Component || c.Admin || c.DisplayName != "activator-1" {
+		t.Errorf("the new token: %+v %v", c, err)
+	}
+	if _, err := runCLI(t, srv.URL, user, "service-principals", "token", "activator-1"); err == nil || !strings.Contains(err.Error(), "PERMISSION_DENIED") {
+		t.Errorf("a plain user makes a token for another: %v", err)
 	}
 
 	// Refusals say why.
