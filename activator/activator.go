@@ -122,6 +122,11 @@ type Config struct {
 	// gateway with external's defaults and Timeout.
 	External *external.Gateway
 
+	// JudgeTimeout bounds a judge model's answer to a judged guardrail
+	// (judge.go), within the request's own Timeout. Default
+	// DefaultJudgeTimeout.
+	JudgeTimeout time.Duration
+
 	// Features fetches the features of entities whose route has a
 	// feature spec (the online store, *onlinestore.Store). Default nil:
 	// such entities answer 503 naming --online-store.
@@ -227,6 +232,9 @@ func New(cfg Config, routes routeSource) *Activator {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.JudgeTimeout <= 0 {
+		cfg.JudgeTimeout = DefaultJudgeTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -155,8 +155,11 @@ func (a *Activator) callExternal(ctx *fasthttp.RequestCtx, ep *endpoint, en *ent
 	if !guardInput(ctx, ep, req) {
 		return false
 	}
-	called = true
 	deadline := start.Add(a.cfg.Timeout)
+	if !a.judgeInput(ctx, ep, req, deadline) {
+		return false
+	}
+	called = true
 	var tried []string // "entity=status" of each failed attempt, for the record
 	for cur := en; cur != nil; cur = ep.next(cur) {
 		ctx.Response.Header.Set(headerServedModel, cur.name)
@@ -198,7 +201,7 @@ func (ep *endpoint) next(en *entity) *entity {
 	for i, x := range ep.order {
 		if x == en {
 			for _, y := range ep.order[i+1:] {
-				if y.external != nil && !y.shadow {
+				if y.external != nil && !y.shadow && !y.judge {
 					return y
 				}
 			}
@@ -225,7 +228,9 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		if len(tried) > 0 {
 			ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
 		}
-		writeGuarded(ctx, ep, ans.Body)
+		if a.judgeOutput(ctx, ep, ans.Body, deadline) {
+			writeGuarded(ctx, ep, ans.Body)
+		}
 		return nil
 	}
 	s, err := a.cfg.External.Open(cctx, en.external, req)

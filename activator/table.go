@@ -51,6 +51,9 @@ type endpoint struct {
 	// input and output are the guardrails (ai_gateway.guardrails) of
 	// calls to external entities; nil when off (guardrails.go).
 	input, output *guardrail.Guard
+	// judge asks a judge model for safety and valid_topics (judge.go);
+	// nil when the endpoint judges nothing.
+	judge *judge
 	// usage (ai_gateway.usage_tracking_config) writes a usage row per
 	// invocation (usage.go).
 	usage bool
@@ -94,6 +97,9 @@ type entity struct {
 	// external is set for an external model: the activator calls its
 	// provider (external.go) and pool stays empty.
 	external *api.ExternalRoute
+	// judge marks the endpoint's judge (guardrails.judge_entity): never
+	// a fallback for the calls it judges.
+	judge bool
 	// task is set for a model served by an LLM runtime: its answers may
 	// stream (llm.go), and the OpenAI SDK's paths reach it.
 	task string
@@ -261,6 +267,7 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 		ep.usage = er.Usage
 		if g := er.Guardrails; g != nil {
 			ep.input, ep.output = guardrail.New("input", g.Input), guardrail.New("output", g.Output)
+			ep.judge = newJudge(g, ep)
 		}
 		ep.split, ep.total = a.splitOf(er, ep)
 		t.endpoints[er.Name] = ep

@@ -167,10 +167,15 @@ type UsagePoint struct {
 type Guardrails struct {
 	Input  *GuardrailParameters `json:"input,omitempty"`
 	Output *GuardrailParameters `json:"output,omitempty"`
+	// JudgeEntity (Gantry's own) names the served entity of this endpoint
+	// that judges safety and valid_topics: an external model of task
+	// llm/v1/chat, usually routed 0 % of the traffic. Without it, safety
+	// and valid_topics are refused.
+	JudgeEntity string `json:"judge_entity,omitempty"`
 }
 
 // GuardrailParameters are one side's guardrails. Safety and ValidTopics
-// need a judge model; Gantry refuses them (400) until one can be named.
+// (input only) need a judge model: Guardrails.JudgeEntity.
 type GuardrailParameters struct {
 	Safety          bool                  `json:"safety,omitempty"`
 	PII             *GuardrailPIIBehavior `json:"pii,omitempty"`

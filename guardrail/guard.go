@@ -21,6 +21,8 @@ const (
 const (
 	MaxKeywords = 100
 	MaxKeyword  = 64
+	// MaxTopics bounds valid_topics, which go into every judge prompt.
+	MaxTopics = 20
 )
 
 // Validate checks an ai_gateway.guardrails block and returns what is
@@ -38,11 +40,25 @@ func Validate(g *api.Guardrails) string {
 			continue
 		}
 		f := "guardrails." + side.name
-		if p.Safety {
-			return f + ".safety: needs a judge model, a served or external LLM entity to judge with, and this Gantry has no way to name one yet; set safety to false"
+		const judge = "needs a judge model: set guardrails.judge_entity to a served entity of this endpoint that is an external model of task llm/v1/chat (route it 0 % of the traffic)"
+		if p.Safety && g.JudgeEntity == "" {
+			return f + ".safety: " + judge
 		}
 		if len(p.ValidTopics) > 0 {
-			return f + ".valid_topics: needs a judge model, a served or external LLM entity to judge with, and this Gantry has no way to name one yet; leave valid_topics out"
+			if side.name == "output" {
+				return f + ".valid_topics: topics are judged on the request only; put them under guardrails.input"
+			}
+			if g.JudgeEntity == "" {
+				return f + ".valid_topics: " + judge
+			}
+			if len(p.ValidTopics) > MaxTopics {
+				return fmt.Sprintf("%s.valid_topics: %d topics; at most %d", f, len(p.ValidTopics), MaxTopics)
+			}
+			for i, t := range p.ValidTopics {
+				if len(t) > MaxKeyword || strings.TrimSpace(t) == "" || strings.ContainsAny(t, "\n\r") {
+					return fmt.Sprintf("%s.valid_topics[%d]: %q must be 1-%d bytes on one line", f, i, clip(t), MaxKeyword)
+				}
+			}
 		}
 		if p.PII != nil {
 			switch p.PII.Behavior {

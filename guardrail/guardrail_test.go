@@ -126,8 +126,11 @@ func TestValidate(t *testing.T) {
 		want string
 	}{
 		{api.Guardrails{Input: &api.GuardrailParameters{PII: &api.GuardrailPIIBehavior{Behavior: "MASK"}}}, ""},
-		{api.Guardrails{Input: &api.GuardrailParameters{Safety: true}}, "guardrails.input.safety: needs a judge model"},
-		{api.Guardrails{Output: &api.GuardrailParameters{ValidTopics: []string{"x"}}}, "guardrails.output.valid_topics: needs a judge model"},
+		{api.Guardrails{Input: &api.GuardrailParameters{Safety: true}}, "guardrails.input.safety: needs a judge model: set guardrails.judge_entity"},
+		{api.Guardrails{Input: &api.GuardrailParameters{ValidTopics: []string{"x"}}}, "guardrails.input.valid_topics: needs a judge model"},
+		{api.Guardrails{Output: &api.GuardrailParameters{ValidTopics: []string{"x"}}, JudgeEntity: "j"}, "guardrails.output.valid_topics: topics are judged on the request only"},
+		{api.Guardrails{Input: &api.GuardrailParameters{ValidTopics: []string{"a\nb"}}, JudgeEntity: "j"}, "guardrails.input.valid_topics[0]: \"a\\nb\" must be 1-64 bytes on one line"},
+		{api.Guardrails{Input: &api.GuardrailParameters{Safety: true, ValidTopics: []string{"billing"}}, Output: &api.GuardrailParameters{Safety: true}, JudgeEntity: "j"}, ""},
 		{api.Guardrails{Output: &api.GuardrailParameters{PII: &api.GuardrailPIIBehavior{Behavior: "mask"}}}, `guardrails.output.pii.behavior: "mask" is not one of`},
 		{api.Guardrails{Input: &api.GuardrailParameters{InvalidKeywords: []string{"ok", "!!"}}}, `guardrails.input.invalid_keywords[1]: "!!" has no word`},
 		{api.Guardrails{Input: &api.GuardrailParameters{InvalidKeywords: []string{strings.Repeat("a", 65)}}}, "guardrails.input.invalid_keywords[0]: 65 bytes; at most 64"},

@@ -184,8 +184,10 @@ func TestExternalUpdateRules(t *testing.T) {
 
 	// Guardrails: checked, then carried by the route table.
 	for _, c := range []struct{ body, want string }{
-		{`{"guardrails": {"input": {"safety": true}}}`, "guardrails.input.safety: needs a judge model"},
-		{`{"guardrails": {"output": {"valid_topics": ["billing"]}}}`, "guardrails.output.valid_topics: needs a judge model"},
+		{`{"guardrails": {"input": {"safety": true}}}`, "guardrails.input.safety: needs a judge model: set guardrails.judge_entity"},
+		{`{"guardrails": {"input": {"valid_topics": ["billing"]}}}`, "guardrails.input.valid_topics: needs a judge model"},
+		{`{"guardrails": {"output": {"valid_topics": ["billing"]}, "judge_entity": "b"}}`, "guardrails.output.valid_topics: topics are judged on the request only"},
+		{`{"guardrails": {"input": {"safety": true}, "judge_entity": "gpt"}}`, `guardrails.judge_entity: "gpt" is not a served entity of endpoint chat; it has a, b`},
 		{`{"guardrails": {"output": {"pii": {"behavior": "REDACT"}}}}`, `guardrails.output.pii.behavior: "REDACT" is not one of BLOCK, MASK, NONE`},
 		{`{"guardrails": {"input": {"invalid_keywords": ["--"]}}}`, "guardrails.input.invalid_keywords[0]"},
 		{`{"guardrails": {"input": {"toxicity": true}}}`, "toxicity"},
@@ -193,6 +195,10 @@ func TestExternalUpdateRules(t *testing.T) {
 		if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", c.body, nil); code != 400 || !strings.Contains(e.Message, c.want) {
 			t.Errorf("%s: %d %+v; want 400 naming %q", c.body, code, e, c.want)
 		}
+	}
+	// A judge: one of the endpoint's external chat entities.
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", `{"guardrails": {"input": {"safety": true, "valid_topics": ["billing"]}, "output": {"safety": true}, "judge_entity": "b"}}`, nil); code != 200 {
+		t.Errorf("with a judge: %d %+v", code, e)
 	}
 	var gw api.AIGateway
 	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", `{"guardrails": {"input": {"safety": false, "pii": {"behavior": "BLOCK"}, "invalid_keywords": ["password"]}, "output": {"pii": {"behavior": "MASK"}}}}`, &gw); code != 200 ||

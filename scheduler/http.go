@@ -297,6 +297,24 @@ func servesExternal(ep *store.Endpoint) bool {
 	return false
 }
 
+// checkJudge refuses a guardrails.judge_entity that is not an external
+// chat model of ep's serving config. A config update that drops it later
+// leaves the judged guardrails failing closed (503) until it is back.
+func checkJudge(ep *store.Endpoint, name string) error {
+	var names []string
+	for _, e := range ep.Config.ServedEntities {
+		if e.Name != name {
+			names = append(names, e.Name)
+			continue
+		}
+		if e.ExternalModel == nil || e.ExternalModel.Task != api.TaskChat {
+			return invalid("guardrails.judge_entity: served entity %s of endpoint %s is not an external model of task %s; a judge answers chat requests", name, ep.Name, api.TaskChat)
+		}
+		return nil
+	}
+	return invalid("guardrails.judge_entity: %q is not a served entity of endpoint %s; it has %s", clipQ(name), ep.Name, strings.Join(names, ", "))
+}
+
 // putAIGateway sets an endpoint's AI gateway config. Its inference table
 // is created before the config is stored, as for auto_capture_config.
 func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
@@ -318,6 +336,9 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 	cur, err := s.lookup(name)
 	if err == nil && gw.Guardrails != nil && !servesExternal(cur) {
 		err = invalid("guardrails: endpoint %s serves no LLM entity (external model); guardrails apply to LLM entities only", name)
+	}
+	if err == nil && gw.Guardrails != nil && gw.Guardrails.JudgeEntity != "" {
+		err = checkJudge(cur, gw.Guardrails.JudgeEntity)
 	}
 	if err == nil {
 		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
