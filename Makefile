@@ -187,6 +187,13 @@ $(LLAMA_DIR)/libllama.so:
 	cd $(LLAMA_DIR) && ln -sf $$(ls libggml.v*.so) libggml.so && ln -sf $$(ls libllama.v*.so) libllama.so
 	rm -rf $(LLAMA_DIR).tmp
 
+# A GGUF model's streams (stories260K, 1 and 8 at once) through the
+# activator, straight to its worker and in process, interleaved in one
+# run: tokens/s and time to first token, medians and ratios.
+bench-llm: llama-libs
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkLLMOverhead$$' -benchtime 1x ./cmd/gantry/ | grep -v ' INFO ' | tee bin/bench-llm.txt
+
 bench-deps:
 	@mkdir -p bin
 	@dpkg -s $(BENCH_DEBS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS))

@@ -88,6 +88,17 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 		defer fasthttp.ReleaseResponse(resp)
 		defer done()
 		stream := resp.BodyStream()
+		keep := body != nil
+		if !keep && sg == nil {
+			// Nothing reads the events: pass the bytes as they come, one
+			// write and flush per read, without parsing them.
+			passThrough(w, stream)
+			resp.CloseBodyStream()
+			if ep != nil {
+				ep.duration.Observe(time.Since(start).Seconds())
+			}
+			return
+		}
 		rd := external.NewSSEReader(stream)
 		var asm openai.Assembler
 		write := func(data []byte) error {
@@ -136,7 +147,9 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 					break
 				}
 			}
-			asm.Add(data)
+			if keep {
+				asm.Add(data) // a JSON decode per chunk: only when a row needs the answer
+			}
 			if write(data) != nil {
 				ended = errClientGone
 				break
@@ -184,6 +197,23 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 }
 
 var errClientGone = errors.New("the client went away")
+
+// passThrough copies a worker's stream to the client, flushing after each
+// read, until either side ends.
+func passThrough(w *bufio.Writer, r io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil || w.Flush() != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
 
 // streamError reads OpenAI's in-stream error event.
 func streamError(data []byte) (*api.Error, bool) {

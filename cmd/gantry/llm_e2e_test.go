@@ -227,7 +227,9 @@ func TestLLMEndToEnd(t *testing.T) {
 		if text != want.Text || !done {
 			t.Fatalf("stream %q (done %v), want %q", text, done, want.Text)
 		}
-		if events < want.CompletionTokens/2 {
+		// One event per token, unless the reader fell behind (pieces that
+		// wait are sent together): several, in any case.
+		if events < 4 {
 			t.Errorf("%d events with text for %d tokens: the answer did not stream", events, want.CompletionTokens)
 		}
 		if usage == nil || usage.Queued != len(wantPrompt) || usage.Running != want.CompletionTokens {

@@ -67,6 +67,11 @@ func (m *Model) Generate(ctx context.Context, r Request, onText func(string) err
 			return Result{}, ctx.Err()
 		}
 		out, done, res, err := s.take()
+		if len(out) > 1 {
+			// The reader fell behind the engine: one piece for what came
+			// meanwhile, so that a slow stream costs fewer writes, not more.
+			out = []string{strings.Join(out, "")}
+		}
 		for _, piece := range out {
 			if err := onText(piece); err != nil {
 				s.cancelled.Store(true)

@@ -80,3 +80,25 @@ func Load(dir string) error {
 	}
 	return loadErr
 }
+
+// Devices lists the devices the loaded llama.cpp build can run on ("CPU
+// CPU", "GPU CUDA0 (NVIDIA H200)"), after Load; a CUDA build on a machine
+// without a GPU or the CUDA runtime lists none of type GPU.
+func Devices() []string {
+	var out []string
+	for i := range llama.GGMLBackendDeviceCount() {
+		d := llama.GGMLBackendDeviceGet(i)
+		out = append(out, fmt.Sprintf("%s %s (%s)", llama.GGMLBackendDevType(d), llama.GGMLBackendDeviceName(d), llama.GGMLBackendDeviceDescription(d)))
+	}
+	return out
+}
+
+// GPU reports whether the loaded build found a GPU to offload layers to.
+func GPU() bool {
+	for i := range llama.GGMLBackendDeviceCount() {
+		if llama.GGMLBackendDevType(llama.GGMLBackendDeviceGet(i)) == llama.GGMLBackendDeviceTypeGPU {
+			return true
+		}
+	}
+	return false
+}

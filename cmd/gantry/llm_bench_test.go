@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/worker/llm"
+)
+
+// BenchmarkLLMOverhead measures what the activator costs a GGUF model's
+// streams: tokens per second and time to first token of the same greedy
+// requests (stories260K, 128 tokens each) sent three ways in the same
+// run, interleaved round by round so that the machine's other load falls
+// on all three alike:
+//
+//   - runtime: llm.Model.Generate in this process, no HTTP;
+//   - worker: the worker process's /invocations, straight (the runtime
+//     behind its own HTTP server);
+//   - activator: /serving-endpoints/{name}/invocations through gantry dev
+//     to that same worker.
+//
+// Each round runs 1 and then 8 concurrent streams per way. It prints the
+// medians over GANTRY_BENCH_ROUNDS rounds (default 7) and the ratios
+// activator/worker; it ignores b.N (run it with -benchtime 1x).
+func BenchmarkLLMOverhead(b *testing.B) {
+	rounds := envInt("GANTRY_BENCH_ROUNDS", 7)
+	const maxTokens = 128
+	libs := llamaLibDir(b)
+	direct, err := llm.Open(filepath.Join(storiesDir, "model.gguf"), llm.Config{LibDir: libs, Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+
+	bin, addr, dataDir := buildGantry(b), freeAddr(b), b.TempDir()
+	dev := startDev(b, bin, addr, dataDir, "--llama-lib-dir", libs, "--logger=false")
+	mustCLI(b, bin, addr, "models", "upload", "stories", storiesDir)
+	p := filepath.Join(b.TempDir(), "ep.json")
+	writeFile(b, p, `{"name": "llm", "config": {"served_entities": [{"entity_name": "stories", "entity_version": "1",
+		"min_provisioned_concurrency": 8, "max_provisioned_concurrency": 8, "replica_concurrency": 8}]}}`)
+	mustCLI(b, bin, addr, "endpoints", "create", "-f", p, "--wait")
+	c, _ := api.NewClient(&api.Config{Address: "http://" + addr})
+	rt, _, err := c.Routes().Get(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var worker, secret string
+	for _, ep := range rt.Endpoints {
+		if ep.Name == "llm" && len(ep.Entities[0].Replicas) == 1 {
+			worker, secret = ep.Entities[0].Replicas[0].Addr, ep.Entities[0].Secret
+		}
+	}
+	if worker == "" {
+		b.Fatal("no replica")
+	}
+
+	prompt, err := direct.FormatChat([]llm.Message{{Role: "user", Content: "Once upon"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := chatBody("Once upon", maxTokens, true)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: time.Minute}
+	type way struct {
+		name string
+		one  func() (ttft time.Duration, tokens int, err error)
+	}
+	overHTTP := func(url string, secret string) func() (time.Duration, int, error) {
+		return func() (time.Duration, int, error) {
+			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if secret != "" {
+				req.Header.Set("X-Gantry-Worker-Secret", secret)
+			} else if tok := tokenOf(addr); tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, 0, err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
+			}
+			var ttft time.Duration
+			tokens := 0
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line := sc.Text()
+				if ttft == 0 && strings.Contains(line, `"content":"`) && !strings.Contains(line, `"content":""`) {
+					ttft = time.Since(start)
+				}
+				if i := strings.Index(line, `"completion_tokens":`); i >= 0 {
+					fmt.Sscanf(line[i+len(`"completion_tokens":`):], "%d", &tokens)
+				}
+				if line == "data: [DONE]" {
+					return ttft, tokens, nil
+				}
+			}
+			return 0, 0, fmt.Errorf("stream ended without [DONE]: %v", sc.Err())
+		}
+	}
+	ways := []way{
+		{"runtime", func() (time.Duration, int, error) {
+			start := time.Now()
+			var ttft time.Duration
+			res, err := direct.Generate(context.Background(), llm.Request{Prompt: prompt, MaxTokens: maxTokens}, func(string) error {
+				if ttft == 0 {
+					ttft = time.Since(start)
+				}
+				return nil
+			})
+			return ttft, res.CompletionTokens, err
+		}},
+		{"worker", overHTTP("http://"+worker+"/invocations", secret)},
+		{"activator", overHTTP("http://"+addr+"/serving-endpoints/llm/invocations", "")},
+	}
+	// run sends n streams at once and returns the tokens per second of
+	// all of them together and their median time to first token.
+	run := func(w way, n int) (float64, time.Duration) {
+		var wg sync.WaitGroup
+		ttfts := make([]time.Duration, n)
+		tokens := make([]int, n)
+		start := time.Now()
+		for i := range n {
+			wg.Go(func() {
+				var err error
+				if ttfts[i], tokens[i], err = w.one(); err != nil {
+					b.Error(w.name, err)
+				}
+			})
+		}
+		wg.Wait()
+		total := 0
+		for _, t := range tokens {
+			total += t
+		}
+		return float64(total) / time.Since(start).Seconds(), median(ttfts)
+	}
+	type key struct {
+		way string
+		n   int
+	}
+	tps := map[key][]float64{}
+	ttft := map[key][]time.Duration{}
+	for _, w := range ways { // warm each way's connections and caches
+		run(w, 8)
+	}
+	for range rounds {
+		for _, n := range []int{1, 8} {
+			for _, w := range ways {
+				r, t := run(w, n)
+				tps[key{w.name, n}] = append(tps[key{w.name, n}], r)
+				ttft[key{w.name, n}] = append(ttft[key{w.name, n}], t)
+			}
+		}
+	}
+	out := &strings.Builder{}
+	fmt.Fprintf(out, "stories260K, %d tokens per stream, greedy, medians of %d rounds\n", maxTokens, rounds)
+	fmt.Fprintf(out, "%-10s %8s %14s %14s\n", "way", "streams", "tokens/s", "TTFT")
+	for _, n := range []int{1, 8} {
+		for _, w := range ways {
+			k := key{w.name, n}
+			fmt.Fprintf(out, "%-10s %8d %14.0f %14s\n", w.name, n, medianF(tps[k]), median(ttft[k]).Round(time.Microsecond))
+		}
+		a, wk := key{"activator", n}, key{"worker", n}
+		fmt.Fprintf(out, "activator vs worker, %d streams: throughput %+.1f %%, TTFT %+s\n", n,
+			100*(medianF(tps[a])/medianF(tps[wk])-1), (median(ttft[a]) - median(ttft[wk])).Round(time.Microsecond))
+		b.ReportMetric(100*(medianF(tps[a])/medianF(tps[wk])-1), fmt.Sprintf("throughput-%%-%d", n))
+		b.ReportMetric(float64((median(ttft[a]) - median(ttft[wk])).Microseconds()), fmt.Sprintf("ttft-added-us-%d", n))
+	}
+	fmt.Fprint(os.Stdout, out.String())
+	dev.stop(b)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianF(f []float64) float64 {
+	s := slices.Clone(f)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
