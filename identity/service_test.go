@@ -349,17 +349,17 @@ func TestComponentsPrincipal(t *testing.T) {
 	user, _, _ := s.CreateToken(u.ID, u.ID, 0, "")
 	chk := NewChecker(s.Export(nil))
 	now := time.Unix(1_800_000_000, 0)
-	for hdr, want := range map[string]string{
-		"Bearer " + comp: "", "Bearer " + admin: "",
-		"Bearer " + user: api.ErrPermissionDenied, "Bearer dapi0123": api.ErrUnauthenticated, "": api.ErrUnauthenticated,
+	for _, tc := range []struct{ who, hdr, want string }{
+		{"components", "Bearer " + comp, ""}, {"admin", "Bearer " + admin, ""},
+		{"user", "Bearer " + user, api.ErrPermissionDenied}, {"unknown", "Bearer dapi0123", api.ErrUnauthenticated}, {"none", "", api.ErrUnauthenticated},
 	} {
-		_, err := chk.Component(hdr, now)
+		_, err := chk.Component(tc.hdr, now)
 		got := ""
 		if err != nil {
 			got = err.Code
 		}
-		if got != want {
-			t.Errorf("Component(%.12q): %v, want %q", hdr, err, want)
+		if got != tc.want {
+			t.Errorf("Component(%s's token): %v, want %q", tc.who, err, tc.want)
 		}
 	}
 }

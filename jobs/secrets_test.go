@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,7 +28,7 @@ func TestRenderSecretsThroughVariables(t *testing.T) {
 	b, _ := json.Marshal(job)
 	for _, v := range []string{"sk-resolved-value", "ws-resolved-value"} {
 		if strings.Contains(string(b), v) {
-			t.Fatalf("the job holds a secret value %s: %s", v, b)
+			t.Fatalf("the job holds a secret value (%d bytes of JSON; not shown)", len(b))
 		}
 	}
 	task := job.TaskGroups[0].Tasks[0]
@@ -48,7 +49,7 @@ GANTRY_WORKER_SECRET={{ (index . "GANTRY_WORKER_SECRET").Value | toJSON }}
 	}
 	items, err := jobs.SecretItems(resolved)
 	if err != nil || !maps.Equal(items, nomad.VariableItems{"API_KEY": "sk-resolved-value", "GANTRY_WORKER_SECRET": "ws-resolved-value"}) {
-		t.Errorf("items %v %v", items, err)
+		t.Errorf("items with keys %v (values not shown), %v", slices.Sorted(maps.Keys(items)), err)
 	}
 
 	// As gantry jobs render sees it: the reference, the secret redacted.
@@ -60,7 +61,7 @@ GANTRY_WORKER_SECRET={{ (index . "GANTRY_WORKER_SECRET").Value | toJSON }}
 		t.Fatal(err)
 	}
 	if b2, _ := json.Marshal(job2); string(b2) != string(b) {
-		t.Errorf("rendered with references:\n%s\nwith values:\n%s", b2, b)
+		t.Errorf("rendered with references:\n%s\ndiffers from the job rendered with values (not shown)", b2)
 	}
 	// A reference is never an item: the scheduler resolves it first.
 	if _, err := jobs.SecretItems(shown); err == nil || !strings.Contains(err.Error(), "environment_vars.API_KEY") || strings.Contains(err.Error(), "secrets/prod") {

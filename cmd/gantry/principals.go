@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +17,18 @@ import (
 // line. Principals are named as people know them (a userName, an
 // applicationId or a service principal's display name, a group's name)
 // or by SCIM id; the commands look the id up, since SCIM paths take ids.
+
+// scimTimeout bounds each request of these commands: they are small,
+// and a server that hangs must not hang the command.
+const scimTimeout = 30 * time.Second
+
+// newSCIMClient is newClient whose requests each end within scimTimeout.
+func newSCIMClient(addr string) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cfg.HTTPClient = &http.Client{Timeout: scimTimeout} // NewClient adds the CA's transport
+	return api.NewClient(cfg)
+}
 
 // principalKind is what differs between the three commands.
 type principalKind struct {
@@ -107,7 +120,7 @@ func tokenCmds(k principalKind) func(addr *string) []*cobra.Command {
 				if lifetime < 0 || lifetime%time.Second != 0 {
 					return fmt.Errorf("--lifetime %s: want whole seconds, 0 for the default of two years", lifetime)
 				}
-				cl, err := newClient(*addr)
+				cl, err := newSCIMClient(*addr)
 				if err != nil {
 					return err
 				}
@@ -154,7 +167,7 @@ func membersCmds(addr *string) []*cobra.Command {
 			Short: op.short + " (members by userName, applicationId, service principal display name, group name or id)",
 			Args:  cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cl, err := newClient(*addr)
+				cl, err := newSCIMClient(*addr)
 				if err != nil {
 					return err
 				}
@@ -218,7 +231,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "List " + k.word + "s",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := newClient(addr)
+			cl, err := newSCIMClient(addr)
 			if err != nil {
 				return err
 			}
@@ -243,7 +256,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "Show a " + k.word + " as SCIM JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newClient(addr)
+			cl, err := newSCIMClient(addr)
 			if err != nil {
 				return err
 			}
@@ -260,7 +273,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 	create := &cobra.Command{
 		Short: "Create a " + k.word,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newClient(addr)
+			cl, err := newSCIMClient(addr)
 			if err != nil {
 				return err
 			}
@@ -306,7 +319,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "Delete a " + k.word + " with its tokens, memberships and grants",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newClient(addr)
+			cl, err := newSCIMClient(addr)
 			if err != nil {
 				return err
 			}

@@ -76,7 +76,7 @@ func TestSplitComponentsScaleFromZero(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.status {
-			t.Errorf("a load report with Authorization %.12q: %d, want %d", tc.auth, resp.StatusCode, tc.status)
+			t.Errorf("a load report with Authorization %.10q: %d, want %d", tc.auth, resp.StatusCode, tc.status)
 		}
 	}
 
