@@ -13,11 +13,12 @@ import (
 	"github.com/gantry/gantry/scheduler/registry"
 )
 
-// uploadDir uploads a model whose MLmodel is mlmodel.
+// uploadMLmodel uploads a model whose MLmodel is mlmodel.
 func (h *harness) uploadMLmodel(t *testing.T, name, mlmodel string) (int, string) {
 	t.Helper()
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "MLmodel"), []byte(mlmodel), 0o644)
+	os.WriteFile(filepath.Join(src, "m.gguf"), []byte("GGUF"), 0o644) // what a gguf flavor names
 	var buf bytes.Buffer
 	if err := registry.TarGz(&buf, src); err != nil {
 		t.Fatal(err)
@@ -54,6 +55,16 @@ func TestModelOptimizationInfo(t *testing.T) {
 		var got api.ModelOptimizationInfo
 		if code, e := h.call(t, "GET", "/api/2.0/serving-endpoints/get-model-optimization-info/"+tc.path, "", &got); code != 200 || got != tc.want {
 			t.Errorf("%s: %d %+v %v, want %+v", tc.path, code, got, e, tc.want)
+		}
+	}
+	// An openai_server model that names its task has it in its metadata
+	// (and so in the route table, where the activator checks OpenAI paths
+	// against it); one that names none takes every task.
+	h.uploadMLmodel(t, "completer", "flavors:\n  openai_server:\n    command: [x]\n    task: llm/v1/completions\n")
+	for name, want := range map[string]string{"completer": api.TaskCompletions, "llm": ""} {
+		var mv api.ModelVersion
+		if code, e := h.call(t, "GET", "/api/2.0/gantry/models/"+name+"/versions/1", "", &mv); code != 200 || mv.Task != want {
+			t.Errorf("%s: %d %v task %q, want %q", name, code, e, mv.Task, want)
 		}
 	}
 	if code, e := h.call(t, "GET", "/api/2.0/serving-endpoints/get-model-optimization-info/llm/9", "", nil); code != 404 || e.Code != api.ErrResourceDoesNotExist {

@@ -353,11 +353,15 @@ func modelRoot(dir string) (string, error) {
 	return "", api.Errorf(api.ErrInvalidParameterValue, "upload has no MLmodel file at its top: tar the model directory's contents")
 }
 
-// checkFlavorData makes sure every file a flavor names is there, so that a
-// model missing its weights is refused now rather than failing in a worker.
 // llmTask is the task of a model that an LLM runtime serves: the gguf
-// flavor's (llm/v1/chat when it names none).
+// flavor's (llm/v1/chat when it names none), or the openai_server
+// flavor's when it names one (without, the server takes every task and
+// each body, or OpenAI path, says which).
 func llmTask(m *mlmodel.Model) string {
+	if f, ok := m.Flavors[flavor.Name]; ok {
+		t, _ := f["task"].(string)
+		return t
+	}
 	f, ok := m.Flavors["gguf"]
 	if !ok {
 		return ""
@@ -394,6 +398,8 @@ func checkGGUF(dir string, m *mlmodel.Model) error {
 	return nil
 }
 
+// checkFlavorData makes sure every file a flavor names is there, so that a
+// model missing its weights is refused now rather than failing in a worker.
 func checkFlavorData(dir string, m *mlmodel.Model) error {
 	if err := checkGGUF(dir, m); err != nil {
 		return err
