@@ -196,9 +196,15 @@ func TestExternalUpdateRules(t *testing.T) {
 			t.Errorf("%s: %d %+v; want 400 naming %q", c.body, code, e, c.want)
 		}
 	}
-	// A judge: one of the endpoint's external chat entities.
+	// A judge: one of the endpoint's external chat entities, which a
+	// config update may then not drop.
 	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", `{"guardrails": {"input": {"safety": true, "valid_topics": ["billing"]}, "output": {"safety": true}, "judge_entity": "b"}}`, nil); code != 200 {
 		t.Errorf("with a judge: %d %+v", code, e)
+	}
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/config", `{"served_entities": [
+		{"name": "a", "external_model": {"name": "gpt-4o-mini", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key_plaintext": "new-key"}}}]}`, nil); code != 400 ||
+		!strings.Contains(e.Message, `served_entities: ai_gateway.guardrails.judge_entity: "b" is not a served entity of endpoint chat; it has a; keep the judge`) {
+		t.Errorf("dropping the judge: %d %+v", code, e)
 	}
 	var gw api.AIGateway
 	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/chat/ai-gateway", `{"guardrails": {"input": {"safety": false, "pii": {"behavior": "BLOCK"}, "invalid_keywords": ["password"]}, "output": {"pii": {"behavior": "MASK"}}}}`, &gw); code != 200 ||

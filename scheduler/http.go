@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -297,22 +298,22 @@ func servesExternal(ep *store.Endpoint) bool {
 	return false
 }
 
-// checkJudge refuses a guardrails.judge_entity that is not an external
-// chat model of ep's serving config. A config update that drops it later
-// leaves the judged guardrails failing closed (503) until it is back.
-func checkJudge(ep *store.Endpoint, name string) error {
+// judgeProblem says why guardrails.judge_entity name is not an external
+// chat model of the config c of endpoint ep, or "". A config update that
+// would drop the judge is refused too.
+func judgeProblem(ep string, c *api.EndpointConfig, name string) string {
 	var names []string
-	for _, e := range ep.Config.ServedEntities {
+	for _, e := range c.ServedEntities {
 		if e.Name != name {
 			names = append(names, e.Name)
 			continue
 		}
 		if e.ExternalModel == nil || e.ExternalModel.Task != api.TaskChat {
-			return invalid("guardrails.judge_entity: served entity %s of endpoint %s is not an external model of task %s; a judge answers chat requests", name, ep.Name, api.TaskChat)
+			return fmt.Sprintf("guardrails.judge_entity: served entity %s of endpoint %s is not an external model of task %s; a judge answers chat requests", name, ep, api.TaskChat)
 		}
-		return nil
+		return ""
 	}
-	return invalid("guardrails.judge_entity: %q is not a served entity of endpoint %s; it has %s", clipQ(name), ep.Name, strings.Join(names, ", "))
+	return fmt.Sprintf("guardrails.judge_entity: %q is not a served entity of endpoint %s; it has %s", clipQ(name), ep, strings.Join(names, ", "))
 }
 
 // putAIGateway sets an endpoint's AI gateway config. Its inference table
@@ -338,7 +339,9 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 		err = invalid("guardrails: endpoint %s serves no LLM entity (external model); guardrails apply to LLM entities only", name)
 	}
 	if err == nil && gw.Guardrails != nil && gw.Guardrails.JudgeEntity != "" {
-		err = checkJudge(cur, gw.Guardrails.JudgeEntity)
+		if msg := judgeProblem(name, &cur.Config, gw.Guardrails.JudgeEntity); msg != "" {
+			err = invalid("%s", msg)
+		}
 	}
 	if err == nil {
 		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
@@ -519,6 +522,14 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 	if err := checkExternalSwitch(&ep.Config, &c); err != nil {
 		writeError(w, err)
 		return
+	}
+	// The judge of the endpoint's guardrails must stay a chat entity of
+	// the config that serves, or every judged call would fail closed.
+	if g := ep.AIGateway; g != nil && g.Guardrails != nil && g.Guardrails.JudgeEntity != "" {
+		if msg := judgeProblem(ep.Name, &c, g.Guardrails.JudgeEntity); msg != "" {
+			writeError(w, invalid("served_entities: ai_gateway.%s; keep the judge or change the AI gateway first", msg))
+			return
+		}
 	}
 	next := *ep
 	now := s.cfg.Now().UnixMilli()
