@@ -35,6 +35,36 @@ func BenchmarkExternalOverhead(b *testing.B) {
 		r, _ := http.NewRequest("POST", url+"/serving-endpoints/chat/invocations", strings.NewReader(b))
 		return r
 	}
+	// Serial and unloaded: one client, one request at a time, each
+	// iteration one direct call and one through the activator, so that
+	// both see the same moment of a shared machine. added-p50 is the
+	// difference of the medians.
+	b.Run("serial", func(b *testing.B) {
+		one := func(r *http.Request) time.Duration {
+			t0 := time.Now()
+			resp, err := client.Do(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+			return time.Since(t0)
+		}
+		var d, g []time.Duration
+		for range b.N {
+			d = append(d, one(direct("", body)))
+			g = append(g, one(proxied("", body)))
+		}
+		b.StopTimer()
+		report(b, d, "direct-")
+		report(b, g, "gantry-")
+		slices.Sort(d)
+		slices.Sort(g)
+		b.ReportMetric(float64((g[len(g)/2] - d[len(d)/2]).Microseconds()), "added-p50-µs")
+	})
 	for _, c := range []struct {
 		name string
 		req  func(string, string) *http.Request

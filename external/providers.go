@@ -61,7 +61,7 @@ func merge(body map[string]any, extra map[string]json.RawMessage) ([]byte, error
 type openAI struct{}
 
 func (openAI) request(rt *api.ExternalRoute, r *Request) (string, []byte, error) {
-	path := map[string]string{api.TaskChat: "/chat/completions", api.TaskCompletions: "/completions", api.TaskEmbeddings: "/embeddings"}[r.Task]
+	path := openAIPath(r.Task)
 	u := rt.BaseURL + path
 	body := map[string]any{}
 	if rt.APIType == "azure" {
@@ -87,6 +87,20 @@ func (openAI) request(rt *api.ExternalRoute, r *Request) (string, []byte, error)
 	}
 	b, err := merge(body, r.ExtraParams)
 	return u, b, err
+}
+
+// openAIPath is the API path of a task (a switch: a map literal here
+// was a map built on every call).
+func openAIPath(task string) string {
+	switch task {
+	case api.TaskChat:
+		return "/chat/completions"
+	case api.TaskCompletions:
+		return "/completions"
+	case api.TaskEmbeddings:
+		return "/embeddings"
+	}
+	return ""
 }
 
 // common sets the sampling fields that share their name and meaning.

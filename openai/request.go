@@ -13,6 +13,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gantry/gantry/api"
 )
@@ -80,14 +81,12 @@ func Decode(task string, body []byte) (*Request, error) {
 	if !ok {
 		return nil, api.Errorf(api.ErrInternal, "unknown task %q", task)
 	}
+	// Every external call comes through here, so the common case is
+	// kept cheap: one Unmarshal, which refuses trailing data too; only a
+	// body it refuses takes the Decoder, to say which fault it is.
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil || raw == nil {
-		return nil, api.Errorf(api.ErrMalformedRequest, "request body is not a JSON object; send the fields of %s", task)
-	}
-	if dec.More() {
-		return nil, api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
+	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
+		return nil, bodyError(task, body)
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -169,11 +168,42 @@ func Decode(task string, body []byte) (*Request, error) {
 	return r, nil
 }
 
+// bodyError says why body is not one JSON object.
+func bodyError(task string, body []byte) *api.Error {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&raw); err != nil || raw == nil {
+		return api.Errorf(api.ErrMalformedRequest, "request body is not a JSON object; send the fields of %s", task)
+	}
+	return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
+}
+
 // reservedExtra are provider fields that the unified ones set; letting
 // extra_params override them would make the record lie about the request.
 var reservedExtra = map[string]bool{"model": true, "messages": true, "prompt": true, "input": true, "stream": true}
 
+// message is one element of messages as sent.
+type message struct {
+	Role    *string         `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
 func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
+	// One Decoder for the list (unknown fields refused in every
+	// element), not one per message; a list it refuses goes through
+	// element by element below, to name the one at fault.
+	var msgs []message
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&msgs) == nil && len(msgs) <= maxItems {
+		r.Messages = make([]Message, 0, len(msgs))
+		for i, msg := range msgs {
+			if err := r.addMessage(i, msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var list []json.RawMessage
 	if err := json.Unmarshal(v, &list); err != nil {
 		return invalidf("messages: must be a list of {\"role\", \"content\"}")
@@ -182,25 +212,49 @@ func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
 		return invalidf("messages: %d messages; at most %d", len(list), maxItems)
 	}
 	for i, m := range list {
-		var msg struct {
-			Role    *string         `json:"role"`
-			Content json.RawMessage `json:"content"`
-		}
+		var msg message
 		dec := json.NewDecoder(bytes.NewReader(m))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&msg); err != nil {
 			return invalidf("messages[%d]: must be an object with role and content only", i)
 		}
-		if msg.Role == nil || !roles[*msg.Role] {
-			return invalidf("messages[%d].role: must be one of system, user, assistant", i)
+		if err := r.addMessage(i, msg); err != nil {
+			return err
 		}
-		content, err := messageContent(msg.Content)
-		if err != nil {
-			return invalidf("messages[%d].content: %s", i, err)
-		}
-		r.Messages = append(r.Messages, Message{Role: *msg.Role, Content: content})
 	}
 	return nil
+}
+
+// addMessage checks messages[i] and appends it.
+func (r *Request) addMessage(i int, msg message) *api.Error {
+	if msg.Role == nil || !roles[*msg.Role] {
+		return invalidf("messages[%d].role: must be one of system, user, assistant", i)
+	}
+	content, err := messageContent(msg.Content)
+	if err != nil {
+		return invalidf("messages[%d].content: %s", i, err)
+	}
+	r.Messages = append(r.Messages, Message{Role: *msg.Role, Content: content})
+	return nil
+}
+
+// plainString is the JSON string v without decoding it when it has
+// nothing to decode: no escapes, no control characters, valid UTF-8
+// (json.Unmarshal would replace invalid bytes), no quote but its ends.
+func plainString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return "", false
+	}
+	in := v[1 : len(v)-1]
+	for _, c := range in {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // messageContent takes a string or OpenAI's list of text parts, which the
@@ -208,6 +262,9 @@ func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
 func messageContent(v json.RawMessage) (string, error) {
 	if len(v) == 0 || string(v) == "null" {
 		return "", fmt.Errorf("required; a string")
+	}
+	if s, ok := plainString(v); ok {
+		return s, nil
 	}
 	var s string
 	if json.Unmarshal(v, &s) == nil {
@@ -231,11 +288,22 @@ func messageContent(v json.RawMessage) (string, error) {
 }
 
 func decodeInto(field string, v json.RawMessage, dst any) *api.Error {
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if _, ok := dst.(*map[string]json.RawMessage); !ok {
+	var err error
+	switch d := dst.(type) {
+	case *string:
+		var ok bool
+		if *d, ok = plainString(v); !ok {
+			err = json.Unmarshal(v, d)
+		}
+	case *bool, *float64, *map[string]string, *map[string]json.RawMessage:
+		// No fields to refuse: Unmarshal, without a Decoder's buffer.
+		err = json.Unmarshal(v, dst)
+	default:
+		dec := json.NewDecoder(bytes.NewReader(v))
 		dec.DisallowUnknownFields()
+		err = dec.Decode(dst)
 	}
-	if err := dec.Decode(dst); err != nil {
+	if err != nil {
 		return invalidf("%s: %s", field, typeName(dst))
 	}
 	return nil

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -61,4 +62,35 @@ func decode(t *testing.T, task, body string) *Request {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// BenchmarkDecode is the unified request decoder on the activator's path
+// for every external call: a chat request of three messages with the
+// sampling fields.
+func BenchmarkDecode(b *testing.B) {
+	body := []byte(`{"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"},
+		{"role": "assistant", "content": "hi"}], "max_tokens": 16, "temperature": 0.2, "stop": ["END"], "client_request_id": "c-1"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(api.TaskChat, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// plainString must agree with json.Unmarshal on every string it takes.
+func FuzzPlainString(f *testing.F) {
+	for _, s := range []string{`"hi"`, `"a\"b"`, `"é"`, "\"\xff\"", `"\u0041"`, "\"a\tb\"", `""`, `"`, `"x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, ok := plainString(v)
+		if !ok {
+			return
+		}
+		var want string
+		if err := json.Unmarshal(v, &want); err != nil || got != want {
+			t.Fatalf("plainString(%q) = %q; json.Unmarshal: %q, %v", v, got, want, err)
+		}
+	})
 }
