@@ -164,6 +164,11 @@ func TestPrincipalsCLI(t *testing.T) {
 		u.Groups[0].Display != "ds" || u.Groups[0].Type != "direct" || u.Groups[1].Display != "outer" || u.Groups[1].Type != "indirect" {
 		t.Errorf("ada's groups: %+v %v", u.Groups, err)
 	}
+	var og api.ScimPrincipal
+	if err := json.Unmarshal([]byte(run("groups", "get", "outer")), &og); err != nil || len(og.Members) != 1 || og.Members[0].Display != "ds" ||
+		!strings.HasPrefix(og.Members[0].Ref, "Groups/") {
+		t.Errorf("outer's members: %+v %v", og.Members, err)
+	}
 	if _, err := runCLI(t, srv.URL, admin, "groups", "add-member", "ds", "outer"); err == nil || !strings.Contains(err.Error(), "would make a cycle (INVALID_PARAMETER_VALUE)") {
 		t.Errorf("a cycle: %v", err)
 	}
