@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"net/http"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,25 @@ func (s *Scheduler) ensureUsage(ctx context.Context) error {
 
 // usageBy maps ?by= to the usage table's column.
 var usageBy = map[string]string{"endpoint": "endpoint", "entity": "served_entity", "requester": "requester"}
+
+// contextKeyRE is a usage_context key that by=usage_context.KEY may name:
+// it goes into the SQL as a quoted literal, so no quote or backslash.
+var contextKeyRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// usageColumn is what ?by= groups by: a column of the usage table, or for
+// usage_context.KEY the value of that key in each row's usage_context
+// ("" where a request sent none); replicas says whether provisioned time
+// has it (replicas serve every requester and context).
+func usageColumn(by string) (col string, replicas, ok bool) {
+	if key, found := strings.CutPrefix(by, "usage_context."); found {
+		if !contextKeyRE.MatchString(key) {
+			return "", false, false
+		}
+		return "visitParamExtractString(usage_context, '" + key + "')", false, true
+	}
+	col, ok = usageBy[by]
+	return col, ok && by != "requester", ok
+}
 
 // parseSince reads "7d", "24h", "30m" (a count and a unit of days, hours
 // or minutes).
@@ -112,9 +132,9 @@ func (s *Scheduler) usage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("since: %q is not a duration such as 7d, 24h or 30m", clipQ(since)))
 		return
 	}
-	col, ok := usageBy[by]
+	col, hasReplicas, ok := usageColumn(by)
 	if !ok {
-		writeError(w, invalid("by: %q is not one of endpoint, entity, requester", clipQ(by)))
+		writeError(w, invalid("by: %q is not one of endpoint, entity, requester, usage_context.KEY (a key of letters, digits and _.:-)", clipQ(by)))
 		return
 	}
 	if s.cfg.Tables == nil {
@@ -125,14 +145,15 @@ func (s *Scheduler) usage(w http.ResponseWriter, r *http.Request) {
 	from := s.cfg.Now().Add(-d).UnixMilli()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.TablesTimeout)
 	defer cancel()
-	// col comes from usageBy, never from the caller; every query sums
-	// with FINAL, so that a row the logger delivered twice counts once.
+	// col comes from usageColumn (a fixed column, or a checked key), never
+	// from the caller as it is; every query sums with FINAL, so that a row
+	// the logger delivered twice counts once.
 	usage, prov := loggers.UsageTable.Quoted()+" FINAL", loggers.ProvisionedTable.Quoted()+" FINAL"
 	const calls = "count(), countIf(status_code >= 400), sum(input_tokens), sum(output_tokens)"
 	const replicas = "workload_size, workload_type, sum(replica_seconds), sum(saved_replica_seconds)"
 	inv, err := s.usageQuery(ctx, "SELECT "+col+", "+calls+" FROM "+usage+" WHERE timestamp_ms >= ? GROUP BY "+col, from)
 	var provisioned [][]string
-	if err == nil && by != "requester" { // replicas have no requester
+	if err == nil && hasReplicas {
 		provisioned, err = s.usageQuery(ctx, "SELECT "+col+", "+replicas+" FROM "+prov+" WHERE timestamp_ms >= ? GROUP BY "+col+", workload_size, workload_type", from)
 	}
 	out := api.UsageResponse{Since: since, By: by, Step: stepName, Rows: usageRows(inv, provisioned, s.cfg.UnitCosts), Series: []api.UsageSeries{}}
@@ -144,7 +165,7 @@ func (s *Scheduler) usage(w http.ResponseWriter, r *http.Request) {
 		bucket := "intDiv(timestamp_ms, " + strconv.FormatInt(step.Milliseconds(), 10) + ") * " + strconv.FormatInt(step.Milliseconds(), 10)
 		inv, err = s.usageQuery(ctx, "SELECT "+col+", "+bucket+" AS t, "+calls+" FROM "+usage+" WHERE timestamp_ms >= ? AND has(?, "+col+") GROUP BY "+col+", t", from, keys)
 		provisioned = nil
-		if err == nil && by != "requester" {
+		if err == nil && hasReplicas {
 			provisioned, err = s.usageQuery(ctx, "SELECT "+col+", "+bucket+" AS t, "+replicas+" FROM "+prov+" WHERE timestamp_ms >= ? AND has(?, "+col+") GROUP BY "+col+", t, workload_size, workload_type", from, keys)
 		}
 		out.Series = usageSeries(keys, inv, provisioned, s.cfg.UnitCosts)

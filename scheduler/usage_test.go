@@ -46,8 +46,9 @@ func TestUsage(t *testing.T) {
 	}
 	now := h.s.cfg.Now().UnixMilli()
 	rows := []loggers.UsageRow{
-		{RequestID: "1", TimestampMs: now, Endpoint: "fraud", ServedEntity: "a", Requester: "alice", StatusCode: 200, InputTokens: 10, OutputTokens: 20},
-		{RequestID: "2", TimestampMs: now, Endpoint: "fraud", ServedEntity: "b", Requester: "bob", StatusCode: 429},
+		{RequestID: "1", TimestampMs: now, Endpoint: "fraud", ServedEntity: "a", Requester: "alice", StatusCode: 200, InputTokens: 10, OutputTokens: 20,
+			UsageContext: map[string]string{"team": "risk", "project": "p-1"}},
+		{RequestID: "2", TimestampMs: now, Endpoint: "fraud", ServedEntity: "b", Requester: "bob", StatusCode: 429, UsageContext: map[string]string{"team": "ops"}},
 		{RequestID: "3", TimestampMs: now, Endpoint: "chat", ServedEntity: "a", Requester: "alice", StatusCode: 200, InputTokens: 1, OutputTokens: 2},
 		{RequestID: "4", TimestampMs: now - (48 * time.Hour).Milliseconds(), Endpoint: "chat", Requester: "alice", StatusCode: 200, InputTokens: 100},
 	}
@@ -61,6 +62,8 @@ func TestUsage(t *testing.T) {
 		{"?since=7d&by=endpoint", "[{chat 2 0 101 2} {fraud 2 1 10 20}]"},
 		{"?since=24h&by=requester", "[{alice 2 0 11 22} {bob 1 1 0 0}]"},
 		{"?since=30m&by=entity", "[{a 2 0 11 22} {b 1 1 0 0}]"},
+		// By a key of usage_context; "" for requests without it.
+		{"?since=1d&by=usage_context.team", "[{ 1 0 1 2} {ops 1 1 0 0} {risk 1 0 10 20}]"},
 	} {
 		var out api.UsageResponse
 		if code, e := h.call(t, "GET", "/api/2.0/gantry/usage"+c.query, "", &out); code != 200 || fmtRows(out.Rows) != c.want {
@@ -107,7 +110,8 @@ func TestUsage(t *testing.T) {
 	for _, c := range []struct{ query, want string }{
 		{"?since=7", "since: \"7\" is not a duration"},
 		{"?since=1w", "since: \"1w\" is not a duration"},
-		{"?by=model", "by: \"model\" is not one of endpoint, entity, requester"},
+		{"?by=model", "by: \"model\" is not one of endpoint, entity, requester, usage_context.KEY"},
+		{"?by=usage_context.a'b", "by: \"usage_context.a'b\" is not one of"},
 	} {
 		if code, e := h.call(t, "GET", "/api/2.0/gantry/usage"+c.query, "", nil); code != 400 || !strings.Contains(e.Message, c.want) {
 			t.Errorf("%s: %d %+v", c.query, code, e)

@@ -106,6 +106,9 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 	if out := mustCLI(t, bin, addr, "usage", "--since", "1h", "--by", "endpoint"); !regexp.MustCompile(`(?m)^gw\s+3\s+1\s+` + itoa(r.InputTokens) + `\s+` + itoa(r.OutputTokens) + `\s`).MatchString(out) {
 		t.Errorf("gantry usage:\n%s", out)
 	}
+	if out := mustCLI(t, bin, addr, "usage", "--since", "1h", "--by", "usage_context.team"); !regexp.MustCompile(`(?m)^risk\s+1\s+0\s`).MatchString(out) {
+		t.Errorf("gantry usage --by usage_context.team:\n%s", out)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	res, err := db.Query(ctx, "SELECT client_request_id, usage_context, visitParamExtractString(usage_context, 'team') FROM `default`.`gantry_usage` FINAL ORDER BY client_request_id")

@@ -23,6 +23,7 @@ every served entity (replica-hours by workload, priced with the scheduler's --un
 scale to zero saved. Admins only.`,
 		Example: `  gantry usage --since 7d --by endpoint
   gantry usage --since 24h --by requester
+  gantry usage --since 7d --by usage_context.team
   gantry usage --since 30d --by entity --plot usage.svg   # or usage.png`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -59,7 +60,7 @@ scale to zero saved. Admins only.`,
 	}
 	clientFlags(c, &addr)
 	c.Flags().StringVar(&since, "since", "7d", "how far back: a count of d, h or m (7d, 24h, 30m)")
-	c.Flags().StringVar(&by, "by", "endpoint", "group by endpoint, entity or requester")
+	c.Flags().StringVar(&by, "by", "endpoint", "group by endpoint, entity, requester or usage_context.KEY (a key of the requests' usage_context)")
 	c.Flags().StringVar(&plot, "plot", "", "write a chart of requests, tokens, replica-hours and cost over time to this .svg or .png file")
 	return c
 }
