@@ -213,7 +213,7 @@ func TestTokenAPI(t *testing.T) {
 		t.Errorf("the user's token is %d %+v, want ada@corp.com", st, me)
 	}
 	for body, want := range map[string]int{
-		`{"user_name":"nobody@corp.com"}`: 404,
+		`{"user_name":"nobody@corp.com"}`:                                          404,
 		`{"user_name":"ada@corp.com","application_id":"` + sp.ApplicationID + `"}`: 400,
 		`{}`: 400,
 	} {
