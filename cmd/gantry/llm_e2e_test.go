@@ -156,6 +156,7 @@ func TestLLMEndToEnd(t *testing.T) {
 
 	mustCLI(t, bin, addr, "models", "upload", "stories", storiesDir)
 	mustCLI(t, bin, addr, "models", "upload", "stories-text", llmModelDir(t, api.TaskCompletions, false))
+	mustCLI(t, bin, addr, "models", "upload", "stories-embed", llmModelDir(t, api.TaskEmbeddings, false))
 	// One replica at most, of 8 slots: the runtime's 8 sequences.
 	entity := func(model string) string {
 		return fmt.Sprintf(`{"entity_name": %q, "entity_version": "1", "min_provisioned_concurrency": 0, "max_provisioned_concurrency": 8, "replica_concurrency": 8, "scale_to_zero_enabled": true}`, model)
@@ -163,8 +164,10 @@ func TestLLMEndToEnd(t *testing.T) {
 	a.ok(t, "POST", "/api/2.0/serving-endpoints", `{"name": "llm", "config": {"served_entities": [`+entity("stories")+`],
 		"auto_capture_config": {"catalog_name": "ml", "schema_name": "llm", "enabled": true}}}`)
 	a.ok(t, "POST", "/api/2.0/serving-endpoints", `{"name": "llm-text", "config": {"served_entities": [`+entity("stories-text")+`]}}`)
+	a.ok(t, "POST", "/api/2.0/serving-endpoints", `{"name": "llm-embed", "config": {"served_entities": [`+entity("stories-embed")+`]}}`)
 	mustCLI(t, bin, addr, "endpoints", "wait", "llm")
 	mustCLI(t, bin, addr, "endpoints", "wait", "llm-text")
+	mustCLI(t, bin, addr, "endpoints", "wait", "llm-embed")
 	a.ok(t, "PUT", "/api/2.0/serving-endpoints/llm/ai-gateway", `{"usage_tracking_config": {"enabled": true}}`)
 	time.Sleep(500 * time.Millisecond) // the route table reaches the activator
 
@@ -246,6 +249,46 @@ func TestLLMEndToEnd(t *testing.T) {
 		b := a.ok(t, "POST", "/serving-endpoints/completions", `{"model": "llm-text", "prompt": "The cat", "max_tokens": 20, "temperature": 0}`)
 		if err := json.Unmarshal([]byte(b), &got); err != nil || got.Object != "text_completion" || got.Choices[0].Text != res.Text {
 			t.Fatalf("completion %s, want text %q", b, res.Text)
+		}
+	})
+
+	t.Run("embeddings equal the runtime's", func(t *testing.T) {
+		em, err := llm.Open(filepath.Join(storiesDir, "model.gguf"), llm.Config{LibDir: libs, Threads: 1, Embeddings: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer em.Close()
+		inputs := []string{"Once upon a time", "The cat sat"}
+		want, tokens, err := em.Embed(context.Background(), inputs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Object string `json:"object"`
+			Data   []struct {
+				Index     int       `json:"index"`
+				Embedding []float64 `json:"embedding"`
+			} `json:"data"`
+			Usage struct {
+				PromptTokens int `json:"prompt_tokens"`
+			} `json:"usage"`
+		}
+		b := a.ok(t, "POST", "/serving-endpoints/embeddings", `{"model": "llm-embed", "input": ["Once upon a time", "The cat sat"]}`)
+		if err := json.Unmarshal([]byte(b), &got); err != nil || got.Object != "list" || len(got.Data) != 2 || got.Usage.PromptTokens != tokens {
+			t.Fatalf("embeddings %s, want 2 of %d dimensions and %d tokens", b, len(want[0]), tokens)
+		}
+		for i := range want {
+			if len(got.Data[i].Embedding) != len(want[i]) {
+				t.Fatalf("input %d: %d dimensions, the runtime gives %d", i, len(got.Data[i].Embedding), len(want[i]))
+			}
+			for j, x := range want[i] {
+				if d := got.Data[i].Embedding[j] - float64(x); d > 1e-5 || d < -1e-5 {
+					t.Fatalf("input %d, dimension %d: %g through the endpoint, %g from the runtime", i, j, got.Data[i].Embedding[j], x)
+				}
+			}
+		}
+		if resp, b := a.do(t, "POST", "/serving-endpoints/llm-embed/invocations", `{"messages": [{"role": "user", "content": "x"}]}`); resp.StatusCode != 400 || !strings.Contains(b, "messages") {
+			t.Errorf("chat on an embeddings endpoint: %d %s", resp.StatusCode, b)
 		}
 	})
 

@@ -18,6 +18,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/openai"
+	"github.com/gantry/gantry/worker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -44,6 +45,11 @@ type Runtime struct {
 	firstToken prometheus.Gauge
 	firstOnce  sync.Once
 }
+
+var (
+	_ worker.HTTPRuntime   = (*Runtime)(nil)
+	_ worker.TokenReporter = (*Runtime)(nil)
+)
 
 // OpenRuntime loads the model that a gguf flavor names in dir.
 func OpenRuntime(dir string, flavor map[string]any, cfg Config) (*Runtime, error) {
@@ -128,6 +134,11 @@ func (rt *Runtime) ServeInvocation(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		apierr.Write(w, api.Errorf(api.ErrMalformedRequest, "read request body: %v", err))
+		return
+	}
+	// An OpenAI SDK path names its task (the activator checks it too).
+	if t := r.Header.Get(worker.TaskHeader); t != "" && t != rt.task {
+		apierr.Write(w, invalid("this model serves %s; the request is %s", rt.task, t))
 		return
 	}
 	req, err := openai.Decode(rt.task, body)
