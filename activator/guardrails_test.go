@@ -175,3 +175,30 @@ func TestGuardrailsOutput(t *testing.T) {
 		})
 	}
 }
+
+// A shadow entity's call is guarded as the client's: its provider sees
+// the masked text, and its record holds no PII.
+func TestGuardrailsShadow(t *testing.T) {
+	base := providertest.Start(t, extKey)
+	url, rec := externalActivator(t, api.EndpointRoute{Name: "g", InferenceTable: "db.g_payload",
+		Guardrails: &api.Guardrails{Input: &api.GuardrailParameters{PII: pii("MASK")}, Output: &api.GuardrailParameters{PII: pii("MASK")}},
+		Routes:     []api.Route{{ServedModelName: "e", TrafficPercentage: 100}, {ServedModelName: "s", TrafficPercentage: 100, Shadow: true}},
+		Entities: []api.EntityRoute{extEntity("e", api.ProviderOpenAI, api.TaskChat, "m", base),
+			extEntity("s", api.ProviderAnthropic, api.TaskChat, "m2", base)}})
+	resp, body := post(t, url+"/serving-endpoints/g/invocations", chat("mail jane@example.com", false))
+	if resp.StatusCode != 200 || !strings.Contains(body, "echo: mail [EMAIL]") {
+		t.Fatalf("MASK: %d %s", resp.StatusCode, body)
+	}
+	var shadow loggers.Record
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && shadow.RequestID == ""; time.Sleep(5 * time.Millisecond) {
+		for _, r := range rec.all() {
+			if r.Shadow {
+				shadow = r
+			}
+		}
+	}
+	if shadow.ServedEntity != "s" || shadow.StatusCode != 200 || !strings.Contains(string(shadow.Response), "echo: mail [EMAIL]") ||
+		strings.Contains(string(shadow.Request)+string(shadow.Response), "jane@") {
+		t.Errorf("shadow record %+v: %s %s", shadow, shadow.Request, shadow.Response)
+	}
+}

@@ -74,26 +74,70 @@ def missing_module_message(name, what=None):
     )
 
 
-def requirement_mismatches(model_dir):
-    """Packages the model was logged with whose installed version differs,
-    as "scikit-learn 1.4.0 logged, 1.2.1 here"."""
+def logged_requirements(model_dir):
+    """The pinned (name, version) pairs the model was logged with: its
+    requirements.txt, else the pip list of its conda.yaml (MLflow writes
+    both; python_env.yaml points at requirements.txt). No YAML library:
+    the pip list is read line by line."""
     try:
-        from importlib import metadata
-    except ImportError:
-        return []
-    path = os.path.join(model_dir, "requirements.txt")
-    out = []
-    try:
-        with open(path) as f:
+        with open(os.path.join(model_dir, "requirements.txt")) as f:
             lines = f.read().splitlines()
     except OSError:
-        return out
+        lines = []
+        try:
+            with open(os.path.join(model_dir, "conda.yaml")) as f:
+                conda = f.read().splitlines()
+        except OSError:
+            conda = []
+        in_pip = None  # the indentation of "- pip:", while under it
+        for line in conda:
+            stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if stripped in ("- pip:", "-  pip:"):
+                in_pip = indent
+                continue
+            if in_pip is not None:
+                if indent > in_pip and stripped.startswith("- "):
+                    lines.append(stripped[2:].strip().strip("'\""))
+                    continue
+                in_pip = None
+    out = []
     for line in lines:
         line = line.split("#")[0].strip()
         if "==" not in line or line.startswith("-"):
             continue
         name, want = [s.strip() for s in line.split("==", 1)]
-        name = name.split("[")[0]
+        out.append((name.split("[")[0], want.split(";")[0].strip()))
+    return out
+
+
+def logged_python(model_dir):
+    """The Python version in python_env.yaml ("python: 3.11.2"), or None."""
+    try:
+        with open(os.path.join(model_dir, "python_env.yaml")) as f:
+            for line in f:
+                if line.startswith("python:"):
+                    v = line.split(":", 1)[1].strip().strip("'\"")
+                    return v or None
+    except OSError:
+        pass
+    return None
+
+
+def requirement_mismatches(model_dir):
+    """Packages the model was logged with whose installed version differs,
+    as "scikit-learn 1.4.0 logged, 1.2.1 here", and the Python version when
+    its major.minor differs (pickles and compiled libraries follow it)."""
+    out = []
+    want_py = logged_python(model_dir)
+    have_py = "%d.%d.%d" % sys.version_info[:3]
+    if want_py and want_py.split(".")[:2] != have_py.split(".")[:2]:
+        out.append("python %s logged, %s here" % (want_py, have_py))
+    try:
+        from importlib import metadata
+    except ImportError:
+        return out
+    for name, want in logged_requirements(model_dir):
         if name.lower() == "mlflow":
             continue
         try:

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker/mlmodel"
@@ -590,4 +591,53 @@ def _load_pyfunc(path):
 		}()
 	}
 	wg.Wait()
+}
+
+// A model that loads with other versions than it was logged with says
+// which in its Notice (the deployment's state message): from conda.yaml's
+// pip list when it has no requirements.txt, and the Python version from
+// python_env.yaml when its major.minor differs. The fixture as logged
+// matches Debian's Python and has none.
+func TestNoticeNamesVersionMismatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python model host")
+	}
+	if n := load(t, filepath.Join(fixtures, "py_custom"), Config{}).Notice(); n != "" {
+		t.Errorf("py_custom as logged: notice %q, want none", n)
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixtures, "py_custom"))); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "requirements.txt"))
+	edit := func(name, old, new string) {
+		p := filepath.Join(dir, name)
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), old) {
+			t.Fatalf("%s: %v, or no %q in it", name, err, old)
+		}
+		if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), old, new)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit("conda.yaml", "pandas==1.5.3", "pandas==0.25.3")
+	edit("python_env.yaml", "python: 3.11.2", "python: 2.7.18")
+	n := load(t, dir, Config{}).Notice()
+	if !strings.Contains(n, "pandas 0.25.3 logged, ") || !strings.Contains(n, "python 2.7.18 logged, 3.") || strings.Contains(n, "mlflow") {
+		t.Errorf("notice %q, want pandas and python named, mlflow left out", n)
+	}
+}
+
+func TestMismatchNoticeIsBounded(t *testing.T) {
+	var ms []string
+	for i := range 200 {
+		ms = append(ms, fmt.Sprintf("pkg-é%d 1.0 logged, 2.0 here", i))
+	}
+	n := mismatchNotice(ms)
+	if len(n) > api.MaxNotice || !strings.HasSuffix(n, " …") || !strings.HasPrefix(n, "the model was logged with other package versions") || !utf8.ValidString(n) {
+		t.Errorf("notice of %d bytes: %q", len(n), n)
+	}
+	if mismatchNotice(nil) != "" {
+		t.Error("no mismatches made a notice")
+	}
 }
