@@ -106,9 +106,11 @@ type Settings struct {
 	// PythonImage replaces Image for models that need the Python runtime
 	// (mlmodel.NeedsPython); default DefaultPythonImage.
 	PythonImage string
-	// Python is the interpreter such models run with: a path on the
-	// clients for exec and raw_exec, in the image for docker. Default
-	// DefaultPython. A served entity's own GANTRY_PYTHON wins.
+	// Python is the interpreter such models run with on exec and
+	// raw_exec clients; default DefaultPython. Docker tasks use the
+	// image's python3 (a path on the scheduler's host means nothing in
+	// the image). A served entity's own GANTRY_PYTHON wins on every
+	// driver.
 	Python string
 }
 
@@ -123,13 +125,19 @@ func (s Settings) ImageFor(d orchestrator.Deployment) string {
 }
 
 // PythonFor is the interpreter d's worker runs its model with, and
-// whether it needs one: the entity's GANTRY_PYTHON, else s.Python, else
-// DefaultPython.
+// whether it needs one: the entity's GANTRY_PYTHON, else s.Python on exec
+// and raw_exec, else DefaultPython.
 func (s Settings) PythonFor(d orchestrator.Deployment) (string, bool) {
 	if !mlmodel.NeedsPython(d.Flavors) {
 		return "", false
 	}
-	return cmp.Or(d.Env[PythonEnv], s.Python, DefaultPython), true
+	if py := d.Env[PythonEnv]; py != "" {
+		return py, true
+	}
+	if s.TaskDriver == "" || s.TaskDriver == DriverDocker {
+		return DefaultPython, true
+	}
+	return cmp.Or(s.Python, DefaultPython), true
 }
 
 // Validate reports settings that no job could use.

@@ -185,6 +185,9 @@ func TestRenderPythonRuntime(t *testing.T) {
 	}{
 		{"docker default", pythonDeployment, jobs.Settings{}, jobs.DefaultPythonImage, "python3", jobs.RuntimePython},
 		{"docker python image", pythonDeployment, jobs.Settings{Image: "w:1", PythonImage: "py:1"}, "py:1", "python3", jobs.RuntimePython},
+		// The scheduler's --python is a path on its host or the clients,
+		// not in the image.
+		{"docker ignores the clients' interpreter", pythonDeployment, jobs.Settings{Python: "/opt/py/bin/python3"}, jobs.DefaultPythonImage, "python3", jobs.RuntimePython},
 		{"raw_exec client interpreter", pythonDeployment,
 			jobs.Settings{TaskDriver: jobs.DriverRawExec, Python: "/opt/py/bin/python3"}, "", "/opt/py/bin/python3", jobs.RuntimePython},
 		{"entity's own interpreter wins", func() orchestrator.Deployment {
