@@ -60,7 +60,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 	gw := api.EndpointRoute{Name: "gw", Entities: []api.EntityRoute{ent}, RateLimits: benchLimits, Guardrails: benchGuardrails}
 	local := gatewayActivator(b, Config{}, none, gw)
 
-	coord, dials := benchCoordinator(b, base)
+	coord, dials, refunds := benchCoordinator(b, base)
 	limiter := &HTTPRateLimiter{Base: coord}
 	coordinated := gatewayActivator(b, Config{RateLimits: limiter}, none, gw)
 	// As HTTPRateLimiter was before it pooled connections: Go's default
@@ -101,7 +101,7 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 		})
 		b.Run(c.name+"/parallel", func(b *testing.B) {
 			b.SetParallelism(8) // × GOMAXPROCS (2 here): 16 clients
-			before := dials.Load()
+			before, refunded := dials.Load(), refunds.Load()
 			b.RunParallel(func(pb *testing.PB) {
 				req, resp := newRequest(), fasthttp.AcquireResponse()
 				for pb.Next() {
@@ -112,6 +112,8 @@ func BenchmarkGatewayOverhead(b *testing.B) {
 			})
 			// Connections the activator opened to the coordinator.
 			b.ReportMetric(float64(dials.Load()-before)/float64(b.N), "dials/op")
+			// Refund requests it sent (they go in batches).
+			b.ReportMetric(float64(refunds.Load()-refunded)/float64(b.N), "refunds/op")
 		})
 	}
 	b.Run("reserve/serial", func(b *testing.B) {
@@ -157,9 +159,9 @@ func (noDeployments) Remove(context.Context, string) error                  { re
 func (noDeployments) Status(string) orchestrator.Status                     { return orchestrator.Status{} }
 
 // benchCoordinator runs a real scheduler (authentication off) with the
-// endpoint gw and the 5 limits, and returns its URL and a count of the
-// connections it accepted.
-func benchCoordinator(b *testing.B, base string) (string, *atomic.Int64) {
+// endpoint gw and the 5 limits, and returns its URL and counts of the
+// connections it accepted and the refund requests it answered.
+func benchCoordinator(b *testing.B, base string) (string, *atomic.Int64, *atomic.Int64) {
 	dir := b.TempDir()
 	st, err := store.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -174,8 +176,14 @@ func benchCoordinator(b *testing.B, base string) (string, *atomic.Int64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var dials atomic.Int64
-	srv := httptest.NewUnstartedServer(s.Handler())
+	var dials, refunds atomic.Int64
+	handler := s.Handler()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/2.0/gantry/rate-limits/refund" {
+			refunds.Add(1)
+		}
+		handler.ServeHTTP(w, r)
+	}))
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			dials.Add(1)
@@ -200,5 +208,5 @@ func benchCoordinator(b *testing.B, base string) (string, *atomic.Int64) {
 		"external_model": map[string]any{"name": "m", "provider": "openai", "task": "llm/v1/chat",
 			"openai_config": map[string]string{"openai_api_key_plaintext": extKey, "openai_api_base": base + "/v1"}}}}}})
 	call("PUT", "/api/2.0/serving-endpoints/gw/ai-gateway", api.AIGateway{RateLimits: benchLimits, Guardrails: benchGuardrails})
-	return srv.URL, &dials
+	return srv.URL, &dials, &refunds
 }

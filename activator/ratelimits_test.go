@@ -38,9 +38,11 @@ func coordinator(t *testing.T, limits []api.RateLimit, down *atomic.Bool) *httpt
 			}
 			json.NewEncoder(w).Encode(api.RateLimitGrant{Endpoint: res.Endpoint, Window: res.Window, Tokens: res.Tokens, Buckets: res.Buckets})
 		case "/api/2.0/gantry/rate-limits/refund":
-			var g api.RateLimitGrant
-			json.NewDecoder(r.Body).Decode(&g)
-			l.Refund(ratelimit.Reservation{Endpoint: g.Endpoint, Window: g.Window, Tokens: g.Tokens, Buckets: g.Buckets}, g.Used)
+			var b api.RateLimitRefunds
+			json.NewDecoder(r.Body).Decode(&b)
+			for _, g := range b.Grants {
+				l.Refund(ratelimit.Reservation{Endpoint: g.Endpoint, Window: g.Window, Tokens: g.Tokens, Buckets: g.Buckets}, g.Used)
+			}
 		}
 	}))
 	t.Cleanup(srv.Close)
@@ -153,5 +155,39 @@ func TestRateLimitTokensLocal(t *testing.T) {
 	ans := h.do("POST", "/serving-endpoints/ep/invocations", "application/json", body)
 	if ans.status != 429 || !strings.Contains(ans.apiError(t).Message, "100 tokens per minute") {
 		t.Fatalf("third: %d %s; want 429 naming the tokens limit", ans.status, ans.body)
+	}
+}
+
+// TestRefundsBatched: refunds that come while one is in flight go
+// together in the next request, every one of them once.
+func TestRefundsBatched(t *testing.T) {
+	var requests, grants atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b api.RateLimitRefunds
+		if r.URL.Path != "/api/2.0/gantry/rate-limits/refund" || json.NewDecoder(r.Body).Decode(&b) != nil {
+			http.Error(w, "bad", 400)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // a slow coordinator: refunds pile up
+		requests.Add(1)
+		grants.Add(int64(len(b.Grants)))
+	}))
+	t.Cleanup(srv.Close)
+	h := &HTTPRateLimiter{Base: srv.URL}
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.Refund(&api.RateLimitGrant{Endpoint: "ep", Window: 1, Tokens: 100, Used: int64(i % 50), Buckets: []string{"e"}})
+		}()
+	}
+	h.Refund(&api.RateLimitGrant{Endpoint: "ep", Tokens: 5, Used: 5, Buckets: []string{"e"}}) // all used: nothing to send
+	wg.Wait()
+	for deadline := time.Now().Add(10 * time.Second); grants.Load() < 300 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
+	time.Sleep(50 * time.Millisecond)
+	if g, r := grants.Load(), requests.Load(); g != 300 || r > 30 {
+		t.Errorf("%d grants in %d requests; want 300 in a few batches", g, r)
 	}
 }

@@ -62,6 +62,14 @@ type RateLimitGrant struct {
 	Used     int64    `json:"used,omitempty"`
 }
 
+// RateLimitRefunds is a batch of refunds, the body of
+// POST /api/2.0/gantry/rate-limits/refund from an activator that sends
+// those that wait while one is in flight together; the path also takes a
+// single RateLimitGrant.
+type RateLimitRefunds struct {
+	Grants []RateLimitGrant `json:"grants"`
+}
+
 // EntityRoute is one served entity in the route table.
 type EntityRoute struct {
 	// Name is the served entity's name (what served-model-name answers).

@@ -72,12 +72,22 @@ func (s *Scheduler) reserveRate(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// refundRate takes one grant, or a batch of them ({"grants": [...]},
+// what activators send).
 func (s *Scheduler) refundRate(w http.ResponseWriter, r *http.Request) {
-	var g api.RateLimitGrant
-	if err := decode(w, r, &g); err != nil {
+	var body struct {
+		api.RateLimitGrant
+		api.RateLimitRefunds
+	}
+	if err := decode(w, r, &body); err != nil {
 		writeError(w, err)
 		return
 	}
-	s.RefundRate(&g)
+	if body.Endpoint != "" {
+		s.RefundRate(&body.RateLimitGrant)
+	}
+	for i := range body.Grants {
+		s.RefundRate(&body.Grants[i])
+	}
 	writeJSON(w, http.StatusOK, struct{}{})
 }
