@@ -21,12 +21,13 @@ all: build
 build: console
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/gantry
 
-# The worker image, FROM scratch: a static binary needs no base image, and
-# no registry is reachable. The build context is the binary alone.
+# The worker image, FROM scratch: no registry is reachable. The build
+# context is the binary and the glibc files its loader needs.
 image:
-	@mkdir -p bin/image
+	@rm -rf bin/image-context && mkdir -p bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
-	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
+	deploy/docker/image-context.sh bin/image/gantry bin/image-context
+	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image-context
 
 # The worker with Debian's python3 and PYTHON_PACKAGES, for models that the
 # Python runtime serves: the scratch image cannot hold an interpreter. The

@@ -60,9 +60,9 @@ func BuildImage(t testing.TB) string {
 	return Image
 }
 
-// staticBinary builds gantry from this checkout into a new temporary
+// gantryBinary builds gantry (CGO_ENABLED=0) from this checkout into a new temporary
 // directory, which the caller removes, and returns the module root too.
-func staticBinary() (root, dir string, err error) {
+func gantryBinary() (root, dir string, err error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", "", fmt.Errorf("find the module root: %w", err)
@@ -74,22 +74,28 @@ func staticBinary() (root, dir string, err error) {
 	}
 	gobuild := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "gantry"), "./cmd/gantry")
 	gobuild.Dir = root
-	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0") // FROM scratch has no libc
+	gobuild.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := gobuild.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("build the static gantry binary: %v\n%s", err, out)
+		return "", "", fmt.Errorf("build the gantry binary: %v\n%s", err, out)
 	}
 	return root, dir, nil
 }
 
 func buildImage() error {
-	root, dir, err := staticBinary()
+	root, dir, err := gantryBinary()
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The image holds the binary and the libc files its loader needs, laid
+	// out by the script `make image` uses.
+	ctx := filepath.Join(dir, "context")
+	if out, err := exec.Command(filepath.Join(root, "deploy/docker/image-context.sh"), filepath.Join(dir, "gantry"), ctx).CombinedOutput(); err != nil {
+		return fmt.Errorf("image-context.sh: %v\n%s", err, out)
+	}
 	// The legacy builder: Debian's docker.io has no buildx.
-	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile"), "-t", Image, dir)
+	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile"), "-t", Image, ctx)
 	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	if out, err := dbuild.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker build: %v\n%s", err, out)
@@ -127,7 +133,7 @@ func BuildPythonImage(t testing.TB) string {
 }
 
 func buildPythonImage() error {
-	root, dir, err := staticBinary()
+	root, dir, err := gantryBinary()
 	if err != nil {
 		return err
 	}
