@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/gantry/gantry/scheduler"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/local"
-	"github.com/gantry/gantry/worker/llm"
 	"github.com/gantry/gantry/worker/pyfunc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -64,11 +62,5 @@ func (o *controlPlaneOptions) workerEnv() []string {
 	if o.python != "" && o.python != pyfunc.DefaultPython {
 		env = append(env, "GANTRY_PYTHON="+o.python)
 	}
-	// The libraries' folder as an absolute path: a worker's default
-	// (beside its binary, or ./bin/llama) resolves against its own
-	// directory, not this process's.
-	if dir, err := filepath.Abs(llm.LibDir(o.llamaLib)); err == nil {
-		env = append(env, llm.LibEnv+"="+dir)
-	}
-	return env
+	return append(env, llamaWorkerEnv(o.llamaLib)...)
 }

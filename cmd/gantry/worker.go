@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/worker"
-	"github.com/gantry/gantry/worker/llm"
 	"github.com/gantry/gantry/worker/mlmodel"
 	"github.com/gantry/gantry/worker/openaiserver"
 	"github.com/gantry/gantry/worker/pyfunc"
@@ -29,22 +28,6 @@ var loaders = map[string]worker.Loader{
 		}
 		return rt, 0, nil
 	},
-}
-
-// withLLM adds the GGUF runtime (llama.cpp) for the gguf flavor.
-func withLLM(native map[string]worker.Loader, cfg llm.Config) map[string]worker.Loader {
-	all := make(map[string]worker.Loader, len(native)+1)
-	for k, v := range native {
-		all[k] = v
-	}
-	all[llm.Flavor] = func(dir string, conf map[string]any) (worker.Runtime, int, error) {
-		rt, err := llm.OpenRuntime(dir, conf, cfg)
-		if err != nil {
-			return nil, 0, err
-		}
-		return rt, 0, nil
-	}
-	return all
 }
 
 // withPython adds the process runtime for python_function, which serves
@@ -73,7 +56,7 @@ func workerCmd() *cobra.Command {
 	var (
 		cfg worker.Config
 		py  pyfunc.Config
-		lc  llm.Config
+		lc  llmConfig
 	)
 	c := &cobra.Command{
 		Use:   "worker",
@@ -98,11 +81,7 @@ func workerCmd() *cobra.Command {
 	// would be in ps); its value is never printed.
 	c.Flags().StringVar(&cfg.Secret, "worker-secret", "", "answer invocations only when they carry this secret in "+worker.SecretHeader+" (the drivers set it per deployment, for the activators)")
 	addPythonFlags(c, &py)
-	addLLMFlags(c, &lc.LibDir)
-	c.Flags().IntVar(&lc.Threads, "llm-threads", 0, "GGUF models: llama.cpp's threads (0: half the CPUs, at least 1; more threads than free cores make it crawl)")
-	c.Flags().IntVar(&lc.Context, "llm-context", llm.DefaultContext, "GGUF models: tokens of one request, prompt and answer (at most the model's training context)")
-	c.Flags().IntVar(&lc.Sequences, "llm-sequences", llm.DefaultSequences, "GGUF models: requests generated at once, in one batch")
-	c.Flags().IntVar(&lc.GPULayers, "llm-gpu-layers", 0, "GGUF models: layers offloaded to the GPU with a CUDA build of the libraries (-1: all)")
+	addLLMWorkerFlags(c, &lc)
 	c.Flags().IntVar(&py.MaxBatchRows, "max-batch-size", pyfunc.DefaultMaxBatchRows,
 		"Python models: most rows merged into one predict call from concurrent requests (1: no batching)")
 	c.Flags().DurationVar(&py.MaxBatchWait, "max-batch-wait", pyfunc.DefaultMaxBatchWait,
@@ -110,13 +89,6 @@ func workerCmd() *cobra.Command {
 	c.Flags().DurationVar(&py.Timeout, "execution-timeout", pyfunc.DefaultTimeout,
 		"Python models: longest predict call; past it the request gets a 504 and the model host is replaced")
 	return c
-}
-
-// addLLMFlags adds --llama-lib-dir, which gantry dev and gantry scheduler
-// pass on to their workers.
-func addLLMFlags(c *cobra.Command, dir *string) {
-	c.Flags().StringVar(dir, "llama-lib-dir", "",
-		"GGUF models: the folder of llama.cpp's libraries (libllama.so, libggml*.so; make llama-libs fetches them); default: llama/ beside the gantry binary, else ./bin/llama")
 }
 
 // addPythonFlags adds --python, which gantry dev and gantry scheduler pass

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/gantry/gantry/worker/llm"
 	"github.com/gantry/gantry/worker/mlmodel"
 	"github.com/gantry/gantry/worker/pyfunc"
 )
@@ -14,7 +13,7 @@ import (
 // send its models to the Python image for nothing.
 func TestNativeLoadersAreNativeFlavors(t *testing.T) {
 	var have []string
-	for f := range withPython(withLLM(loaders, llm.Config{}), pyfunc.Config{}) {
+	for f := range withPython(withLLM(loaders, llmConfig{}), pyfunc.Config{}) {
 		if f != mlmodel.PythonFlavor {
 			have = append(have, f)
 		}
