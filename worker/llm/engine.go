@@ -48,12 +48,9 @@ func (m *Model) Generate(ctx context.Context, r Request, onText func(string) err
 	if m.eng == nil {
 		return Result{}, invalid("this model is served for embeddings; it generates no text")
 	}
-	toks, err := m.Tokenize(r.Prompt)
+	toks, err := m.promptTokens(r.Prompt)
 	if err != nil {
 		return Result{}, err
-	}
-	if len(toks) >= m.nCtx {
-		return Result{}, invalid("the prompt is %d tokens; this model holds %d per request, prompt and answer together", len(toks), m.nCtx)
 	}
 	s := &seq{req: r, tokens: toks, text: newTextStream(r.Stop), wake: make(chan struct{}, 1), idx: -1}
 	if err := m.eng.enqueue(s); err != nil {
@@ -82,6 +79,28 @@ func (m *Model) Generate(ctx context.Context, r Request, onText func(string) err
 			return res, err
 		}
 	}
+}
+
+// Check reports what Generate would refuse r for before it starts (a
+// prompt that does not fit), so that a stream can answer 400 before its
+// 200.
+func (m *Model) Check(r Request) error {
+	if m.eng == nil {
+		return invalid("this model is served for embeddings; it generates no text")
+	}
+	_, err := m.promptTokens(r.Prompt)
+	return err
+}
+
+func (m *Model) promptTokens(prompt string) ([]llama.Token, error) {
+	toks, err := m.Tokenize(prompt)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) >= m.nCtx {
+		return nil, invalid("the prompt is %d tokens; this model holds %d per request, prompt and answer together", len(toks), m.nCtx)
+	}
+	return toks, nil
 }
 
 // Tokens is how many tokens the model has generated since Open.

@@ -168,6 +168,14 @@ func (rt *Runtime) ServeInvocation(w http.ResponseWriter, r *http.Request) {
 		a.id = "chatcmpl-" + id
 	}
 	if req.Stream {
+		// A stream's status goes with its first byte: refuse what can be
+		// refused before it.
+		for _, j := range jobs {
+			if err := rt.m.Check(j); err != nil {
+				writeErr(w, err)
+				return
+			}
+		}
 		a.stream(w, r.Context(), jobs, req.IncludeUsage)
 		return
 	}

@@ -108,6 +108,10 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("%s: %d %s, want 400 naming %s", body, w.Code, w.Body, want)
 		}
 	}
+	long := strings.Repeat("the dog ran ", 200)
+	if w := serve(rt, `{"messages": [{"role": "user", "content": "`+long+`"}], "stream": true}`); w.Code != 400 || !strings.Contains(w.Body.String(), "the prompt is") {
+		t.Errorf("a stream with a prompt over the context: %d %s, want 400 before the stream", w.Code, w.Body)
+	}
 	w := serve(rt, `{"messages": [{"role": "user", "content": "x"}]}`, worker.TaskHeader, api.TaskEmbeddings)
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("embeddings path to a chat model: %d %s", w.Code, w.Body)
