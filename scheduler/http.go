@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -236,6 +235,7 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 	if c.AutoCaptureConfig != nil {
 		c.AutoCaptureConfig.State = nil // read-only
 	}
+	tasks := make([]string, len(c.ServedEntities)) // served LLM entities'
 	for i, e := range c.ServedEntities {
 		if isExternal(&e) {
 			continue
@@ -257,6 +257,10 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		if err := checkThroughput(i, &c.ServedEntities[i], mv); err != nil {
 			return err
 		}
+		tasks[i] = mv.Task
+	}
+	if err := llmTasksDiffer(c, func(i int) string { return tasks[i] }); err != nil {
+		return err
 	}
 	if loggers.Enabled(c.AutoCaptureConfig) {
 		return s.ensureTable(ctx, ep, "config.auto_capture_config", c.AutoCaptureConfig)
@@ -287,35 +291,6 @@ func (s *Scheduler) ensureTable(ctx context.Context, ep, field string, c *api.Au
 // errTwoTables refuses a second way to turn on the inference table.
 var errTwoTables = invalid("auto_capture_config and ai_gateway.inference_table_config cannot both be enabled; disable one of them")
 
-// servesExternal reports whether ep serves external models (an endpoint
-// never switches between external models and model versions).
-func servesExternal(ep *store.Endpoint) bool {
-	for _, e := range ep.Config.ServedEntities {
-		if e.ExternalModel != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// judgeProblem says why guardrails.judge_entity name is not an external
-// chat model of the config c of endpoint ep, or "". A config update that
-// would drop the judge is refused too.
-func judgeProblem(ep string, c *api.EndpointConfig, name string) string {
-	var names []string
-	for _, e := range c.ServedEntities {
-		if e.Name != name {
-			names = append(names, e.Name)
-			continue
-		}
-		if e.ExternalModel == nil || e.ExternalModel.Task != api.TaskChat {
-			return fmt.Sprintf("guardrails.judge_entity: served entity %s of endpoint %s is not an external model of task %s; a judge answers chat requests", name, ep, api.TaskChat)
-		}
-		return ""
-	}
-	return fmt.Sprintf("guardrails.judge_entity: %q is not a served entity of endpoint %s; it has %s", clipQ(name), ep, strings.Join(names, ", "))
-}
-
 // putAIGateway sets an endpoint's AI gateway config. Its inference table
 // is created before the config is stored, as for auto_capture_config.
 func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
@@ -333,15 +308,30 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	var tasks map[string]string
+	if gw.Guardrails != nil {
+		// The entities' tasks are read from the registry before the
+		// lock, for the config that serves and the one rolling out.
+		s.mu.Lock()
+		cur, err := s.lookup(name)
+		var cfgs []*api.EndpointConfig
+		if err == nil {
+			cfgs = append(cfgs, &api.EndpointConfig{ServedEntities: slices.Clone(cur.Config.ServedEntities)})
+			if cur.Pending != nil {
+				cfgs = append(cfgs, &api.EndpointConfig{ServedEntities: slices.Clone(cur.Pending.ServedEntities)})
+			}
+		}
+		s.mu.Unlock()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		tasks = s.entityTasks(cfgs...)
+	}
 	s.mu.Lock()
 	cur, err := s.lookup(name)
-	if err == nil && gw.Guardrails != nil && !servesExternal(cur) {
-		err = invalid("guardrails: endpoint %s serves no LLM entity (external model); guardrails apply to LLM entities only", name)
-	}
-	if err == nil && gw.Guardrails != nil && gw.Guardrails.JudgeEntity != "" {
-		if msg := judgeProblem(name, &cur.Config, gw.Guardrails.JudgeEntity); msg != "" {
-			err = invalid("%s", msg)
-		}
+	if err == nil && gw.Guardrails != nil {
+		err = guardrailsProblem(name, cur, tasks, gw.Guardrails)
 	}
 	if err == nil {
 		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
@@ -500,6 +490,7 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	tasks := s.entityTasks(&c) // for the guardrails' checks, before the lock
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ep, err := s.lookup(name)
@@ -523,12 +514,19 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	// The judge of the endpoint's guardrails must stay a chat entity of
-	// the config that serves, or every judged call would fail closed.
-	if g := ep.AIGateway; g != nil && g.Guardrails != nil && g.Guardrails.JudgeEntity != "" {
-		if msg := judgeProblem(ep.Name, &c, g.Guardrails.JudgeEntity); msg != "" {
-			writeError(w, invalid("served_entities: ai_gateway.%s; keep the judge or change the AI gateway first", msg))
+	// The endpoint's guardrails must keep guarding every entity, and its
+	// judge stay a chat entity of the config that serves, or every judged
+	// call would fail closed.
+	if g := ep.AIGateway; g != nil && g.Guardrails != nil {
+		if msg, _ := notLLMProblem(ep.Name, &c, tasks); msg != "" {
+			writeError(w, invalid("served_entities: ai_gateway.%s; remove the guardrails first", msg))
 			return
+		}
+		if g.Guardrails.JudgeEntity != "" {
+			if msg := judgeProblem(ep.Name, &c, tasks, g.Guardrails.JudgeEntity); msg != "" {
+				writeError(w, invalid("served_entities: ai_gateway.%s; keep the judge or change the AI gateway first", msg))
+				return
+			}
 		}
 	}
 	next := *ep
