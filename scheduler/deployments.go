@@ -116,12 +116,12 @@ func (d *deploymentsAPI) scale(w http.ResponseWriter, r *http.Request) {
 }
 
 // blockingParams reads a blocking query's ?index= and ?wait= (default 30 s,
-// capped at maxRoutesWait).
+// capped at maxBlockingWait).
 func blockingParams(r *http.Request) (index uint64, wait time.Duration, err error) {
 	q := r.URL.Query()
 	if v := q.Get("index"); v != "" {
 		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return 0, 0, invalid("index: %q is not a number", v)
+			return 0, 0, invalid("index: %q is not a number; send the X-Gantry-Index of the last answer", v)
 		}
 	}
 	wait = 30 * time.Second
@@ -130,7 +130,7 @@ func blockingParams(r *http.Request) (index uint64, wait time.Duration, err erro
 		if err != nil || d < 0 {
 			return 0, 0, invalid("wait: %q is not a duration such as 30s", v)
 		}
-		wait = min(d, maxRoutesWait)
+		wait = min(d, maxBlockingWait)
 	}
 	return index, wait, nil
 }

@@ -27,8 +27,8 @@ import (
 // maxConfigBody bounds control-plane JSON bodies; configs are small.
 const maxConfigBody = 1 << 20
 
-// maxRoutesWait caps the wait of a blocking route query.
-const maxRoutesWait = 5 * time.Minute
+// maxBlockingWait caps the ?wait= of a blocking query.
+const maxBlockingWait = 5 * time.Minute
 
 // Handler serves the control-plane API of API.md. With Config.Auth set,
 // every route needs a bearer token and its rule (apiRoutes), and the
@@ -720,24 +720,10 @@ func (s *Scheduler) modelArtifact(w http.ResponseWriter, r *http.Request) {
 // routes serves the route table as a blocking query: with ?index=N it waits
 // (up to ?wait=, default 30 s) for a table newer than N.
 func (s *Scheduler) routes(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var index uint64
-	if v := q.Get("index"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeError(w, invalid("index: %q is not a number", v))
-			return
-		}
-		index = n
-	}
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			writeError(w, invalid("wait: %q is not a duration such as 30s", v))
-			return
-		}
-		wait = min(d, maxRoutesWait)
+	index, wait, err := blockingParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()

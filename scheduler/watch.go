@@ -53,9 +53,6 @@ func (c *changes) fire() {
 	}
 }
 
-// maxViewWait caps wait for the endpoints' blocking queries.
-const maxViewWait = 5 * time.Minute
-
 // fingerprint is the index of answer b: 53 bits of its FNV-1a, so that
 // it survives a JavaScript number, and never 0 (index 0 never blocks).
 func fingerprint(b []byte) uint64 {
@@ -74,24 +71,10 @@ func fingerprint(b []byte) uint64 {
 // endpoint whose grant went answers 404); a token revoked during the wait
 // ends it with 401.
 func (s *Scheduler) blocking(w http.ResponseWriter, r *http.Request, render func(*http.Request) (any, error)) {
-	q := r.URL.Query()
-	var index uint64
-	if v := q.Get("index"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeError(w, invalid("index: %q is not a number; send the X-Gantry-Index of the last answer", v))
-			return
-		}
-		index = n
-	}
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			writeError(w, invalid("wait: %q is not a duration such as 30s", v))
-			return
-		}
-		wait = min(d, maxViewWait)
+	index, wait, err := blockingParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
