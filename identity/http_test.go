@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gantry/gantry/api"
 )
 
 // fakeObjects knows endpoint "e1" (name "fraud") and model "m".
@@ -77,7 +79,7 @@ func (a *apiHarness) call(t *testing.T, token, method, path, body string, out an
 
 func TestSCIMUsersAndGroups(t *testing.T) {
 	a, admin := newAPI(t)
-	var u scimResource
+	var u api.ScimPrincipal
 	if st := a.call(t, admin, "POST", "/api/2.0/preview/scim/v2/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@corp.com","displayName":"Alice"}`, &u); st != 201 {
 		t.Fatalf("create user: %d", st)
 	}
@@ -92,7 +94,7 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 	}
 	a.call(t, admin, "POST", "/api/2.0/preview/scim/v2/Users", `{"userName":"bob@corp.com"}`, nil)
 
-	var l scimList
+	var l api.ScimListResponse
 	if st := a.call(t, admin, "GET", `/api/2.0/preview/scim/v2/Users?filter=userName+eq+%22alice@corp.com%22`, "", &l); st != 200 {
 		t.Fatalf("list: %d", st)
 	}
@@ -107,7 +109,7 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 		t.Errorf("bad filter: %d", st)
 	}
 
-	var g scimResource
+	var g api.ScimPrincipal
 	if st := a.call(t, admin, "POST", "/api/2.0/preview/scim/v2/Groups", `{"displayName":"ds","members":[{"value":"`+u.ID+`"}]}`, &g); st != 201 {
 		t.Fatalf("create group: %d", st)
 	}
@@ -122,7 +124,7 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 	if len(g.Members) != 1 || g.Members[0].Value != bob.ID {
 		t.Errorf("after patch: %+v", g.Members)
 	}
-	var gotBob scimResource
+	var gotBob api.ScimPrincipal
 	a.call(t, admin, "GET", "/api/2.0/preview/scim/v2/Users/"+bob.ID, "", &gotBob)
 	if len(gotBob.Groups) != 1 || gotBob.Groups[0].Display != "ds" {
 		t.Errorf("bob's groups = %+v", gotBob.Groups)
@@ -143,14 +145,14 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 	if st := a.call(t, v, "POST", "/api/2.0/preview/scim/v2/Users", `{"userName":"eve"}`, &e); st != 403 || !strings.Contains(e.Message, "admins") {
 		t.Errorf("user creates user: %d %+v", st, e)
 	}
-	var me scimResource
+	var me api.ScimPrincipal
 	a.call(t, v, "GET", "/api/2.0/preview/scim/v2/Me", "", &me)
 	if me.ID != bob.ID {
 		t.Errorf("Me = %+v", me)
 	}
 	// The SDKs read Me as a User: a service principal's userName is its
 	// application id, as in Databricks.
-	var spMe scimResource
+	var spMe api.ScimPrincipal
 	a.call(t, admin, "GET", "/api/2.0/preview/scim/v2/Me", "", &spMe)
 	if spMe.ApplicationID == "" || spMe.UserName != spMe.ApplicationID {
 		t.Errorf("a service principal's Me = %+v, want userName = applicationId", spMe)
@@ -168,7 +170,7 @@ func TestSCIMUsersAndGroups(t *testing.T) {
 
 func TestTokenAPI(t *testing.T) {
 	a, admin := newAPI(t)
-	var sp scimResource
+	var sp api.ScimPrincipal
 	a.call(t, admin, "POST", "/api/2.0/preview/scim/v2/ServicePrincipals", `{"displayName":"ci"}`, &sp)
 	if sp.ApplicationID == "" {
 		t.Fatalf("service principal = %+v", sp)
@@ -208,7 +210,7 @@ func TestTokenAPI(t *testing.T) {
 	if st := a.call(t, admin, "POST", "/api/2.0/token-management/on-behalf-of/tokens", `{"user_name":"ada@corp.com","comment":"first"}`, &ut); st != 200 || ut.TokenValue == "" {
 		t.Fatalf("on-behalf-of a user: %d %+v", st, ut)
 	}
-	var me scimResource
+	var me api.ScimPrincipal
 	if st := a.call(t, ut.TokenValue, "GET", "/api/2.0/preview/scim/v2/Me", "", &me); st != 200 || me.UserName != "ada@corp.com" {
 		t.Errorf("the user's token is %d %+v, want ada@corp.com", st, me)
 	}

@@ -22,37 +22,9 @@ const (
 	maxListResults = 10000
 )
 
-// scimValue is SCIM's multi-valued attribute item: group members, a
-// user's groups and emails.
-type scimValue struct {
-	Value   string `json:"value"`
-	Display string `json:"display,omitempty"`
-	Ref     string `json:"$ref,omitempty"`
-	Type    string `json:"type,omitempty"`
-	Primary bool   `json:"primary,omitempty"`
-}
-
-// scimResource is a User, ServicePrincipal or Group; each answer sets
-// the fields of its kind. Requests decode into it strictly.
-type scimResource struct {
-	Schemas       []string    `json:"schemas,omitempty"`
-	ID            string      `json:"id,omitempty"`
-	UserName      string      `json:"userName,omitempty"`
-	ApplicationID string      `json:"applicationId,omitempty"`
-	DisplayName   string      `json:"displayName,omitempty"`
-	Active        *bool       `json:"active,omitempty"`
-	Emails        []scimValue `json:"emails,omitempty"`
-	Groups        []scimValue `json:"groups,omitempty"`
-	Members       []scimValue `json:"members,omitempty"`
-}
-
-type scimList struct {
-	Schemas      []string       `json:"schemas"`
-	TotalResults int            `json:"totalResults"`
-	StartIndex   int            `json:"startIndex"`
-	ItemsPerPage int            `json:"itemsPerPage"`
-	Resources    []scimResource `json:"Resources"`
-}
+// The wire shapes are the api module's (api.ScimPrincipal, api.ScimValue,
+// api.ScimListResponse): the CLI and the server read one definition.
+// Requests decode into them strictly.
 
 // kindOf maps a SCIM resource path to a principal kind, with the
 // attribute its name travels in.
@@ -67,16 +39,16 @@ func kindOf(res string) (Kind, string) {
 }
 
 // render is p's SCIM resource.
-func (h *handler) render(p *Principal) scimResource {
+func (h *handler) render(p *Principal) api.ScimPrincipal {
 	active := p.Active
-	out := scimResource{ID: p.ID, DisplayName: p.DisplayName}
+	out := api.ScimPrincipal{ID: p.ID, DisplayName: p.DisplayName}
 	switch p.Kind {
 	case User:
 		out.Schemas = []string{schemaUser}
 		out.UserName = p.Name
 		out.Active = &active
 		if strings.Contains(p.Name, "@") {
-			out.Emails = []scimValue{{Value: p.Name, Type: "work", Primary: true}}
+			out.Emails = []api.ScimValue{{Value: p.Name, Type: "work", Primary: true}}
 		}
 	case ServicePrincipal:
 		out.Schemas = []string{schemaSP}
@@ -85,7 +57,7 @@ func (h *handler) render(p *Principal) scimResource {
 	case Group:
 		out.Schemas = []string{schemaGroup}
 		out.DisplayName = p.Name
-		out.Members = []scimValue{}
+		out.Members = []api.ScimValue{}
 		for _, m := range p.Members {
 			if mp, err := h.s.principalAny(m); err == nil {
 				res := "Users/"
@@ -95,19 +67,19 @@ func (h *handler) render(p *Principal) scimResource {
 				case Group:
 					res = "Groups/"
 				}
-				out.Members = append(out.Members, scimValue{Value: mp.ID, Display: display(mp), Ref: res + mp.ID})
+				out.Members = append(out.Members, api.ScimValue{Value: mp.ID, Display: display(mp), Ref: res + mp.ID})
 			}
 		}
 	}
 	// Every group that holds p: "direct" when the group lists p,
 	// "indirect" through a nested group, as Databricks marks them.
-	out.Groups = []scimValue{}
+	out.Groups = []api.ScimValue{}
 	for _, g := range h.s.GroupsOf(p.ID) {
 		typ := "indirect"
 		if h.s.IsDirectMember(p.ID, g.ID) {
 			typ = "direct"
 		}
-		out.Groups = append(out.Groups, scimValue{Value: g.ID, Display: g.Name, Type: typ, Ref: "Groups/" + g.ID})
+		out.Groups = append(out.Groups, api.ScimValue{Value: g.ID, Display: g.Name, Type: typ, Ref: "Groups/" + g.ID})
 	}
 	return out
 }
@@ -129,7 +101,7 @@ func (s *Service) principalAny(id string) (*Principal, error) {
 }
 
 func (h *handler) scimCreate(w http.ResponseWriter, r *http.Request, res string) {
-	var in scimResource
+	var in api.ScimPrincipal
 	if err := decode(w, r, &in); err != nil {
 		writeError(w, err)
 		return
@@ -239,7 +211,7 @@ func (h *handler) scimList(w http.ResponseWriter, r *http.Request, res string) {
 		}
 	}
 	all := h.s.Principals(kind, match)
-	out := scimList{Schemas: []string{schemaList}, TotalResults: len(all), StartIndex: start, Resources: []scimResource{}}
+	out := api.ScimListResponse{Schemas: []string{schemaList}, TotalResults: len(all), StartIndex: start, Resources: []api.ScimPrincipal{}}
 	// SCIM pages are 1-based; the SDKs page until a page comes back empty.
 	for i := start - 1; i < len(all) && len(out.Resources) < count; i++ {
 		out.Resources = append(out.Resources, h.render(all[i]))
@@ -286,9 +258,9 @@ func (h *handler) scimDelete(w http.ResponseWriter, r *http.Request, res string)
 type scimPatch struct {
 	Schemas    []string `json:"schemas,omitempty"`
 	Operations []struct {
-		Op    string      `json:"op"`
-		Path  string      `json:"path,omitempty"`
-		Value []scimValue `json:"value,omitempty"`
+		Op    string          `json:"op"`
+		Path  string          `json:"path,omitempty"`
+		Value []api.ScimValue `json:"value,omitempty"`
 	} `json:"Operations"`
 }
 
