@@ -267,6 +267,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 	usage := loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
 		ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: req.ClientRequestID,
 		UsageContext: req.UsageContext}
+	g, prompt := takeGrant(ctx), promptTokens(ctx.PostBody())
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer cancel()
 		defer en.inFlight.Dec()
@@ -317,6 +318,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 			w.WriteString("data: [DONE]\n\n")
 		}
 		w.Flush()
+		a.refundStream(g, prompt, ans.Body, ans.Usage)
 		elapsed := time.Since(start)
 		ep.duration.Observe(elapsed.Seconds())
 		if body != nil && ep.table != "" {

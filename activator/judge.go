@@ -1,9 +1,11 @@
 package activator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -14,9 +16,11 @@ import (
 )
 
 // Judged guardrails (safety, valid_topics) ask a judge model: the served
-// entity that ai_gateway.guardrails.judge_entity names, an external chat
-// model of the same endpoint, called with the entity's own key and a
-// deadline of Config.JudgeTimeout (within the request's). The judge is
+// entity that ai_gateway.guardrails.judge_entity names, a chat LLM entity
+// of the same endpoint, with a deadline of Config.JudgeTimeout (within
+// the request's). An external one is called with the entity's own key; a
+// served one (a chat model on an LLM runtime) through the same slots,
+// queue and cold start as any request to its replicas. The judge is
 // asked one question per guardrail and must answer one word:
 //
 //   - input safety: the request's text, SAFE or UNSAFE; before any
@@ -61,7 +65,7 @@ func newJudge(g *api.Guardrails, ep *endpoint) *judge {
 	if !j.inSafety && !j.outSafety && len(j.topics) == 0 {
 		return nil
 	}
-	if en := ep.entities[j.name]; en != nil && en.external != nil && en.external.Task == api.TaskChat {
+	if en := ep.entities[j.name]; en != nil && (en.external != nil && en.external.Task == api.TaskChat || en.external == nil && en.task == api.TaskChat) {
 		j.en = en
 		en.judge = true
 	}
@@ -136,23 +140,33 @@ func (a *Activator) judged(ctx *fasthttp.RequestCtx, ep *endpoint, side, guard, 
 // answer, upper-cased and without punctuation.
 func (a *Activator) askJudge(j *judge, system, text string, deadline time.Time) (string, error) {
 	if j.en == nil {
-		return "", errors.New("it is not an external chat model this endpoint serves")
+		return "", errors.New("it is not a chat LLM entity this endpoint serves")
 	}
 	if d := time.Now().Add(a.cfg.JudgeTimeout); d.Before(deadline) {
 		deadline = d
 	}
-	cctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
 	maxTokens, zero := 4, 0.0
-	ans, err := a.cfg.External.Call(cctx, j.en.external, &external.Request{Task: api.TaskChat, MaxTokens: &maxTokens, Temperature: &zero,
-		Messages: []external.Message{{Role: "system", Content: system}, {Role: "user", Content: text}}})
-	if err != nil {
-		if cctx.Err() != nil {
-			return "", errors.New("no answer within its deadline")
+	q := &external.Request{Task: api.TaskChat, MaxTokens: &maxTokens, Temperature: &zero,
+		Messages: []external.Message{{Role: "system", Content: system}, {Role: "user", Content: text}}}
+	var answer []byte
+	if j.en.external == nil {
+		var err error
+		if answer, err = a.askServedJudge(j.en, q, deadline); err != nil {
+			return "", err
 		}
-		return "", errorOf(err)
+	} else {
+		cctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		ans, err := a.cfg.External.Call(cctx, j.en.external, q)
+		if err != nil {
+			if cctx.Err() != nil {
+				return "", errors.New("no answer within its deadline")
+			}
+			return "", errorOf(err)
+		}
+		answer = ans.Body
 	}
-	words := strings.FieldsFunc(answerText(ans.Body), func(r rune) bool { return !unicode.IsLetter(r) })
+	words := strings.FieldsFunc(answerText(answer), func(r rune) bool { return !unicode.IsLetter(r) })
 	if len(words) == 0 {
 		return "", errors.New("it answered no word")
 	}
@@ -195,4 +209,42 @@ func answerText(body []byte) string {
 		}
 	}
 	return b.String()
+}
+
+// askServedJudge sends q to en's replicas as an invocation, waiting for a
+// slot (and a cold start) as any request does, until deadline, and
+// returns the answer's body.
+func (a *Activator) askServedJudge(en *entity, q *external.Request, deadline time.Time) ([]byte, error) {
+	body, err := json.Marshal(struct {
+		Messages    []external.Message `json:"messages"`
+		MaxTokens   *int               `json:"max_tokens"`
+		Temperature *float64           `json:"temperature"`
+	}{q.Messages, q.MaxTokens, q.Temperature})
+	if err != nil {
+		return nil, err
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI("/invocations")
+	req.Header.SetContentType("application/json")
+	req.Header.Set(headerTask, api.TaskChat)
+	if en.secret != nil {
+		req.Header.SetBytesV(headerWorkerSecret, en.secret)
+	}
+	req.SetBodyRaw(body)
+	a.sendToReplica(en, req, resp, deadline, "judge")
+	if resp.StatusCode() != fasthttp.StatusOK {
+		var e struct {
+			Message string `json:"message"`
+		}
+		json.Unmarshal(resp.Body(), &e)
+		if e.Message == "" {
+			e.Message = "status " + strconv.Itoa(resp.StatusCode())
+		}
+		return nil, errors.New(e.Message)
+	}
+	return bytes.Clone(resp.Body()), nil
 }

@@ -105,7 +105,7 @@ func TestJudgeGuardrails(t *testing.T) {
 		{"j", "my invoice went boom", 400, "output guardrail safety: the judge found the answer unsafe", false},
 		{"j", "a slow invoice", 503, "input guardrail safety of endpoint j: the judge judge failed (no answer within its deadline), so the request was not sent on", true},
 		{"j", "a garbled invoice", 503, "the judge judge failed (it answered MAYBE, neither SAFE nor UNSAFE)", true},
-		{"gone", "an invoice", 503, "the judge judge failed (it is not an external chat model this endpoint serves)", true},
+		{"gone", "an invoice", 503, "the judge judge failed (it is not a chat LLM entity this endpoint serves)", true},
 	} {
 		t0 := time.Now()
 		resp, body := post(t, url+"/serving-endpoints/"+c.ep+"/invocations", chat(c.text, false))

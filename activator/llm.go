@@ -29,26 +29,32 @@ import (
 
 // invokeLLM sends an invocation to en, a model on an LLM runtime. task is
 // what an OpenAI path asks for ("" on invocations paths). The request is
-// decoded here only when the endpoint has input guardrails (they read and
-// may mask its text); the worker checks it anyway.
+// decoded here only when the endpoint has input guardrails or a judge
+// (they read, and may mask, its text); the worker checks it anyway. The
+// guardrails apply as they do to external entities (guardrails.go,
+// judge.go): input before a replica sees the request, output on the whole
+// answer, or chunk by chunk in relay.
 func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, deadline time.Time) {
 	if task != "" && task != en.task {
 		fail(ctx, api.ErrInvalidParameterValue, "endpoint %s serves %s; this path takes %s", ep.name, en.task, task)
 		return
 	}
-	if ep.input != nil {
+	if ep.input != nil || ep.judge != nil {
 		req, err := openai.Decode(en.task, ctx.PostBody())
 		if err != nil {
 			apierr.WriteFast(ctx, err)
 			return
 		}
-		if !guardInput(ctx, ep, req) {
+		if !guardInput(ctx, ep, req) || !a.judgeInput(ctx, ep, req, deadline) {
 			return
 		}
 	}
 	a.proxy(ctx, en, false, stickyKey(ctx, ep), id, deadline)
-	if !ctx.Response.IsBodyStream() && ep.output != nil && ctx.Response.StatusCode() == fasthttp.StatusOK {
-		writeGuarded(ctx, ep, bytes.Clone(ctx.Response.Body()))
+	if !ctx.Response.IsBodyStream() && (ep.output != nil || ep.judge != nil) && ctx.Response.StatusCode() == fasthttp.StatusOK {
+		body := bytes.Clone(ctx.Response.Body())
+		if a.judgeOutput(ctx, ep, body, deadline) {
+			writeGuarded(ctx, ep, body)
+		}
 	}
 }
 
@@ -68,6 +74,8 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 	var usage loggers.UsageRow
 	var body []byte
 	var sg *streamGuard
+	g := takeGrant(ctx)
+	prompt := promptTokens(ctx.PostBody())
 	if ep != nil {
 		rec = loggers.Record{
 			Table: ep.table, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
@@ -88,7 +96,9 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 		defer fasthttp.ReleaseResponse(resp)
 		defer done()
 		stream := resp.BodyStream()
-		keep := body != nil
+		// The answer is assembled for the record, the usage row, and the
+		// refund of a token reservation.
+		keep := body != nil || g != nil
 		if !keep && sg == nil {
 			// Nothing reads the events: pass the bytes as they come, one
 			// write and flush per read, without parsing them.
@@ -168,10 +178,11 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 			rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
 			write(b)
 		}
+		answer, used := asm.Answer()
+		a.refundStream(g, prompt, answer, used)
 		if ep == nil {
 			return
 		}
-		answer, _ := asm.Answer()
 		if sg != nil {
 			var gb *guardBlocked
 			if errors.As(ended, &gb) {

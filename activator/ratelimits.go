@@ -16,6 +16,7 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
+	"github.com/gantry/gantry/openai"
 	"github.com/gantry/gantry/ratelimit"
 	"github.com/valyala/fasthttp"
 )
@@ -283,16 +284,55 @@ func (a *Activator) limit(ctx *fasthttp.RequestCtx, ep *endpoint) (*api.RateLimi
 			"endpoint %s has rate limits and their coordinator cannot be reached (%v); retry later", ep.name, err)
 		return nil, false
 	}
+	if g != nil && len(g.Buckets) > 0 {
+		ctx.SetUserValue(grantKey{}, g) // for a stream writer (takeGrant)
+	}
 	return g, true
+}
+
+// grantKey is the RequestCtx user value holding the call's token
+// reservation until a stream writer takes it.
+type grantKey struct{}
+
+// takeGrant hands the reservation of the call in ctx to the writer of its
+// stream, which refunds it when the stream ends (refundStream); refund
+// then leaves it alone. nil when the call reserved nothing.
+func takeGrant(ctx *fasthttp.RequestCtx) *api.RateLimitGrant {
+	g, _ := ctx.UserValue(grantKey{}).(*api.RateLimitGrant)
+	if g != nil {
+		ctx.SetUserValue(grantKey{}, taken{})
+	}
+	return g
+}
+
+// taken marks a reservation a stream writer took.
+type taken struct{}
+
+// refundStream gives back what g reserved beyond a stream's use: its
+// usage's total_tokens when the stream reported one, else the prompt's
+// estimate and the assembled answer's ((length + 1) / 4).
+func (a *Activator) refundStream(g *api.RateLimitGrant, prompt int64, answer []byte, u *openai.Usage) {
+	if g == nil {
+		return
+	}
+	g.Used = prompt + promptTokens(answer)
+	if u != nil && u.TotalTokens > 0 {
+		g.Used = int64(u.TotalTokens)
+	}
+	a.limiter().Refund(g)
 }
 
 // refund gives back what g reserved beyond what the answer in ctx used:
 // the prompt's estimate and the answer's ((length + 1) / 4, or its usage's
 // total_tokens when it has one). An answer relayed as a stream counts by
-// its Content-Length; one of unknown length (an SSE stream) keeps its
-// whole reservation until the window ends.
+// its Content-Length; an event stream's writer took g (takeGrant) and
+// refunds it when the stream ends; any other stream of unknown length
+// keeps its whole reservation until the window ends.
 func (a *Activator) refund(ctx *fasthttp.RequestCtx, g *api.RateLimitGrant) {
 	if g == nil || len(g.Buckets) == 0 {
+		return
+	}
+	if _, ok := ctx.UserValue(grantKey{}).(taken); ok {
 		return
 	}
 	if ctx.Response.IsBodyStream() {

@@ -89,7 +89,7 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	defer fasthttp.ReleaseResponse(resp)
 
 	start := time.Now()
-	a.shadowSend(en, req, resp, start.Add(a.cfg.Timeout))
+	a.sendToReplica(en, req, resp, start.Add(a.cfg.Timeout), "shadow")
 	en.requests.inc(resp.StatusCode())
 	if ep.table == "" || a.cfg.Capture == nil {
 		return
@@ -190,10 +190,12 @@ func (a *Activator) shadowCall(gctx *fasthttp.RequestCtx, ep *endpoint, en *enti
 	return fasthttp.StatusOK, out
 }
 
-// shadowSend is forward for a mirrored request: it waits for a slot like a
-// real request (so a shadow entity at zero wakes up), but answers into resp
-// instead of a client's connection, and never retries.
-func (a *Activator) shadowSend(en *entity, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) {
+// sendToReplica is forward for a request the activator makes itself (a
+// mirrored request, a question to a served judge; who says which, in the
+// errors): it waits for a slot like a client's request (so an entity at
+// zero wakes up), but answers into resp instead of a client's connection,
+// and never retries.
+func (a *Activator) sendToReplica(en *entity, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time, who string) {
 	r, release, ok := en.pool.breaker.Reserve(context.Background())
 	if !ok {
 		if en.ready == 0 {
@@ -202,7 +204,7 @@ func (a *Activator) shadowSend(en *entity, req *fasthttp.Request, resp *fasthttp
 		var err error
 		if r, release, err = a.wait(en, int64(len(req.Body())), deadline); err != nil {
 			resp.SetStatusCode(fasthttp.StatusServiceUnavailable)
-			resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "shadow of served entity %s: %v", en.name, err))
+			resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "%s of served entity %s: %v", who, en.name, err))
 			return
 		}
 	}
@@ -213,9 +215,9 @@ func (a *Activator) shadowSend(en *entity, req *fasthttp.Request, resp *fasthttp
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
 		resp.SetStatusCode(fasthttp.StatusGatewayTimeout)
-		resp.SetBody(errorBody(api.ErrDeadlineExceeded, "shadow of served entity %s did not answer within %s", en.name, a.cfg.Timeout))
+		resp.SetBody(errorBody(api.ErrDeadlineExceeded, "%s of served entity %s did not answer within its deadline", who, en.name))
 	case err != nil:
 		resp.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "shadow of served entity %s: %v", en.name, err))
+		resp.SetBody(errorBody(api.ErrTemporarilyUnavailable, "%s of served entity %s: %v", who, en.name, err))
 	}
 }

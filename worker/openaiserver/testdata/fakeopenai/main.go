@@ -10,6 +10,11 @@
 // FAKE_TOKEN_DELAY, FAKE_MAX_RUNNING. A user message "__exit__" makes the
 // process exit at once, for supervision tests; GET /env/NAME answers the
 // variable's value, for the tests of what the server's environment holds.
+//
+// For the AI gateway's tests: a last message "echo: TEXT" is answered with
+// TEXT as the server received it, 4 bytes a token (so that a word spans
+// chunks of a stream); with FAKE_JUDGE_UNSAFE=WORD the server is a judge
+// that answers UNSAFE to a request whose messages contain WORD, else SAFE.
 package main
 
 import (
@@ -105,6 +110,30 @@ func generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	if req.MaxTokens != nil {
 		n = *req.MaxTokens
 	}
+	var fixed []string // the tokens of a fixed answer, when not "wN "
+	if word := os.Getenv("FAKE_JUDGE_UNSAFE"); word != "" {
+		fixed = []string{"SAFE"}
+		for _, m := range req.Messages {
+			if strings.Contains(m.Content, word) {
+				fixed = []string{"UNSAFE"}
+			}
+		}
+	} else if k := len(req.Messages); k > 0 && strings.HasPrefix(req.Messages[k-1].Content, "echo: ") {
+		text := strings.TrimPrefix(req.Messages[k-1].Content, "echo: ")
+		for len(text) > 4 {
+			fixed, text = append(fixed, text[:4]), text[4:]
+		}
+		fixed = append(fixed, text)
+	}
+	if fixed != nil {
+		n = len(fixed)
+	}
+	token := func(i int) string {
+		if fixed != nil {
+			return fixed[i]
+		}
+		return fmt.Sprintf("w%d ", i)
+	}
 	served.Add(1)
 	waiting.Add(1)
 	select {
@@ -128,7 +157,7 @@ func generate(w http.ResponseWriter, r *http.Request, chat bool) {
 		for i := range n {
 			time.Sleep(tokenDelay)
 			generated.Add(1)
-			word := fmt.Sprintf("w%d ", i)
+			word := token(i)
 			var choice map[string]any
 			if chat {
 				choice = map[string]any{"index": 0, "delta": map[string]any{"content": word}, "finish_reason": nil}
@@ -156,7 +185,7 @@ func generate(w http.ResponseWriter, r *http.Request, chat bool) {
 	for i := range n {
 		time.Sleep(tokenDelay)
 		generated.Add(1)
-		fmt.Fprintf(&text, "w%d ", i)
+		text.WriteString(token(i))
 	}
 	var choice map[string]any
 	if chat {
