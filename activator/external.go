@@ -292,6 +292,9 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 				err = write(last)
 			}
 		}
+		// Before the client reads [DONE], so that its next call finds the
+		// unused tokens back.
+		a.refundStream(g, prompt, ans.Body, ans.Usage)
 		if sg != nil {
 			var gb *guardBlocked
 			if errors.As(err, &gb) {
@@ -318,7 +321,6 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 			w.WriteString("data: [DONE]\n\n")
 		}
 		w.Flush()
-		a.refundStream(g, prompt, ans.Body, ans.Usage)
 		elapsed := time.Since(start)
 		ep.duration.Observe(elapsed.Seconds())
 		if body != nil && ep.table != "" {

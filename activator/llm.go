@@ -117,6 +117,15 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 			w.WriteString("\n\n")
 			return w.Flush()
 		}
+		// The unused tokens go back before the client reads [DONE], so
+		// that its next call finds them (and at the end otherwise).
+		refund := func() {
+			if g != nil {
+				answer, used := asm.Answer()
+				a.refundStream(g, prompt, answer, used)
+				g = nil
+			}
+		}
 		status := int32(fasthttp.StatusOK)
 		var ended error // why the stream ended early; nil when it ended with [DONE]
 		for {
@@ -141,6 +150,7 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 						break
 					}
 				}
+				refund()
 				write(data)
 				break
 			}
@@ -178,11 +188,11 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 			rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
 			write(b)
 		}
-		answer, used := asm.Answer()
-		a.refundStream(g, prompt, answer, used)
+		refund()
 		if ep == nil {
 			return
 		}
+		answer, _ := asm.Answer()
 		if sg != nil {
 			var gb *guardBlocked
 			if errors.As(ended, &gb) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/external/providertest"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/ratelimit"
 )
@@ -189,5 +190,38 @@ func TestRefundsBatched(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if g, r := grants.Load(), requests.Load(); g != 300 || r > 30 {
 		t.Errorf("%d grants in %d requests; want 300 in a few batches", g, r)
+	}
+}
+
+// TestRateLimitStreamRefund: a stream's reservation comes back when the
+// stream ends, before the client reads [DONE], for an external entity and
+// a served LLM entity alike: a second stream fits only because of it.
+func TestRateLimitStreamRefund(t *testing.T) {
+	base, llm := providertest.Start(t, extKey), startWorker(t, "llm", echoLLM)
+	served := readyEntity("llm", llm.addr)
+	served.Task = api.TaskChat
+	body := chat("once upon a time", true)
+	body = strings.TrimSuffix(body, "}") + `, "max_tokens": 200}`
+	reserve := int64(len(body)+1)/4 + 200
+	// Room for one reservation and about half of another: the second
+	// stream fits only if the first gave back what it did not use (its
+	// answer is a few tokens).
+	limits := []api.RateLimit{{Tokens: reserve + reserve/2, RenewalPeriod: "minute"}}
+	url := judgeActivator(t, Config{Timeout: 5 * time.Second},
+		api.EndpointRoute{Name: "ext", RateLimits: limits, Routes: []api.Route{{ServedModelName: "gpt", TrafficPercentage: 100}},
+			Entities: []api.EntityRoute{extEntity("gpt", api.ProviderOpenAI, api.TaskChat, "m", base)}},
+		api.EndpointRoute{Name: "served", RateLimits: limits, Routes: []api.Route{{ServedModelName: "llm", TrafficPercentage: 100}},
+			Entities: []api.EntityRoute{served}})
+	for _, ep := range []string{"ext", "served"} {
+		for i := range 2 {
+			text, _, errMsg := readStream(t, url+"/serving-endpoints/"+ep+"/invocations", body)
+			if !strings.Contains(text, "once upon a time") || errMsg != "" {
+				t.Fatalf("%s: stream %d: %q %q", ep, i, text, errMsg)
+			}
+		}
+		resp, b := post(t, url+"/serving-endpoints/"+ep+"/invocations", strings.Replace(body, `"max_tokens": 200`, `"max_tokens": 10000`, 1))
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: over the limit: %d %s", ep, resp.StatusCode, b)
+		}
 	}
 }
