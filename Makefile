@@ -130,6 +130,7 @@ bench-hostile:
 bench-external:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench '^BenchmarkExternalOverhead$$' -benchtime 2s ./activator/ | grep -v ' INFO ' | tee bin/bench-external.txt
+	$(GO) test -run '^$$' -bench '^BenchmarkExternalOpenLoop$$' -benchtime 1x ./activator/ | grep -v ' INFO \| WARN ' | tee -a bin/bench-external.txt
 
 # What an AI gateway config costs a chat call: no config, 5 rate limits
 # plus every guardrail decided in the activator, and the same decided by

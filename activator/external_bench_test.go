@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/deploy/bench/loadgen/load"
 	"github.com/gantry/gantry/external/providertest"
 )
 
@@ -126,4 +129,99 @@ func report(b *testing.B, lat []time.Duration, prefix string) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), prefix+"p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), prefix+"p99-µs")
+}
+
+// BenchmarkExternalOpenLoop compares the two paths under the same offered
+// load: an open loop (package load: requests scheduled at a fixed rate on
+// 64 connections, each latency timed from its scheduled send, so that
+// queueing is charged and not hidden) at 25, 50 and 75 % of the direct
+// path's capacity, after that capacity (and the activator's) is measured
+// in a closed loop. Every step runs direct and through Gantry back to back,
+// in turn first, for several rounds (GANTRY_BENCH_ROUNDS, default 3; each
+// step GANTRY_BENCH_STEP, default 2s), so both see the same moments of a
+// shared machine; it reports medians over the rounds and, for the added
+// latency and the throughput ratio, the median of the per-round figures.
+// b.N is ignored: run it with -benchtime 1x.
+func BenchmarkExternalOpenLoop(b *testing.B) {
+	rounds, step := 3, 2*time.Second
+	if n, err := strconv.Atoi(os.Getenv("GANTRY_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	if d, err := time.ParseDuration(os.Getenv("GANTRY_BENCH_STEP")); err == nil && d > 0 {
+		step = d
+	}
+	base := providertest.Start(b, extKey)
+	url, _ := externalActivator(b, api.EndpointRoute{Name: "chat",
+		Entities: []api.EntityRoute{extEntity("o", api.ProviderOpenAI, api.TaskChat, "m", base)}})
+	body := []byte(`{"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}`)
+	paths := [2]load.Options{
+		{URL: base + "/v1/chat/completions", Headers: [][2]string{{"Authorization", "Bearer " + extKey}}},
+		{URL: url + "/serving-endpoints/chat/invocations"},
+	}
+	names := [2]string{"direct", "gantry"}
+	for i := range paths {
+		paths[i].Addr = strings.SplitN(strings.TrimPrefix(paths[i].URL, "http://"), "/", 2)[0]
+		paths[i].Body, paths[i].Conns, paths[i].Duration, paths[i].Warmup, paths[i].Timeout = body, 64, step, step/4, 10*time.Second
+	}
+	// both runs one step on each path, in turn first by round.
+	both := func(round int, rate float64) (res [2]load.Result) {
+		for k := range 2 {
+			i := (round + k) % 2
+			o := paths[i]
+			o.Rate = rate
+			res[i] = load.Run(o)
+			if res[i].Errors > 0 {
+				b.Logf("%s at %.0f req/s: %d errors", names[i], rate, res[i].Errors)
+			}
+		}
+		return res
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	b.ResetTimer()
+	var capd, capg, ratio []float64
+	for r := range rounds {
+		res := both(r, 0)
+		capd, capg = append(capd, res[0].ReqPerSec), append(capg, res[1].ReqPerSec)
+		ratio = append(ratio, res[1].ReqPerSec/res[0].ReqPerSec)
+		b.Logf("round %d closed loop: direct %.0f req/s p50 %.3f ms, gantry %.0f req/s p50 %.3f ms",
+			r, res[0].ReqPerSec, res[0].P50ms, res[1].ReqPerSec, res[1].P50ms)
+	}
+	capacity := median(capd)
+	b.ReportMetric(capacity, "direct-req/s")
+	b.ReportMetric(median(capg), "gantry-req/s")
+	b.ReportMetric(median(ratio), "gantry/direct")
+	for _, pct := range []int{25, 50, 75} {
+		rate := capacity * float64(pct) / 100
+		var p50 [2][]float64
+		var p99 [2][]float64
+		var add50, add99, lag []float64
+		for r := range rounds {
+			res := both(r, rate)
+			for i := range 2 {
+				p50[i], p99[i] = append(p50[i], res[i].P50ms), append(p99[i], res[i].P99ms)
+				lag = append(lag, res[i].LagP50ms)
+			}
+			add50, add99 = append(add50, res[1].P50ms-res[0].P50ms), append(add99, res[1].P99ms-res[0].P99ms)
+			b.Logf("round %d %d%% (%.0f req/s): direct p50 %.3f p99 %.3f ms (%.0f req/s), gantry p50 %.3f p99 %.3f ms (%.0f req/s), send lag p50 %.3f/%.3f ms",
+				r, pct, rate, res[0].P50ms, res[0].P99ms, res[0].ReqPerSec, res[1].P50ms, res[1].P99ms, res[1].ReqPerSec, res[0].LagP50ms, res[1].LagP50ms)
+		}
+		p := "at" + strconv.Itoa(pct) + "%-"
+		b.ReportMetric(median(p50[0])*1000, p+"direct-p50-µs")
+		b.ReportMetric(median(p50[1])*1000, p+"gantry-p50-µs")
+		b.ReportMetric(median(add50)*1000, p+"added-p50-µs")
+		b.ReportMetric(median(p99[0])*1000, p+"direct-p99-µs")
+		b.ReportMetric(median(p99[1])*1000, p+"gantry-p99-µs")
+		b.ReportMetric(median(add99)*1000, p+"added-p99-µs")
+		b.ReportMetric(median(lag)*1000, p+"send-lag-p50-µs")
+	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		b.Logf("load average after: %s", strings.TrimSpace(string(la)))
+	}
 }

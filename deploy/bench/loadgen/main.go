@@ -1,13 +1,20 @@
-// Command loadgen drives an invocation URL on this host with a closed loop:
-// -c clients, each sending its next request when the last one is answered,
-// for -d after -warmup. It prints one line:
+// Command loadgen drives an invocation URL on this host over -c
+// connections for -d after -warmup. By default it runs a closed loop: each
+// connection sends its next request when the last one is answered (the
+// server's capacity). With -rate it runs an open loop: requests scheduled
+// 1/rate apart whatever the server does, each one's latency measured from
+// its scheduled send time, so that waits are not hidden (coordinated
+// omission; see package load). It prints one line:
 //
 //	label req/s=41234 p50=0.35ms p90=0.52ms p99=0.91ms errors=0
+//
+// (with -rate, also lag=, how late the client itself sent, p50/p99)
 //
 // or, with -json, the same numbers as a JSON object. It talks to loopback
 // hosts only: it is a benchmark tool, not a way to load someone else's server.
 //
 //	loadgen -url http://127.0.0.1:8080/serving-endpoints/ep/invocations -body req.json -c 16 -d 10s
+//	loadgen -url ... -body req.json -c 64 -rate 5000 -d 10s
 package main
 
 import (
@@ -19,12 +26,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/valyala/fasthttp"
+	"github.com/gantry/gantry/deploy/bench/loadgen/load"
 )
 
 func main() {
@@ -37,22 +42,11 @@ func main() {
 type options struct {
 	url, bodyFile, contentType, label string
 	clients                           int
+	rate                              float64
 	duration, warmup, timeout         time.Duration
 	json                              bool
 	tokenFile                         string
 	header                            string
-}
-
-// result is what one run measured, after the warmup.
-type result struct {
-	Label     string  `json:"label"`
-	Requests  int     `json:"requests"`
-	Errors    int     `json:"errors"`
-	Seconds   float64 `json:"seconds"`
-	ReqPerSec float64 `json:"req_per_s"`
-	P50ms     float64 `json:"p50_ms"`
-	P90ms     float64 `json:"p90_ms"`
-	P99ms     float64 `json:"p99_ms"`
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -62,6 +56,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.bodyFile, "body", "", "file holding the request body (default: an empty body)")
 	fs.StringVar(&o.contentType, "content-type", "application/json", "Content-Type of the requests")
 	fs.IntVar(&o.clients, "c", 16, "concurrent clients, one connection each")
+	fs.Float64Var(&o.rate, "rate", 0, "requests per second, an open loop timed from each request's scheduled send (default 0: a closed loop)")
 	fs.DurationVar(&o.duration, "d", 10*time.Second, "how long to measure")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "how long to send before measuring")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "limit for one request")
@@ -72,8 +67,8 @@ func run(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.clients < 1 || o.duration <= 0 || o.warmup < 0 || o.timeout <= 0 {
-		return errors.New("-c must be at least 1, -d and -timeout above 0, -warmup not below 0")
+	if o.clients < 1 || o.duration <= 0 || o.warmup < 0 || o.timeout <= 0 || o.rate < 0 {
+		return errors.New("-c must be at least 1, -d and -timeout above 0, -warmup and -rate not below 0")
 	}
 	addr, err := loopbackAddr(o.url)
 	if err != nil {
@@ -95,12 +90,25 @@ func run(args []string, stdout io.Writer) error {
 		token = strings.TrimSpace(string(b))
 	}
 
-	res := measure(o, addr, body, token)
+	lo := load.Options{URL: o.url, Addr: addr, Body: body, ContentType: o.contentType, Conns: o.clients,
+		Rate: o.rate, Duration: o.duration, Warmup: o.warmup, Timeout: o.timeout}
+	if token != "" {
+		lo.Headers = append(lo.Headers, [2]string{"Authorization", "Bearer " + token})
+	}
+	if k, v, ok := strings.Cut(o.header, ":"); ok {
+		lo.Headers = append(lo.Headers, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
+	}
+	res := load.Run(lo)
+	res.Label = o.label
 	if o.json {
 		return json.NewEncoder(stdout).Encode(res)
 	}
-	_, err = fmt.Fprintf(stdout, "%s req/s=%.0f p50=%.3fms p90=%.3fms p99=%.3fms errors=%d\n",
-		res.Label, res.ReqPerSec, res.P50ms, res.P90ms, res.P99ms, res.Errors)
+	lag := ""
+	if o.rate > 0 {
+		lag = fmt.Sprintf(" lag=%.3f/%.3fms", res.LagP50ms, res.LagP99ms)
+	}
+	_, err = fmt.Fprintf(stdout, "%s req/s=%.0f p50=%.3fms p90=%.3fms p99=%.3fms errors=%d%s\n",
+		res.Label, res.ReqPerSec, res.P50ms, res.P90ms, res.P99ms, res.Errors, lag)
 	return err
 }
 
@@ -124,82 +132,3 @@ func loopbackAddr(raw string) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
-
-// measure runs the closed loop and reduces what the clients saw.
-func measure(o options, addr string, body []byte, token string) result {
-	client := &fasthttp.HostClient{Addr: addr, MaxConns: o.clients, NoDefaultUserAgentHeader: true}
-	start := time.Now()
-	measureFrom := start.Add(o.warmup)
-	end := measureFrom.Add(o.duration)
-
-	type tally struct {
-		latencies []time.Duration
-		errors    int
-	}
-	tallies := make([]tally, o.clients)
-	var wg sync.WaitGroup
-	for i := range tallies {
-		t := &tallies[i]
-		wg.Go(func() {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			req.SetRequestURI(o.url)
-			req.Header.SetMethod(fasthttp.MethodPost)
-			req.Header.SetContentType(o.contentType)
-			if token != "" {
-				req.Header.Set("Authorization", "Bearer "+token)
-			}
-			if k, v, ok := strings.Cut(o.header, ":"); ok {
-				req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
-			}
-			req.SetBodyRaw(body)
-			for {
-				sent := time.Now()
-				if !sent.Before(end) {
-					return
-				}
-				// A request still out when the run ends is cut off and counts
-				// neither way.
-				deadline := sent.Add(o.timeout)
-				if deadline.After(end) {
-					deadline = end
-				}
-				err := client.DoDeadline(req, resp, deadline)
-				done := time.Now()
-				switch {
-				case sent.Before(measureFrom):
-				case err != nil && !done.Before(end):
-				case err != nil || resp.StatusCode()/100 != 2:
-					t.errors++
-				default:
-					t.latencies = append(t.latencies, done.Sub(sent))
-				}
-			}
-		})
-	}
-	wg.Wait()
-
-	res := result{Label: o.label, Seconds: o.duration.Seconds()}
-	var all []time.Duration
-	for _, t := range tallies {
-		all = append(all, t.latencies...)
-		res.Errors += t.errors
-	}
-	slices.Sort(all)
-	res.Requests = len(all)
-	res.ReqPerSec = float64(len(all)) / o.duration.Seconds()
-	res.P50ms = ms(percentile(all, 0.50))
-	res.P90ms = ms(percentile(all, 0.90))
-	res.P99ms = ms(percentile(all, 0.99))
-	return res
-}
-
-// percentile is the nearest-rank percentile of sorted latencies; 0 if none.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

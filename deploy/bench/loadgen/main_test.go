@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gantry/gantry/deploy/bench/loadgen/load"
 	"github.com/valyala/fasthttp"
 )
 
@@ -40,12 +41,12 @@ func TestPercentile(t *testing.T) {
 		d = append(d, time.Duration(i))
 	}
 	for p, want := range map[float64]time.Duration{0.5: 50, 0.9: 90, 0.99: 99, 1: 100} {
-		if got := percentile(d, p); got != want {
-			t.Errorf("percentile(1..100, %v) = %v, want %v", p, got, want)
+		if got := load.Percentile(d, p); got != want {
+			t.Errorf("load.Percentile(1..100, %v) = %v, want %v", p, got, want)
 		}
 	}
-	if got := percentile(nil, 0.5); got != 0 {
-		t.Errorf("percentile(nil) = %v", got)
+	if got := load.Percentile(nil, 0.5); got != 0 {
+		t.Errorf("load.Percentile(nil) = %v", got)
 	}
 }
 
@@ -79,9 +80,20 @@ func TestRun(t *testing.T) {
 	if err := run([]string{"-url", url, "-body", body, "-c", "2", "-d", "100ms", "-warmup", "0s", "-json"}, &out); err != nil {
 		t.Fatal(err)
 	}
-	var r result
+	var r load.Result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Requests == 0 || r.Errors != 0 || r.P99ms < r.P50ms {
 		t.Errorf("json = %s (%v)", out.Bytes(), err)
+	}
+
+	// The open loop: 200 req/s for 200 ms is about 40 requests, each timed
+	// from its schedule.
+	out.Reset()
+	if err := run([]string{"-url", url, "-body", body, "-c", "4", "-rate", "200", "-d", "200ms", "-warmup", "0s", "-json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	r = load.Result{}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Requests < 30 || r.Requests > 41 || r.Errors != 0 || r.Rate != 200 {
+		t.Errorf("open loop json = %s (%v)", out.Bytes(), err)
 	}
 
 	if err := run([]string{"-url", "http://192.0.2.1/invocations", "-d", "10ms"}, &out); err == nil {
