@@ -82,11 +82,14 @@ func servedJudge(ctx *fasthttp.RequestCtx) {
 // chunks of a stream, and the judge is a served chat entity of the
 // endpoint, reached through its replicas: UNSAFE is a 400, a judge that is
 // slow or has no replica fails closed with a 503 within the judge's
-// deadline. Each decision is in the record.
+// deadline. Each decision is in the record, and a served shadow's answer
+// is guarded for the table as the client's is.
 func TestServedLLMGuardrails(t *testing.T) {
 	llm, judgeW := startWorker(t, "llm", echoLLM), startWorker(t, "judge", servedJudge)
 	e, j := readyEntity("llm", llm.addr), readyEntity("judge", judgeW.addr)
 	e.Task, j.Task, j.Secret = api.TaskChat, api.TaskChat, "judge-secret"
+	shadow := readyEntity("shadow", startWorker(t, "shadow", echoLLM).addr)
+	shadow.Task = api.TaskChat
 	cold := coldEntity("judge")
 	cold.Task = api.TaskChat
 	guards := &api.Guardrails{JudgeEntity: "judge",
@@ -96,7 +99,10 @@ func TestServedLLMGuardrails(t *testing.T) {
 	rec := &extRecords{}
 	url := judgeActivator(t, Config{Capture: rec, Timeout: 5 * time.Second, JudgeTimeout: 300 * time.Millisecond, QueueTimeout: 5 * time.Second},
 		api.EndpointRoute{Name: "j", Entities: []api.EntityRoute{e, j}, Guardrails: guards, InferenceTable: "ml.j_payload", Routes: routes},
-		api.EndpointRoute{Name: "cold", Entities: []api.EntityRoute{e, cold}, Guardrails: guards, InferenceTable: "ml.cold_payload", Routes: routes})
+		api.EndpointRoute{Name: "cold", Entities: []api.EntityRoute{e, cold}, Guardrails: guards, InferenceTable: "ml.cold_payload", Routes: routes},
+		api.EndpointRoute{Name: "sh", Entities: []api.EntityRoute{e, shadow}, InferenceTable: "ml.sh_payload",
+			Guardrails: &api.Guardrails{Output: &api.GuardrailParameters{PII: &api.GuardrailPIIBehavior{Behavior: "MASK"}}},
+			Routes:     []api.Route{{ServedModelName: "llm", TrafficPercentage: 100}, {ServedModelName: "shadow", TrafficPercentage: 100, Shadow: true}}})
 
 	for _, c := range []struct {
 		ep, text string
@@ -123,15 +129,30 @@ func TestServedLLMGuardrails(t *testing.T) {
 	if text, _, errMsg := readStream(t, url+"/serving-endpoints/j/invocations", chat("contact jane@example.com", true)); text != "echo: contact [EMAIL] at [EMAIL]" || errMsg != "" {
 		t.Errorf("stream: %q %q", text, errMsg)
 	}
+	// A served shadow's answers, whole and streamed, are guarded for the
+	// table as the client's are.
+	if resp, body := post(t, url+"/serving-endpoints/sh/invocations", chat("contact me", false)); resp.StatusCode != 200 || !strings.Contains(body, "at [EMAIL]") {
+		t.Errorf("sh: %d %s", resp.StatusCode, body)
+	}
+	if text, _, _ := readStream(t, url+"/serving-endpoints/sh/invocations", chat("contact me", true)); text != "echo: contact me at [EMAIL]" {
+		t.Errorf("sh stream: %q", text)
+	}
 	if judgeW.hits.Load() < 3 {
 		t.Errorf("the served judge was asked %d times", judgeW.hits.Load())
 	}
 
 	want := map[string]bool{"GUARDRAIL:input.pii=MASK:EMAIL": false, "GUARDRAIL:output.pii=MASK:EMAIL": false,
 		"GUARDRAIL:input.safety=BLOCK": false, "GUARDRAIL:input.safety=JUDGE_ERROR": false}
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && len(rec.all()) < 6; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && len(rec.all()) < 10; time.Sleep(5 * time.Millisecond) {
 	}
+	shadows := 0
 	for _, r := range rec.all() {
+		if r.Shadow {
+			shadows++
+			if !strings.Contains(string(r.Response), "at [EMAIL]") || !hasCode(r, "GUARDRAIL:output.pii=MASK:EMAIL") {
+				t.Errorf("shadow record: %s %v", r.Response, r.LoggingErrorCodes)
+			}
+		}
 		if strings.Contains(string(r.Request)+string(r.Response), "@example") {
 			t.Errorf("a record holds the address: %s %s", r.Request, r.Response)
 		}
@@ -140,6 +161,9 @@ func TestServedLLMGuardrails(t *testing.T) {
 				want[c] = true
 			}
 		}
+	}
+	if shadows != 2 {
+		t.Errorf("%d shadow records, want 2", shadows)
 	}
 	for c, seen := range want {
 		if !seen {

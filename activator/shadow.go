@@ -10,6 +10,7 @@ import (
 	"github.com/gantry/gantry/external"
 	"github.com/gantry/gantry/internal/apierr"
 	"github.com/gantry/gantry/loggers"
+	"github.com/gantry/gantry/openai"
 	"github.com/valyala/fasthttp"
 )
 
@@ -94,24 +95,58 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	if ep.table == "" || a.cfg.Capture == nil {
 		return
 	}
+	status, answer := resp.StatusCode(), resp.Body()
+	var codes []string
+	if en.task != "" && ep.output != nil && status == fasthttp.StatusOK {
+		status, answer, codes = guardShadowAnswer(ep, answer, isEventStream(resp.Header.ContentType()))
+	}
 	r := loggers.Record{
-		Table:            ep.table,
-		RequestID:        id,
-		Endpoint:         ep.name,
-		ServedEntity:     en.name,
-		TimestampMs:      start.UnixMilli(),
-		StatusCode:       int32(resp.StatusCode()),
-		ExecutionTimeMs:  time.Since(start).Milliseconds(),
-		SamplingFraction: 1,
-		Shadow:           true,
-		Requester:        requester,
+		Table:             ep.table,
+		RequestID:         id,
+		Endpoint:          ep.name,
+		ServedEntity:      en.name,
+		TimestampMs:       start.UnixMilli(),
+		StatusCode:        int32(status),
+		ExecutionTimeMs:   time.Since(start).Milliseconds(),
+		SamplingFraction:  1,
+		Shadow:            true,
+		Requester:         requester,
+		LoggingErrorCodes: codes,
 	}
 	body := req.Body()
 	if sent != nil {
 		body = sent
 	}
-	r.SetBodies(body, resp.Body())
+	r.SetBodies(body, answer)
 	a.cfg.Capture.Capture(&r)
+}
+
+// guardShadowAnswer applies ep's output guardrails to the answer of a
+// served LLM entity's shadow, as to the client's (shadowExternal does the
+// same for external ones), so that the table holds no more than a client
+// would have seen; a stream, read whole, is assembled into one answer
+// first, as a client's stream is for its record. It returns the status and
+// answer to record and the decisions.
+func guardShadowAnswer(ep *endpoint, answer []byte, stream bool) (int, []byte, []string) {
+	if stream {
+		var asm openai.Assembler
+		rd := external.NewSSEReader(bytes.NewReader(answer))
+		for {
+			ev, err := rd.Next()
+			if err != nil || string(ev.Data) == "[DONE]" {
+				break
+			}
+			asm.Add(ev.Data)
+		}
+		answer, _ = asm.Answer()
+	}
+	var gctx fasthttp.RequestCtx // the decisions' notes; never sent
+	out, err := guardAnswer(&gctx, ep, answer)
+	if err != nil {
+		ans := apierr.For(err)
+		return ans.Status, ans.Body, guardCodes(&gctx)
+	}
+	return fasthttp.StatusOK, out, guardCodes(&gctx)
 }
 
 // shadowExternal calls external entity en's provider with a mirrored
