@@ -13,8 +13,13 @@ IMAGE   ?= gantry-worker:dev
 # Debian packages it holds.
 PYTHON_IMAGE    ?= gantry-worker-python:dev
 PYTHON_PACKAGES ?= python3-numpy python3-pandas python3-sklearn
+# The worker images for GGUF models (--llm-image, --llm-gpu-image): the
+# worker with llama.cpp's CPU build, or its CUDA build and the CUDA 13
+# runtime, and the C++ runtime they need.
+LLM_IMAGE     ?= gantry-worker-llm:dev
+LLM_GPU_IMAGE ?= gantry-worker-llm-gpu:dev
 
-.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-gateway bench-deps fixtures fuzz clean image python-image bench-docker console console-deps
+.PHONY: all build run test test-deps llama-libs bench-llm test-short soak bench bench-pyfunc bench-go bench-python bench-proxy bench-coldstart bench-memory bench-pipeline bench-publish bench-hostile bench-external bench-gateway bench-deps fixtures fuzz clean image python-image llm-image llm-gpu-image llama-cuda-libs bench-docker console console-deps
 
 all: build
 
@@ -36,6 +41,26 @@ python-image:
 	@mkdir -p bin/image
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
 	deploy/docker/python-image.sh $(PYTHON_IMAGE) bin/image/gantry $(PYTHON_PACKAGES)
+
+# The worker with llama.cpp's CPU libraries in /llama and libstdc++, for
+# GGUF models on CPU workload types; FROM scratch, from local files only.
+llm-image: llama-libs
+	@rm -rf bin/llm-image-context && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
+	deploy/docker/image-context.sh bin/image/gantry bin/llm-image-context $(LLAMA_DIR)
+	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile.llm -t $(LLM_IMAGE) bin/llm-image-context
+
+# The same with llama.cpp's CUDA build, for GGUF models on GPU workload
+# types. The CUDA 13 runtime (libcudart.so.13, libcublas.so.13,
+# libcublasLt.so.13) must resolve on this machine: install it, or put its
+# lib64 on LD_LIBRARY_PATH (make llm-gpu-image LD_LIBRARY_PATH=...). It
+# needs no GPU to build; the image needs one, the NVIDIA driver and the
+# NVIDIA container runtime to run (deploy/gpu/check.sh checks a node).
+llm-gpu-image: llama-cuda-libs
+	@rm -rf bin/llm-gpu-image-context && mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/image/gantry ./cmd/gantry
+	deploy/docker/image-context.sh bin/image/gantry bin/llm-gpu-image-context $(LLAMA_CUDA_DIR)
+	DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile.llm -t $(LLM_GPU_IMAGE) bin/llm-gpu-image-context
 
 run: build test-deps llama-libs
 	./$(BIN) dev --listen $(LISTEN) --data-dir $(DATA)
@@ -188,6 +213,20 @@ $(LLAMA_DIR)/libllama.so:
 	cp $(LLAMA_DIR).tmp/package/bins/linux-x64/*.so $(LLAMA_DIR)/
 	cd $(LLAMA_DIR) && ln -sf $$(ls libggml.v*.so) libggml.so && ln -sf $$(ls libllama.v*.so) libllama.so
 	rm -rf $(LLAMA_DIR).tmp
+
+# llama.cpp's CUDA 13 build, the CUDA counterpart of llama-libs (143 MB
+# packed, libggml-cuda.so alone 159 MB), for the GPU image and for workers
+# on GPU nodes (--llama-lib-dir). Its files are named libggml.cuda.v*.so
+# and libllama.cuda.v*.so.
+LLAMA_CUDA_NPM := @node-llama-cpp/linux-x64-cuda@3.21.1
+LLAMA_CUDA_DIR := bin/llama-cuda
+llama-cuda-libs: $(LLAMA_CUDA_DIR)/libllama.so
+$(LLAMA_CUDA_DIR)/libllama.so:
+	rm -rf $(LLAMA_CUDA_DIR).tmp && mkdir -p $(LLAMA_CUDA_DIR).tmp $(LLAMA_CUDA_DIR)
+	cd $(LLAMA_CUDA_DIR).tmp && npm pack --silent $(LLAMA_CUDA_NPM) >/dev/null && tar xzf *.tgz
+	cp $(LLAMA_CUDA_DIR).tmp/package/bins/linux-x64-cuda/*.so $(LLAMA_CUDA_DIR)/
+	cd $(LLAMA_CUDA_DIR) && ln -sf $$(ls libggml.*v*.so) libggml.so && ln -sf $$(ls libllama.*v*.so) libllama.so
+	rm -rf $(LLAMA_CUDA_DIR).tmp
 
 # A GGUF model's streams (stories260K, 1 and 8 at once) through the
 # activator, straight to its worker and in process, interleaved in one

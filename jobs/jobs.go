@@ -51,6 +51,14 @@ const (
 	// worker with Debian's python3 and libraries, for models that the
 	// Python runtime serves (DefaultImage is FROM scratch).
 	DefaultPythonImage = "gantry-worker-python:dev"
+	// DefaultLLMImage is the image `make llm-image` builds: the worker
+	// with libstdc++ and llama.cpp's CPU libraries, for GGUF models
+	// (mlmodel.NeedsLlama) on CPU workload types.
+	DefaultLLMImage = "gantry-worker-llm:dev"
+	// DefaultLLMGPUImage is the image `make llm-gpu-image` builds: the
+	// same with llama.cpp's CUDA build and the CUDA 13 runtime, for GGUF
+	// models on GPU workload types.
+	DefaultLLMGPUImage = "gantry-worker-llm-gpu:dev"
 	// DefaultPython is the interpreter a worker runs Python models with
 	// unless told otherwise: python3 on the PATH (the worker's own
 	// default, pyfunc.DefaultPython).
@@ -66,8 +74,8 @@ const (
 	MetaEndpoint   = "gantry_endpoint"
 	MetaEntity     = "gantry_entity"
 	MetaModel      = "gantry_model"
-	// MetaRuntime says how the worker serves the model: RuntimeNative
-	// or RuntimePython (see mlmodel.NeedsPython).
+	// MetaRuntime says how the worker serves the model: RuntimeNative,
+	// RuntimePython, RuntimeGGUF or RuntimeGGUFCUDA (see RuntimeOf).
 	MetaRuntime = "gantry_runtime"
 )
 
@@ -75,7 +83,27 @@ const (
 const (
 	RuntimeNative = "native"
 	RuntimePython = "python"
+	// RuntimeGGUF is llama.cpp's CPU build; RuntimeGGUFCUDA its CUDA
+	// build with every layer offloaded, for GPU workload types.
+	RuntimeGGUF     = "gguf"
+	RuntimeGGUFCUDA = "gguf-cuda"
 )
+
+// RuntimeOf says how d's worker serves its model, by the flavor the worker
+// picks (mlmodel.NeedsPython, mlmodel.NeedsLlama) and, for GGUF models,
+// whether d's workload type has GPUs.
+func RuntimeOf(d orchestrator.Deployment) string {
+	switch {
+	case mlmodel.NeedsPython(d.Flavors):
+		return RuntimePython
+	case mlmodel.NeedsLlama(d.Flavors):
+		if gpuTypes[d.WorkloadType].GPUs > 0 {
+			return RuntimeGGUFCUDA
+		}
+		return RuntimeGGUF
+	}
+	return RuntimeNative
+}
 
 // PythonEnv is the worker's variable naming its Python interpreter (its
 // --python flag); a served entity may set it in environment_vars.
@@ -112,16 +140,65 @@ type Settings struct {
 	// the image). A served entity's own GANTRY_PYTHON wins on every
 	// driver.
 	Python string
+	// LLMImage replaces Image for GGUF models on CPU workload types
+	// (RuntimeGGUF), LLMGPUImage on GPU types (RuntimeGGUFCUDA): the
+	// scratch worker image has neither libstdc++ nor llama.cpp. Defaults
+	// DefaultLLMImage and DefaultLLMGPUImage; each image says where its
+	// libraries are (GANTRY_LLAMA_LIB_DIR in its environment).
+	LLMImage, LLMGPUImage string
+	// LlamaLibDir and LlamaCUDALibDir are the folders of llama.cpp's CPU
+	// and CUDA builds on exec and raw_exec clients, passed to GGUF
+	// models' workers as --llama-lib-dir. Empty leaves the worker its own
+	// default on the client: GANTRY_LLAMA_LIB_DIR (raw_exec tasks get the
+	// client's environment), else llama/ beside the gantry binary.
+	LlamaLibDir, LlamaCUDALibDir string
 }
 
 // ImageFor is the image that runs d's worker with the docker task driver
 // or gantry's docker driver: PythonImage when d's model needs the Python
 // runtime, which the scratch worker image cannot hold, else Image.
 func (s Settings) ImageFor(d orchestrator.Deployment) string {
-	if mlmodel.NeedsPython(d.Flavors) {
+	switch RuntimeOf(d) {
+	case RuntimePython:
 		return cmp.Or(s.PythonImage, DefaultPythonImage)
+	case RuntimeGGUF:
+		return cmp.Or(s.LLMImage, DefaultLLMImage)
+	case RuntimeGGUFCUDA:
+		return cmp.Or(s.LLMGPUImage, DefaultLLMGPUImage)
 	}
 	return cmp.Or(s.Image, DefaultImage)
+}
+
+// GPULayersAll is the worker's --llm-gpu-layers value that offloads every
+// layer of a GGUF model.
+const GPULayersAll = "-1"
+
+// LlamaArgs are the worker flags that d's GGUF model needs on s's task
+// driver, none for other models: where llama.cpp's libraries are on exec
+// and raw_exec clients (--llama-lib-dir, when set; an image knows its
+// own), and, on GPU workload types, every layer offloaded to the GPU
+// (--llm-gpu-layers -1), without which the CUDA build computes on the
+// CPU. The worker refuses GPU layers when the build it loaded finds no
+// GPU, so a GPU replica given the CPU build fails rather than crawls.
+func (s Settings) LlamaArgs(d orchestrator.Deployment) []string {
+	rt := RuntimeOf(d)
+	if rt != RuntimeGGUF && rt != RuntimeGGUFCUDA {
+		return nil
+	}
+	var args []string
+	if s.TaskDriver == DriverExec || s.TaskDriver == DriverRawExec {
+		dir := s.LlamaLibDir
+		if rt == RuntimeGGUFCUDA {
+			dir = s.LlamaCUDALibDir
+		}
+		if dir != "" {
+			args = append(args, "--llama-lib-dir", dir)
+		}
+	}
+	if rt == RuntimeGGUFCUDA {
+		args = append(args, "--llm-gpu-layers", GPULayersAll)
+	}
+	return args
 }
 
 // PythonFor is the interpreter d's worker runs its model with, and
@@ -246,14 +323,13 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 		MetaEndpoint:   d.Endpoint,
 		MetaEntity:     d.Entity,
 		MetaModel:      d.ModelName + "/" + d.ModelVersion,
-		MetaRuntime:    RuntimeNative,
+		MetaRuntime:    RuntimeOf(d),
 	}
 	// A model that needs Python says so, and which interpreter runs it, in
 	// the job itself: GANTRY_PYTHON in the task's environment (the worker
 	// reads its --python from it) and, for docker, the image that has it.
 	env := withoutSecrets(d)
 	if py, ok := s.PythonFor(d); ok {
-		job.Meta[MetaRuntime] = RuntimePython
 		if env[PythonEnv] != py {
 			env = withVar(env, PythonEnv, py)
 		}
@@ -290,7 +366,7 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 		// port to the same number on the host.
 		task.Config = map[string]any{
 			"image": img,
-			"args":  append(args, "--listen", "0.0.0.0:${NOMAD_PORT_"+PortLabel+"}"),
+			"args":  append(append(args, "--listen", "0.0.0.0:${NOMAD_PORT_"+PortLabel+"}"), s.LlamaArgs(d)...),
 			"ports": []string{PortLabel},
 		}
 	default:
@@ -302,7 +378,7 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 		// On the host network, bind only the address Nomad advertises.
 		task.Config = map[string]any{
 			"command": bin,
-			"args":    append(args, "--listen", "${NOMAD_ADDR_"+PortLabel+"}"),
+			"args":    append(append(args, "--listen", "${NOMAD_ADDR_"+PortLabel+"}"), s.LlamaArgs(d)...),
 		}
 	}
 	if res.GPUs > 0 {

@@ -57,6 +57,19 @@ func pythonDeployment() orchestrator.Deployment {
 	return d
 }
 
+// ggufDeployment is stories260K, which the worker serves with llama.cpp
+// (the gguf flavor), on a CPU or a GPU workload type.
+func ggufDeployment(workloadType string) orchestrator.Deployment {
+	return orchestrator.Deployment{
+		ID: "stories-chat-2b3c4d5e", Endpoint: "stories", Entity: "chat",
+		ModelName: "stories", ModelVersion: "1",
+		ArtifactURL:  "http://gantry.service.consul:8080/api/2.0/gantry/models/stories/versions/1/artifact",
+		Replicas:     1,
+		WorkloadSize: "Small", WorkloadType: workloadType,
+		Flavors: []string{"gguf"},
+	}
+}
+
 func TestRenderGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -70,6 +83,11 @@ func TestRenderGolden(t *testing.T) {
 			TaskDriver:  jobs.DriverExec, Binary: "/opt/gantry/bin/gantry",
 		}},
 		{"python", pythonDeployment(), jobs.Settings{PythonImage: "registry.example.com/gantry-worker-python:1.4"}},
+		{"gguf", ggufDeployment("CPU"), jobs.Settings{}},
+		{"gguf-gpu", ggufDeployment("GPU_MEDIUM"), jobs.Settings{LLMGPUImage: "registry.example.com/gantry-worker-llm-gpu:1.4"}},
+		{"gguf-gpu-exec", ggufDeployment("GPU_SMALL"), jobs.Settings{
+			TaskDriver: jobs.DriverRawExec, LlamaLibDir: "/opt/llama/cpu", LlamaCUDALibDir: "/opt/llama/cuda",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			job, err := jobs.Render(tc.d, tc.settings)
@@ -226,6 +244,93 @@ func TestRenderPythonRuntime(t *testing.T) {
 			}
 			if len(d.Env) != before {
 				t.Errorf("Render wrote the deployment's own environment: %v", d.Env)
+			}
+			if err := nomadtest.Validate(job); err != nil {
+				t.Errorf("Nomad would refuse it: %v", err)
+			}
+		})
+	}
+}
+
+// A GGUF model runs where llama.cpp's libraries are, and on GPU types
+// with its CUDA build and every layer offloaded: the LLM images for
+// docker, --llama-lib-dir for exec and raw_exec clients when set, and
+// gantry_runtime in the job's meta.
+func TestRenderLlama(t *testing.T) {
+	const base = "worker --model-dir ${NOMAD_TASK_DIR}/model --listen "
+	dirs := jobs.Settings{LlamaLibDir: "/opt/llama/cpu", LlamaCUDALibDir: "/opt/llama/cuda"}
+	exec := func(driver string, s jobs.Settings) jobs.Settings { s.TaskDriver = driver; return s }
+	images := jobs.Settings{Image: "w:1", PythonImage: "py:1", LLMImage: "llm:1", LLMGPUImage: "llm-gpu:1"}
+	for _, tc := range []struct {
+		name     string
+		d        orchestrator.Deployment
+		settings jobs.Settings
+		image    string // docker's; empty for exec drivers
+		args     string
+		runtime  string
+		gpus     uint64
+	}{
+		{"cpu docker default", ggufDeployment("CPU"), jobs.Settings{}, jobs.DefaultLLMImage,
+			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+		{"cpu docker image", ggufDeployment("CPU"), images, "llm:1",
+			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+		// A size-only entity (no workload_type) is a CPU one.
+		{"no workload type", ggufDeployment(""), images, "llm:1",
+			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+		// The image knows its libraries: the clients' folders mean nothing
+		// in it.
+		{"gpu docker", ggufDeployment("GPU_LARGE"), func() jobs.Settings { s := images; s.LlamaCUDALibDir = "/opt/llama/cuda"; return s }(), "llm-gpu:1",
+			base + "0.0.0.0:${NOMAD_PORT_http} --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 1},
+		{"multi-gpu docker default", ggufDeployment("MULTIGPU_MEDIUM"), jobs.Settings{}, jobs.DefaultLLMGPUImage,
+			base + "0.0.0.0:${NOMAD_PORT_http} --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 4},
+		{"cpu exec", ggufDeployment("CPU"), exec(jobs.DriverExec, dirs), "",
+			base + "${NOMAD_ADDR_http} --llama-lib-dir /opt/llama/cpu", jobs.RuntimeGGUF, 0},
+		{"gpu raw_exec", ggufDeployment("GPU_SMALL"), exec(jobs.DriverRawExec, dirs), "",
+			base + "${NOMAD_ADDR_http} --llama-lib-dir /opt/llama/cuda --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 1},
+		// Unset folders leave the worker its own default on the client.
+		{"cpu exec no folder", ggufDeployment("CPU"), exec(jobs.DriverExec, jobs.Settings{}), "",
+			base + "${NOMAD_ADDR_http}", jobs.RuntimeGGUF, 0},
+		// The CPU build's folder never stands in for the CUDA build's.
+		{"gpu exec cpu folder only", ggufDeployment("GPU_SMALL"), exec(jobs.DriverExec, jobs.Settings{LlamaLibDir: "/opt/llama/cpu"}), "",
+			base + "${NOMAD_ADDR_http} --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 1},
+		// The worker prefers xgboost to gguf: a native model, no llama.cpp.
+		{"xgboost wins", func() orchestrator.Deployment {
+			d := ggufDeployment("GPU_SMALL")
+			d.Flavors = []string{"gguf", "xgboost"}
+			return d
+		}(), images, "w:1", base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeNative, 1},
+		{"xgboost on exec", gpuDeployment(), exec(jobs.DriverExec, dirs), "",
+			base + "${NOMAD_ADDR_http}", jobs.RuntimeNative, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job, err := jobs.Render(tc.d, tc.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			task := job.TaskGroups[0].Tasks[0]
+			if tc.image != "" && task.Config["image"] != tc.image {
+				t.Errorf("image %v, want %s", task.Config["image"], tc.image)
+			}
+			if tc.image == "" && task.Config["image"] != nil {
+				t.Errorf("%s task with an image: %v", task.Driver, task.Config)
+			}
+			if args := strings.Join(toStrings(task.Config["args"]), " "); args != tc.args {
+				t.Errorf("args %q, want %q", args, tc.args)
+			}
+			if job.Meta[jobs.MetaRuntime] != tc.runtime {
+				t.Errorf("meta %s = %q, want %q", jobs.MetaRuntime, job.Meta[jobs.MetaRuntime], tc.runtime)
+			}
+			var gpus uint64
+			for _, dev := range task.Resources.Devices {
+				if dev.Name == "nvidia/gpu" {
+					gpus += *dev.Count
+				}
+			}
+			if gpus != tc.gpus {
+				t.Errorf("%d nvidia/gpu devices, want %d", gpus, tc.gpus)
+			}
+			if _, ok := task.Env["GANTRY_PYTHON"]; ok {
+				t.Errorf("env %v: a GGUF model needs no Python", task.Env)
 			}
 			if err := nomadtest.Validate(job); err != nil {
 				t.Errorf("Nomad would refuse it: %v", err)

@@ -44,6 +44,8 @@ func newDockerDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheu
 	return docker.New(docker.Config{
 		Image:       o.workerImage(),
 		PythonImage: o.nomad.pythonImage,
+		LLMImage:    o.nomad.llmImage,
+		LLMGPUImage: o.nomad.llmGPUImage,
 		Owner:       dir,
 		Logger:      log,
 		Metrics:     orchestrator.NewMetrics(metrics),

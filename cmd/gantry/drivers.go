@@ -38,6 +38,9 @@ func newDriver(o *controlPlaneOptions, log *slog.Logger, metrics prometheus.Regi
 		if o.python != pyfunc.DefaultPython {
 			o.nomad.python = o.python
 		}
+		// So are GGUF models' llama.cpp libraries: --llama-lib-dir is
+		// then a folder on the exec and raw_exec clients.
+		o.nomad.llamaLibDir = o.llamaLib
 		return newNomadDriver(&o.nomad, log, notify)
 	}
 	return nil, fmt.Errorf("--driver %q: choose one of %v", o.driver, driverNames)

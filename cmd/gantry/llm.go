@@ -39,7 +39,7 @@ func withLLM(native map[string]worker.Loader, cfg llmConfig) map[string]worker.L
 // pass on to their workers.
 func addLLMFlags(c *cobra.Command, dir *string) {
 	c.Flags().StringVar(dir, "llama-lib-dir", "",
-		"GGUF models: the folder of llama.cpp's libraries (libllama.so, libggml*.so; make llama-libs fetches them); default: llama/ beside the gantry binary, else ./bin/llama")
+		"GGUF models: the folder of llama.cpp's libraries (libllama.so, libggml*.so; make llama-libs fetches them); default: llama/ beside the gantry binary, else ./bin/llama. With --driver nomad, the folder on the exec and raw_exec clients")
 }
 
 func addLLMWorkerFlags(c *cobra.Command, lc *llmConfig) {

@@ -26,7 +26,7 @@ func withLLM(native map[string]worker.Loader, _ llmConfig) map[string]worker.Loa
 }
 
 func addLLMFlags(c *cobra.Command, dir *string) {
-	c.Flags().StringVar(dir, "llama-lib-dir", "", "GGUF models: not in this build (-tags nollama)")
+	c.Flags().StringVar(dir, "llama-lib-dir", "", "GGUF models: not in this build (-tags nollama) for local workers; with --driver nomad, the folder of llama.cpp's libraries on the exec and raw_exec clients")
 }
 
 func addLLMWorkerFlags(c *cobra.Command, lc *llmConfig) { addLLMFlags(c, &lc.LibDir) }

@@ -30,7 +30,12 @@ type nomadOptions struct {
 	// pythonImage is --python-image; python the interpreter of Python
 	// models on the clients, the control plane's --python.
 	pythonImage, python string
-	constraints         []*nomadapi.Constraint
+	// llmImage and llmGPUImage are --llm-image and --llm-gpu-image;
+	// llamaLibDir (the control plane's --llama-lib-dir) and
+	// llamaCUDALibDir the llama.cpp builds on exec and raw_exec clients.
+	llmImage, llmGPUImage        string
+	llamaLibDir, llamaCUDALibDir string
+	constraints                  []*nomadapi.Constraint
 }
 
 // constraintsValue is the repeatable --constraint flag: each value is
@@ -92,6 +97,9 @@ func (o *nomadOptions) jobFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.taskDriver, "task-driver", jobs.DriverDocker, "Nomad task driver that runs the worker: docker, exec or raw_exec")
 	fs.StringVar(&o.image, "worker-image", jobs.DefaultImage, "worker image for --driver docker and for --task-driver docker; make image builds it")
 	fs.StringVar(&o.pythonImage, "python-image", jobs.DefaultPythonImage, "worker image with a Python interpreter and the models' libraries, for models without a native runtime (sklearn, pytorch, custom pyfunc) under --driver docker and --task-driver docker; make python-image builds one")
+	fs.StringVar(&o.llmImage, "llm-image", jobs.DefaultLLMImage, "worker image with llama.cpp's CPU libraries, for GGUF models on CPU workload types under --driver docker and --task-driver docker; make llm-image builds it")
+	fs.StringVar(&o.llmGPUImage, "llm-gpu-image", jobs.DefaultLLMGPUImage, "worker image with llama.cpp's CUDA build and the CUDA 13 runtime, for GGUF models on GPU_* workload types under --driver docker and --task-driver docker; make llm-gpu-image builds it")
+	fs.StringVar(&o.llamaCUDALibDir, "llama-cuda-lib-dir", "", "folder of llama.cpp's CUDA build on the Nomad clients, for GGUF models on GPU_* workload types under --task-driver exec and raw_exec (default: the worker's own, $GANTRY_LLAMA_LIB_DIR or llama/ beside --worker-binary)")
 	fs.Var(constraintsValue{&o.constraints}, "constraint", `Nomad constraint on the worker jobs, "ATTR OPERATOR VALUE" (e.g. "${attr.kernel.name} = linux"); repeatable`)
 	fs.StringVar(&o.binary, "worker-binary", jobs.DefaultBinary, "path of the gantry binary on the Nomad clients, for --task-driver exec and raw_exec")
 }
@@ -123,6 +131,8 @@ func (o *nomadOptions) settings() jobs.Settings {
 		Datacenters: o.datacenters, NodePool: o.nodePool,
 		TaskDriver: o.taskDriver, Image: o.image, Binary: o.binary,
 		PythonImage: o.pythonImage, Python: o.python,
+		LLMImage: o.llmImage, LLMGPUImage: o.llmGPUImage,
+		LlamaLibDir: o.llamaLibDir, LlamaCUDALibDir: o.llamaCUDALibDir,
 		Constraints: o.constraints,
 	}
 }
@@ -164,7 +174,7 @@ func jobsCmd() *cobra.Command {
 			jobFlags.VisitAll(func(f *pflag.Flag) {
 				jobFlagsSet = jobFlagsSet || cmd.Flags().Changed(f.Name)
 			})
-			jobFlagsSet = jobFlagsSet || cmd.Flags().Changed("python")
+			jobFlagsSet = jobFlagsSet || cmd.Flags().Changed("python") || cmd.Flags().Changed("llama-lib-dir")
 			var names []string
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
@@ -194,6 +204,8 @@ func jobsCmd() *cobra.Command {
 	o.jobFlags(render.Flags())
 	render.Flags().StringVar(&o.python, "python", "",
 		"interpreter on the Nomad clients for models that need Python (exec and raw_exec; default python3 on the PATH), as the scheduler's --python")
+	render.Flags().StringVar(&o.llamaLibDir, "llama-lib-dir", "",
+		"folder of llama.cpp's CPU build on the Nomad clients for GGUF models (exec and raw_exec; default the worker's own), as the scheduler's --llama-lib-dir")
 	c.AddCommand(render)
 	return c
 }

@@ -138,6 +138,51 @@ func TestNomadEndToEnd(t *testing.T) {
 	}
 	mustCLI(t, bin, addr, "endpoints", "delete", "nomad-py")
 
+	// A GGUF model on a GPU type: llama.cpp's CUDA build with every layer
+	// offloaded and a device "nvidia/gpu", from the LLM GPU image or the
+	// clients' folder. This Nomad has no GPU node, so the job stays
+	// pending and nothing runs; the job is what is checked.
+	mustCLI(t, bin, addr, "models", "upload", "stories", storiesDir)
+	llmFile := filepath.Join(t.TempDir(), "nomad-llm.json")
+	writeFile(t, llmFile, `{"name": "nomad-llm", "config": {"served_entities": [{"entity_name": "stories", "entity_version": "1",
+		"workload_size": "Small", "workload_type": "GPU_SMALL", "scale_to_zero_enabled": true}]}}`)
+	mustCLI(t, bin, addr, "endpoints", "create", "-f", llmFile)
+	for _, tc := range []struct {
+		flags         []string
+		driver, image string
+		args          string // after the worker's --listen ADDR
+	}{
+		{nil, "raw_exec", "", "--llm-gpu-layers -1"},
+		{[]string{"--task-driver", "raw_exec", "--worker-binary", bin, "--llama-cuda-lib-dir", "/opt/llama/cuda"}, "raw_exec", "",
+			"--llama-lib-dir /opt/llama/cuda --llm-gpu-layers -1"},
+		{[]string{"--task-driver", "docker", "--llm-gpu-image", "gantry-worker-llm-gpu:9"}, "docker", "gantry-worker-llm-gpu:9",
+			"--llm-gpu-layers -1"},
+	} {
+		rendered := mustCLI(t, bin, addr, append([]string{"jobs", "render", "nomad-llm"}, tc.flags...)...)
+		var req struct{ Job *nomadapi.Job }
+		if err := json.NewDecoder(strings.NewReader(rendered)).Decode(&req); err != nil || req.Job == nil {
+			t.Fatalf("jobs render nomad-llm %v printed no job: %v\n%s", tc.flags, err, rendered)
+		}
+		task := req.Job.TaskGroups[0].Tasks[0]
+		args, _ := task.Config["args"].([]any)
+		var flags []string
+		for i, a := range args {
+			if a == "--listen" {
+				for _, f := range args[i+2:] {
+					flags = append(flags, fmt.Sprint(f))
+				}
+			}
+		}
+		devs := task.Resources.Devices
+		if task.Driver != tc.driver || req.Job.Meta["gantry_runtime"] != "gguf-cuda" || strings.Join(flags, " ") != tc.args ||
+			(tc.image != "" && task.Config["image"] != tc.image) ||
+			len(devs) != 1 || devs[0].Name != "nvidia/gpu" || devs[0].Count == nil || *devs[0].Count != 1 {
+			t.Errorf("jobs render nomad-llm %v: driver %s meta %v config %v devices %v; want %s, runtime gguf-cuda, args ending %q, image %q, one nvidia/gpu",
+				tc.flags, task.Driver, req.Job.Meta, task.Config, devs, tc.driver, tc.args, tc.image)
+		}
+	}
+	mustCLI(t, bin, addr, "endpoints", "delete", "nomad-llm")
+
 	if out, err := cli(t, bin, addr, "jobs", "render", "nomad-ep", "nope"); err == nil || !strings.Contains(out, "binary-1") {
 		t.Errorf("render an unknown entity: err=%v out=%s, want a failure listing binary-1", err, out)
 	}
@@ -175,6 +220,9 @@ func TestNomadJobFlags(t *testing.T) {
 		"--constraint", "${attr.nvidia.driver} is_set",
 		"--worker-image", "worker:1",
 		"--python-image", "py:1",
+		"--llm-image", "llm:1",
+		"--llm-gpu-image", "llm-gpu:1",
+		"--llama-cuda-lib-dir", "/opt/llama/cuda",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +245,11 @@ func TestNomadJobFlags(t *testing.T) {
 	// --python-image too, for models that need Python.
 	if o.nomad.settings().PythonImage != "py:1" || o.nomad.pythonImage != "py:1" {
 		t.Errorf("python image: nomad %q, want py:1", o.nomad.settings().PythonImage)
+	}
+	// The LLM images and the CUDA build's folder on the clients, for GGUF
+	// models.
+	if s := o.nomad.settings(); s.LLMImage != "llm:1" || s.LLMGPUImage != "llm-gpu:1" || s.LlamaCUDALibDir != "/opt/llama/cuda" {
+		t.Errorf("LLM settings %q %q %q, want llm:1, llm-gpu:1 and /opt/llama/cuda", s.LLMImage, s.LLMGPUImage, s.LlamaCUDALibDir)
 	}
 	// --docker-image still works, deprecated.
 	if err := c.Flags().Parse([]string{"--docker-image", "old:1"}); err != nil || o.workerImage() != "old:1" {

@@ -146,6 +146,52 @@ func buildPythonImage() error {
 	return nil
 }
 
+// LLMImage is the tag of the LLM worker image the tests build, apart
+// from `make llm-image`'s gantry-worker-llm:dev.
+const LLMImage = "gantry-worker-llm:test"
+
+var buildLLM struct {
+	once sync.Once
+	err  error
+}
+
+// BuildLLMImage builds LLMImage from this checkout, as `make llm-image`
+// does, once per test process: the gantry binary and llama.cpp's CPU
+// libraries from bin/llama (`make llama-libs`, which `make test` runs,
+// fetches them), laid out by deploy/docker/image-context.sh and built
+// with deploy/docker/Dockerfile.llm. Local files only.
+func BuildLLMImage(t testing.TB) string {
+	t.Helper()
+	buildLLM.once.Do(func() { buildLLM.err = buildLLMImage() })
+	if buildLLM.err != nil {
+		t.Fatal(buildLLM.err)
+	}
+	return LLMImage
+}
+
+func buildLLMImage() error {
+	root, dir, err := gantryBinary()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	llama := filepath.Join(root, "bin", "llama")
+	if _, err := os.Stat(filepath.Join(llama, "libllama.so")); err != nil {
+		return fmt.Errorf("no llama.cpp libraries in %s: run `make llama-libs`", llama)
+	}
+	ctx := filepath.Join(dir, "context")
+	if out, err := exec.Command(filepath.Join(root, "deploy/docker/image-context.sh"), filepath.Join(dir, "gantry"), ctx, llama).CombinedOutput(); err != nil {
+		return fmt.Errorf("image-context.sh: %v\n%s", err, out)
+	}
+	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile.llm"), "-t", LLMImage, ctx)
+	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := dbuild.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker build: %v\n%s", err, out)
+	}
+	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
+	return nil
+}
+
 // Containers lists the containers, running or not, that carry label=value.
 func Containers(t testing.TB, cli *client.Client, label, value string) []container.Summary {
 	t.Helper()

@@ -274,6 +274,25 @@ func TestCorruptGGUF(t *testing.T) {
 	}
 }
 
+// GPU layers with the CPU build (or a CUDA build that finds no GPU) are a
+// load failure that says what is missing, not a silent run on the CPU.
+// On a machine where this build finds a GPU the test has nothing to check.
+func TestGPULayersWithoutGPU(t *testing.T) {
+	model(t) // loads the libraries
+	if GPU() {
+		t.Skipf("this build finds a GPU: %v", Devices())
+	}
+	_, err := Open(testModel, Config{LibDir: libDir(t), Threads: 1, Context: 256, GPULayers: -1})
+	if err == nil {
+		t.Fatal("Open with GPU layers and no GPU succeeded")
+	}
+	for _, want := range []string{"finds no GPU", "linux-x64-cuda@3.21.1", "libcudart.so.13"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
 func TestEmbeddings(t *testing.T) {
 	m, err := Open(testModel, Config{LibDir: libDir(t), Threads: 2, Context: 128, Embeddings: true})
 	if err != nil {

@@ -110,6 +110,13 @@ func Open(path string, cfg Config) (*Model, error) {
 	if err := Load(cfg.LibDir); err != nil {
 		return nil, err
 	}
+	// Layers asked for the GPU with a build or a machine that has none
+	// would run on the CPU, many times slower, with nothing to say so:
+	// a GPU replica given the CPU build, or the CUDA build without the
+	// CUDA runtime (ggml skips a backend it cannot load), fails instead.
+	if cfg.GPULayers != 0 && !GPU() {
+		return nil, fmt.Errorf("%d GPU layers asked for (--llm-gpu-layers), but the llama.cpp build in %s finds no GPU (devices: %s): a GPU replica needs the CUDA build (@node-llama-cpp/linux-x64-cuda@3.21.1), the CUDA 13 runtime (libcudart.so.13, libcublas.so.13) and the NVIDIA driver", cfg.GPULayers, loadedAt, strings.Join(Devices(), ", "))
+	}
 	mp := llama.ModelDefaultParams()
 	mp.NGpuLayers = int32(cfg.GPULayers)
 	if cfg.GPULayers < 0 {

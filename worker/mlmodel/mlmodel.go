@@ -164,7 +164,26 @@ const PythonFlavor = "python_function"
 // NativeFlavors are the flavors the worker serves in Go, without Python;
 // one of them wins over PythonFlavor when a model has both. The worker's
 // loaders (cmd/gantry) must be exactly these: a test checks it.
-var NativeFlavors = []string{"xgboost", "openai_server", "gguf"}
+var NativeFlavors = []string{"xgboost", "openai_server", GGUFFlavor}
+
+// GGUFFlavor is the flavor the worker's GGUF runtime (llama.cpp) serves.
+const GGUFFlavor = "gguf"
+
+// NeedsLlama reports whether the worker serves a model with these flavors
+// through its GGUF runtime: gguf is the first of NativeFlavors it has,
+// which is the flavor the worker picks. Drivers use it to run such a model
+// where the llama.cpp libraries and libstdc++ are (the LLM worker image,
+// or --llama-lib-dir on the clients).
+func NeedsLlama(flavors []string) bool {
+	for _, n := range NativeFlavors {
+		for _, f := range flavors {
+			if f == n {
+				return n == GGUFFlavor
+			}
+		}
+	}
+	return false
+}
 
 // NeedsPython reports whether the worker serves a model with these flavors
 // through the Python runtime: it has PythonFlavor and no native flavor.

@@ -103,3 +103,23 @@ func TestNeedsPython(t *testing.T) {
 		}
 	}
 }
+
+func TestNeedsLlama(t *testing.T) {
+	for _, c := range []struct {
+		flavors []string
+		want    bool
+	}{
+		{[]string{"gguf"}, true},
+		{[]string{"python_function", "gguf"}, true},
+		// The worker prefers xgboost and openai_server to gguf (the order
+		// of NativeFlavors), so such a model needs no llama.cpp.
+		{[]string{"gguf", "xgboost"}, false},
+		{[]string{"openai_server", "gguf"}, false},
+		{[]string{"python_function", "sklearn"}, false},
+		{nil, false},
+	} {
+		if got := NeedsLlama(c.flavors); got != c.want {
+			t.Errorf("NeedsLlama(%v) = %v, want %v", c.flavors, got, c.want)
+		}
+	}
+}

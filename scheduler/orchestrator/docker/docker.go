@@ -1,7 +1,10 @@
 // Package docker is the orchestrator driver that runs each replica as a
 // Docker container from the worker image (`make image` builds it FROM
 // scratch), or, for a model that needs the Python runtime, from the Python
-// worker image (`make python-image` builds one from Debian packages). Package replicas supervises the workers (readiness, restarts
+// worker image (`make python-image` builds one from Debian packages), and
+// for a GGUF model from the LLM worker image (`make llm-image`: the worker
+// with llama.cpp's libraries and libstdc++), or its CUDA variant on GPU
+// workload types (`make llm-gpu-image`). Package replicas supervises the workers (readiness, restarts
 // with backoff, draining), as for the local driver; this package creates,
 // stops and removes the containers.
 //
@@ -40,7 +43,6 @@ import (
 	"github.com/gantry/gantry/jobs"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/orchestrator/replicas"
-	"github.com/gantry/gantry/worker/mlmodel"
 )
 
 // Labels on every container the driver creates.
@@ -66,6 +68,13 @@ type Config struct {
 	// entity's GANTRY_PYTHON, must have the model's libraries. Default
 	// jobs.DefaultPythonImage (what `make python-image` tags).
 	PythonImage string
+	// LLMImage replaces Image for a GGUF model (mlmodel.NeedsLlama) on a
+	// CPU workload type, LLMGPUImage on a GPU type, whose worker also
+	// gets --llm-gpu-layers -1: Image has neither libstdc++ nor
+	// llama.cpp. Defaults jobs.DefaultLLMImage and
+	// jobs.DefaultLLMGPUImage (what `make llm-image` and `make
+	// llm-gpu-image` tag).
+	LLMImage, LLMGPUImage string
 	// Owner is the value of the io.gantry.owner label on this driver's
 	// containers. Give each Gantry instance its own (gantry dev uses its
 	// data dir): New removes every container with this owner. Default
@@ -106,6 +115,12 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	if cfg.PythonImage == "" {
 		cfg.PythonImage = jobs.DefaultPythonImage
 	}
+	if cfg.LLMImage == "" {
+		cfg.LLMImage = jobs.DefaultLLMImage
+	}
+	if cfg.LLMGPUImage == "" {
+		cfg.LLMGPUImage = jobs.DefaultLLMGPUImage
+	}
 	if cfg.Owner == "" {
 		cfg.Owner = "gantry"
 	}
@@ -143,6 +158,9 @@ func New(cfg Config, notify func(id string)) (*Driver, error) {
 	if _, err := cli.ImageInspect(ctx, cfg.PythonImage); cerrdefs.IsNotFound(err) {
 		// Only models without a native runtime need it.
 		cfg.Logger.Info("Python worker image not found; models that need Python fail until it is built with `make python-image`", "image", cfg.PythonImage)
+	}
+	if _, err := cli.ImageInspect(ctx, cfg.LLMImage); cerrdefs.IsNotFound(err) {
+		cfg.Logger.Info("LLM worker image not found; GGUF models fail until it is built with `make llm-image`", "image", cfg.LLMImage)
 	}
 	return d, nil
 }
@@ -186,7 +204,7 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 	image := d.image(spec)
 	cfg := &container.Config{
 		Image: image,
-		Cmd:   []string{"worker", "--model-dir", modelMount, "--listen", addr},
+		Cmd:   append([]string{"worker", "--model-dir", modelMount, "--listen", addr}, d.settings().LlamaArgs(spec)...),
 		Env:   env,
 		// The worker gets the privileges the local driver would give it:
 		// this process's, which can read the model directory.
@@ -220,15 +238,30 @@ func (d *Driver) create(spec orchestrator.Deployment, replicaID, addr string) (s
 	return c.ID, nil
 }
 
+// settings are the job settings that choose a worker's image and flags,
+// as Nomad's docker task driver does.
+func (d *Driver) settings() jobs.Settings {
+	return jobs.Settings{
+		TaskDriver: jobs.DriverDocker,
+		Image:      d.cfg.Image, PythonImage: d.cfg.PythonImage,
+		LLMImage: d.cfg.LLMImage, LLMGPUImage: d.cfg.LLMGPUImage,
+	}
+}
+
 // image is the image that runs spec's worker.
 func (d *Driver) image(spec orchestrator.Deployment) string {
-	return jobs.Settings{Image: d.cfg.Image, PythonImage: d.cfg.PythonImage}.ImageFor(spec)
+	return d.settings().ImageFor(spec)
 }
 
 // buildHint says how to build the image that spec's worker needs.
 func buildHint(spec orchestrator.Deployment) string {
-	if mlmodel.NeedsPython(spec.Flavors) {
+	switch jobs.RuntimeOf(spec) {
+	case jobs.RuntimePython:
 		return fmt.Sprintf("the model (flavors %s) needs the Python runtime: build an image with python3 and its libraries with `make python-image`, or name one with --python-image", strings.Join(spec.Flavors, ", "))
+	case jobs.RuntimeGGUF:
+		return "the GGUF model needs llama.cpp's libraries: build the LLM worker image with `make llm-image`, or name one with --llm-image"
+	case jobs.RuntimeGGUFCUDA:
+		return fmt.Sprintf("the GGUF model on %s needs llama.cpp's CUDA build and the CUDA 13 runtime: build the image with `make llm-gpu-image`, or name one with --llm-gpu-image", spec.WorkloadType)
 	}
 	return "build it with `make image`"
 }
