@@ -308,17 +308,17 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	var tasks map[string]string
+	var read [2]*api.EndpointConfig // the config and the pending one, as their tasks were read
+	var tasks [2]map[string]string
 	if gw.Guardrails != nil {
 		// The entities' tasks are read from the registry before the
 		// lock, for the config that serves and the one rolling out.
 		s.mu.Lock()
 		cur, err := s.lookup(name)
-		var cfgs []*api.EndpointConfig
 		if err == nil {
-			cfgs = append(cfgs, &api.EndpointConfig{ServedEntities: slices.Clone(cur.Config.ServedEntities)})
+			read[0] = &api.EndpointConfig{ServedEntities: slices.Clone(cur.Config.ServedEntities)}
 			if cur.Pending != nil {
-				cfgs = append(cfgs, &api.EndpointConfig{ServedEntities: slices.Clone(cur.Pending.ServedEntities)})
+				read[1] = &api.EndpointConfig{ServedEntities: slices.Clone(cur.Pending.ServedEntities)}
 			}
 		}
 		s.mu.Unlock()
@@ -326,12 +326,12 @@ func (s *Scheduler) putAIGateway(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		tasks = s.entityTasks(cfgs...)
+		tasks = [2]map[string]string{s.entityTasks(read[0]), s.entityTasks(read[1])}
 	}
 	s.mu.Lock()
 	cur, err := s.lookup(name)
 	if err == nil && gw.Guardrails != nil {
-		err = guardrailsProblem(name, cur, tasks, gw.Guardrails)
+		err = guardrailsProblem(name, cur, read, tasks, gw.Guardrails)
 	}
 	if err == nil {
 		err = s.checkTableFree(name, "inference_table_config", gw.InferenceTableConfig)
@@ -518,7 +518,7 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 	// judge stay a chat entity of the config that serves, or every judged
 	// call would fail closed.
 	if g := ep.AIGateway; g != nil && g.Guardrails != nil {
-		if msg, _ := notLLMProblem(ep.Name, &c, tasks); msg != "" {
+		if msg := notLLMProblem(ep.Name, &c, tasks); msg != "" {
 			writeError(w, invalid("served_entities: ai_gateway.%s; remove the guardrails first", msg))
 			return
 		}

@@ -91,6 +91,23 @@ func TestGuardrailsServedLLM(t *testing.T) {
 			t.Errorf("update to %s: %d %q; want 400 naming %q", c.entities, code, e.Message, c.want)
 		}
 	}
+	// A config rolling out is checked too: "roll" serves a chat model and
+	// is moving to a tabular one.
+	if code, msg := create("roll", "", entity("a", "chat")); code != 200 {
+		t.Fatalf("create roll: %d %s", code, msg)
+	}
+	h.reconcile()
+	h.orch.set("a", ready("127.0.0.1:9001"))
+	h.reconcile()
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/roll/config", `{"served_entities": [`+entity("a", "tabular")+`]}`, nil); code != 200 {
+		t.Fatalf("update roll: %d %v", code, e)
+	}
+	if ep := h.get(t, "roll"); ep.PendingConfig == nil {
+		t.Fatalf("roll has no pending config: %+v", ep.State)
+	}
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/roll/ai-gateway", `{"guardrails": `+pii+`}}`, nil); code != 400 || !strings.Contains(e.Message, "endpoint roll serves no LLM entity") {
+		t.Errorf("guardrails while a tabular model rolls out: %d %q", code, e.Message)
+	}
 	// The judge served by another LLM chat model: accepted.
 	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/llm/config", `{"served_entities": [`+entity("a", "chat")+`, `+entity("judge", "chat")+`],
 		"traffic_config": {"routes": [{"served_model_name": "a", "traffic_percentage": 100}]}}`, nil); code != 200 {
