@@ -376,9 +376,12 @@ type Replicas struct {
 
 // ReplicaStart is one replica's cold start: Phase is schedule (asked
 // for, not started), process_start (started, not answering /ping yet),
-// model_load (answering, loading its model) or ready; the times (Unix
-// ms, 0: not reached) are when each phase began and when it became
-// ready. A restarted replica has no requested_ms.
+// model_load (answering, loading its model), ready, and then
+// first_response (first_token for a stream of tokens) once the replica
+// has answered a request; the times (Unix ms, 0: not reached) are when
+// each phase began and when it became ready, and the first answered
+// request's arrival and first byte. A restarted replica has no
+// requested_ms.
 type ReplicaStart struct {
 	ID          string `json:"id"`
 	Phase       string `json:"phase"`
@@ -386,6 +389,11 @@ type ReplicaStart struct {
 	StartedMs   int64  `json:"started_ms,omitempty"`
 	AnsweredMs  int64  `json:"answered_ms,omitempty"`
 	ReadyMs     int64  `json:"ready_ms,omitempty"`
+	// The first answered request: when it reached the worker and when
+	// its answer's first byte (first token) left. The driver learns them
+	// at its next probe of the worker, within its probe interval (5 s).
+	FirstRequestMs  int64 `json:"first_request_ms,omitempty"`
+	FirstResponseMs int64 `json:"first_response_ms,omitempty"`
 }
 
 // TrafficConfig splits an endpoint's traffic between its served entities.

@@ -94,8 +94,11 @@ func replicaStarts(ss []orchestrator.Start) []api.ReplicaStart {
 	}
 	out := make([]api.ReplicaStart, len(ss))
 	for i, s := range ss {
-		v := api.ReplicaStart{ID: s.ID, RequestedMs: ms(s.Requested), StartedMs: ms(s.Started), AnsweredMs: ms(s.Answered), ReadyMs: ms(s.Ready)}
+		v := api.ReplicaStart{ID: s.ID, RequestedMs: ms(s.Requested), StartedMs: ms(s.Started), AnsweredMs: ms(s.Answered), ReadyMs: ms(s.Ready),
+			FirstRequestMs: ms(s.FirstRequest), FirstResponseMs: ms(s.FirstResponse)}
 		switch {
+		case s.FirstPhase != "" && !s.Ready.IsZero():
+			v.Phase = s.FirstPhase
 		case !s.Ready.IsZero():
 			v.Phase = "ready"
 		case !s.Answered.IsZero():

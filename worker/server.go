@@ -32,6 +32,27 @@ type server struct {
 	mux     *http.ServeMux
 	handler http.Handler // mux, with API.md's 404 and 405 for what it does not serve
 	secret  []byte       // Config.Secret; nil: invocations need none
+	// first is the first request answered with success, nil until one
+	// was: /ping reports it (api.FirstResponseHeader). Set once, by
+	// CompareAndSwap, so concurrent first requests race without a lock.
+	first atomic.Pointer[firstAnswer]
+}
+
+// firstAnswer is the worker's first successful answer: the last phase of
+// its cold start.
+type firstAnswer struct {
+	phase    string    // api.PhaseFirstToken or api.PhaseFirstResponse
+	arrived  time.Time // the request arrived
+	answered time.Time // the answer's first byte was written
+}
+
+// answered notes a successful answer of a request that arrived at start,
+// unless one was noted before.
+func (s *server) answered(phase string, arrived time.Time) {
+	if s.first.Load() != nil {
+		return
+	}
+	s.first.CompareAndSwap(nil, &firstAnswer{phase: phase, arrived: arrived, answered: time.Now()})
 }
 
 // SecretHeader carries the worker secret (Config.Secret) on invocations.
@@ -78,6 +99,13 @@ func (s *server) ping(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(api.NoticeHeader, n)
 		}
 	}
+	if f := s.first.Load(); f != nil {
+		// Durations, not instants: the driver that reads them may run on
+		// another machine's clock.
+		w.Header().Set(api.FirstResponseHeader, api.FirstResponse{
+			Phase: f.phase, Ago: time.Since(f.answered), Took: f.answered.Sub(f.arrived),
+		}.String())
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte("\n"))
 }
@@ -96,23 +124,43 @@ func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 	}
 	if m := s.model.Load(); m != nil {
 		if hr, ok := m.rt.(HTTPRuntime); ok {
-			s.metrics.observe(s.serveHTTPRuntime(w, r, hr), time.Since(start))
+			s.metrics.observe(s.serveHTTPRuntime(w, r, hr, start), time.Since(start))
 			return
 		}
 	}
 	code := s.invoke(w, r)
+	if code == http.StatusOK {
+		// invoke writes its answer whole, just before it returns.
+		s.answered(api.PhaseFirstResponse, start)
+	}
 	s.metrics.observe(code, time.Since(start))
 }
 
 // serveHTTPRuntime hands an invocation to a runtime that answers it from
 // the raw request, with the body bounded as for any other, and returns
-// the status it wrote.
-func (s *server) serveHTTPRuntime(w http.ResponseWriter, r *http.Request, hr HTTPRuntime) int {
+// the status it wrote. A successful answer's first byte is the worker's
+// first response (its first token when the runtime generates tokens and
+// streams: a stream's first event carries it, and its status goes with
+// it).
+func (s *server) serveHTTPRuntime(w http.ResponseWriter, r *http.Request, hr HTTPRuntime, start time.Time) int {
 	if r.ContentLength > s.maxBody {
 		return writeAPIError(w, s.tooLarge())
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 	sw := &statusWriter{ResponseWriter: w}
+	if s.first.Load() == nil {
+		_, tokens := hr.(TokenReporter)
+		sw.first = func(sw *statusWriter) {
+			if sw.code != 0 && sw.code/100 != 2 {
+				return
+			}
+			phase := api.PhaseFirstResponse
+			if ct, _, _ := mime.ParseMediaType(sw.Header().Get("Content-Type")); tokens && ct == "text/event-stream" {
+				phase = api.PhaseFirstToken
+			}
+			s.answered(phase, start)
+		}
+	}
 	hr.ServeInvocation(sw, r)
 	if sw.code == 0 {
 		return http.StatusOK
@@ -126,6 +174,17 @@ func (s *server) serveHTTPRuntime(w http.ResponseWriter, r *http.Request, hr HTT
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	// first, when set, is called before the first byte of the body is
+	// written.
+	first func(*statusWriter)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if f := w.first; f != nil && len(b) > 0 {
+		w.first = nil
+		f(w)
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -280,6 +280,7 @@ func TestOpenAIServerFromZeroAndFailures(t *testing.T) {
 			t.Errorf("first event after %s: the cold start (a 1 s load) was not waited for", first)
 		}
 		t.Logf("stream from zero: first event %s, whole %s", first, total)
+		checkFirstPhase(t, c, "cold", api.PhaseFirstToken)
 	})
 
 	t.Run("a server that exits at start fails the deployment", func(t *testing.T) {

@@ -39,6 +39,33 @@ func waitEntity(t testing.TB, c *api.Client, name, what string, timeout time.Dur
 	}
 }
 
+// checkFirstPhase waits until the endpoint's first entity has a replica
+// whose cold start reached its last phase, named phase, and checks that
+// phase's times against the ones before it: the first request came once
+// the model had loaded and the replica was ready.
+func checkFirstPhase(t testing.TB, c *api.Client, endpoint, phase string) {
+	t.Helper()
+	var s api.ReplicaStart
+	waitEntity(t, c, endpoint, "a replica in phase "+phase, 15*time.Second, func(e api.ServedEntity) bool {
+		if e.Replicas == nil {
+			return false
+		}
+		for _, r := range e.Replicas.Starts {
+			if r.Phase == phase {
+				s = r
+				return true
+			}
+		}
+		return false
+	})
+	if s.AnsweredMs == 0 || s.ReadyMs < s.AnsweredMs || s.FirstRequestMs < s.ReadyMs || s.FirstResponseMs < s.FirstRequestMs {
+		t.Errorf("replica %s in phase %s: model_load at %d, ready at %d, first request at %d, %s at %d (Unix ms); want them in that order",
+			s.ID, phase, s.AnsweredMs, s.ReadyMs, s.FirstRequestMs, phase, s.FirstResponseMs)
+	}
+	t.Logf("replica %s: model load %d ms, ready to first request %d ms, %s %d ms", s.ID,
+		s.ReadyMs-s.AnsweredMs, s.FirstRequestMs-s.ReadyMs, phase, s.FirstResponseMs-s.FirstRequestMs)
+}
+
 func scaledToZero(e api.ServedEntity) bool {
 	return e.ScaledToZero != nil && *e.ScaledToZero && e.Replicas.Ready == 0
 }
@@ -109,6 +136,13 @@ func TestScaleToZeroAndBack(t *testing.T) {
 		comparePredictions(t, "cold burst", []any{want}, a.body)
 	}
 	waitEntity(t, c, "zero-ep", "one ready replica", 10*time.Second, func(e api.ServedEntity) bool { return e.Replicas.Ready == 1 })
+	// The cold start's last phase: the replica answered its first request
+	// after its model loaded, which the driver learns at its next /ping.
+	checkFirstPhase(t, c, "zero-ep", api.PhaseFirstResponse)
+	metrics := getText(t, "http://"+addr+"/metrics")
+	if n := metricValue(metrics, `gantry_cold_start_phase_seconds_count{endpoint="zero-ep",phase="first_response"`); n != 1 {
+		t.Errorf("first_response observed %v times in gantry_cold_start_phase_seconds, want 1", n)
+	}
 	// ...and it goes back to zero when idle.
 	waitEntity(t, c, "zero-ep", "scaled to zero again", 30*time.Second, scaledToZero)
 }

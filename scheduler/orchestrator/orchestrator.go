@@ -86,6 +86,12 @@ type Start struct {
 	Started   time.Time // process, container or allocation started: process_start began
 	Answered  time.Time // first answer to /ping: model_load began
 	Ready     time.Time // /ping answered 200
+	// The replica's first answered request (arrival, first byte of the
+	// answer), as its /ping reported it after; FirstPhase names it
+	// (PhaseFirstResponse or PhaseFirstToken), empty until then.
+	FirstPhase    string
+	FirstRequest  time.Time
+	FirstResponse time.Time
 }
 
 // Ready counts the ready instances.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gantry/gantry/jobs"
 	"github.com/gantry/gantry/scheduler/orchestrator"
+	"github.com/gantry/gantry/scheduler/orchestrator/probe"
 	"github.com/hashicorp/nomad/api"
 )
 
@@ -26,7 +27,8 @@ type replicaProbe struct {
 	ready    bool
 	answered time.Time
 	readyAt  time.Time
-	notice   string // the worker's, from the /ping that made it ready
+	notice   string      // the worker's, from the /ping that made it ready
+	first    probe.First // the worker's first answered request; no Phase until one
 	cancel   context.CancelFunc
 }
 
@@ -67,6 +69,13 @@ func (d *Driver) probe(ctx context.Context, dep *deployment, p *replicaProbe) {
 	pr.Answered = func(at time.Time) {
 		d.mu.Lock()
 		p.answered = at
+		id := dep.spec.ID
+		d.mu.Unlock()
+		d.changed(id)
+	}
+	pr.FirstResponse = func(f probe.First) {
+		d.mu.Lock()
+		p.first = f
 		id := dep.spec.ID
 		d.mu.Unlock()
 		d.changed(id)
@@ -118,6 +127,7 @@ func (dep *deployment) starts() []orchestrator.Start {
 		}
 		if p := dep.probes[id]; p != nil && !st.Started.IsZero() {
 			st.Answered, st.Ready = p.answered, p.readyAt
+			st.FirstPhase, st.FirstRequest, st.FirstResponse = p.first.Phase, p.first.Arrived, p.first.Answered
 		}
 		out = append(out, st)
 	}

@@ -21,6 +21,11 @@
 // Interval pace: it is loaded, and pinging a hung process faster brings it
 // back no sooner.
 //
+// First response: until a ready worker's /ping reports that it answered
+// its first request (the cold start's last phase, api.FirstResponseHeader),
+// it is also pinged every FirstResponseWait; those pings count for nothing
+// else.
+//
 // # Use
 //
 // [Decide] is the policy as a pure function of the ping results, tested as
@@ -50,6 +55,10 @@ const (
 	// FirstWait and MaxStartWait pace the pings of a starting worker.
 	FirstWait    = 2 * time.Millisecond
 	MaxStartWait = 200 * time.Millisecond
+	// FirstResponseWait paces the pings of a ready worker that has not
+	// reported its first response yet (Prober.FirstResponse): as fast as
+	// a loading one, since /ping answers from memory.
+	FirstResponseWait = MaxStartWait
 )
 
 // State is what the policy remembers of one worker between pings. Its zero
@@ -112,6 +121,17 @@ type Result struct {
 	// Notice is the worker's api.NoticeHeader on a 200: what its model
 	// loaded with that the deployment's owner should know.
 	Notice string
+	// First is the worker's api.FirstResponseHeader on a 200, once it has
+	// answered a request; the zero value (no Phase) until then.
+	First api.FirstResponse
+}
+
+// First is a worker's first answered request, on the prober's clock: the
+// last phase of its cold start (api.PhaseFirstResponse, or
+// api.PhaseFirstToken for a stream of tokens), from Arrived to Answered.
+type First struct {
+	Phase             string
+	Arrived, Answered time.Time
 }
 
 // Clock is the time a Prober reads and waits on; *fakeclock.Clock is one.
@@ -142,6 +162,10 @@ type Prober struct {
 	// answer, so that the cold-start phase it begins (model_load) shows
 	// while it lasts, not only once the worker is ready.
 	Answered func(at time.Time)
+	// FirstResponse, when set, is called by Watch once, at the first ping
+	// that says the worker has answered a request, so that the cold
+	// start's last phase shows within an Interval of it.
+	FirstResponse func(First)
 }
 
 var defaultClient = &http.Client{Timeout: Timeout}
@@ -184,6 +208,9 @@ func Ping(ctx context.Context, c *http.Client, addr string) Result {
 		if len(r.Notice) > api.MaxNotice {
 			r.Notice = strings.ToValidUTF8(r.Notice[:api.MaxNotice], "")
 		}
+		if h := resp.Header.Get(api.FirstResponseHeader); h != "" {
+			r.First, _ = api.ParseFirstResponse(h) // nonsense counts as none
+		}
 	}
 	return r
 }
@@ -224,20 +251,46 @@ func (p *Prober) AwaitReady(ctx context.Context, addr string) (ready bool, answe
 // ends, calling set(false) when it misses Misses pings in a row and
 // set(true) when it answers 200 again. A ping that ctx cut short counts for
 // nothing: the caller stopped the worker, the worker did not fail.
+//
+// With FirstResponse set, Watch also pings every FirstResponseWait until a
+// ping reports the worker's first response, and then calls FirstResponse
+// once, with the times placed on the prober's clock. Those pings decide
+// nothing of readiness, which keeps the Interval pace: they are there so
+// that the phase shows while it is news, and before a replica that
+// answered one request is scaled back to zero (gone from the endpoint's
+// state with its phases).
 func (p *Prober) Watch(ctx context.Context, addr string, set func(ready bool)) {
 	clock := p.clock()
 	s, d := Decide(State{}, true, p.Interval)
+	reported := p.FirstResponse == nil
+	next := d.Wait // until the next ping that counts for readiness
 	for {
+		wait := next
+		if !reported {
+			wait = min(wait, FirstResponseWait)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-clock.After(d.Wait):
+		case <-clock.After(wait):
 		}
+		next -= wait
 		r := p.ping(ctx, addr)
 		if ctx.Err() != nil {
 			return
 		}
+		if !reported && r.OK && r.First.Phase != "" {
+			reported = true
+			// Ago is from the worker's answer to /ping; the time its
+			// answer took to come back is the error, well under Timeout.
+			answered := clock.Now().Add(-r.First.Ago)
+			p.FirstResponse(First{Phase: r.First.Phase, Arrived: answered.Add(-r.First.Took), Answered: answered})
+		}
+		if next > 0 {
+			continue // a ping for the first response only
+		}
 		s, d = Decide(s, r.OK, p.Interval)
+		next = d.Wait
 		if d.Changed {
 			set(s.Ready)
 		}

@@ -247,3 +247,88 @@ func TestWatch(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestPingReadsFirstResponse: a ready worker's api.FirstResponseHeader
+// comes back parsed; nonsense, or the header on a 503, counts as none.
+func TestPingReadsFirstResponse(t *testing.T) {
+	var status atomic.Int32
+	var header atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.FirstResponseHeader, header.Load().(string))
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, tc := range []struct {
+		status int
+		header string
+		want   api.FirstResponse
+	}{
+		{200, "first_token ago=1.5s took=42ms", api.FirstResponse{Phase: api.PhaseFirstToken, Ago: 1500 * time.Millisecond, Took: 42 * time.Millisecond}},
+		{200, "first_response ago=0s took=3µs", api.FirstResponse{Phase: api.PhaseFirstResponse, Took: 3 * time.Microsecond}},
+		{200, "first_token ago=-1s took=42ms", api.FirstResponse{}},
+		{200, "model_load ago=1s took=42ms", api.FirstResponse{}},
+		{200, "first_token took=42ms ago=1s", api.FirstResponse{}},
+		{503, "first_token ago=1s took=42ms", api.FirstResponse{}},
+	} {
+		status.Store(int32(tc.status))
+		header.Store(tc.header)
+		if got := Ping(context.Background(), srv.Client(), addr); got.First != tc.want {
+			t.Errorf("%d with %q: First = %+v, want %+v", tc.status, tc.header, got.First, tc.want)
+		}
+	}
+}
+
+// TestWatchReportsFirstResponse: until a ping reports the first
+// response, the worker is pinged every FirstResponseWait as well, and those
+// pings decide nothing of readiness (three misses among them take nothing
+// out); the first 200 that carries a first response calls FirstResponse
+// once, with the worker's durations placed on the prober's clock; after
+// it, the pace is Interval's again.
+func TestWatchReportsFirstResponse(t *testing.T) {
+	s := &script{clock: &fakeclock.Clock{}}
+	firsts := make(chan First, 10)
+	sets := make(chan bool, 10)
+	p := &Prober{Interval: time.Second, Clock: s.clock, Ping: s.ping, FirstResponse: func(f First) { firsts <- f }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Watch(ctx, "w", func(r bool) { sets <- r }); close(done) }()
+
+	first := api.FirstResponse{Phase: api.PhaseFirstToken, Ago: 300 * time.Millisecond, Took: 50 * time.Millisecond}
+	ok := Result{Answered: true, OK: true}
+	// At 0.2, 0.4, 0.6 s: misses, one a 503 with a first response (not a
+	// 200: ignored); at 0.8 s the report; at 1 s (Interval's ping) and 2 s
+	// the report again.
+	s.push(Result{}, Result{Answered: true, First: first}, Result{},
+		Result{Answered: true, OK: true, First: first}, Result{Answered: true, OK: true, First: first}, ok)
+	for range 3 {
+		s.tick(t, FirstResponseWait)
+	}
+	s.waitForWaiter(t)
+	select {
+	case f := <-firsts:
+		t.Fatalf("FirstResponse(%+v) before a 200 carried one", f)
+	default:
+	}
+	s.tick(t, FirstResponseWait)
+	f := <-firsts
+	answered := (time.Time{}).Add(4*FirstResponseWait - 300*time.Millisecond)
+	if want := (First{Phase: api.PhaseFirstToken, Arrived: answered.Add(-50 * time.Millisecond), Answered: answered}); f != want {
+		t.Errorf("FirstResponse(%+v), want %+v", f, want)
+	}
+	s.tick(t, time.Second-4*FirstResponseWait) // Interval's ping
+	s.tick(t, time.Second)
+	s.waitForWaiter(t)
+	if n := s.count(); n != 6 {
+		t.Errorf("%d pings by 2 s, want 6: every %v until the report, then every Interval", n, FirstResponseWait)
+	}
+	select {
+	case f := <-firsts:
+		t.Fatalf("FirstResponse(%+v) again", f)
+	case r := <-sets:
+		t.Fatalf("set(%v): the pings for the first response decided readiness", r)
+	default:
+	}
+	cancel()
+	<-done
+}

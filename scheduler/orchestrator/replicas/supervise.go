@@ -151,7 +151,16 @@ func (s *Set) awaitReady(ctx context.Context, addr string, exited <-chan struct{
 func (s *Set) serve(dep *deployment, r *replica, addr string, exited <-chan struct{}) (stopped bool) {
 	ctx, cancel := untilExit(r.ctx, exited)
 	defer cancel()
-	s.prober().Watch(ctx, addr, func(ready bool) {
+	p := s.prober()
+	p.FirstResponse = func(f probe.First) {
+		s.mu.Lock()
+		r.start.FirstPhase, r.start.FirstRequest, r.start.FirstResponse = f.Phase, f.Arrived, f.Answered
+		spec := dep.spec
+		s.mu.Unlock()
+		s.cfg.Metrics.Observe(spec, f.Phase, f.Answered.Sub(f.Arrived))
+		s.notify(spec.ID)
+	}
+	p.Watch(ctx, addr, func(ready bool) {
 		if !ready {
 			s.cfg.Logger.Warn("worker stopped answering /ping", "replica", r.id, "addr", addr, "misses", probe.Misses)
 		}
