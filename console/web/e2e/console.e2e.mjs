@@ -281,7 +281,7 @@ async function permissionsAndAUser() {
   for (const deadline = Date.now() + 10_000; st !== 200 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) st = (await invoke()).status;
   assert.equal(st, 200, 'ada\'s token cannot invoke after the CAN_QUERY grant');
 
-  step('a user (not an admin) follows the endpoint live: challenger scales to zero, her request wakes it, its cold-start phases appear');
+  step('a user (not an admin) follows the endpoint live: challenger scales to zero, her request wakes it, its cold-start phases appear, the first response last');
   const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
   const user = await ctx.newPage();
   user.setDefaultTimeout(20_000);
@@ -326,10 +326,13 @@ async function permissionsAndAUser() {
   await user.getByRole('button', { name: 'Send request' }).click();
   const answer = JSON.parse(await user.getByTestId('prediction').textContent());
   assert.ok(Math.abs(answer.predictions[0] - example.prediction) <= 1e-6, `ada's prediction ${answer.predictions[0]}`);
-  const ready = row.locator('li[data-phase="ready"]');
-  await ready.waitFor();
-  const phases = await ready.locator('.phases').textContent();
-  assert.match(phases, /^schedule \d+ ms · process start \d+ ms · model load \d+ ms$/, phases);
+  // Her call was the replica's first request: its cold start's last
+  // phase, which the driver learns from the worker's next /ping.
+  const answered = row.locator('li[data-phase="first_response"]');
+  await answered.waitFor();
+  assert.equal(await answered.locator('.badge').textContent(), 'answered its first request');
+  const phases = await answered.locator('.phases').textContent();
+  assert.match(phases, /^schedule \d+ ms · process start \d+ ms · model load \d+ ms · first response \d+ ms$/, phases);
   await row.getByTestId('replicas').getByText(/^1 \/ 1/).waitFor();
   const seen = await user.evaluate(() => window.__replicas);
   step(`replicas shown: ${JSON.stringify(seen)}; phases: ${phases}`);

@@ -93,11 +93,15 @@ export interface Replicas {
  * and when each phase began, in Unix ms. */
 export interface ReplicaStart {
   id: string;
-  phase: 'schedule' | 'process_start' | 'model_load' | 'ready' | string;
+  phase: 'schedule' | 'process_start' | 'model_load' | 'ready' | 'first_response' | 'first_token' | string;
   requested_ms?: number;
   started_ms?: number;
   answered_ms?: number;
   ready_ms?: number;
+  /** The first answered request's arrival and its answer's first byte
+   * (first token): the last phase, first_response or first_token. */
+  first_request_ms?: number;
+  first_response_ms?: number;
 }
 
 export interface ServedEntity {

@@ -187,7 +187,17 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
     if (external) return h('span', { class: 'hint' }, 'none: an external model');
     if (!list.length) return h('span', { class: 'hint' }, 'none');
     const took = (from?: number, to?: number) => (from && to ? `${Math.max(0, to - from)} ms` : null);
-    const names: Record<string, string> = { schedule: 'scheduling', process_start: 'starting the process', model_load: 'loading the model', ready: 'ready' };
+    const names: Record<string, string> = {
+      schedule: 'scheduling',
+      process_start: 'starting the process',
+      model_load: 'loading the model',
+      ready: 'ready',
+      first_response: 'answered its first request',
+      first_token: 'streamed its first token',
+    };
+    // After ready, the phase names how the first request was answered.
+    const last: Record<string, string> = { first_response: 'first response', first_token: 'first token' };
+    const done = (phase: string) => phase === 'ready' || phase in last;
     return h(
       'ul',
       { class: 'starts' },
@@ -196,12 +206,16 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
           ['schedule', took(r.requested_ms, r.started_ms)],
           ['process start', took(r.started_ms, r.answered_ms)],
           ['model load', took(r.answered_ms, r.ready_ms)],
+          // The first request's own time, from its arrival: the wait
+          // between ready and that request is the client's, not the
+          // cold start's.
+          [last[r.phase] ?? 'first response', took(r.first_request_ms, r.first_response_ms)],
         ].filter(([, t]) => t);
         const addr = addrs.get(r.id);
         return h(
           'li',
           { 'data-replica': r.id, 'data-phase': r.phase },
-          h('span', { class: `badge ${r.phase === 'ready' ? 'good' : 'busy'}` }, names[r.phase] ?? r.phase),
+          h('span', { class: `badge ${done(r.phase) ? 'good' : 'busy'}` }, names[r.phase] ?? r.phase),
           ' ',
           h('code', null, r.id),
           addr ? [' at ', h('code', null, addr)] : null,
