@@ -2,6 +2,7 @@ package activator
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -134,8 +135,8 @@ func report(b *testing.B, lat []time.Duration, prefix string) {
 // BenchmarkExternalOpenLoop compares the two paths under the same offered
 // load: an open loop (package load: requests scheduled at a fixed rate on
 // 64 connections, each latency timed from its scheduled send, so that
-// queueing is charged and not hidden) at 25, 50 and 75 % of the direct
-// path's capacity, after that capacity (and the activator's) is measured
+// queueing is charged and not hidden) at 5, 10, 25, 50 and 75 % of the
+// direct path's capacity, after that capacity (and the activator's) is measured
 // in a closed loop. Every step runs direct and through Gantry back to back,
 // in turn first, for several rounds (GANTRY_BENCH_ROUNDS, default 3; each
 // step GANTRY_BENCH_STEP, default 2s), so both see the same moments of a
@@ -184,20 +185,23 @@ func BenchmarkExternalOpenLoop(b *testing.B) {
 		}
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average before: %s\n", strings.TrimSpace(string(la)))
+	}
 	b.ResetTimer()
 	var capd, capg, ratio []float64
 	for r := range rounds {
 		res := both(r, 0)
 		capd, capg = append(capd, res[0].ReqPerSec), append(capg, res[1].ReqPerSec)
 		ratio = append(ratio, res[1].ReqPerSec/res[0].ReqPerSec)
-		b.Logf("round %d closed loop: direct %.0f req/s p50 %.3f ms, gantry %.0f req/s p50 %.3f ms",
+		fmt.Printf("round %d closed loop: direct %.0f req/s p50 %.3f ms, gantry %.0f req/s p50 %.3f ms\n",
 			r, res[0].ReqPerSec, res[0].P50ms, res[1].ReqPerSec, res[1].P50ms)
 	}
 	capacity := median(capd)
 	b.ReportMetric(capacity, "direct-req/s")
 	b.ReportMetric(median(capg), "gantry-req/s")
 	b.ReportMetric(median(ratio), "gantry/direct")
-	for _, pct := range []int{25, 50, 75} {
+	for _, pct := range []int{5, 10, 25, 50, 75} {
 		rate := capacity * float64(pct) / 100
 		var p50 [2][]float64
 		var p99 [2][]float64
@@ -209,7 +213,7 @@ func BenchmarkExternalOpenLoop(b *testing.B) {
 				lag = append(lag, res[i].LagP50ms)
 			}
 			add50, add99 = append(add50, res[1].P50ms-res[0].P50ms), append(add99, res[1].P99ms-res[0].P99ms)
-			b.Logf("round %d %d%% (%.0f req/s): direct p50 %.3f p99 %.3f ms (%.0f req/s), gantry p50 %.3f p99 %.3f ms (%.0f req/s), send lag p50 %.3f/%.3f ms",
+			fmt.Printf("round %d %d%% (%.0f req/s): direct p50 %.3f p99 %.3f ms (%.0f req/s), gantry p50 %.3f p99 %.3f ms (%.0f req/s), send lag p50 %.3f/%.3f ms\n",
 				r, pct, rate, res[0].P50ms, res[0].P99ms, res[0].ReqPerSec, res[1].P50ms, res[1].P99ms, res[1].ReqPerSec, res[0].LagP50ms, res[1].LagP50ms)
 		}
 		p := "at" + strconv.Itoa(pct) + "%-"
@@ -222,6 +226,6 @@ func BenchmarkExternalOpenLoop(b *testing.B) {
 		b.ReportMetric(median(lag)*1000, p+"send-lag-p50-µs")
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		b.Logf("load average after: %s", strings.TrimSpace(string(la)))
+		fmt.Printf("load average after: %s\n", strings.TrimSpace(string(la)))
 	}
 }

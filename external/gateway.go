@@ -10,13 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/valyala/fasthttp"
 )
 
 // Defaults of Config's fields.
@@ -62,8 +65,15 @@ type Gateway struct {
 }
 
 // upstream is one provider base URL: its connection pool and its slots.
+// A plain http:// provider reached without a proxy (an OpenAI-compatible
+// server on the cluster's network) also gets fast, a fasthttp client that
+// whole calls use: HTTP/1.1 only, and no goroutines of its own per
+// connection, which at 64 connections was the activator's largest cost on
+// this path. https:// providers (HTTP/2, TLS checked) and every stream use
+// client.
 type upstream struct {
 	client *http.Client
+	fast   *fasthttp.HostClient
 	slots  chan struct{}
 }
 
@@ -126,9 +136,46 @@ func (g *Gateway) upstream(base string) *upstream {
 			},
 			slots: make(chan struct{}, g.cfg.MaxInFlight),
 		}
+		u.fast = g.fastClient(base)
 		g.ups[base] = u
 	}
 	return u
+}
+
+// fastClient is the fasthttp client of a plain http:// base URL that no
+// proxy setting covers; nil otherwise. It has the same limits as the
+// net/http one: cfg.MaxConns connections (a call waits for one up to its
+// deadline), no redirects followed (fasthttp's Do never does), the same
+// dialer; and it sends a request again only when a kept-alive connection
+// was found closed before the answer began, as net/http does.
+func (g *Gateway) fastClient(base string) *fasthttp.HostClient {
+	bu, err := url.Parse(base)
+	if err != nil || bu.Scheme != "http" || bu.Host == "" {
+		return nil
+	}
+	if px, err := http.ProxyFromEnvironment(&http.Request{URL: bu}); err != nil || px != nil {
+		return nil
+	}
+	addr := bu.Host
+	if bu.Port() == "" {
+		addr = net.JoinHostPort(bu.Hostname(), "80")
+	}
+	return &fasthttp.HostClient{
+		Addr:                     addr,
+		Dial:                     func(a string) (net.Conn, error) { return g.dial.Dial("tcp", a) },
+		MaxConns:                 g.cfg.MaxConns,
+		MaxConnWaitTimeout:       g.cfg.Timeout,
+		MaxIdleConnDuration:      90 * time.Second,
+		MaxResponseBodySize:      MaxAnswerSize,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
+			// A kept-alive connection the provider had closed: the request
+			// never reached it. Anything else may have, and a chat call
+			// is not idempotent (nor free).
+			return false, attempts < 2 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, syscall.EPIPE))
+		},
+	}
 }
 
 // Error is a call's failure with the answer the client gets. Retryable
@@ -152,34 +199,10 @@ func fail(status int, retryable bool, code, format string, args ...any) *Error {
 // begin checks r against the route's provider, takes a slot and sends the
 // request. The caller closes the response body and calls release.
 func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) (provider, *http.Response, func(), error) {
-	p, ok := providerOf(rt.Provider)
-	if !ok {
-		return nil, nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
-	}
-	if rt.KeyError != "" {
-		// Retryable: a fallback moves on to the next entity.
-		return nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable, "the key of this external model cannot be used: %s", rt.KeyError)
-	}
-	if r.Task != rt.Task {
-		return nil, nil, nil, fail(400, false, api.ErrInvalidParameterValue,
-			"this endpoint serves %s; the request is for %s", rt.Task, r.Task)
-	}
-	u, body, err := p.request(rt, r)
+	p, u, body, up, release, err := g.prepare(rt, r)
 	if err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) {
-			return nil, nil, nil, &Error{Status: api.HTTPStatus(ae.Code), Err: ae}
-		}
-		return nil, nil, nil, fail(500, false, api.ErrInternal, "build the %s request: %v", rt.Provider, err)
+		return nil, nil, nil, err
 	}
-	up := g.upstream(rt.BaseURL)
-	select {
-	case up.slots <- struct{}{}:
-	default:
-		return nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable,
-			"%d requests to provider %s are in flight, this activator's limit; retry later", cap(up.slots), rt.Provider)
-	}
-	release := func() { <-up.slots }
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		release()
@@ -201,6 +224,84 @@ func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) 
 		return nil, nil, nil, upstreamError(rt, resp)
 	}
 	return p, resp, release, nil
+}
+
+// prepare checks r against the route's provider, builds the provider's
+// request URL and body, and takes a slot of the provider's upstream. The
+// caller calls release.
+func (g *Gateway) prepare(rt *api.ExternalRoute, r *Request) (p provider, u string, body []byte, up *upstream, release func(), err error) {
+	var ok bool
+	p, ok = providerOf(rt.Provider)
+	if !ok {
+		return nil, "", nil, nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
+	}
+	if rt.KeyError != "" {
+		// Retryable: a fallback moves on to the next entity.
+		return nil, "", nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable, "the key of this external model cannot be used: %s", rt.KeyError)
+	}
+	if r.Task != rt.Task {
+		return nil, "", nil, nil, nil, fail(400, false, api.ErrInvalidParameterValue,
+			"this endpoint serves %s; the request is for %s", rt.Task, r.Task)
+	}
+	u, body, err = p.request(rt, r)
+	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return nil, "", nil, nil, nil, &Error{Status: api.HTTPStatus(ae.Code), Err: ae}
+		}
+		return nil, "", nil, nil, nil, fail(500, false, api.ErrInternal, "build the %s request: %v", rt.Provider, err)
+	}
+	up = g.upstream(rt.BaseURL)
+	select {
+	case up.slots <- struct{}{}:
+	default:
+		return nil, "", nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable,
+			"%d requests to provider %s are in flight, this activator's limit; retry later", cap(up.slots), rt.Provider)
+	}
+	return p, u, body, up, func() { <-up.slots }, nil
+}
+
+// callFast is Call on a plain HTTP/1.1 upstream's fasthttp client. ctx
+// (Call's, which carries a deadline and is never cancelled otherwise:
+// see the activator's attempt) bounds it by its deadline.
+func (g *Gateway) callFast(ctx context.Context, rt *api.ExternalRoute, r *Request, p provider, u string, body []byte, up *upstream) (Answer, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(u)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	h := http.Header{}
+	p.authorize(h, rt)
+	for k, vs := range h {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.SetBodyRaw(body)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(g.cfg.Timeout)
+	}
+	if err := up.fast.DoDeadline(req, resp, deadline); err != nil {
+		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+			return Answer{}, fail(502, true, api.ErrTemporarilyUnavailable, "provider %s answered more than %d bytes", rt.Provider, MaxAnswerSize)
+		}
+		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) || !time.Now().Before(deadline) {
+			return Answer{}, fail(504, true, api.ErrDeadlineExceeded, "provider %s did not answer in time", rt.Provider)
+		}
+		return Answer{}, transportError(ctx, rt, err)
+	}
+	if s := resp.StatusCode(); s/100 != 2 {
+		b := resp.Body()
+		return Answer{}, upstreamStatus(rt, s, b[:min(len(b), 64<<10)])
+	}
+	// The answer may keep slices of the body; resp goes back to its pool.
+	a, err := p.answer(rt, r, bytes.Clone(resp.Body()), g.cfg.Clock().Unix())
+	if err != nil {
+		return Answer{}, fail(502, true, api.ErrTemporarilyUnavailable, "provider %s: %v", rt.Provider, err)
+	}
+	return a, nil
 }
 
 // transportError names a failure to get an answer: the deadline (504),
@@ -236,8 +337,12 @@ func netReason(err error) string {
 // the provider's 401, on the first call); 5xx become 502.
 func upstreamError(rt *api.ExternalRoute, resp *http.Response) *Error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return upstreamStatus(rt, resp.StatusCode, b)
+}
+
+// upstreamStatus is upstreamError of a status and (the start of) a body.
+func upstreamStatus(rt *api.ExternalRoute, s int, b []byte) *Error {
 	msg := clip(scrub(providerMessage(b), rt.Key))
-	s := resp.StatusCode
 	switch {
 	case s == 429:
 		e := fail(429, true, api.ErrRequestLimitExceeded, "provider %s answered 429: %s", rt.Provider, msg)
@@ -274,6 +379,14 @@ func scrub(s, key string) string {
 func (g *Gateway) Call(ctx context.Context, rt *api.ExternalRoute, r *Request) (Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
+	if up := g.upstream(rt.BaseURL); up.fast != nil && !r.Stream {
+		p, u, body, up, release, err := g.prepare(rt, r)
+		if err != nil {
+			return Answer{}, err
+		}
+		defer release()
+		return g.callFast(ctx, rt, r, p, u, body, up)
+	}
 	p, resp, release, err := g.begin(ctx, rt, r)
 	if err != nil {
 		return Answer{}, err

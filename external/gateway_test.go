@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -277,4 +281,73 @@ func TestProviderLimits(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(e.Err.Message, "serves llm/v1/embeddings") {
 		t.Errorf("wrong task: %v", err)
 	}
+}
+
+// A plain http:// provider's whole calls go through the fasthttp client,
+// within MaxConns connections: calls beyond them wait for one, and a call
+// that cannot get one before its deadline is a 504. https:// providers
+// keep net/http (HTTP/2, TLS checked).
+func TestFastClientConnLimit(t *testing.T) {
+	var mu sync.Mutex
+	open, most := 0, 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}`)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case http.StateNew:
+			open++
+			most = max(most, open)
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	g, err := NewGateway(Config{MaxConns: 2, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.upstream(srv.URL+"/v1").fast == nil || g.upstream("https://api.openai.com/v1").fast != nil {
+		t.Fatal("want the fasthttp client for http:// only")
+	}
+	rt := &api.ExternalRoute{Provider: api.ProviderOpenAI, Task: api.TaskChat, Model: "m", BaseURL: srv.URL + "/v1", Key: key}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Go(func() {
+			a, err := g.Call(context.Background(), rt, decode(t, api.TaskChat, chatBody))
+			if err == nil && !strings.Contains(string(a.Body), `"hi"`) {
+				err = fmt.Errorf("answer %s", a.Body)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if most > 2 {
+		t.Errorf("%d connections at once, want at most 2", most)
+	}
+	// Both connections busy past a call's deadline: 504.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	for range 2 {
+		wg.Go(func() { g.Call(context.Background(), rt, decode(t, api.TaskChat, chatBody)) })
+	}
+	time.Sleep(5 * time.Millisecond)
+	_, err = g.Call(ctx, rt, decode(t, api.TaskChat, chatBody))
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 504 {
+		t.Errorf("no free connection: %v, want 504", err)
+	}
+	wg.Wait()
 }
