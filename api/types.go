@@ -375,8 +375,9 @@ type Replicas struct {
 }
 
 // ReplicaStart is one replica's cold start: Phase is schedule (asked
-// for, not started), process_start (started, not answering /ping yet),
-// model_load (answering, loading its model), ready, and then
+// for, not started), download (its model artifact downloading, on
+// Nomad), process_start (started, not answering /ping yet), model_load
+// (answering, loading its model), ready, and then
 // first_response (first_token for a stream of tokens) once the replica
 // has answered a request; the times (Unix ms, 0: not reached) are when
 // each phase began and when it became ready, and the first answered
@@ -386,12 +387,15 @@ type ReplicaStart struct {
 	ID          string `json:"id"`
 	Phase       string `json:"phase"`
 	RequestedMs int64  `json:"requested_ms,omitempty"`
-	StartedMs   int64  `json:"started_ms,omitempty"`
-	AnsweredMs  int64  `json:"answered_ms,omitempty"`
-	ReadyMs     int64  `json:"ready_ms,omitempty"`
+	// DownloadingMs is when the model's artifact began to download, on
+	// drivers that download it (Nomad); absent elsewhere.
+	DownloadingMs int64 `json:"downloading_ms,omitempty"`
+	StartedMs     int64 `json:"started_ms,omitempty"`
+	AnsweredMs    int64 `json:"answered_ms,omitempty"`
+	ReadyMs       int64 `json:"ready_ms,omitempty"`
 	// The first answered request: when it reached the worker and when
 	// its answer's first byte (first token) left. The driver learns them
-	// at its next probe of the worker, within its probe interval (5 s).
+	// from the worker's /ping, which it asks every 200 ms until then.
 	FirstRequestMs  int64 `json:"first_request_ms,omitempty"`
 	FirstResponseMs int64 `json:"first_response_ms,omitempty"`
 }

@@ -95,7 +95,7 @@ func replicaStarts(ss []orchestrator.Start) []api.ReplicaStart {
 	out := make([]api.ReplicaStart, len(ss))
 	for i, s := range ss {
 		v := api.ReplicaStart{ID: s.ID, RequestedMs: ms(s.Requested), StartedMs: ms(s.Started), AnsweredMs: ms(s.Answered), ReadyMs: ms(s.Ready),
-			FirstRequestMs: ms(s.FirstRequest), FirstResponseMs: ms(s.FirstResponse)}
+			FirstRequestMs: ms(s.FirstRequest), FirstResponseMs: ms(s.FirstResponse), DownloadingMs: ms(s.Downloading)}
 		switch {
 		case s.FirstPhase != "" && !s.Ready.IsZero():
 			v.Phase = s.FirstPhase
@@ -105,6 +105,8 @@ func replicaStarts(ss []orchestrator.Start) []api.ReplicaStart {
 			v.Phase = orchestrator.PhaseModelLoad
 		case !s.Started.IsZero():
 			v.Phase = orchestrator.PhaseProcessStart
+		case !s.Downloading.IsZero():
+			v.Phase = orchestrator.PhaseDownload
 		default:
 			v.Phase = orchestrator.PhaseSchedule
 		}

@@ -16,6 +16,8 @@ func TestReplicaStarts(t *testing.T) {
 	got := replicaStarts([]orchestrator.Start{
 		{ID: "a", Requested: at(0)},
 		{ID: "b", Requested: at(0), Started: at(10)},
+		{ID: "g", Requested: at(0), Downloading: at(5)},
+		{ID: "h", Requested: at(0), Downloading: at(5), Started: at(10)},
 		{ID: "c", Requested: at(0), Started: at(10), Answered: at(20)},
 		{ID: "d", Started: at(10), Answered: at(20), Ready: at(30)},
 		{ID: "e", Requested: at(0), Started: at(10), Answered: at(20), Ready: at(30),
@@ -26,6 +28,8 @@ func TestReplicaStarts(t *testing.T) {
 	want := []api.ReplicaStart{
 		{ID: "a", Phase: "schedule", RequestedMs: ms(0)},
 		{ID: "b", Phase: "process_start", RequestedMs: ms(0), StartedMs: ms(10)},
+		{ID: "g", Phase: "download", RequestedMs: ms(0), DownloadingMs: ms(5)},
+		{ID: "h", Phase: "process_start", RequestedMs: ms(0), DownloadingMs: ms(5), StartedMs: ms(10)},
 		{ID: "c", Phase: "model_load", RequestedMs: ms(0), StartedMs: ms(10), AnsweredMs: ms(20)},
 		{ID: "d", Phase: "ready", StartedMs: ms(10), AnsweredMs: ms(20), ReadyMs: ms(30)},
 		{ID: "e", Phase: "first_token", RequestedMs: ms(0), StartedMs: ms(10), AnsweredMs: ms(20), ReadyMs: ms(30), FirstRequestMs: ms(40), FirstResponseMs: ms(55)},

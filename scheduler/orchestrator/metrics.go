@@ -13,6 +13,7 @@ import (
 // (arrival to response) they show where a cold start spends its time.
 const (
 	PhaseSchedule     = "schedule"      // asked for until the process (container, allocation) starts
+	PhaseDownload     = "download"      // the model artifact's download (Nomad's, in replicas.starts only) until the process starts
 	PhaseProcessStart = "process_start" // started until the worker first answers /ping
 	PhaseModelLoad    = "model_load"    // first answer until /ping says 200
 	// The last phase, the replica's first answered request from its

@@ -83,9 +83,14 @@ type Status struct {
 type Start struct {
 	ID        string
 	Requested time.Time // asked for: schedule began
-	Started   time.Time // process, container or allocation started: process_start began
-	Answered  time.Time // first answer to /ping: model_load began
-	Ready     time.Time // /ping answered 200
+	// Downloading is when the model's artifact began to download (the
+	// Nomad driver: the client's artifact fetch, before the task starts):
+	// download began. Zero where the driver reads the model where it is
+	// (local, docker) and so has no such phase.
+	Downloading time.Time
+	Started     time.Time // process, container or allocation started: process_start began
+	Answered    time.Time // first answer to /ping: model_load began
+	Ready       time.Time // /ping answered 200
 	// The replica's first answered request (arrival, first byte of the
 	// answer), as its /ping reported it after; FirstPhase names it
 	// (PhaseFirstResponse or PhaseFirstToken), empty until then.

@@ -93,8 +93,10 @@ export interface Replicas {
  * and when each phase began, in Unix ms. */
 export interface ReplicaStart {
   id: string;
-  phase: 'schedule' | 'process_start' | 'model_load' | 'ready' | 'first_response' | 'first_token' | string;
+  phase: 'schedule' | 'download' | 'process_start' | 'model_load' | 'ready' | 'first_response' | 'first_token' | string;
   requested_ms?: number;
+  /** Nomad only: when the model's artifact began to download. */
+  downloading_ms?: number;
   started_ms?: number;
   answered_ms?: number;
   ready_ms?: number;

@@ -185,12 +185,20 @@ func TestDeploymentLifecycle(t *testing.T) {
 	if st.Desired != 1 || st.Failure != "" || len(st.Instances) != 1 {
 		t.Errorf("status = %+v, want one instance, no failure", st)
 	}
-	// The allocation's cold start, in order, for the API's view.
-	if s := st.Starts; len(s) != 1 || s[0].ID != st.Instances[0].ID || s[0].Requested.IsZero() ||
-		s[0].Started.Before(s[0].Requested) || s[0].Answered.Before(s[0].Started) || s[0].Ready.Before(s[0].Answered) {
-		t.Errorf("starts = %+v, want requested <= started <= answered <= ready, none zero", s)
+	// The allocation's cold start, in order, for the API's view: the
+	// client downloads the artifact before the task starts.
+	if s := st.Starts; len(s) != 1 || s[0].ID != st.Instances[0].ID || s[0].Requested.IsZero() || s[0].Downloading.Before(s[0].Requested) ||
+		s[0].Started.Before(s[0].Downloading) || s[0].Answered.Before(s[0].Started) || s[0].Ready.Before(s[0].Answered) {
+		t.Errorf("starts = %+v, want requested <= downloading <= started <= answered <= ready, none zero", s)
 	}
 	invoke(t, st.Instances[0].Addr)
+	// The worker's first answer, from its /ping: the last phase.
+	st = e.waitStatus(t, d.ID, "the first response", func(s orchestrator.Status) bool {
+		return len(s.Starts) == 1 && s.Starts[0].FirstPhase != ""
+	})
+	if s := st.Starts[0]; s.FirstPhase != orchestrator.PhaseFirstResponse || s.FirstRequest.Before(s.Ready) || s.FirstResponse.Before(s.FirstRequest) {
+		t.Errorf("start %+v: want first_response, ready <= first request <= first response", s)
+	}
 	e.mu.Lock()
 	notified := e.notified[d.ID]
 	e.mu.Unlock()

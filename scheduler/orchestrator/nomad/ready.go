@@ -108,9 +108,24 @@ func running(a *api.AllocationListStub) bool {
 	return ds == nil || ds.Healthy == nil || *ds.Healthy
 }
 
+// downloading is when the client began to download the task's artifact
+// (the model's tar.gz), zero if it has not: Nomad does it before the
+// task starts, so without it the model's download would count as
+// scheduling. A client downloads an allocation's artifact once, not at
+// each restart.
+func downloading(ts *api.TaskState) time.Time {
+	for _, e := range ts.Events {
+		if e.Type == api.TaskDownloadingArtifacts {
+			return time.Unix(0, e.Time)
+		}
+	}
+	return time.Time{}
+}
+
 // starts is each allocation's cold start, oldest first: asked for when
-// Nomad created the allocation, started when its task began, and the
-// probe's first answer and first 200. d.mu must be held.
+// Nomad created the allocation, the artifact's download, started when its
+// task began, and the probe's first answer and first 200. d.mu must be
+// held.
 func (dep *deployment) starts() []orchestrator.Start {
 	var out []orchestrator.Start
 	for id, a := range dep.allocs {
@@ -122,8 +137,11 @@ func (dep *deployment) starts() []orchestrator.Start {
 			continue
 		}
 		st := orchestrator.Start{ID: id, Requested: time.Unix(0, a.CreateTime)}
-		if ts := a.TaskStates[jobs.Task]; ts != nil && !ts.StartedAt.IsZero() {
-			st.Started = ts.StartedAt
+		if ts := a.TaskStates[jobs.Task]; ts != nil {
+			st.Downloading = downloading(ts)
+			if !ts.StartedAt.IsZero() {
+				st.Started = ts.StartedAt
+			}
 		}
 		if p := dep.probes[id]; p != nil && !st.Started.IsZero() {
 			st.Answered, st.Ready = p.answered, p.readyAt

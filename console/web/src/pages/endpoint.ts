@@ -189,6 +189,7 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
     const took = (from?: number, to?: number) => (from && to ? `${Math.max(0, to - from)} ms` : null);
     const names: Record<string, string> = {
       schedule: 'scheduling',
+      download: 'downloading the model',
       process_start: 'starting the process',
       model_load: 'loading the model',
       ready: 'ready',
@@ -203,7 +204,10 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
       { class: 'starts' },
       list.map((r) => {
         const phases = [
-          ['schedule', took(r.requested_ms, r.started_ms)],
+          // On Nomad the artifact's download comes between scheduling
+          // and the process start.
+          ['schedule', took(r.requested_ms, r.downloading_ms ?? r.started_ms)],
+          ['download', took(r.downloading_ms, r.started_ms)],
           ['process start', took(r.started_ms, r.answered_ms)],
           ['model load', took(r.answered_ms, r.ready_ms)],
           // The first request's own time, from its arrival: the wait
