@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,31 @@ func (jsonTokenRuntime) ServeInvocation(w http.ResponseWriter, r *http.Request) 
 
 func (jsonTokenRuntime) TokenLoad(context.Context) (api.TokenLoad, error) {
 	return api.TokenLoad{}, nil
+}
+
+// knowsFirstToken answers whole, like jsonTokenRuntime, and knows
+// when it generated its first token, as the GGUF runtime does: tokenAfter
+// into the request, well before the answer leaves.
+type knowsFirstToken struct {
+	jsonTokenRuntime
+	first atomic.Pointer[[2]time.Time]
+}
+
+const tokenAfter, answerAfter = 20 * time.Millisecond, 60 * time.Millisecond
+
+func (r *knowsFirstToken) ServeInvocation(w http.ResponseWriter, req *http.Request) {
+	arrived := time.Now()
+	time.Sleep(tokenAfter)
+	r.first.CompareAndSwap(nil, &[2]time.Time{arrived, time.Now()})
+	time.Sleep(answerAfter - tokenAfter)
+	r.jsonTokenRuntime.ServeInvocation(w, req)
+}
+
+func (r *knowsFirstToken) FirstToken() (arrived, at time.Time, ok bool) {
+	if f := r.first.Load(); f != nil {
+		return f[0], f[1], true
+	}
+	return time.Time{}, time.Time{}, false
 }
 
 // watchFirst runs the drivers' prober on the worker at base, as a driver
@@ -110,6 +136,21 @@ func TestFirstResponseThroughProbe(t *testing.T) {
 			t.Fatalf("invocation: %d %s", code, body)
 		}
 		checkFirst(t, awaitFirst(t, firsts), api.PhaseFirstResponse, sent, time.Now(), 0)
+	})
+	t.Run("whole answer of a runtime that knows its first token", func(t *testing.T) {
+		base, _ := start(t, Config{ModelDir: writeModel(t, "flavors:\n  llm: {}\n")}, map[string]Loader{"llm": loaderOf(&knowsFirstToken{}, 0)})
+		waitReady(t, base)
+		firsts := watchFirst(t, base)
+		sent := time.Now()
+		if code, _, body := post(t, base+"/invocations", "application/json", `{"messages":[]}`); code != 200 {
+			t.Fatalf("invocation: %d %s", code, body)
+		}
+		f := awaitFirst(t, firsts)
+		checkFirst(t, f, api.PhaseFirstToken, sent, time.Now(), tokenAfter)
+		// The token's time, not the answer's (answerAfter).
+		if took := f.Answered.Sub(f.Arrived); took >= answerAfter {
+			t.Errorf("first token took %v, the whole answer's time (%v or more)", took, answerAfter)
+		}
 	})
 }
 

@@ -99,7 +99,13 @@ func (s *server) ping(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(api.NoticeHeader, n)
 		}
 	}
-	if f := s.first.Load(); f != nil {
+	f := s.first.Load()
+	if ft, ok := m.rt.(firstTokenRuntime); ok {
+		if arrived, at, ok := ft.FirstToken(); ok {
+			f = &firstAnswer{phase: api.PhaseFirstToken, arrived: arrived, answered: at}
+		}
+	}
+	if f != nil {
 		// Durations, not instants: the driver that reads them may run on
 		// another machine's clock.
 		w.Header().Set(api.FirstResponseHeader, api.FirstResponse{

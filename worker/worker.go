@@ -88,6 +88,14 @@ type noticeRuntime interface {
 	Notice() string
 }
 
+// firstTokenRuntime is a runtime that knows when it generated its first
+// token (the GGUF runtime): /ping reports that as the cold start's last
+// phase (api.PhaseFirstToken) rather than the first answer's first byte,
+// which for a whole answer leaves only with its last token.
+type firstTokenRuntime interface {
+	FirstToken() (arrived, at time.Time, ok bool)
+}
+
 // A Loader builds a runtime from a model directory and the settings of its
 // flavor in the MLmodel file, and says how many features the model takes
 // (0 when it cannot tell).

@@ -200,6 +200,11 @@ func TestLLMEndToEnd(t *testing.T) {
 		t.Logf("%q", want.Text)
 	})
 
+	// Those whole answers' replica reports its first token (the
+	// runtime's, not the answer's first byte) as its cold start's last
+	// phase.
+	checkFirstPhase(t, c, "llm", api.PhaseFirstToken)
+
 	t.Run("chat through the OpenAI path", func(t *testing.T) {
 		var got chatAnswer
 		body := strings.Replace(chatBody(prompt, 32, false), "{", `{"model": "llm", `, 1)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gantry/gantry/api"
@@ -44,6 +45,23 @@ type Runtime struct {
 	ttft       prometheus.Histogram
 	firstToken prometheus.Gauge
 	firstOnce  sync.Once
+	first      atomic.Pointer[firstTokenAt] // set in firstOnce, read by FirstToken
+}
+
+// firstTokenAt is the replica's first generated token: its request's
+// arrival and the token.
+type firstTokenAt struct{ arrived, at time.Time }
+
+// FirstToken is the replica's first generated token (ok false until one
+// came): its request's arrival and the token's time. The worker's /ping
+// reports it as the cold start's last phase, first_token, for whole
+// answers too, whose first byte leaves only with the last token.
+func (rt *Runtime) FirstToken() (arrived, at time.Time, ok bool) {
+	f := rt.first.Load()
+	if f == nil {
+		return time.Time{}, time.Time{}, false
+	}
+	return f.arrived, f.at, true
 }
 
 var (
@@ -263,9 +281,13 @@ func (a *answer) token() {
 	a.anyToken = true
 	a.mu.Unlock()
 	if first {
-		d := a.rt.clock().Sub(a.start).Seconds()
+		now := a.rt.clock()
+		d := now.Sub(a.start).Seconds()
 		a.rt.ttft.Observe(d)
-		a.rt.firstOnce.Do(func() { a.rt.firstToken.Set(d) })
+		a.rt.firstOnce.Do(func() {
+			a.rt.firstToken.Set(d)
+			a.rt.first.Store(&firstTokenAt{arrived: a.start, at: now})
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker"
@@ -115,5 +116,30 @@ func TestRefusals(t *testing.T) {
 	w := serve(rt, `{"messages": [{"role": "user", "content": "x"}]}`, worker.TaskHeader, api.TaskEmbeddings)
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("embeddings path to a chat model: %d %s", w.Code, w.Body)
+	}
+}
+
+// FirstToken is the runtime's first generated token, for the worker's
+// /ping: none before a request, then the first request's arrival and a
+// token before its whole answer was back; a second request changes
+// nothing.
+func TestFirstToken(t *testing.T) {
+	rt := newRuntime(t, api.TaskChat)
+	if _, _, ok := rt.FirstToken(); ok {
+		t.Fatal("a first token before any request")
+	}
+	sent := time.Now()
+	if w := serve(rt, `{"messages": [{"role": "user", "content": "Once upon"}], "max_tokens": 8, "temperature": 0}`); w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	back := time.Now()
+	arrived, at, ok := rt.FirstToken()
+	if !ok || arrived.Before(sent) || at.Before(arrived) || at.After(back) {
+		t.Fatalf("first token %v, arrived %v, at %v after the request was sent; its answer back at %v",
+			ok, arrived.Sub(sent), at.Sub(sent), back.Sub(sent))
+	}
+	serve(rt, `{"messages": [{"role": "user", "content": "One day"}], "max_tokens": 4, "temperature": 0}`)
+	if a2, at2, _ := rt.FirstToken(); !a2.Equal(arrived) || !at2.Equal(at) {
+		t.Errorf("the second request moved the first token: %v %v, was %v %v", a2, at2, arrived, at)
 	}
 }
