@@ -194,7 +194,7 @@ export function endpointPage(main: HTMLElement, params: string[]): () => void {
       model_load: 'loading the model',
       ready: 'ready',
       first_response: 'answered its first request',
-      first_token: 'streamed its first token',
+      first_token: 'generated its first token',
     };
     // After ready, the phase names how the first request was answered.
     const last: Record<string, string> = { first_response: 'first response', first_token: 'first token' };
