@@ -151,7 +151,9 @@ bench-hostile:
 # External models: the same chat request straight to the provider double
 # and through the activator, same client, same run: p50/p99 at 64
 # connections (ns/op is the throughput's inverse) and a stream's time to
-# its first event.
+# its first event; then the open loop (BenchmarkExternalOpenLoop): both
+# paths' capacity, and the latency added at fixed rates (5 to 75 % of the
+# direct capacity), interleaved over rounds (GANTRY_BENCH_ROUNDS).
 bench-external:
 	@mkdir -p bin
 	$(GO) test -run '^$$' -bench '^BenchmarkExternalOverhead$$' -benchtime 2s ./activator/ | grep -v ' INFO ' | tee bin/bench-external.txt

@@ -54,6 +54,12 @@ type Result struct {
 	// compared alike.
 	LagP50ms float64 `json:"lag_p50_ms,omitempty"`
 	LagP99ms float64 `json:"lag_p99_ms,omitempty"`
+	// SentP50ms and SentP99ms (open loop): latency from the actual send,
+	// the server's answer time without the client's lag. Not
+	// coordinated-omission safe on its own; it separates the server's part
+	// when two paths' lags differ.
+	SentP50ms float64 `json:"sent_p50_ms,omitempty"`
+	SentP99ms float64 `json:"sent_p99_ms,omitempty"`
 }
 
 // Run sends for o.Warmup, then measures for o.Duration. In a closed loop a
@@ -85,8 +91,8 @@ func Run(o Options) Result {
 	var next atomic.Int64
 
 	type tally struct {
-		latencies, lags []time.Duration
-		errors          int
+		latencies, lags, fromSend []time.Duration
+		errors                    int
 	}
 	tallies := make([]tally, o.Conns)
 	var wg sync.WaitGroup
@@ -137,6 +143,7 @@ func Run(o Options) Result {
 					t.latencies = append(t.latencies, done.Sub(sched))
 					if interval > 0 {
 						t.lags = append(t.lags, sent.Sub(sched))
+						t.fromSend = append(t.fromSend, done.Sub(sent))
 					}
 				}
 			}
@@ -145,14 +152,16 @@ func Run(o Options) Result {
 	wg.Wait()
 
 	res := Result{Rate: o.Rate, Seconds: o.Duration.Seconds()}
-	var all, lags []time.Duration
+	var all, lags, fromSend []time.Duration
 	for _, t := range tallies {
 		all = append(all, t.latencies...)
 		lags = append(lags, t.lags...)
+		fromSend = append(fromSend, t.fromSend...)
 		res.Errors += t.errors
 	}
 	slices.Sort(all)
 	slices.Sort(lags)
+	slices.Sort(fromSend)
 	res.Requests = len(all)
 	res.ReqPerSec = float64(len(all)) / o.Duration.Seconds()
 	res.P50ms = ms(Percentile(all, 0.50))
@@ -161,6 +170,8 @@ func Run(o Options) Result {
 	if interval > 0 {
 		res.LagP50ms = ms(Percentile(lags, 0.50))
 		res.LagP99ms = ms(Percentile(lags, 0.99))
+		res.SentP50ms = ms(Percentile(fromSend, 0.50))
+		res.SentP99ms = ms(Percentile(fromSend, 0.99))
 	}
 	return res
 }
