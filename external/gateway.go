@@ -288,6 +288,15 @@ func (g *Gateway) callFast(ctx context.Context, rt *api.ExternalRoute, r *Reques
 			return Answer{}, fail(502, true, api.ErrTemporarilyUnavailable, "provider %s answered more than %d bytes", rt.Provider, MaxAnswerSize)
 		}
 		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) || !time.Now().Before(deadline) {
+			// fasthttp's deadline is ctx's, whose timer may not have fired
+			// yet; callers look at ctx.Err() to tell a timeout (the
+			// judge), as they could with net/http, which returns after it.
+			t := time.NewTimer(time.Until(deadline) + 100*time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 			return Answer{}, fail(504, true, api.ErrDeadlineExceeded, "provider %s did not answer in time", rt.Provider)
 		}
 		return Answer{}, transportError(ctx, rt, err)
