@@ -25,16 +25,19 @@ type FeatureStore struct {
 	Store     *onlinestore.Store
 	Publisher *publish.Publisher // nil: publishing needs ClickHouse
 
-	// mu guards routes and resolving.
+	// mu guards routes, stale and resolving.
 	mu sync.Mutex
 	// routes caches each model version's and spec's resolved feature
-	// route; a publish clears it, since it may change columns. The
-	// reconcile pass only reads it: resolving reaches Redis, and the pass
-	// holds the scheduler's lock, so a miss is resolved in the background
-	// (resolving, one at a time per key) and the pass after it sees the
-	// answer.
+	// route. The reconcile pass only reads it: resolving reaches Redis,
+	// and the pass holds the scheduler's lock, so a miss is resolved in
+	// the background (resolving, one at a time per key) and the pass
+	// after it sees the answer.
 	routes    map[string]*api.FeatureRoute
 	resolving map[string]bool
+	// stale holds the routes a publish or a spec change moved out of
+	// routes (they may name old columns): each is still served, so that
+	// its endpoint keeps answering, until its new resolve lands.
+	stale map[string]*api.FeatureRoute
 	// outage is the last error of a key's resolve that the online store
 	// was down for, shown while the next try runs.
 	outage map[string]string
@@ -56,6 +59,7 @@ func (fs *FeatureStore) cached(key string, pending api.FeatureRoute, resolve fun
 	if r, ok := fs.routes[key]; ok {
 		return r, true
 	}
+	old, isStale := fs.stale[key]
 	pending.Error = "the feature spec is being resolved against the online store; retry shortly"
 	if why := fs.outage[key]; why != "" {
 		pending.Error = "the online store did not answer (" + why + "); retrying"
@@ -74,6 +78,7 @@ func (fs *FeatureStore) cached(key string, pending api.FeatureRoute, resolve fun
 					fs.routes = map[string]*api.FeatureRoute{}
 				}
 				fs.routes[key] = r
+				delete(fs.stale, key)
 				delete(fs.outage, key)
 			} else {
 				if fs.outage == nil {
@@ -86,6 +91,9 @@ func (fs *FeatureStore) cached(key string, pending api.FeatureRoute, resolve fun
 				fs.notify()
 			}
 		}()
+	}
+	if isStale {
+		return old, true
 	}
 	return &pending, false
 }
@@ -297,9 +305,16 @@ func (s *Scheduler) deleteSpec(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// forget clears the cached routes (after a publish).
+// forget has every cached route resolved again (after a publish or a
+// spec change), serving each as it was until then.
 func (fs *FeatureStore) forget() {
 	fs.mu.Lock()
+	if fs.stale == nil {
+		fs.stale = map[string]*api.FeatureRoute{}
+	}
+	for k, r := range fs.routes {
+		fs.stale[k] = r
+	}
 	fs.routes = nil
 	fs.mu.Unlock()
 }
@@ -309,6 +324,17 @@ func (fs *FeatureStore) forget() {
 // spec that cannot be served is a route with Error set, which fails the
 // entity's deployment. ok is false while the route is being resolved.
 func (fs *FeatureStore) modelRoute(dir, name, version string, sig *api.Schema) (*api.FeatureRoute, bool) {
+	// Most models have no spec: that is known from local disk (the
+	// directory and the registry's record), with no wait for a resolve,
+	// so their endpoints never pause for one.
+	if _, err := os.Stat(filepath.Join(dir, SpecFile)); errors.Is(err, os.ErrNotExist) {
+		if fs.attached == nil {
+			return nil, true
+		}
+		if spec, err := fs.attached(name, version); err == nil && spec == "" {
+			return nil, true
+		}
+	}
 	return fs.cached(name+"\x00"+version, api.FeatureRoute{}, func() (*api.FeatureRoute, bool) {
 		b, err := os.ReadFile(filepath.Join(dir, SpecFile))
 		if errors.Is(err, os.ErrNotExist) {

@@ -112,11 +112,18 @@ func TestFeatureServingEntity(t *testing.T) {
 }
 
 // settleFeatures runs passes until the feature routes are resolved: a
-// pass resolves them in the background, and the pass after sees them.
+// pass resolves them in the background, and the pass after sees them (a
+// stale route is served meanwhile, so no resolve may be in flight).
 func settleFeatures(t *testing.T, h *harness) {
 	t.Helper()
 	eventually.True(t, 10*time.Second, "the feature routes to resolve", func() bool {
+		if fs := h.s.cfg.Features; fs != nil && fs.inFlight() {
+			return false
+		}
 		h.reconcile()
+		if fs := h.s.cfg.Features; fs != nil && fs.inFlight() {
+			return false
+		}
 		for _, ep := range h.routes.Current().Endpoints {
 			for _, e := range ep.Entities {
 				if e.State == api.DeploymentCreating && strings.HasPrefix(e.Message, "feature spec:") {
@@ -125,5 +132,38 @@ func settleFeatures(t *testing.T, h *harness) {
 			}
 		}
 		return true
+	})
+}
+
+// inFlight reports whether a resolve is running.
+func (fs *FeatureStore) inFlight() bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return len(fs.resolving) > 0
+}
+
+// A model without a spec never waits for a resolve, and a publish does not
+// pause a model with one: its last route is served until the new one lands.
+// (Before, every model's first pass and every pass after a publish refused
+// calls with "being resolved": 503s under traffic.)
+func TestFeatureRoutesNeverPause(t *testing.T) {
+	fs := &FeatureStore{attached: func(name, version string) (string, error) { return "", nil }}
+	if r, ok := fs.modelRoute(t.TempDir(), "fraud", "1", nil); r != nil || !ok || fs.inFlight() {
+		t.Fatalf("model without a spec: %+v, %v, resolving %v; want nil, resolved, no resolve", r, ok, fs.inFlight())
+	}
+
+	old := &api.FeatureRoute{Spec: "old"}
+	fs.routes = map[string]*api.FeatureRoute{"k": old}
+	fs.forget()
+	release := make(chan struct{})
+	fresh := &api.FeatureRoute{Spec: "fresh"}
+	resolve := func() (*api.FeatureRoute, bool) { <-release; return fresh, true }
+	if r, ok := fs.cached("k", api.FeatureRoute{}, resolve); r != old || !ok {
+		t.Fatalf("after forget: %+v, %v; want the old route, resolved", r, ok)
+	}
+	close(release)
+	eventually.True(t, 5*time.Second, "the new route", func() bool {
+		r, ok := fs.cached("k", api.FeatureRoute{}, resolve)
+		return r == fresh && ok
 	})
 }
