@@ -99,6 +99,20 @@ func (k principalKind) mustFind(cl *api.Client, ref string) (*api.ScimPrincipal,
 	return p, err
 }
 
+// open connects to the server at addr and finds the principal of kind k
+// that ref names: where every command on one principal starts.
+func (k principalKind) open(addr, ref string) (*api.Client, *api.ScimPrincipal, error) {
+	cl, err := newSCIMClient(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := k.mustFind(cl, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, p, nil
+}
+
 func usersCmd() *cobra.Command { return principalsCmd(usersKind, tokenCmds(usersKind)) }
 
 func servicePrincipalsCmd() *cobra.Command { return principalsCmd(spsKind, tokenCmds(spsKind)) }
@@ -120,11 +134,7 @@ func tokenCmds(k principalKind) func(addr *string) []*cobra.Command {
 				if lifetime < 0 || lifetime%time.Second != 0 {
 					return fmt.Errorf("--lifetime %s: want whole seconds, 0 for the default of two years", lifetime)
 				}
-				cl, err := newSCIMClient(*addr)
-				if err != nil {
-					return err
-				}
-				p, err := k.mustFind(cl, args[0])
+				cl, p, err := k.open(*addr, args[0])
 				if err != nil {
 					return err
 				}
@@ -167,11 +177,7 @@ func membersCmds(addr *string) []*cobra.Command {
 			Short: op.short + " (members by userName, applicationId, service principal display name, group name or id)",
 			Args:  cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				cl, err := newSCIMClient(*addr)
-				if err != nil {
-					return err
-				}
-				g, err := groupsKind.mustFind(cl, args[0])
+				cl, g, err := groupsKind.open(*addr, args[0])
 				if err != nil {
 					return err
 				}
@@ -256,11 +262,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "Show a " + k.word + " as SCIM JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newSCIMClient(addr)
-			if err != nil {
-				return err
-			}
-			p, err := k.mustFind(cl, args[0])
+			_, p, err := k.open(addr, args[0])
 			if err != nil {
 				return err
 			}
@@ -319,11 +321,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "Delete a " + k.word + " with its tokens, memberships and grants",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newSCIMClient(addr)
-			if err != nil {
-				return err
-			}
-			p, err := k.mustFind(cl, args[0])
+			cl, p, err := k.open(addr, args[0])
 			if err != nil {
 				return err
 			}
