@@ -100,6 +100,17 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	if en.task != "" && ep.output != nil && status == fasthttp.StatusOK {
 		status, answer, codes = guardShadowAnswer(ep, answer, isEventStream(resp.Header.ContentType()))
 	}
+	body := req.Body()
+	if sent != nil {
+		body = sent
+	}
+	a.captureShadow(ep, en, id, requester, start, status, codes, body, answer)
+}
+
+// captureShadow records a shadow's answer in ep's table, alike whether a
+// replica (shadowInvoke) or a provider (shadowExternal) gave it; start is
+// when the shadow was sent.
+func (a *Activator) captureShadow(ep *endpoint, en *entity, id, requester string, start time.Time, status int, codes []string, body, answer []byte) {
 	r := loggers.Record{
 		Table:             ep.table,
 		RequestID:         id,
@@ -113,20 +124,16 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 		Requester:         requester,
 		LoggingErrorCodes: codes,
 	}
-	body := req.Body()
-	if sent != nil {
-		body = sent
-	}
 	r.SetBodies(body, answer)
 	a.cfg.Capture.Capture(&r)
 }
 
 // guardShadowAnswer applies ep's output guardrails to the answer of a
 // served LLM entity's shadow, as to the client's (shadowExternal does the
-// same for external ones), so that the table holds no more than a client
-// would have seen; a stream, read whole, is assembled into one answer
-// first, as a client's stream is for its record. It returns the status and
-// answer to record and the decisions.
+// same for external ones), so that the inference table holds no more
+// than a client would have seen; a stream, read whole, is assembled into
+// one answer first, as a client's stream is for its record. It returns the
+// status and answer to record and the decisions.
 func guardShadowAnswer(ep *endpoint, answer []byte, stream bool) (int, []byte, []string) {
 	if stream {
 		var asm openai.Assembler
@@ -153,9 +160,9 @@ func guardShadowAnswer(ep *endpoint, answer []byte, stream bool) (int, []byte, [
 // body and records the answer, as shadowInvoke does for a model's
 // replicas. The endpoint's guardrails apply as they do to the client's
 // call (the input's PII masked before the provider sees it, the answer's
-// before the table does); a stream is read to its end and recorded as its
-// assembled answer. A shadow never falls back: its answer is what the
-// shadow entity says.
+// before the inference table does); a stream is read to its end and
+// recorded as its assembled answer. A shadow never falls back: its answer
+// is what the shadow entity says.
 func (a *Activator) shadowExternal(ep *endpoint, en *entity, body []byte, id, requester string) {
 	defer a.shadows.Done()
 	defer func() { <-a.shadowSlots }()
@@ -168,21 +175,7 @@ func (a *Activator) shadowExternal(ep *endpoint, en *entity, body []byte, id, re
 	if ep.table == "" || a.cfg.Capture == nil {
 		return
 	}
-	r := loggers.Record{
-		Table:             ep.table,
-		RequestID:         id,
-		Endpoint:          ep.name,
-		ServedEntity:      en.name,
-		TimestampMs:       start.UnixMilli(),
-		StatusCode:        int32(status),
-		ExecutionTimeMs:   time.Since(start).Milliseconds(),
-		SamplingFraction:  1,
-		Shadow:            true,
-		Requester:         requester,
-		LoggingErrorCodes: guardCodes(&gctx),
-	}
-	r.SetBodies(body, answer)
-	a.cfg.Capture.Capture(&r)
+	a.captureShadow(ep, en, id, requester, start, status, guardCodes(&gctx), body, answer)
 }
 
 // shadowCall makes shadowExternal's call and returns its status and body.
