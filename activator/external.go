@@ -125,7 +125,7 @@ func (a *Activator) finish(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, st
 	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
-	if ep.table != "" && a.cfg.Capture != nil {
+	if ep.inferenceTable != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id, start, elapsed, nil)
 	}
 	if ep.usage {
@@ -248,7 +248,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 	// What the record needs, copied: the request's buffers go back to
 	// fasthttp when Handler returns, before the stream ends.
 	rec := loggers.Record{
-		Table: ep.table, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
+		Table: ep.inferenceTable, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
 		TimestampMs: start.UnixMilli(), SamplingFraction: 1,
 		ClientRequestID: req.ClientRequestID, Requester: requester(ctx),
 	}
@@ -261,7 +261,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		sg = newStreamGuard(ep.output)
 	}
 	var body []byte
-	if (ep.table != "" || ep.usage) && a.cfg.Capture != nil {
+	if (ep.inferenceTable != "" || ep.usage) && a.cfg.Capture != nil {
 		body = bytes.Clone(ctx.PostBody())
 	}
 	usage := loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
@@ -323,7 +323,7 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		w.Flush()
 		elapsed := time.Since(start)
 		ep.duration.Observe(elapsed.Seconds())
-		if body != nil && ep.table != "" {
+		if body != nil && ep.inferenceTable != "" {
 			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
 			rec.SetBodies(body, ans.Body)
 			a.cfg.Capture.Capture(&rec)

@@ -127,7 +127,7 @@ func (a *Activator) serve(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []b
 	}
 	elapsed := time.Since(start)
 	ep.duration.Observe(elapsed.Seconds())
-	if ep.table != "" && a.cfg.Capture != nil {
+	if ep.inferenceTable != "" && a.cfg.Capture != nil {
 		a.capture(ctx, ep, id, start, elapsed, sent)
 	}
 	if ep.usage {
@@ -272,7 +272,7 @@ func (a *Activator) unreadable(ctx *fasthttp.RequestCtx, err error) {
 // instead of the body (the request as sent, before a feature lookup).
 func (a *Activator) capture(ctx *fasthttp.RequestCtx, ep *endpoint, id []byte, start time.Time, elapsed time.Duration, sent []byte) {
 	r := loggers.Record{
-		Table:            ep.table,
+		Table:            ep.inferenceTable,
 		RequestID:        string(id),
 		Endpoint:         ep.name,
 		ServedEntity:     string(ctx.Response.Header.Peek(headerServedModel)),
@@ -321,7 +321,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	lookup := en.features != nil || en.featureErr != nil
 	if lookup && ctx.IsPost() {
 		var goOn bool
-		if goOn, sent = a.lookupFeatures(ctx, en, deadline, ep.asSent && ep.table != ""); !goOn {
+		if goOn, sent = a.lookupFeatures(ctx, en, deadline, ep.asSent && ep.inferenceTable != ""); !goOn {
 			// Answered here: a feature-serving entity's outputs, or why
 			// the lookup failed.
 			en.requests.inc(ctx.Response.StatusCode())

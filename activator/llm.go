@@ -78,11 +78,11 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 	prompt := promptTokens(ctx.PostBody())
 	if ep != nil {
 		rec = loggers.Record{
-			Table: ep.table, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
+			Table: ep.inferenceTable, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
 			TimestampMs: start.UnixMilli(), SamplingFraction: 1, Requester: requester(ctx),
 			LoggingErrorCodes: guardCodes(ctx),
 		}
-		if (ep.table != "" || ep.usage) && a.cfg.Capture != nil {
+		if (ep.inferenceTable != "" || ep.usage) && a.cfg.Capture != nil {
 			body = bytes.Clone(ctx.PostBody())
 			rec.ClientRequestID = loggers.ClientRequestID(body)
 		}
@@ -205,7 +205,7 @@ func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.R
 		}
 		elapsed := time.Since(start)
 		ep.duration.Observe(elapsed.Seconds())
-		if body != nil && ep.table != "" {
+		if body != nil && ep.inferenceTable != "" {
 			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
 			rec.SetBodies(body, answer)
 			a.cfg.Capture.Capture(&rec)

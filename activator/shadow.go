@@ -92,7 +92,7 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	start := time.Now()
 	a.sendToReplica(en, req, resp, start.Add(a.cfg.Timeout), "shadow")
 	en.requests.inc(resp.StatusCode())
-	if ep.table == "" || a.cfg.Capture == nil {
+	if ep.inferenceTable == "" || a.cfg.Capture == nil {
 		return
 	}
 	status, answer := resp.StatusCode(), resp.Body()
@@ -107,12 +107,12 @@ func (a *Activator) shadowInvoke(ep *endpoint, en *entity, req *fasthttp.Request
 	a.captureShadow(ep, en, id, requester, start, status, codes, body, answer)
 }
 
-// captureShadow records a shadow's answer in ep's table, alike whether a
-// replica (shadowInvoke) or a provider (shadowExternal) gave it; start is
-// when the shadow was sent.
+// captureShadow records a shadow's answer in ep's inference table, alike
+// whether a replica (shadowInvoke) or a provider (shadowExternal) gave
+// it; start is when the shadow was sent.
 func (a *Activator) captureShadow(ep *endpoint, en *entity, id, requester string, start time.Time, status int, codes []string, body, answer []byte) {
 	r := loggers.Record{
-		Table:             ep.table,
+		Table:             ep.inferenceTable,
 		RequestID:         id,
 		Endpoint:          ep.name,
 		ServedEntity:      en.name,
@@ -172,7 +172,7 @@ func (a *Activator) shadowExternal(ep *endpoint, en *entity, body []byte, id, re
 	var gctx fasthttp.RequestCtx
 	status, answer := a.shadowCall(&gctx, ep, en, body, start.Add(a.cfg.Timeout))
 	en.requests.inc(status)
-	if ep.table == "" || a.cfg.Capture == nil {
+	if ep.inferenceTable == "" || a.cfg.Capture == nil {
 		return
 	}
 	a.captureShadow(ep, en, id, requester, start, status, guardCodes(&gctx), body, answer)

@@ -27,9 +27,10 @@ type table struct {
 
 type endpoint struct {
 	name string
-	// table is the inference table ("database.table") that captured
-	// invocations go to; empty when capture is off.
-	table string
+	// inferenceTable is the inference table ("database.table") that
+	// captured invocations go to; empty when capture is off. (table, in
+	// this package, is the route table.)
+	inferenceTable string
 	// asSent logs a request whose features were looked up as the client
 	// sent it, not augmented (log_request_as_sent).
 	asSent   bool
@@ -210,12 +211,12 @@ func (a *Activator) build(rt *api.RouteTable) (*table, map[string]*replica, map[
 	for i := range rt.Endpoints {
 		er := &rt.Endpoints[i]
 		ep := &endpoint{
-			name:     er.Name,
-			table:    er.InferenceTable,
-			asSent:   er.LogRequestAsSent,
-			entities: make(map[string]*entity, len(er.Entities)),
-			duration: m.duration.WithLabelValues(er.Name),
-			requests: m.curried(er.Name, ""),
+			name:           er.Name,
+			inferenceTable: er.InferenceTable,
+			asSent:         er.LogRequestAsSent,
+			entities:       make(map[string]*entity, len(er.Entities)),
+			duration:       m.duration.WithLabelValues(er.Name),
+			requests:       m.curried(er.Name, ""),
 		}
 		for j := range er.Entities {
 			e := &er.Entities[j]
