@@ -211,15 +211,15 @@ func (s *Sink) fetch(ctx context.Context) ([]kafka.Message, error) {
 // insert stores msgs, one block per table, retrying with backoff until
 // every table has its rows or ctx ends.
 func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
-	msgs, events := s.splitAudit(msgs)
+	msgs, events := splitRows(s, msgs, "an audit event", loggers.IsAudit, loggers.DecodeAudit)
 	if err := s.insertAudit(ctx, events); err != nil {
 		return err
 	}
-	msgs, usage := s.splitUsage(msgs)
+	msgs, usage := splitRows(s, msgs, "a usage row", loggers.IsUsage, loggers.DecodeUsage)
 	if err := s.insertUsage(ctx, usage); err != nil {
 		return err
 	}
-	msgs, provisioned := s.splitProvisioned(msgs)
+	msgs, provisioned := splitRows(s, msgs, "a provisioned row", loggers.IsProvisioned, loggers.DecodeProvisioned)
 	if err := s.insertProvisioned(ctx, provisioned); err != nil {
 		return err
 	}
@@ -282,6 +282,50 @@ func (s *Sink) insert(ctx context.Context, msgs []kafka.Message) error {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 	return nil
+}
+
+// splitRows takes the messages that is tells out of msgs: audit events,
+// usage and provisioned rows share the topic with invocation records and
+// go to tables of their own. One that does not decode (what names it in
+// the log) is skipped and counted, as a bad record is: retrying cannot
+// help it.
+func splitRows[T any](s *Sink, msgs []kafka.Message, what string, is func([]byte) bool, decode func([]byte) (T, error)) (rest []kafka.Message, rows []T) {
+	for _, m := range msgs {
+		if !is(m.Value) {
+			rest = append(rest, m)
+			continue
+		}
+		r, err := decode(m.Value)
+		if err != nil {
+			s.bad.Inc()
+			s.cfg.Logger.Error("skip "+what+" that does not decode", "partition", m.Partition, "offset", m.Offset, "err", err)
+			continue
+		}
+		rows = append(rows, r)
+	}
+	return rest, rows
+}
+
+// insertRows stores the rows splitRows took out with insert, into table t,
+// retrying with backoff until they are in or ctx ends, like invocation
+// records: their offsets are committed after.
+func insertRows[T any](ctx context.Context, s *Sink, kind string, t loggers.Table, rows []T, insert func(context.Context, []T) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := insert(ctx, rows)
+		if err == nil {
+			s.rows.Add(float64(len(rows)))
+			return nil
+		}
+		s.insertErrors.Inc()
+		s.cfg.Logger.Warn("insert "+kind+" rows; retrying", "table", t.String(), "rows", len(rows), "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // ReaderConfig is the consumer group configuration the logger uses.
