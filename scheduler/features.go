@@ -148,8 +148,7 @@ func (s *Scheduler) publishTable(w http.ResponseWriter, r *http.Request) {
 		writeError(w, featureError(err))
 		return
 	}
-	fs.forget()
-	s.Notify("")
+	s.featuresChanged(fs)
 	writeJSON(w, http.StatusOK, t)
 }
 
@@ -227,8 +226,7 @@ func (s *Scheduler) createSpec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrResourceAlreadyExists, "feature spec %s exists", spec.Name))
 		return
 	}
-	fs.forget()
-	s.Notify("")
+	s.featuresChanged(fs)
 	writeJSON(w, http.StatusOK, spec)
 }
 
@@ -299,10 +297,17 @@ func (s *Scheduler) deleteSpec(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "feature spec %s does not exist", r.PathValue("name")))
 	default:
-		fs.forget()
-		s.Notify("")
+		s.featuresChanged(fs)
 		writeJSON(w, http.StatusOK, struct{}{})
 	}
+}
+
+// featuresChanged follows a publish or a spec change: every cached route
+// is resolved again, and a pass now starts the resolves, rather than
+// whenever something else asks for one.
+func (s *Scheduler) featuresChanged(fs *FeatureStore) {
+	fs.forget()
+	s.Notify("")
 }
 
 // forget has every cached route resolved again (after a publish or a
@@ -442,8 +447,7 @@ func (s *Scheduler) attachSpec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	fs.forget()
-	s.Notify("")
+	s.featuresChanged(fs)
 	writeJSON(w, http.StatusOK, mv)
 }
 
@@ -467,8 +471,7 @@ func (s *Scheduler) detachSpec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	fs.forget()
-	s.Notify("")
+	s.featuresChanged(fs)
 	writeJSON(w, http.StatusOK, mv)
 }
 
