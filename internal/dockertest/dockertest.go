@@ -44,20 +44,30 @@ func Client(t testing.TB) *client.Client {
 	return cli
 }
 
-var build struct {
+// imageBuild builds one image once per test process: a stale image
+// would test old worker code, and one build serves every test after.
+type imageBuild struct {
 	once sync.Once
 	err  error
 }
 
+// image returns tag once build has made it, failing t if it could not.
+func (b *imageBuild) image(t testing.TB, tag string, build func() error) string {
+	t.Helper()
+	b.once.Do(func() { b.err = build() })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return tag
+}
+
+var buildWorker imageBuild
+
 // BuildImage builds Image from this checkout, as `make image` does, once
-// per test process: a stale image would test old worker code.
+// per test process.
 func BuildImage(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() { build.err = buildImage() })
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return Image
+	return buildWorker.image(t, Image, buildImage)
 }
 
 // gantryBinary builds gantry (CGO_ENABLED=0) from this checkout into a new temporary
@@ -94,16 +104,27 @@ func buildImage() error {
 	if out, err := exec.Command(filepath.Join(root, "deploy/docker/image-context.sh"), filepath.Join(dir, "gantry"), ctx).CombinedOutput(); err != nil {
 		return fmt.Errorf("image-context.sh: %v\n%s", err, out)
 	}
+	return dockerBuild(filepath.Join(root, "deploy/docker/Dockerfile"), Image, ctx)
+}
+
+// dockerBuild builds tag from dockerfile in the context directory ctx,
+// then prunes the worker images it left untagged.
+func dockerBuild(dockerfile, tag, ctx string) error {
 	// The legacy builder: Debian's docker.io has no buildx.
-	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile"), "-t", Image, ctx)
+	dbuild := exec.Command("docker", "build", "-q", "-f", dockerfile, "-t", tag, ctx)
 	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	if out, err := dbuild.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker build: %v\n%s", err, out)
 	}
-	// Each code change leaves the previous image untagged; with vfs storage
-	// every one is a full copy on disk. Failing to prune fails no test.
-	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
+	pruneWorkerImages()
 	return nil
+}
+
+// pruneWorkerImages removes the worker images a build left untagged: each
+// code change leaves the previous one behind, and with vfs storage every
+// one is a full copy on disk. Failing to prune fails no test.
+func pruneWorkerImages() {
+	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
 }
 
 // PythonImage is the tag of the Python worker image the tests build,
@@ -114,10 +135,7 @@ const PythonImage = "gantry-worker-python:test"
 // scikit-learn fixtures.
 var PythonPackages = []string{"python3-numpy", "python3-pandas", "python3-sklearn"}
 
-var buildPython struct {
-	once sync.Once
-	err  error
-}
+var buildPython imageBuild
 
 // BuildPythonImage builds PythonImage from this checkout with
 // deploy/docker/python-image.sh, as `make python-image` does, once per
@@ -125,11 +143,7 @@ var buildPython struct {
 // engine lacks it: that needs the Debian mirror and a minute or two.
 func BuildPythonImage(t testing.TB) string {
 	t.Helper()
-	buildPython.once.Do(func() { buildPython.err = buildPythonImage() })
-	if buildPython.err != nil {
-		t.Fatal(buildPython.err)
-	}
-	return PythonImage
+	return buildPython.image(t, PythonImage, buildPythonImage)
 }
 
 func buildPythonImage() error {
@@ -142,7 +156,7 @@ func buildPythonImage() error {
 	if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("python-image.sh: %v\n%s", err, out)
 	}
-	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
+	pruneWorkerImages()
 	return nil
 }
 
@@ -150,10 +164,7 @@ func buildPythonImage() error {
 // from `make llm-image`'s gantry-worker-llm:dev.
 const LLMImage = "gantry-worker-llm:test"
 
-var buildLLM struct {
-	once sync.Once
-	err  error
-}
+var buildLLM imageBuild
 
 // BuildLLMImage builds LLMImage from this checkout, as `make llm-image`
 // does, once per test process: the gantry binary and llama.cpp's CPU
@@ -162,11 +173,7 @@ var buildLLM struct {
 // with deploy/docker/Dockerfile.llm. Local files only.
 func BuildLLMImage(t testing.TB) string {
 	t.Helper()
-	buildLLM.once.Do(func() { buildLLM.err = buildLLMImage() })
-	if buildLLM.err != nil {
-		t.Fatal(buildLLM.err)
-	}
-	return LLMImage
+	return buildLLM.image(t, LLMImage, buildLLMImage)
 }
 
 func buildLLMImage() error {
@@ -183,13 +190,7 @@ func buildLLMImage() error {
 	if out, err := exec.Command(filepath.Join(root, "deploy/docker/image-context.sh"), filepath.Join(dir, "gantry"), ctx, llama).CombinedOutput(); err != nil {
 		return fmt.Errorf("image-context.sh: %v\n%s", err, out)
 	}
-	dbuild := exec.Command("docker", "build", "-q", "-f", filepath.Join(root, "deploy/docker/Dockerfile.llm"), "-t", LLMImage, ctx)
-	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := dbuild.CombinedOutput(); err != nil {
-		return fmt.Errorf("docker build: %v\n%s", err, out)
-	}
-	exec.Command("docker", "image", "prune", "-f", "--filter", "label=io.gantry.worker-image").Run()
-	return nil
+	return dockerBuild(filepath.Join(root, "deploy/docker/Dockerfile.llm"), LLMImage, ctx)
 }
 
 // Containers lists the containers, running or not, that carry label=value.
