@@ -1,7 +1,6 @@
 package activator
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -58,183 +57,229 @@ func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity
 	}
 }
 
-// relay passes the event stream in resp to the client, event by event,
-// after forward returns. done gives back the slot; relay releases resp.
+// relay answers with the event stream in resp, event by event, after
+// forward returns. done gives back the slot; relay releases resp.
+//
+// The stream is the response's body reader (eventRelay), not a
+// SetBodyStreamWriter callback: fasthttp's server then reads each event
+// and writes it as one flushed chunk on the connection's own goroutine,
+// where a stream writer would add a pipe and a second goroutine, one more
+// hand-off per token.
 func (a *Activator) relay(ctx *fasthttp.RequestCtx, en *entity, resp *fasthttp.Response, done func(), id []byte, start time.Time) {
-	var ep *endpoint
+	r := &eventRelay{a: a, en: en, resp: resp, stream: resp.BodyStream(), done: done, start: start,
+		status: fasthttp.StatusOK, grant: takeGrant(ctx), prompt: promptTokens(ctx.PostBody())}
 	if t := a.table.Load(); t != nil {
-		ep = t.endpoints[en.endpoint]
+		r.ep = t.endpoints[en.endpoint]
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	// What the record needs, copied: the request's buffers go back to
 	// fasthttp when Handler returns, before the stream ends.
-	var rec loggers.Record
-	var usage loggers.UsageRow
-	var body []byte
-	var sg *streamGuard
-	g := takeGrant(ctx)
-	prompt := promptTokens(ctx.PostBody())
-	if ep != nil {
-		rec = loggers.Record{
+	if ep := r.ep; ep != nil {
+		r.rec = loggers.Record{
 			Table: ep.inferenceTable, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
 			TimestampMs: start.UnixMilli(), SamplingFraction: 1, Requester: requester(ctx),
 			LoggingErrorCodes: guardCodes(ctx),
 		}
 		if (ep.inferenceTable != "" || ep.usage) && a.cfg.Capture != nil {
-			body = bytes.Clone(ctx.PostBody())
-			rec.ClientRequestID = loggers.ClientRequestID(body)
+			r.body = bytes.Clone(ctx.PostBody())
+			r.rec.ClientRequestID = loggers.ClientRequestID(r.body)
 		}
-		usage = loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
-			ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: rec.ClientRequestID}
+		r.usage = loggers.UsageRow{RequestID: r.rec.RequestID, TimestampMs: r.rec.TimestampMs, Endpoint: ep.name,
+			ServedEntity: en.name, Requester: r.rec.Requester, Streaming: true, ClientRequestID: r.rec.ClientRequestID}
 		if ep.output != nil {
-			sg = newStreamGuard(ep.output)
+			r.guard = newStreamGuard(ep.output)
 		}
 	}
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer fasthttp.ReleaseResponse(resp)
-		defer done()
-		stream := resp.BodyStream()
-		// The answer is assembled for the record, the usage row, and the
-		// refund of a token reservation.
-		keep := body != nil || g != nil
-		if !keep && sg == nil {
-			// Nothing reads the events: pass the bytes as they come, one
-			// write and flush per read, without parsing them.
-			passThrough(w, stream)
-			resp.CloseBodyStream()
-			if ep != nil {
-				ep.duration.Observe(time.Since(start).Seconds())
-			}
-			return
+	// The answer is assembled for the record, the usage row, and the
+	// refund of a token reservation. When nothing reads the events, their
+	// bytes pass as they come, one chunk per read, without being parsed.
+	r.keep = r.body != nil || r.grant != nil
+	if r.keep || r.guard != nil {
+		r.events = external.NewSSEReader(r.stream)
+	}
+	ctx.SetBodyStream(r, -1)
+}
+
+// eventRelay is a streamed answer's body. fasthttp's server calls Read
+// until io.EOF and then Close, once, whether the client stayed or not
+// (also when the response is dropped unwritten); Close gives back the
+// slot and writes the record and usage row. Both run on the connection's
+// goroutine, one after the other, so nothing here needs a lock.
+type eventRelay struct {
+	a      *Activator
+	ep     *endpoint // nil when the endpoint left the table meanwhile
+	en     *entity
+	resp   *fasthttp.Response
+	stream io.Reader
+	done   func()
+	start  time.Time
+
+	events *external.SSEReader // nil: the bytes pass unparsed
+	keep   bool                // assemble the answer
+	asm    openai.Assembler
+	guard  *streamGuard
+	grant  *api.RateLimitGrant
+	prompt int64
+	rec    loggers.Record
+	usage  loggers.UsageRow
+	body   []byte // the request, when a row needs it
+
+	pending  []byte // events parsed but not yet read
+	finished bool   // the worker's stream ended, or failed
+	ended    error  // why it ended early; nil when it ended with [DONE]
+	status   int32
+	closed   bool
+}
+
+func (r *eventRelay) Read(p []byte) (int, error) {
+	if r.events == nil {
+		n, err := r.stream.Read(p)
+		if err != nil {
+			// A broken worker stream ends the client's cleanly too, as
+			// an ended one does.
+			err = io.EOF
 		}
-		rd := external.NewSSEReader(stream)
-		var asm openai.Assembler
-		write := func(data []byte) error {
-			w.WriteString("data: ")
-			w.Write(data)
-			w.WriteString("\n\n")
-			return w.Flush()
+		return n, err
+	}
+	for len(r.pending) == 0 {
+		if r.finished {
+			return 0, io.EOF
+		}
+		r.next()
+	}
+	n := copy(p, r.pending)
+	r.pending = r.pending[n:]
+	return n, nil
+}
+
+// emit queues one event for the client.
+func (r *eventRelay) emit(data []byte) {
+	r.pending = append(r.pending, "data: "...)
+	r.pending = append(r.pending, data...)
+	r.pending = append(r.pending, "\n\n"...)
+}
+
+// next reads one event from the worker and queues what the client gets
+// for it: the event (guarded), or the end of the stream.
+func (r *eventRelay) next() {
+	ev, err := r.events.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errors.New("the replica ended the stream before [DONE]")
+		}
+		r.fail(err)
+		return
+	}
+	data := ev.Data
+	if string(data) == "[DONE]" {
+		if r.guard != nil {
+			last, gerr := r.guard.end()
+			if gerr != nil {
+				r.fail(gerr)
+				return
+			}
+			if last != nil {
+				r.emit(last)
+			}
 		}
 		// The unused tokens go back before the client reads [DONE], so
-		// that its next call finds them (and at the end otherwise).
-		refund := func() {
-			if g != nil {
-				answer, used := asm.Answer()
-				a.refundStream(g, prompt, answer, used)
-				g = nil
-			}
-		}
-		status := int32(fasthttp.StatusOK)
-		var ended error // why the stream ended early; nil when it ended with [DONE]
-		for {
-			ev, err := rd.Next()
-			if err != nil {
-				ended = err
-				if errors.Is(err, io.EOF) {
-					ended = errors.New("the replica ended the stream before [DONE]")
-				}
-				break
-			}
-			data := ev.Data
-			if string(data) == "[DONE]" {
-				if sg != nil {
-					last, gerr := sg.end()
-					if gerr != nil {
-						ended = gerr
-						break
-					}
-					if last != nil && write(last) != nil {
-						ended = errClientGone
-						break
-					}
-				}
-				refund()
-				write(data)
-				break
-			}
-			if e, ok := streamError(data); ok {
-				// The worker's own in-stream error: passed on as it is.
-				status = int32(api.HTTPStatus(e.Code))
-				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+e.Code)
-				write(data)
-				break
-			}
-			if sg != nil {
-				if data, err = sg.chunk(data); err != nil {
-					ended = err
-					break
-				}
-			}
-			if keep {
-				asm.Add(data) // a JSON decode per chunk: only when a row needs the answer
-			}
-			if write(data) != nil {
-				ended = errClientGone
-				break
-			}
-		}
-		// Closing the stream early closes the connection to the worker,
-		// which ends the generation there.
-		resp.CloseBodyStream()
-		if ended != nil && ended != errClientGone {
-			ae := errorOf(ended)
-			if !errors.As(ended, new(*guardBlocked)) {
-				ae = api.Errorf(api.ErrTemporarilyUnavailable, "served entity %s: %v", en.name, ended)
-			}
-			status = int32(api.HTTPStatus(ae.Code))
-			b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": ae.Message, "code": ae.Code}})
-			rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
-			write(b)
-		}
-		refund()
-		if ep == nil {
+		// that its next call finds them.
+		r.refund()
+		r.emit(data)
+		r.finished = true
+		return
+	}
+	if e, ok := streamError(data); ok {
+		// The worker's own in-stream error: passed on as it is.
+		r.status = int32(api.HTTPStatus(e.Code))
+		r.rec.LoggingErrorCodes = append(r.rec.LoggingErrorCodes, "STREAM_ERROR:"+e.Code)
+		r.emit(data)
+		r.finished = true
+		return
+	}
+	if r.guard != nil {
+		if data, err = r.guard.chunk(data); err != nil {
+			r.fail(err)
 			return
 		}
-		answer, _ := asm.Answer()
-		if sg != nil {
-			var gb *guardBlocked
-			if errors.As(ended, &gb) {
-				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, gb.d.Code("output"))
-			}
-			if ks := sg.kinds(); len(ks) > 0 {
-				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, guardrail.Decision{Guardrail: "pii", Kinds: ks}.Code("output"))
-				answer = maskJSON(answer)
-			}
+	}
+	if r.keep {
+		r.asm.Add(data) // a JSON decode per chunk: only when a row needs the answer
+	}
+	r.emit(data)
+}
+
+// fail ends the stream early with an error event in OpenAI's in-stream
+// shape, which its SDK raises (the status is already sent).
+func (r *eventRelay) fail(err error) {
+	r.ended, r.finished = err, true
+	ae := errorOf(err)
+	if !errors.As(err, new(*guardBlocked)) {
+		ae = api.Errorf(api.ErrTemporarilyUnavailable, "served entity %s: %v", r.en.name, err)
+	}
+	r.status = int32(api.HTTPStatus(ae.Code))
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": ae.Message, "code": ae.Code}})
+	r.rec.LoggingErrorCodes = append(r.rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
+	r.emit(b)
+}
+
+func (r *eventRelay) refund() {
+	if r.grant != nil {
+		answer, used := r.asm.Answer()
+		r.a.refundStream(r.grant, r.prompt, answer, used)
+		r.grant = nil
+	}
+}
+
+// Close ends the stream: closing the worker's stream early closes the
+// connection to it, which ends the generation there.
+func (r *eventRelay) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(r.resp)
+	r.done()
+	if r.events != nil && !r.finished {
+		r.ended = errClientGone
+	}
+	r.refund()
+	ep := r.ep
+	if ep == nil {
+		return nil
+	}
+	elapsed := time.Since(r.start)
+	ep.duration.Observe(elapsed.Seconds())
+	if r.events == nil {
+		return nil
+	}
+	answer, _ := r.asm.Answer()
+	if r.guard != nil {
+		var gb *guardBlocked
+		if errors.As(r.ended, &gb) {
+			r.rec.LoggingErrorCodes = append(r.rec.LoggingErrorCodes, gb.d.Code("output"))
 		}
-		elapsed := time.Since(start)
-		ep.duration.Observe(elapsed.Seconds())
-		if body != nil && ep.inferenceTable != "" {
-			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
-			rec.SetBodies(body, answer)
-			a.cfg.Capture.Capture(&rec)
+		if ks := r.guard.kinds(); len(ks) > 0 {
+			r.rec.LoggingErrorCodes = append(r.rec.LoggingErrorCodes, guardrail.Decision{Guardrail: "pii", Kinds: ks}.Code("output"))
+			answer = maskJSON(answer)
 		}
-		if ep.usage {
-			usage.StatusCode = status
-			a.trackUsage(ep, usage, body, answer, true)
-		}
-	})
+	}
+	if r.body != nil && ep.inferenceTable != "" {
+		r.rec.StatusCode, r.rec.ExecutionTimeMs = r.status, elapsed.Milliseconds()
+		r.rec.SetBodies(r.body, answer)
+		r.a.cfg.Capture.Capture(&r.rec)
+	}
+	if ep.usage {
+		r.usage.StatusCode = r.status
+		r.a.trackUsage(ep, r.usage, r.body, answer, true)
+	}
+	return nil
 }
 
 var errClientGone = errors.New("the client went away")
-
-// passThrough copies a worker's stream to the client, flushing after each
-// read, until either side ends.
-func passThrough(w *bufio.Writer, r io.Reader) {
-	buf := make([]byte, 4096)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil || w.Flush() != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // streamError reads OpenAI's in-stream error event.
 func streamError(data []byte) (*api.Error, bool) {

@@ -6,10 +6,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/valyala/fasthttp"
 )
 
@@ -190,5 +192,65 @@ func TestOpenAIPathToWorkerEntity(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || string(body) != "task llm/v1/embeddings" {
 		t.Errorf("embeddings: %d %s, want the worker to get the path's task", resp.StatusCode, body)
+	}
+}
+
+// endlessWorker streams an event every 5 ms until the activator stops
+// reading (its flush fails: the connection to it was closed), then
+// closes gone.
+func endlessWorker(gone chan struct{}) fasthttp.RequestHandler {
+	var once sync.Once
+	return func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for range 2000 {
+				w.WriteString("data: {\"choices\":[{\"delta\":{\"content\":\"Once\"}}]}\n\n")
+				if w.Flush() != nil {
+					once.Do(func() { close(gone) })
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			w.WriteString("data: [DONE]\n\n")
+		})
+	}
+}
+
+// TestClientGoneEndsWorkerStream: a client that goes away mid-stream ends
+// the worker's generation (the activator closes its connection to the
+// worker) and gives back the replica's slot, whether the activator passes
+// the bytes unparsed or parses each event for an inference table; the
+// parsed stream's record is written.
+func TestClientGoneEndsWorkerStream(t *testing.T) {
+	for _, table := range []string{"", "ml.ep_payload"} {
+		t.Run("table="+table, func(t *testing.T) {
+			rec := &extRecords{}
+			h := newHarness(t, Config{Capture: rec})
+			gone := make(chan struct{})
+			w := startWorker(t, "w", endlessWorker(gone))
+			e := readyEntity("m", w.addr)
+			e.Concurrency = 1
+			rt := oneEndpoint(1, "ep", nil, e)
+			rt.Endpoints[0].InferenceTable = table
+			h.push(rt)
+
+			resp, br := openStream(t, h)
+			firstEvent(t, br)
+			resp.Body.Close()
+			select {
+			case <-gone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the worker kept streaming after the client went away")
+			}
+			// The one slot is free again: a second stream starts.
+			_, br = openStream(t, h)
+			firstEvent(t, br)
+			if table != "" {
+				eventually.True(t, 5*time.Second, "a record of the abandoned stream", func() bool { return len(rec.all()) >= 1 })
+				if r := rec.all()[0]; r.StatusCode != 200 || !strings.Contains(string(r.Response), "Once") {
+					t.Errorf("record: status %d, response %s", r.StatusCode, r.Response)
+				}
+			}
+		})
 	}
 }

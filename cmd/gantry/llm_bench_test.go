@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -126,8 +127,13 @@ func BenchmarkLLMOverhead(b *testing.B) {
 		{"activator", overHTTP("http://"+addr+"/serving-endpoints/llm/invocations", "")},
 	}
 	// run sends n streams at once and returns the tokens per second of
-	// all of them together and their median time to first token.
+	// all of them together and their median time to first token. It adds
+	// the CPU time gantry dev's process (the activator, with the
+	// scheduler idle; not the worker, a process of its own) spent meanwhile
+	// to devCPU, and the tokens to devTokens.
+	devCPU, devTokens := map[string]time.Duration{}, map[string]int{}
 	run := func(w way, n int) (float64, time.Duration) {
+		cpu0 := processCPU(b, dev.cmd.Process.Pid)
 		var wg sync.WaitGroup
 		ttfts := make([]time.Duration, n)
 		tokens := make([]int, n)
@@ -145,6 +151,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 		for _, t := range tokens {
 			total += t
 		}
+		devCPU[w.name] += processCPU(b, dev.cmd.Process.Pid) - cpu0
+		devTokens[w.name] += total
 		return float64(total) / time.Since(start).Seconds(), median(ttfts)
 	}
 	type key struct {
@@ -156,6 +164,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	for _, w := range ways { // warm each way's connections and caches
 		run(w, 8)
 	}
+	clear(devCPU)
+	clear(devTokens)
 	for range rounds {
 		for _, n := range []int{1, 8} {
 			for _, w := range ways {
@@ -179,6 +189,10 @@ func BenchmarkLLMOverhead(b *testing.B) {
 		b.ReportMetric(100*(medianF(tps[a])/medianF(tps[wk])-1), fmt.Sprintf("throughput-%%-%d", n))
 		b.ReportMetric(float64((median(ttft[a]) - median(ttft[wk])).Microseconds()), fmt.Sprintf("ttft-added-us-%d", n))
 	}
+	perToken := func(way string) time.Duration { return devCPU[way] / time.Duration(max(1, devTokens[way])) }
+	fmt.Fprintf(out, "gantry dev's CPU per token: %s while the worker answered straight, %s through the activator\n",
+		perToken("worker"), perToken("activator"))
+	b.ReportMetric(float64((perToken("activator")-perToken("worker")).Nanoseconds())/1e3, "activator-cpu-us/token")
 	fmt.Fprint(os.Stdout, out.String())
 	dev.stop(b)
 }
@@ -193,4 +207,20 @@ func medianF(f []float64) float64 {
 	s := slices.Clone(f)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// processCPU is the user and system CPU time the process pid has used
+// (/proc/PID/stat, in clock ticks of 10 ms).
+func processCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command's name, which is in parentheses and
+	// may hold spaces: state is the first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
