@@ -131,4 +131,11 @@ func TestUnknownPathsAnswerJSON(t *testing.T) {
 			t.Errorf("GET %s: %d %q %s", p, code, ct, body)
 		}
 	}
+	// A served path asked with a method it does not take: 405 naming the
+	// ones it does, before any token is asked for.
+	code, _, body := h.raw(t, "PATCH", "/api/2.0/serving-endpoints", "")
+	var e api.Error
+	if code != 405 || json.Unmarshal([]byte(body), &e) != nil || e.Code != api.ErrMalformedRequest || !strings.Contains(e.Message, "use GET or HEAD or POST") {
+		t.Errorf("PATCH /api/2.0/serving-endpoints: %d %s", code, body)
+	}
 }

@@ -106,8 +106,8 @@ func TestDeploymentsScaleErrors(t *testing.T) {
 	if got := h.s.Targets()[0].Current; got != 1 {
 		t.Errorf("Current = %d after refused requests, want 1", got)
 	}
-	if status, _ := h.call(t, "GET", path, "", nil); status != http.StatusNotFound {
-		t.Errorf("GET on the scale path: %d, want 404", status)
+	if status, _ := h.call(t, "GET", path, "", nil); status != http.StatusMethodNotAllowed {
+		t.Errorf("GET on the scale path: %d, want 405", status)
 	}
 }
 

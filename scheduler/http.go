@@ -50,10 +50,10 @@ func (s *Scheduler) Handler() http.Handler {
 			}))))
 		}
 	}
-	// Unknown paths answer 404 without a token: which paths exist is
-	// public (API.md), and clients learn of a wrong path before a token.
-	mux.HandleFunc("/", notFound)
-	return mux
+	// Unknown paths answer 404, and a wrong method 405 with Allow, without
+	// a token: which paths exist is public (API.md), and clients learn of a
+	// wrong path before a token.
+	return apierr.Unrouted(mux)
 }
 
 // apiRoutes is every control-plane route with who may call it (auth.go).

@@ -138,7 +138,9 @@ func (s *Scheduler) usage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.cfg.Tables == nil {
-		writeError(w, invalid("usage tables are off in this Gantry: %s", s.cfg.TablesOff))
+		// As the inference tables' query answers: the service is missing
+		// here, the request is fine.
+		writeError(w, api.Errorf(api.ErrTemporarilyUnavailable, "usage tables are off in this Gantry: %s", s.cfg.TablesOff))
 		return
 	}
 	step, stepName := usageStep(d)

@@ -26,7 +26,7 @@ func TestUsage(t *testing.T) {
 	if code, e := h.call(t, "PUT", path, `{"usage_tracking_config": {"enabled": true}}`, nil); code != 400 || !strings.Contains(e.Message, "usage_tracking_config: usage tables are off") {
 		t.Errorf("without ClickHouse: %d %+v", code, e)
 	}
-	if code, e := h.call(t, "GET", "/api/2.0/gantry/usage", "", nil); code != 400 || !strings.Contains(e.Message, "usage tables are off") {
+	if code, e := h.call(t, "GET", "/api/2.0/gantry/usage", "", nil); code != 503 || !strings.Contains(e.Message, "usage tables are off") {
 		t.Errorf("GET without ClickHouse: %d %+v", code, e)
 	}
 	db := chtest.Open(t, chtest.Start(t))
