@@ -56,6 +56,14 @@ type CreateEndpointRequest struct {
 	Tags   []Tag           `json:"tags,omitempty"`
 }
 
+// UpdatePtConfigRequest is the body of PUT
+// /api/2.0/serving-endpoints/pt/{name}/config: Databricks wraps the config
+// of a provisioned-throughput update in "config", where PUT .../{name}/config
+// takes it bare.
+type UpdatePtConfigRequest struct {
+	Config *EndpointConfig `json:"config"`
+}
+
 // Endpoint is a serving endpoint as the API returns it.
 type Endpoint struct {
 	Name                 string          `json:"name"`
@@ -252,8 +260,18 @@ type ServedEntity struct {
 	MaxProvisionedThroughput *int `json:"max_provisioned_throughput,omitempty"`
 	// ThroughputChunkSize is read-only: the model's chunk, in tokens per
 	// second, that the throughput bounds were checked against.
-	ThroughputChunkSize int               `json:"throughput_chunk_size,omitempty"`
-	EnvironmentVars     map[string]string `json:"environment_vars,omitempty"`
+	ThroughputChunkSize int `json:"throughput_chunk_size,omitempty"`
+	// ProvisionedModelUnits is Databricks' newer provisioned-throughput
+	// unit, for an LLM entity: one unit is one throughput chunk of its
+	// model, one replica. N units keep N replicas ready (never scaled to
+	// zero); with BurstScalingEnabled (the default when units are set)
+	// the autoscaler may add up to N more from token load, without it the
+	// entity runs exactly N. Units exclude workload_size, the concurrency
+	// bounds and the throughput bounds. POST /api/2.0/serving-endpoints/pt
+	// and PUT /api/2.0/serving-endpoints/pt/{name}/config require them.
+	ProvisionedModelUnits *int              `json:"provisioned_model_units,omitempty"`
+	BurstScalingEnabled   *bool             `json:"burst_scaling_enabled,omitempty"`
+	EnvironmentVars       map[string]string `json:"environment_vars,omitempty"`
 	// ReplicaConcurrency is how many requests one replica takes at once
 	// (default 4); a Gantry extension. Requests beyond wait in the
 	// activator's queue, and the autoscaler sizes the entity by it.

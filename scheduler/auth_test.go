@@ -303,12 +303,18 @@ func matrixRows() []matrixRow {
 			req: func(a *authHarness, t *testing.T, who string) (string, string, string) {
 				return "POST", "/api/2.0/serving-endpoints", `{"name": "new-` + slug(who) + `", "config": {"served_entities": [{"entity_name": "m", "entity_version": "1"}]}}`
 			}},
+		{pattern: "POST /api/2.0/serving-endpoints/pt", access: model, need: identity.CanRead, ok: 400, // m generates no tokens, refused once through
+			req: func(a *authHarness, t *testing.T, who string) (string, string, string) {
+				return "POST", "/api/2.0/serving-endpoints/pt", `{"name": "pt-` + slug(who) + `", "config": {"served_entities": [{"entity_name": "m", "entity_version": "1", "provisioned_model_units": 1}]}}`
+			}},
 		{pattern: "GET /api/2.0/serving-endpoints", access: anyone, ok: 200, req: static("GET", "/api/2.0/serving-endpoints", "")},
 		{pattern: "GET /api/2.0/serving-endpoints/{name}", access: endpoint, need: identity.CanView, ok: 200, req: static("GET", epPath, "")},
 		{pattern: "DELETE /api/2.0/serving-endpoints/{name}", access: endpoint, need: identity.CanManage, ok: 200, req: static("DELETE", epPath, ""),
 			reset: func(a *authHarness, t *testing.T) { a.createEndpoint(t); a.putMonitor(t) }},
 		{pattern: "PUT /api/2.0/serving-endpoints/{name}/config", access: endpoint, need: identity.CanManage, ok: 400, // an empty config, refused once through
 			req: static("PUT", epPath+"/config", `{"served_entities": []}`)},
+		{pattern: "PUT /api/2.0/serving-endpoints/pt/{name}/config", access: endpoint, need: identity.CanManage, ok: 400, // an empty config, refused once through
+			req: static("PUT", "/api/2.0/serving-endpoints/pt/ep/config", `{"config": {"served_entities": []}}`)},
 		{pattern: "PATCH /api/2.0/serving-endpoints/{name}/tags", access: endpoint, need: identity.CanManage, ok: 200,
 			req: static("PATCH", epPath+"/tags", `{"add_tags": [{"key": "team", "value": "risk"}]}`)},
 		{pattern: "PUT /api/2.0/serving-endpoints/{name}/ai-gateway", access: endpoint, need: identity.CanManage, ok: 200, req: static("PUT", epPath+"/ai-gateway", `{}`)},

@@ -58,6 +58,10 @@ func normalizeExternal(e *api.ServedEntity) *api.Error {
 		{"scale_to_zero_enabled", e.ScaleToZeroEnabled != nil},
 		{"min_provisioned_concurrency", e.MinProvisionedConcurrency != nil},
 		{"max_provisioned_concurrency", e.MaxProvisionedConcurrency != nil},
+		{"min_provisioned_throughput", e.MinProvisionedThroughput != nil},
+		{"max_provisioned_throughput", e.MaxProvisionedThroughput != nil},
+		{"provisioned_model_units", e.ProvisionedModelUnits != nil},
+		{"burst_scaling_enabled", e.BurstScalingEnabled != nil},
 		{"replica_concurrency", e.ReplicaConcurrency != nil},
 		{"environment_vars", len(e.EnvironmentVars) > 0},
 	} {

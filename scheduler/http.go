@@ -65,11 +65,13 @@ func (s *Scheduler) Handler() http.Handler {
 func (s *Scheduler) apiRoutes() []apiRoute {
 	d := &deploymentsAPI{s: s}
 	return []apiRoute{
-		{"POST /api/2.0/serving-endpoints", anyCaller, s.create}, // + CAN_READ on its models
-		{"GET /api/2.0/serving-endpoints", anyCaller, s.list},    // what the caller may view
+		{"POST /api/2.0/serving-endpoints", anyCaller, s.create},      // + CAN_READ on its models
+		{"POST /api/2.0/serving-endpoints/pt", anyCaller, s.createPt}, // the same, every entity in provisioned_model_units
+		{"GET /api/2.0/serving-endpoints", anyCaller, s.list},         // what the caller may view
 		{"GET /api/2.0/serving-endpoints/{name}", onEndpoint(identity.CanView), s.get},
 		{"DELETE /api/2.0/serving-endpoints/{name}", onEndpoint(identity.CanManage), s.delete},
 		{"PUT /api/2.0/serving-endpoints/{name}/config", onEndpoint(identity.CanManage), s.updateConfig},
+		{"PUT /api/2.0/serving-endpoints/pt/{name}/config", onEndpoint(identity.CanManage), s.updatePtConfig},
 		{"PATCH /api/2.0/serving-endpoints/{name}/tags", onEndpoint(identity.CanManage), s.patchTags},
 		{"PUT /api/2.0/serving-endpoints/{name}/ai-gateway", onEndpoint(identity.CanManage), s.putAIGateway},
 		{"GET /api/2.0/serving-endpoints/{name}/served-models/{served}/logs", onEndpoint(identity.CanView), s.logs},
@@ -134,7 +136,35 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, api.Errorf(api.ErrResourceDoesNotExist, "no API at %s %s", r.Method, r.URL.Path))
 }
 
-func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
+func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) { s.createEndpoint(w, r, false) }
+
+// createPt is POST /api/2.0/serving-endpoints/pt, Databricks' create of a
+// provisioned-throughput endpoint: the create's body and answer, with
+// provisioned_model_units required of every served entity.
+func (s *Scheduler) createPt(w http.ResponseWriter, r *http.Request) { s.createEndpoint(w, r, true) }
+
+// requireUnits refuses a config of the /pt routes with a served entity
+// that is not sized in provisioned_model_units.
+func requireUnits(c *api.EndpointConfig) error {
+	if c == nil {
+		return nil // normalizeConfig says config is required
+	}
+	for i, e := range c.ServedEntities {
+		if e.ProvisionedModelUnits == nil {
+			name := e.Name
+			switch {
+			case name == "" && e.ExternalModel != nil:
+				name = e.ExternalModel.Name
+			case name == "":
+				name = e.EntityName
+			}
+			return invalid("config.served_entities[%d].provisioned_model_units: required for served entity %q on the provisioned-throughput routes (/api/2.0/serving-endpoints/pt); size other entities with POST /api/2.0/serving-endpoints", i, name)
+		}
+	}
+	return nil
+}
+
+func (s *Scheduler) createEndpoint(w http.ResponseWriter, r *http.Request, pt bool) {
 	var req api.CreateEndpointRequest
 	if err := decode(w, r, &req); err != nil {
 		writeError(w, err)
@@ -147,6 +177,12 @@ func (s *Scheduler) create(w http.ResponseWriter, r *http.Request) {
 	if err := checkTags(req.Tags); err != nil {
 		writeError(w, err)
 		return
+	}
+	if pt {
+		if err := requireUnits(req.Config); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	// Limits first, so that a refused endpoint creates no table.
 	if err := normalizeConfig(req.Config); err != nil {
@@ -243,6 +279,9 @@ func (s *Scheduler) checkConfig(ctx context.Context, ep string, c *api.EndpointC
 		if isFeatureServing(&e) {
 			if err := s.checkSpecEntity(ctx, i, e.EntityName); err != nil {
 				return err
+			}
+			if throughputBounded(&e) {
+				return invalid("config.served_entities[%d].%s: feature spec %s does not generate tokens; feature serving runs no replicas to provision", i, throughputField(&e), e.EntityName)
 			}
 			continue
 		}
@@ -458,6 +497,31 @@ func (s *Scheduler) updateConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.putConfig(w, r, c)
+}
+
+// updatePtConfig is PUT /api/2.0/serving-endpoints/pt/{name}/config:
+// Databricks' body {"config": {...}}, every served entity in
+// provisioned_model_units, then the config update's checks and answer.
+func (s *Scheduler) updatePtConfig(w http.ResponseWriter, r *http.Request) {
+	var req api.UpdatePtConfigRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Config == nil {
+		writeError(w, invalid("config: required"))
+		return
+	}
+	if err := requireUnits(req.Config); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.putConfig(w, r, *req.Config)
+}
+
+// putConfig rolls out config c on the endpoint the path names.
+func (s *Scheduler) putConfig(w http.ResponseWriter, r *http.Request, c api.EndpointConfig) {
 	name := r.PathValue("name")
 	// The endpoint and the limits first: checkConfig creates the table.
 	if err := normalizeConfig(&c); err != nil {

@@ -15,6 +15,14 @@ import (
 // of it, and each chunk is one replica: min 0 and max 3×chunk is 0 to 3
 // replicas. The autoscaler sizes such an entity from the tokens per second
 // and the queued sequences its replicas report (autoscaler/tokens.go).
+//
+// provisioned_model_units, Databricks' newer unit, counts chunks rather
+// than tokens: N units are the replica bounds N..N (burst scaling off) or
+// N..2N (on, the default), as min/max_provisioned_throughput of N and 2N
+// chunks would be, and go down the same path: throughputBounded is true,
+// checkThroughput records the chunk, throughputBounds turns them into
+// replicas, and the autoscaler sizes the entity on tokens. The stored
+// config keeps the units and the burst flag the user set.
 
 // DefaultThroughputChunk is the chunk of an LLM model whose flavor gives no
 // tokens_per_second: a modest rate for one replica of a small model, to be
@@ -35,9 +43,58 @@ func optimizationInfo(mv *api.ModelVersion) api.ModelOptimizationInfo {
 	return api.ModelOptimizationInfo{}
 }
 
-// throughputBounded reports whether e is sized in tokens per second.
+// throughputBounded reports whether e is sized in tokens per second:
+// throughput bounds or provisioned model units.
 func throughputBounded(e *api.ServedEntity) bool {
-	return e.MinProvisionedThroughput != nil || e.MaxProvisionedThroughput != nil
+	return e.MinProvisionedThroughput != nil || e.MaxProvisionedThroughput != nil || e.ProvisionedModelUnits != nil
+}
+
+// throughputField names the field that makes e throughput-bounded, for
+// messages.
+func throughputField(e *api.ServedEntity) string {
+	switch {
+	case e.ProvisionedModelUnits != nil:
+		return "provisioned_model_units"
+	case e.MinProvisionedThroughput != nil:
+		return "min_provisioned_throughput"
+	}
+	return "max_provisioned_throughput"
+}
+
+// normalizeUnits checks provisioned_model_units and burst_scaling_enabled
+// and turns burst scaling on when units are set without it.
+func normalizeUnits(e *api.ServedEntity) *api.Error {
+	if e.ProvisionedModelUnits == nil {
+		if e.BurstScalingEnabled != nil {
+			return invalid("burst_scaling_enabled: only with provisioned_model_units")
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"min_provisioned_throughput", e.MinProvisionedThroughput != nil},
+		{"max_provisioned_throughput", e.MaxProvisionedThroughput != nil},
+		{"min_provisioned_concurrency", e.MinProvisionedConcurrency != nil},
+		{"max_provisioned_concurrency", e.MaxProvisionedConcurrency != nil},
+		{"workload_size", e.WorkloadSize != ""},
+	} {
+		if f.set {
+			return invalid("provisioned_model_units cannot be combined with %s; give one way to size the entity", f.name)
+		}
+	}
+	if n := *e.ProvisionedModelUnits; n < 1 || n > maxThroughputReplicas {
+		return invalid("provisioned_model_units: %d is out of range 1-%d (one unit is one throughput chunk of the model, one replica)", n, maxThroughputReplicas)
+	}
+	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
+		return invalid("scale_to_zero_enabled cannot be true with provisioned_model_units: provisioned units are kept ready; use min_provisioned_throughput 0 to scale to zero")
+	}
+	if e.BurstScalingEnabled == nil {
+		on := true
+		e.BurstScalingEnabled = &on
+	}
+	return nil
 }
 
 // normalizeThroughput checks what can be checked of the throughput bounds
@@ -45,6 +102,9 @@ func throughputBounded(e *api.ServedEntity) bool {
 // concurrency bounds are set too.
 func normalizeThroughput(e *api.ServedEntity, concurrency bool) *api.Error {
 	e.ThroughputChunkSize = 0 // read-only: checkThroughput sets it
+	if err := normalizeUnits(e); err != nil || e.ProvisionedModelUnits != nil {
+		return err
+	}
 	if !throughputBounded(e) {
 		return nil
 	}
@@ -80,10 +140,14 @@ func checkThroughput(i int, e *api.ServedEntity, mv *api.ModelVersion) *api.Erro
 	}
 	info := optimizationInfo(mv)
 	if !info.Optimizable {
-		return invalid("config.served_entities[%d].min_provisioned_throughput: model %s version %s does not generate tokens (it has no %v flavor); use workload_size or min/max_provisioned_concurrency",
-			i, mv.Name, mv.Version, registry.LLMFlavors)
+		return invalid("config.served_entities[%d].%s: model %s version %s does not generate tokens (it has no %v flavor); use workload_size or min/max_provisioned_concurrency",
+			i, throughputField(e), mv.Name, mv.Version, registry.LLMFlavors)
 	}
 	chunk := info.ThroughputChunkSize
+	if e.ProvisionedModelUnits != nil {
+		e.ThroughputChunkSize = chunk // units count chunks: nothing to check against it
+		return nil
+	}
 	for _, f := range []struct {
 		name string
 		v    int
@@ -102,8 +166,16 @@ func checkThroughput(i int, e *api.ServedEntity, mv *api.ModelVersion) *api.Erro
 }
 
 // throughputBounds are a throughput-bounded entity's replica bounds: one
-// replica per chunk.
+// replica per chunk, and one per provisioned model unit, with as many
+// again for burst scaling (never above maxThroughputReplicas).
 func throughputBounds(e *api.ServedEntity) (lo, hi int) {
+	if n := e.ProvisionedModelUnits; n != nil {
+		lo, hi = max(1, *n), max(1, *n)
+		if e.BurstScalingEnabled == nil || *e.BurstScalingEnabled {
+			hi = max(hi, min(2*hi, maxThroughputReplicas))
+		}
+		return lo, hi
+	}
 	chunk := e.ThroughputChunkSize
 	if chunk <= 0 {
 		chunk = DefaultThroughputChunk

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/autoscaler"
 	"github.com/gantry/gantry/scheduler/orchestrator"
 	"github.com/gantry/gantry/scheduler/registry"
 )
@@ -117,5 +118,163 @@ func TestProvisionedThroughput(t *testing.T) {
 	if len(ts) != 1 || ts[0].TokensPerReplica != 250 || ts[0].Min != 0 || ts[0].Max != 3 ||
 		len(ts[0].Replicas) != 1 || ts[0].Replicas[0] != "10.0.0.1:9000" {
 		t.Errorf("targets = %+v, want 250 tokens/s per replica, 0..3 replicas (scale to zero; 750/250), the ready replica's address", ts)
+	}
+}
+
+// twoReady is a status of two ready replicas of an entity.
+func twoReady() orchestrator.Status {
+	return orchestrator.Status{Desired: 2, Instances: []orchestrator.Instance{
+		{ID: "r0", Addr: "10.0.0.1:9000", Ready: true}, {ID: "r1", Addr: "10.0.0.2:9000", Ready: true}}}
+}
+
+// target is the autoscaler's target of served entity entity.
+func (h *harness) target(t *testing.T, entity string) autoscaler.Target {
+	t.Helper()
+	for _, tg := range h.s.Targets() {
+		if strings.Contains(tg.Deployment, entity) {
+			return tg
+		}
+	}
+	t.Fatalf("no autoscaler target for %s in %+v", entity, h.s.Targets())
+	return autoscaler.Target{}
+}
+
+func TestProvisionedModelUnits(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "tabular")
+	h.uploadMLmodel(t, "llm", llmMLmodel)
+	entity := func(fields string) string {
+		return `{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "llm", "entity_version": "1", ` + fields + `}]}}`
+	}
+	for _, tc := range []struct{ body, field string }{
+		{entity(`"provisioned_model_units": 2, "min_provisioned_throughput": 250`), "[0].provisioned_model_units cannot be combined with min_provisioned_throughput"},
+		{entity(`"provisioned_model_units": 2, "max_provisioned_throughput": 500`), "[0].provisioned_model_units cannot be combined with max_provisioned_throughput"},
+		{entity(`"provisioned_model_units": 2, "min_provisioned_concurrency": 0, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with min_provisioned_concurrency"},
+		{entity(`"provisioned_model_units": 2, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with max_provisioned_concurrency"},
+		{entity(`"provisioned_model_units": 2, "workload_size": "Small"`), "[0].provisioned_model_units cannot be combined with workload_size"},
+		{entity(`"provisioned_model_units": 0`), "[0].provisioned_model_units: 0 is out of range 1-1000"},
+		{entity(`"provisioned_model_units": 1001`), "[0].provisioned_model_units: 1001 is out of range 1-1000"},
+		{entity(`"provisioned_model_units": 2, "scale_to_zero_enabled": true`), "[0].scale_to_zero_enabled cannot be true with provisioned_model_units"},
+		{entity(`"max_provisioned_throughput": 500, "burst_scaling_enabled": true`), "[0].burst_scaling_enabled: only with provisioned_model_units"},
+		{`{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "tabular", "entity_version": "1", "provisioned_model_units": 1}]}}`,
+			"[0].provisioned_model_units: model tabular version 1 does not generate tokens"},
+		{`{"name": "e", "config": {"served_entities": [{"provisioned_model_units": 1, "external_model": {"name": "m", "provider": "custom", "task": "llm/v1/chat", "custom_provider_config": {"custom_provider_url": "http://h"}}}]}}`,
+			"[0].provisioned_model_units: cannot be set with external_model"},
+	} {
+		for _, path := range []string{"/api/2.0/serving-endpoints", "/api/2.0/serving-endpoints/pt"} {
+			if strings.Contains(tc.body, "burst_scaling_enabled") && strings.HasSuffix(path, "/pt") {
+				continue // no units: the /pt route refuses it for that first
+			}
+			code, e := h.call(t, "POST", path, tc.body, nil)
+			if code != 400 || e.Code != api.ErrInvalidParameterValue || !strings.Contains(e.Message, "config.served_entities"+tc.field) {
+				t.Errorf("POST %s %s: %d %+v, want 400 with %q", path, tc.body, code, e, tc.field)
+			}
+		}
+	}
+
+	// The /pt routes want units of every entity, and name the one without.
+	two := `{"name": "e", "config": {"served_entities": [
+		{"name": "v1", "entity_name": "llm", "entity_version": "1", "provisioned_model_units": 1},
+		{"name": "v2", "entity_name": "llm", "entity_version": "1", "max_provisioned_throughput": 500}],
+		"traffic_config": {"routes": [{"served_model_name": "v1", "traffic_percentage": 50}, {"served_model_name": "v2", "traffic_percentage": 50}]}}}`
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", two, nil); code != 400 || e.Code != api.ErrInvalidParameterValue ||
+		!strings.Contains(e.Message, `config.served_entities[1].provisioned_model_units: required for served entity "v2"`) {
+		t.Errorf("pt create without units: %d %+v", code, e)
+	}
+
+	// Units with burst scaling (the default): N..2N replicas on tokens; the
+	// answer and GET echo the units and the flag, not throughput bounds.
+	var created api.Endpoint
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", entity(`"provisioned_model_units": 2`), &created); code != 200 {
+		t.Fatalf("pt create: %d %+v", code, e)
+	}
+	if created.Name != "e" || created.State.ConfigUpdate != api.ConfigInProgress || created.Config.ConfigVersion != 1 {
+		t.Errorf("pt create answered %+v, want the create's answer", created)
+	}
+	h.reconcile()
+	for _, se := range []api.ServedEntity{created.Config.ServedEntities[0], h.get(t, "e").Config.ServedEntities[0]} {
+		if deref(se.ProvisionedModelUnits) != 2 || se.BurstScalingEnabled == nil || !*se.BurstScalingEnabled ||
+			se.MinProvisionedThroughput != nil || se.MaxProvisionedThroughput != nil || se.WorkloadSize != "" || se.ThroughputChunkSize != 250 {
+			t.Errorf("served entity = %+v, want units 2, burst on, chunk 250 and nothing else sizing it", se)
+		}
+	}
+	for _, d := range h.orch.ensured {
+		if d.Entity == "v1" && d.Replicas != 2 {
+			t.Errorf("deployment starts with %d replicas, want the 2 units", d.Replicas)
+		}
+	}
+	h.orch.set("v1", twoReady())
+	if tg := h.target(t, "v1"); tg.Min != 2 || tg.Max != 4 || tg.TokensPerReplica != 250 || len(tg.Replicas) != 2 {
+		t.Errorf("target = %+v, want 2..4 replicas of 250 tokens/s and the ready replicas' addresses", tg)
+	}
+	h.reconcile()
+
+	// The pt config update: Databricks' {"config": ...}, units required;
+	// burst off holds the entity at N.
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/e/config", `{"served_entities": [{"entity_name": "llm", "entity_version": "1", "provisioned_model_units": 1}]}`, nil); code != 400 ||
+		!strings.Contains(e.Message, "served_entities") {
+		t.Errorf("pt update with a bare config: %d %+v, want 400 naming the field", code, e)
+	}
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/e/config", `{"config": {"served_entities": [{"entity_name": "llm", "entity_version": "1", "workload_size": "Small"}]}}`, nil); code != 400 ||
+		!strings.Contains(e.Message, `config.served_entities[0].provisioned_model_units: required for served entity "llm"`) {
+		t.Errorf("pt update without units: %d %+v", code, e)
+	}
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/nope/config", `{"config": {"served_entities": [{"entity_name": "llm", "entity_version": "1", "provisioned_model_units": 1}]}}`, nil); code != 404 {
+		t.Errorf("pt update of a missing endpoint: %d %+v", code, e)
+	}
+	var updated api.Endpoint
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/e/config", `{"config": {"served_entities": [{"name": "v3", "entity_name": "llm", "entity_version": "1", "provisioned_model_units": 3, "burst_scaling_enabled": false}]}}`, &updated); code != 200 {
+		t.Fatalf("pt update: %d %+v", code, e)
+	}
+	if p := updated.PendingConfig; p == nil || len(p.ServedEntities) != 1 || deref(p.ServedEntities[0].ProvisionedModelUnits) != 3 ||
+		p.ServedEntities[0].BurstScalingEnabled == nil || *p.ServedEntities[0].BurstScalingEnabled || updated.State.ConfigUpdate != api.ConfigInProgress {
+		t.Errorf("pt update answered %+v pending %+v, want the config update's answer with units 3, burst off", updated.State, updated.PendingConfig)
+	}
+	h.reconcile()
+	if tg := h.target(t, "v3"); tg.Min != 3 || tg.Max != 3 || tg.TokensPerReplica != 250 {
+		t.Errorf("target = %+v, want exactly 3 replicas without burst scaling", tg)
+	}
+	most := maxThroughputReplicas
+	if lo, hi := throughputBounds(&api.ServedEntity{ProvisionedModelUnits: &most}); lo != maxThroughputReplicas || hi != maxThroughputReplicas {
+		t.Errorf("bounds of the most units = %d..%d, want burst capped at %d", lo, hi, maxThroughputReplicas)
+	}
+}
+
+// TestPtRoutesAndAnEndpointNamedPt: "pt" is a legal endpoint name, and the
+// /pt routes and an endpoint's own routes tell each other apart.
+func TestPtRoutesAndAnEndpointNamedPt(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "tabular")
+	h.uploadMLmodel(t, "llm", llmMLmodel)
+	body := `{"name": "pt", "config": {"served_entities": [{"name": "v1", "entity_name": "llm", "entity_version": "1", "provisioned_model_units": 1}]}}`
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", body, nil); code != 200 {
+		t.Fatalf("pt create of an endpoint named pt: %d %+v", code, e)
+	}
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", body, nil); code != 409 || e.Code != api.ErrResourceAlreadyExists {
+		t.Errorf("second pt create: %d %+v, want 409", code, e)
+	}
+	var got api.Endpoint
+	if code, e := h.call(t, "GET", "/api/2.0/serving-endpoints/pt", "", &got); code != 200 || got.Name != "pt" || deref(got.Config.ServedEntities[0].ProvisionedModelUnits) != 1 {
+		t.Errorf("GET of the endpoint named pt: %d %+v %+v", code, e, got)
+	}
+	h.reconcile()
+	h.orch.set("v1", ready("10.0.0.1:9000"))
+	h.reconcile()
+	// .../pt/pt/config is the pt update of endpoint pt: units required.
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/pt/config", `{"config": {"served_entities": [{"name": "v2", "entity_name": "tabular", "entity_version": "1"}]}}`, nil); code != 400 ||
+		!strings.Contains(e.Message, `required for served entity "v2"`) {
+		t.Errorf("pt update of endpoint pt without units: %d %+v", code, e)
+	}
+	// .../pt/config is the plain update of endpoint pt: no units needed.
+	var updated api.Endpoint
+	if code, e := h.call(t, "PUT", "/api/2.0/serving-endpoints/pt/config", `{"served_entities": [{"name": "v2", "entity_name": "tabular", "entity_version": "1"}]}`, &updated); code != 200 ||
+		updated.Name != "pt" || updated.PendingConfig == nil || updated.PendingConfig.ServedEntities[0].WorkloadSize != api.WorkloadSmall {
+		t.Errorf("plain update of endpoint pt: %d %+v %+v", code, e, updated)
+	}
+	if code, e := h.call(t, "DELETE", "/api/2.0/serving-endpoints/pt", "", nil); code != 200 {
+		t.Errorf("DELETE of endpoint pt: %d %+v", code, e)
+	}
+	if code, _ := h.call(t, "GET", "/api/2.0/serving-endpoints/pt", "", nil); code != 404 {
+		t.Errorf("GET after delete: %d", code)
 	}
 }

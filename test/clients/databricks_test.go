@@ -555,6 +555,69 @@ func TestDatabricksSDK(t *testing.T) {
 		})
 	})
 
+	t.Run("CreateProvisionedThroughputEndpoint+UpdateProvisionedThroughputEndpointConfig", func(t *testing.T) {
+		// The /pt routes size an LLM entity in provisioned_model_units: an
+		// openai_server model running the repository's fake
+		// OpenAI-compatible server, one chunk of 100 tokens/s a unit.
+		fake := filepath.Join(t.TempDir(), "fakeopenai")
+		build := exec.Command("go", "build", "-o", fake, "./worker/openaiserver/testdata/fakeopenai")
+		build.Dir = repoRoot
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build fakeopenai: %v\n%s", err, out)
+		}
+		dir := t.TempDir()
+		mlmodel := fmt.Sprintf("flavors:\n  openai_server:\n    command: [%q]\n    health: /health\n    tokens_per_second: 100\n", fake)
+		if err := os.WriteFile(filepath.Join(dir, "MLmodel"), []byte(mlmodel), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		upload := exec.Command(bin, "models", "upload", "stories", dir)
+		upload.Env = append(os.Environ(), "GANTRY_ADDR="+base, "GANTRY_TOKEN="+token)
+		if out, err := upload.CombinedOutput(); err != nil {
+			t.Fatalf("gantry models upload stories: %v\n%s", err, out)
+		}
+		const pt = "sdk-pt"
+		units := func(n int64) serving.PtEndpointCoreConfig {
+			return serving.PtEndpointCoreConfig{ServedEntities: []serving.PtServedModel{
+				{Name: "llm", EntityName: "stories", EntityVersion: "1", ProvisionedModelUnits: n}}}
+		}
+		_, err := w.ServingEndpoints.CreateProvisionedThroughputEndpoint(ctx, serving.CreatePtEndpointRequest{Name: pt, Config: units(0)})
+		if !errors.Is(err, apierr.ErrInvalidParameterValue) || !strings.Contains(fmt.Sprint(err), "provisioned_model_units: 0 is out of range") {
+			t.Errorf("0 units: %v, want INVALID_PARAMETER_VALUE naming provisioned_model_units", err)
+		}
+		wait, err := w.ServingEndpoints.CreateProvisionedThroughputEndpoint(ctx, serving.CreatePtEndpointRequest{Name: pt, Config: units(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait.Response.Name != pt || wait.Response.State.ConfigUpdate != serving.EndpointStateConfigUpdateInProgress {
+			t.Errorf("pt create answered %s %+v, want IN_PROGRESS", wait.Response.Name, wait.Response.State)
+		}
+		got, err := wait.GetWithTimeout(2 * time.Minute)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, devLog)
+		}
+		if got.State.Ready != serving.EndpointStateReadyReady || got.Config == nil || len(got.Config.ServedEntities) != 1 ||
+			got.Config.ServedEntities[0].ProvisionedModelUnits != 1 || !got.Config.ServedEntities[0].BurstScalingEnabled {
+			t.Errorf("after the waiter: %+v %+v, want READY with 1 unit and burst scaling on", got.State, got.Config)
+		}
+		fixed := units(1)
+		fixed.ServedEntities[0].BurstScalingEnabled = false
+		fixed.ServedEntities[0].ForceSendFields = []string{"BurstScalingEnabled"}
+		if _, err := w.ServingEndpoints.UpdateProvisionedThroughputEndpointConfig(ctx, serving.UpdateProvisionedThroughputEndpointConfigRequest{Name: pt, Config: fixed}); err != nil {
+			t.Fatal(err)
+		}
+		got, err = w.ServingEndpoints.WaitGetServingEndpointNotUpdating(ctx, pt, 2*time.Minute, nil)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, devLog)
+		}
+		if got.Config == nil || len(got.Config.ServedEntities) != 1 || got.Config.ServedEntities[0].ProvisionedModelUnits != 1 ||
+			got.Config.ServedEntities[0].BurstScalingEnabled {
+			t.Errorf("after the update: %+v, want 1 unit and burst scaling off", got.Config)
+		}
+		if err := w.ServingEndpoints.DeleteByName(ctx, pt); err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("Delete", func(t *testing.T) {
 		if err := w.ServingEndpoints.DeleteByName(ctx, ep); err != nil {
 			t.Fatal(err)
