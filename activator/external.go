@@ -1,7 +1,6 @@
 package activator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,9 +9,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/external"
-	"github.com/gantry/gantry/guardrail"
 	"github.com/gantry/gantry/internal/apierr"
-	"github.com/gantry/gantry/loggers"
 	"github.com/valyala/fasthttp"
 )
 
@@ -239,112 +236,19 @@ func (a *Activator) attempt(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, 
 		cancel()
 		return err
 	}
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetContentType("text/event-stream")
-	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	if len(tried) > 0 {
 		ctx.Response.Header.Set(headerFallbacks, joinTried(tried))
 	}
-	// What the record needs, copied: the request's buffers go back to
-	// fasthttp when Handler returns, before the stream ends.
-	rec := loggers.Record{
-		Table: ep.inferenceTable, RequestID: string(id), Endpoint: ep.name, ServedEntity: en.name,
-		TimestampMs: start.UnixMilli(), SamplingFraction: 1,
-		ClientRequestID: req.ClientRequestID, Requester: requester(ctx),
-	}
+	st := a.newEventStream(ctx, ep, en, providerEvents{s}, func() {
+		cancel()
+		en.inFlight.Dec()
+	}, id, start)
+	st.rec.ClientRequestID, st.usage.ClientRequestID, st.usage.UsageContext = req.ClientRequestID, req.ClientRequestID, req.UsageContext
+	var fallbacks []string
 	for _, t := range tried {
-		rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "FALLBACK_FROM:"+t)
+		fallbacks = append(fallbacks, "FALLBACK_FROM:"+t)
 	}
-	rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, guardCodes(ctx)...)
-	var sg *streamGuard
-	if ep.output != nil {
-		sg = newStreamGuard(ep.output)
-	}
-	var body []byte
-	if (ep.inferenceTable != "" || ep.usage) && a.cfg.Capture != nil {
-		body = bytes.Clone(ctx.PostBody())
-	}
-	usage := loggers.UsageRow{RequestID: rec.RequestID, TimestampMs: rec.TimestampMs, Endpoint: ep.name,
-		ServedEntity: en.name, Requester: rec.Requester, Streaming: true, ClientRequestID: req.ClientRequestID,
-		UsageContext: req.UsageContext}
-	g, prompt := takeGrant(ctx), promptTokens(ctx.PostBody())
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer cancel()
-		defer en.inFlight.Dec()
-		write := func(chunk []byte) error {
-			w.WriteString("data: ")
-			w.Write(chunk)
-			w.WriteString("\n\n")
-			return w.Flush()
-		}
-		ans, err := s.Run(func(chunk []byte) error {
-			if sg != nil {
-				var gerr error
-				if chunk, gerr = sg.chunk(chunk); gerr != nil {
-					return gerr
-				}
-			}
-			return write(chunk)
-		})
-		if err == nil && sg != nil {
-			var last []byte
-			if last, err = sg.end(); err == nil && last != nil {
-				err = write(last)
-			}
-		}
-		// Before the client reads [DONE], so that its next call finds the
-		// unused tokens back.
-		a.refundStream(g, prompt, ans.Body, ans.Usage)
-		if sg != nil {
-			var gb *guardBlocked
-			if errors.As(err, &gb) {
-				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, gb.d.Code("output"))
-			}
-			if ks := sg.kinds(); len(ks) > 0 {
-				rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, guardrail.Decision{Guardrail: "pii", Kinds: ks}.Code("output"))
-				// The record keeps the answer as the client saw it.
-				ans.Body = maskJSON(ans.Body)
-			}
-		}
-		status := int32(fasthttp.StatusOK)
-		if err != nil {
-			// The status is sent; the stream says what went wrong in
-			// OpenAI's in-stream error shape, which its SDK raises.
-			ae := errorOf(err)
-			status = int32(api.HTTPStatus(ae.Code))
-			b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": ae.Message, "code": ae.Code}})
-			rec.LoggingErrorCodes = append(rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
-			w.WriteString("data: ")
-			w.Write(b)
-			w.WriteString("\n\n")
-		} else {
-			w.WriteString("data: [DONE]\n\n")
-		}
-		w.Flush()
-		elapsed := time.Since(start)
-		ep.duration.Observe(elapsed.Seconds())
-		if body != nil && ep.inferenceTable != "" {
-			rec.StatusCode, rec.ExecutionTimeMs = status, elapsed.Milliseconds()
-			rec.SetBodies(body, ans.Body)
-			a.cfg.Capture.Capture(&rec)
-		}
-		if ep.usage {
-			usage.StatusCode = status
-			a.trackUsage(ep, usage, body, ans.Body, true)
-		}
-	})
+	st.rec.LoggingErrorCodes = append(fallbacks, st.rec.LoggingErrorCodes...)
+	ctx.SetBodyStream(st, -1)
 	return nil
-}
-
-// errorOf is the API error a stream ended with.
-func errorOf(err error) *api.Error {
-	var xe *external.Error
-	if errors.As(err, &xe) {
-		return xe.Err
-	}
-	var gb *guardBlocked
-	if errors.As(err, &gb) {
-		return gb.err
-	}
-	return api.Errorf(api.ErrTemporarilyUnavailable, "%v", err)
 }

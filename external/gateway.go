@@ -417,7 +417,7 @@ func (g *Gateway) Call(ctx context.Context, rt *api.ExternalRoute, r *Request) (
 }
 
 // Stream is a provider's event stream being translated. Open it, then
-// Run it.
+// read it with Next (or Run) and Close it.
 type Stream struct {
 	resp    *http.Response
 	release func()
@@ -425,11 +425,13 @@ type Stream struct {
 	tr      translator
 	rt      *api.ExternalRoute
 	ctx     context.Context
+	rd      *SSEReader
+	asm     assembler
 }
 
 // Open starts a streamed call for r: it returns once the provider has
 // answered 2xx with its headers, so that a refusal still gets its own
-// status. The caller must Run or Close the stream.
+// status. The caller must Close the stream (Run does).
 func (g *Gateway) Open(ctx context.Context, rt *api.ExternalRoute, r *Request) (*Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	p, resp, release, err := g.begin(ctx, rt, r)
@@ -437,10 +439,11 @@ func (g *Gateway) Open(ctx context.Context, rt *api.ExternalRoute, r *Request) (
 		cancel()
 		return nil, err
 	}
-	return &Stream{resp: resp, release: release, cancel: cancel, tr: p.stream(rt, r, g.cfg.Clock().Unix()), rt: rt, ctx: ctx}, nil
+	return &Stream{resp: resp, release: release, cancel: cancel, tr: p.stream(rt, r, g.cfg.Clock().Unix()), rt: rt, ctx: ctx,
+		rd: NewSSEReader(resp.Body)}, nil
 }
 
-// Close ends the stream and the upstream call; Run calls it.
+// Close ends the stream and the upstream call.
 func (s *Stream) Close() {
 	s.cancel() // first: a blocked read returns
 	s.resp.Body.Close()
@@ -450,43 +453,54 @@ func (s *Stream) Close() {
 	}
 }
 
+// Next waits for the provider's next event and returns its unified
+// chunks: done when the stream ended as it should, an error when the
+// provider ended it early, broke it or ran out of time (what came before
+// was returned).
+func (s *Stream) Next() (chunks [][]byte, done bool, err error) {
+	ev, err := s.rd.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			// OpenAI-compatible servers end with [DONE], Anthropic with
+			// message_stop, Cohere with message-end; an end without them
+			// is a cut, unless the server simply closes (some
+			// OpenAI-compatible servers do after the usage chunk).
+			if _, ok := s.tr.(openAIStream); ok && s.asm.Started() {
+				return nil, true, nil
+			}
+		}
+		if errors.Is(err, ErrEventTooLarge) {
+			return nil, false, fmt.Errorf("provider %s: %w", s.rt.Provider, err)
+		}
+		return nil, false, transportError(s.ctx, s.rt, err)
+	}
+	chunks, done, err = s.tr.event(ev)
+	if err != nil {
+		return nil, false, fmt.Errorf("provider %s: %s", s.rt.Provider, scrub(err.Error(), s.rt.Key))
+	}
+	for _, c := range chunks {
+		s.asm.Add(c)
+	}
+	return chunks, done, nil
+}
+
+// Answer is the answer assembled from the chunks Next returned so far.
+func (s *Stream) Answer() Answer { return answerOf(&s.asm) }
+
 // Run passes each unified chunk to emit as it arrives, and returns the
-// assembled answer. An emit error (the client went away) ends the call
-// upstream at once. A provider that ends the stream early, breaks it or
-// runs out of time is an error; what came before it was emitted.
+// assembled answer; it closes the stream. An emit error (the client went
+// away) ends the call upstream at once.
 func (s *Stream) Run(emit func(chunk []byte) error) (Answer, error) {
 	defer s.Close()
-	var asm assembler
-	rd := NewSSEReader(s.resp.Body)
 	for {
-		ev, err := rd.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				// OpenAI-compatible servers end with [DONE], Anthropic with
-				// message_stop, Cohere with message-end; an end without
-				// them is a cut, unless the server simply closes (some
-				// OpenAI-compatible servers do after the usage chunk).
-				if _, ok := s.tr.(openAIStream); ok && asm.Started() {
-					return answerOf(&asm), nil
-				}
-			}
-			if errors.Is(err, ErrEventTooLarge) {
-				return answerOf(&asm), fmt.Errorf("provider %s: %w", s.rt.Provider, err)
-			}
-			return answerOf(&asm), transportError(s.ctx, s.rt, err)
-		}
-		chunks, done, err := s.tr.event(ev)
-		if err != nil {
-			return answerOf(&asm), fmt.Errorf("provider %s: %s", s.rt.Provider, scrub(err.Error(), s.rt.Key))
-		}
+		chunks, done, err := s.Next()
 		for _, c := range chunks {
-			asm.Add(c)
 			if err := emit(c); err != nil {
-				return answerOf(&asm), err
+				return s.Answer(), err
 			}
 		}
-		if done {
-			return answerOf(&asm), nil
+		if err != nil || done {
+			return s.Answer(), err
 		}
 	}
 }
