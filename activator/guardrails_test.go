@@ -165,8 +165,10 @@ func TestGuardrailsOutput(t *testing.T) {
 			if strings.Contains(text, "Forbidden") || !strings.Contains(errMsg, `output guardrail invalid_keywords blocked the answer: it holds the invalid keyword "forbidden word"`) {
 				t.Fatalf("keyword stream: %q %q", text, errMsg)
 			}
-			if r := lastRecord(t, rec, 3); !hasCode(r, "GUARDRAIL:output.invalid_keywords=BLOCK") || r.StatusCode != 400 {
-				t.Errorf("keyword record: %d %v", r.StatusCode, r.LoggingErrorCodes)
+			// The record keeps what the client got: not the blocked text.
+			if r := lastRecord(t, rec, 3); !hasCode(r, "GUARDRAIL:output.invalid_keywords=BLOCK") || r.StatusCode != 400 ||
+				strings.Contains(string(r.Response), "Forbidden") || !hasCode(r, "STREAM_ERROR:INVALID_PARAMETER_VALUE") {
+				t.Errorf("keyword record: %d %v %s", r.StatusCode, r.LoggingErrorCodes, r.Response)
 			}
 			resp, body = post(t, inv, chat("the forbidden word", false))
 			if resp.StatusCode != 400 || !strings.Contains(body, "output guardrail invalid_keywords") {

@@ -47,6 +47,7 @@ type eventStream struct {
 	start time.Time
 
 	guard  *streamGuard
+	sent   *openai.Assembler   // with a guard: the answer as the client got it, for the record
 	grant  *api.RateLimitGrant // a token reservation to refund
 	prompt int64
 	rec    loggers.Record
@@ -55,7 +56,8 @@ type eventStream struct {
 
 	pending  []byte // events taken from src but not yet read
 	finished bool   // src ended, or failed
-	ended    error  // why it ended early; nil when it ended well
+	ended    error  // why it ended early; nil when it ended well or the client left
+	code     string // the API error code it ended with, if any
 	status   int32
 	closed   bool
 }
@@ -81,6 +83,9 @@ func (a *Activator) newEventStream(ctx *fasthttp.RequestCtx, ep *endpoint, en *e
 			ServedEntity: en.name, Requester: s.rec.Requester, Streaming: true}
 		if ep.output != nil {
 			s.guard = newStreamGuard(ep.output)
+			if s.body != nil {
+				s.sent = &openai.Assembler{}
+			}
 		}
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
@@ -97,12 +102,24 @@ func (s *eventStream) Read(p []byte) (int, error) {
 		s.step()
 	}
 	n := copy(p, s.pending)
-	s.pending = s.pending[n:]
+	if n == len(s.pending) {
+		s.pending = s.pending[:0] // the next events reuse the buffer
+	} else {
+		s.pending = s.pending[n:]
+	}
 	return n, nil
 }
 
-// emit queues one event for the client.
+// emit queues one chunk of the answer for the client.
 func (s *eventStream) emit(data []byte) {
+	if s.sent != nil {
+		s.sent.Add(data)
+	}
+	s.queue(data)
+}
+
+// queue queues one event for the client.
+func (s *eventStream) queue(data []byte) {
 	s.pending = append(s.pending, "data: "...)
 	s.pending = append(s.pending, data...)
 	s.pending = append(s.pending, "\n\n"...)
@@ -142,7 +159,7 @@ func (s *eventStream) step() {
 	// The unused tokens go back before the client reads [DONE], so that
 	// its next call finds them.
 	s.refund()
-	s.emit([]byte("[DONE]"))
+	s.queue([]byte("[DONE]"))
 	s.finished = true
 }
 
@@ -151,10 +168,9 @@ func (s *eventStream) fail(err error) {
 	s.ended, s.finished = err, true
 	s.refund()
 	ae := errorOf(err)
-	s.status = int32(api.HTTPStatus(ae.Code))
+	s.status, s.code = int32(api.HTTPStatus(ae.Code)), ae.Code
 	b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": ae.Message, "code": ae.Code}})
-	s.rec.LoggingErrorCodes = append(s.rec.LoggingErrorCodes, "STREAM_ERROR:"+ae.Code)
-	s.emit(b)
+	s.queue(b)
 }
 
 func (s *eventStream) refund() {
@@ -166,7 +182,8 @@ func (s *eventStream) refund() {
 }
 
 // Close ends the call upstream (early, when the client went away) and
-// writes the record and the usage row.
+// writes the record and the usage row. The record keeps the answer as the
+// client got it: with an output guard, only what the guard let through.
 func (s *eventStream) Close() error {
 	if s.closed {
 		return nil
@@ -174,6 +191,10 @@ func (s *eventStream) Close() error {
 	s.closed = true
 	s.src.close()
 	s.done()
+	if !s.finished {
+		// The status was sent; the row says the answer is cut short.
+		s.code = "CLIENT_GONE"
+	}
 	s.refund()
 	ep := s.ep
 	if ep == nil {
@@ -181,7 +202,13 @@ func (s *eventStream) Close() error {
 	}
 	elapsed := time.Since(s.start)
 	ep.duration.Observe(elapsed.Seconds())
-	answer, _ := s.src.answer()
+	// The usage row counts what was generated; the record keeps what was
+	// sent.
+	generated, _ := s.src.answer()
+	answer := generated
+	if s.sent != nil {
+		answer, _ = s.sent.Answer()
+	}
 	if s.guard != nil {
 		var gb *guardBlocked
 		if errors.As(s.ended, &gb) {
@@ -189,9 +216,10 @@ func (s *eventStream) Close() error {
 		}
 		if ks := s.guard.kinds(); len(ks) > 0 {
 			s.rec.LoggingErrorCodes = append(s.rec.LoggingErrorCodes, guardrail.Decision{Guardrail: "pii", Kinds: ks}.Code("output"))
-			// The record keeps the answer as the client saw it.
-			answer = maskJSON(answer)
 		}
+	}
+	if s.code != "" {
+		s.rec.LoggingErrorCodes = append(s.rec.LoggingErrorCodes, "STREAM_ERROR:"+s.code)
 	}
 	if s.body != nil && ep.inferenceTable != "" {
 		s.rec.StatusCode, s.rec.ExecutionTimeMs = s.status, elapsed.Milliseconds()
@@ -200,7 +228,7 @@ func (s *eventStream) Close() error {
 	}
 	if ep.usage {
 		s.usage.StatusCode = s.status
-		s.a.trackUsage(ep, s.usage, s.body, answer, true)
+		s.a.trackUsage(ep, s.usage, s.body, generated, true)
 	}
 	return nil
 }
