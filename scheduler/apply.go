@@ -114,13 +114,14 @@ func (l *ledger) end(key, op string, d orchestrator.Deployment, err error) (newE
 	return newErr
 }
 
-// apply makes a committed plan's driver calls, concurrently, each with a
-// deadline of CallTimeout. It returns when all have returned or the
-// deadline has passed: a driver that ignores its context keeps the call's
-// goroutine, and its deployment keeps its running call (plan leaves it
-// alone, the views say the orchestrator is not answering) until it returns.
+// apply starts a committed plan's driver calls, concurrently, each with a
+// deadline of CallTimeout, and returns a channel closed when all have
+// returned. Each call's end is entered in the ledger and asks for a pass
+// (Notify). A driver that ignores its context keeps the call's goroutine,
+// and its deployment keeps its running call (plan leaves it alone, the
+// views say the orchestrator is not answering) until it returns.
 // s.mu must not be held.
-func (s *Scheduler) apply(ctx context.Context, p Plan) {
+func (s *Scheduler) apply(ctx context.Context, p Plan) <-chan struct{} {
 	var wg sync.WaitGroup
 	do := func(key, op string, d orchestrator.Deployment, fn func(context.Context) error) {
 		wg.Add(1)
@@ -130,10 +131,11 @@ func (s *Scheduler) apply(ctx context.Context, p Plan) {
 			err := fn(cctx)
 			cancel()
 			s.mu.Lock()
-			defer s.mu.Unlock()
 			if s.led.end(key, op, d, err) {
 				s.cfg.Logger.Error("orchestrator: "+op, "deployment", key, "err", err)
 			}
+			s.mu.Unlock()
+			s.Notify("")
 		}()
 	}
 	orch := s.cfg.Orchestrator
@@ -162,11 +164,5 @@ func (s *Scheduler) apply(ctx context.Context, p Plan) {
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(s.cfg.CallTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-	case <-ctx.Done():
-	}
+	return done
 }

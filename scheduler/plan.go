@@ -23,8 +23,11 @@ import (
 //     driver accepted and how its calls went) and calls plan.
 //  2. Still under s.mu, it stores the records the plan changed, publishes
 //     the plan's route table and marks the plan's driver calls as running.
-//  3. With s.mu released, apply makes the driver calls, each with its own
-//     deadline, and records each outcome in the world of the next pass.
+//  3. With s.mu released, apply starts the driver calls, each with its own
+//     deadline, and records each outcome in the world of the next pass,
+//     which each outcome asks for. Run does not wait for them: the next
+//     pass plans while they run (a deployment with a running call is left
+//     alone), so a write's route change never waits on a slow call.
 //
 // plan does no I/O and never blocks, so a driver that hangs cannot hold
 // the lock that every API read takes, and plan_test.go drives it through

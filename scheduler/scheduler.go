@@ -238,7 +238,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Resync)
 	defer t.Stop()
 	for {
-		s.reconcile(ctx)
+		// The pass's driver calls run on while the next pass plans: a
+		// write (Notify) publishes its route change at once, not after a
+		// slow call of the pass before (a worker draining, a hung Nomad);
+		// the ledger keeps each deployment to one call at a time, and each
+		// call's end asks for the next pass.
+		s.pass(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -259,9 +264,10 @@ func (s *Scheduler) world() *world {
 	}
 }
 
-// reconcile makes one pass: plan and commit under the lock, then the
-// orchestrator calls without it.
-func (s *Scheduler) reconcile(ctx context.Context) {
+// pass plans and commits under the lock, then starts the orchestrator
+// calls without it, and returns a channel closed once they have all
+// returned.
+func (s *Scheduler) pass(ctx context.Context) <-chan struct{} {
 	s.mu.Lock()
 	w := s.world()
 	eps := make([]*store.Endpoint, 0, len(s.eps))
@@ -272,7 +278,21 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	s.commit(p, w.now)
 	s.mu.Unlock()
 	s.changed.fire()
-	s.apply(ctx, p)
+	return s.apply(ctx, p)
+}
+
+// reconcile makes one pass and waits for its orchestrator calls, up to
+// CallTimeout (a driver that ignores its context keeps its call running,
+// as in Run).
+func (s *Scheduler) reconcile(ctx context.Context) {
+	done := s.pass(ctx)
+	t := time.NewTimer(s.cfg.CallTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // Targets lists the deployments the autoscaler sizes: those of every

@@ -166,3 +166,47 @@ func TestHungClickHouseStallsNothing(t *testing.T) {
 		t.Fatal("the create waited past its table deadline")
 	}
 }
+
+// TestWriteRoutesAtOnceWhileDriverCallRuns: a write's route change is
+// published by the next pass at once, even while a driver call of the
+// pass before still runs (here one that hangs for good, with a minute of
+// CallTimeout and no resync to come): a deleted endpoint stops being
+// routed before its deployment's call has returned.
+func TestWriteRoutesAtOnceWhileDriverCallRuns(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.upload(t, "m")
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil); code != 200 {
+		t.Fatalf("create: %d %v", code, e)
+	}
+	h.reconcile()
+	h.orch.set("v1", ready("127.0.0.1:9001"))
+
+	hung := &hungOrchestrator{fakeOrchestrator: h.orch, release: make(chan struct{})}
+	rt := routes.NewTable()
+	s, err := New(Config{Store: h.s.cfg.Store, Registry: h.s.cfg.Registry, Orchestrator: hung, Routes: rt,
+		BaseURL: "http://gantry.test", CallTimeout: time.Minute, Resync: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s, h.srv = s, httptest.NewServer(s.Handler())
+	t.Cleanup(h.srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		close(hung.release)
+		cancel()
+		<-done
+	})
+	eventually.True(t, 5*time.Second, "the first pass to route fraud and call its driver", func() bool {
+		hung.mu.Lock()
+		defer hung.mu.Unlock()
+		return hung.calls > 0 && len(rt.Current().Endpoints) == 1
+	})
+	if code, e := h.call(t, "DELETE", "/api/2.0/serving-endpoints/fraud", "", nil); code != 200 {
+		t.Fatalf("delete: %d %v", code, e)
+	}
+	eventually.True(t, 2*time.Second, "fraud to leave the route table while its driver call hangs", func() bool {
+		return len(rt.Current().Endpoints) == 0
+	})
+}

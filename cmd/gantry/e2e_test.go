@@ -435,8 +435,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 		mustCLI(t, bin, addr, "endpoints", "delete", "binary-ep")
 		// The route table follows the store on the scheduler's next pass,
-		// which may wait for a driver call of the pass before it (a worker
-		// draining): the activator stops routing within a few seconds.
+		// which the delete asks for at once (a driver call of the pass
+		// before, a worker draining, runs on meanwhile); the activator then
+		// follows the table.
 		var status int
 		var out []byte
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
