@@ -326,6 +326,29 @@ func (e *Endpoints) UpdateConfig(name string, config *EndpointConfig, w *WriteOp
 	return &out, meta, nil
 }
 
+// CreatePt creates an endpoint through Databricks' provisioned-throughput
+// route: every served entity must give provisioned_model_units.
+func (e *Endpoints) CreatePt(req *CreateEndpointRequest, w *WriteOptions) (*Endpoint, *WriteMeta, error) {
+	var out Endpoint
+	meta, err := e.client.write(http.MethodPost, endpointsPath+"/pt", req, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
+// UpdatePtConfig replaces an endpoint's config through Databricks'
+// provisioned-throughput route: every served entity must give
+// provisioned_model_units.
+func (e *Endpoints) UpdatePtConfig(name string, config *EndpointConfig, w *WriteOptions) (*Endpoint, *WriteMeta, error) {
+	var out Endpoint
+	meta, err := e.client.write(http.MethodPut, endpointsPath+"/pt/"+url.PathEscape(name)+"/config", &UpdatePtConfigRequest{Config: config}, w, &out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &out, meta, nil
+}
+
 // PatchTags adds and deletes an endpoint's tags (deletes first) and
 // returns its tags after the change.
 func (e *Endpoints) PatchTags(name string, req *PatchTagsRequest, w *WriteOptions) ([]Tag, *WriteMeta, error) {

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -276,5 +277,37 @@ func TestPtRoutesAndAnEndpointNamedPt(t *testing.T) {
 	}
 	if code, _ := h.call(t, "GET", "/api/2.0/serving-endpoints/pt", "", nil); code != 404 {
 		t.Errorf("GET after delete: %d", code)
+	}
+}
+
+func isTrue(b *bool) bool { return b != nil && *b }
+
+// The api client's CreatePt and UpdatePtConfig reach the /pt routes: a
+// config without units is refused there, one with them is taken.
+func TestPtRoutesThroughTheClient(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.uploadMLmodel(t, "llm", llmMLmodel)
+	c, err := api.NewClient(&api.Config{Address: h.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	units := 2
+	cfg := &api.EndpointConfig{ServedEntities: []api.ServedEntity{{Name: "v1", EntityName: "llm", EntityVersion: "1", ProvisionedModelUnits: &units}}}
+	ep, _, err := c.Endpoints().CreatePt(&api.CreateEndpointRequest{Name: "chat", Config: cfg}, nil)
+	if err != nil || deref(ep.Config.ServedEntities[0].ProvisionedModelUnits) != 2 || !isTrue(ep.Config.ServedEntities[0].BurstScalingEnabled) {
+		t.Fatalf("CreatePt: %+v %v", ep, err)
+	}
+	_, _, err = c.Endpoints().UpdatePtConfig("chat", &api.EndpointConfig{ServedEntities: []api.ServedEntity{{Name: "v2", EntityName: "llm", EntityVersion: "1"}}}, nil)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.ErrInvalidParameterValue || !strings.Contains(ae.Message, "provisioned_model_units") {
+		t.Errorf("UpdatePtConfig without units: %v", err)
+	}
+	h.reconcile()
+	h.orch.set("v1", ready("10.0.0.1:9000"))
+	h.reconcile()
+	off := false
+	cfg.ServedEntities[0].BurstScalingEnabled = &off
+	if ep, _, err = c.Endpoints().UpdatePtConfig("chat", cfg, nil); err != nil || ep.PendingConfig == nil || isTrue(ep.PendingConfig.ServedEntities[0].BurstScalingEnabled) {
+		t.Errorf("UpdatePtConfig: %+v %v", ep, err)
 	}
 }
