@@ -38,12 +38,11 @@ func (o *hungOrchestrator) Remove(ctx context.Context, id string) error {
 	return o.fakeOrchestrator.Remove(ctx, id)
 }
 
-// TestHungOrchestratorStallsNothing restarts the scheduler on a driver that
-// hangs: API reads answer at once, a create is accepted and shows that the
-// orchestrator is not answering, the ready endpoint keeps its replicas in
-// the route table, and once the driver answers everything converges
-// without a restart.
-func TestHungOrchestratorStallsNothing(t *testing.T) {
+// onHungDriver creates endpoint fraud, ready on 127.0.0.1:9001, then
+// restarts the scheduler, running, on a driver that hangs until released
+// (at the test's end at the latest) with callTimeout and resync.
+func onHungDriver(t *testing.T, callTimeout, resync time.Duration) (*harness, *hungOrchestrator, *routes.Table) {
+	t.Helper()
 	h := newHarness(t, t.TempDir())
 	h.upload(t, "m")
 	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil); code != 200 {
@@ -55,7 +54,7 @@ func TestHungOrchestratorStallsNothing(t *testing.T) {
 	hung := &hungOrchestrator{fakeOrchestrator: h.orch, release: make(chan struct{})}
 	rt := routes.NewTable()
 	s, err := New(Config{Store: h.s.cfg.Store, Registry: h.s.cfg.Registry, Orchestrator: hung, Routes: rt,
-		BaseURL: "http://gantry.test", CallTimeout: 100 * time.Millisecond, Resync: 20 * time.Millisecond})
+		BaseURL: "http://gantry.test", CallTimeout: callTimeout, Resync: resync})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +72,17 @@ func TestHungOrchestratorStallsNothing(t *testing.T) {
 		cancel()
 		<-done
 	})
+	return h, hung, rt
+}
+
+// TestHungOrchestratorStallsNothing restarts the scheduler on a driver that
+// hangs: API reads answer at once, a create is accepted and shows that the
+// orchestrator is not answering, the ready endpoint keeps its replicas in
+// the route table, and once the driver answers everything converges
+// without a restart.
+func TestHungOrchestratorStallsNothing(t *testing.T) {
+	h, hung, rt := onHungDriver(t, 100*time.Millisecond, 20*time.Millisecond)
+	s := h.s
 	eventually.True(t, 5*time.Second, "the restarted scheduler to call its driver", func() bool {
 		hung.mu.Lock()
 		defer hung.mu.Unlock()
@@ -173,31 +183,7 @@ func TestHungClickHouseStallsNothing(t *testing.T) {
 // CallTimeout and no resync to come): a deleted endpoint stops being
 // routed before its deployment's call has returned.
 func TestWriteRoutesAtOnceWhileDriverCallRuns(t *testing.T) {
-	h := newHarness(t, t.TempDir())
-	h.upload(t, "m")
-	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", createBody, nil); code != 200 {
-		t.Fatalf("create: %d %v", code, e)
-	}
-	h.reconcile()
-	h.orch.set("v1", ready("127.0.0.1:9001"))
-
-	hung := &hungOrchestrator{fakeOrchestrator: h.orch, release: make(chan struct{})}
-	rt := routes.NewTable()
-	s, err := New(Config{Store: h.s.cfg.Store, Registry: h.s.cfg.Registry, Orchestrator: hung, Routes: rt,
-		BaseURL: "http://gantry.test", CallTimeout: time.Minute, Resync: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.s, h.srv = s, httptest.NewServer(s.Handler())
-	t.Cleanup(h.srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		close(hung.release)
-		cancel()
-		<-done
-	})
+	h, hung, rt := onHungDriver(t, time.Minute, time.Hour)
 	eventually.True(t, 5*time.Second, "the first pass to route fraud and call its driver", func() bool {
 		hung.mu.Lock()
 		defer hung.mu.Unlock()

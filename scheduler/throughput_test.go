@@ -80,22 +80,30 @@ func TestModelOptimizationInfo(t *testing.T) {
 	}
 }
 
-func TestProvisionedThroughput(t *testing.T) {
+// llmHarness has models tabular (XGBoost) and llm (a chat LLM).
+func llmHarness(t *testing.T) *harness {
 	h := newHarness(t, t.TempDir())
 	h.upload(t, "tabular")
 	h.uploadMLmodel(t, "llm", llmMLmodel)
-	entity := func(fields string) string {
-		return `{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "llm", "entity_version": "1", ` + fields + `}]}}`
-	}
+	return h
+}
+
+// llmEntity is a create of endpoint e serving llm version 1 with fields.
+func llmEntity(fields string) string {
+	return `{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "llm", "entity_version": "1", ` + fields + `}]}}`
+}
+
+func TestProvisionedThroughput(t *testing.T) {
+	h := llmHarness(t)
 	for _, tc := range []struct{ body, field string }{
-		{entity(`"min_provisioned_throughput": 250, "max_provisioned_throughput": 600`), "max_provisioned_throughput: 600 is not a multiple"},
-		{entity(`"min_provisioned_throughput": 100, "max_provisioned_throughput": 500`), "min_provisioned_throughput: 100 is not a multiple"},
-		{entity(`"min_provisioned_throughput": 250`), "max_provisioned_throughput: required"},
-		{entity(`"min_provisioned_throughput": 500, "max_provisioned_throughput": 250`), "min_provisioned_throughput: 500 must not exceed"},
-		{entity(`"min_provisioned_throughput": -250, "max_provisioned_throughput": 250`), "min_provisioned_throughput: -250 must not be negative"},
-		{entity(`"max_provisioned_throughput": 0`), "max_provisioned_throughput: 0 must be positive"},
-		{entity(`"max_provisioned_throughput": 500, "workload_size": "Small"`), "workload_size cannot be combined"},
-		{entity(`"max_provisioned_throughput": 500, "max_provisioned_concurrency": 4`), "cannot be combined with min/max_provisioned_throughput"},
+		{llmEntity(`"min_provisioned_throughput": 250, "max_provisioned_throughput": 600`), "max_provisioned_throughput: 600 is not a multiple"},
+		{llmEntity(`"min_provisioned_throughput": 100, "max_provisioned_throughput": 500`), "min_provisioned_throughput: 100 is not a multiple"},
+		{llmEntity(`"min_provisioned_throughput": 250`), "max_provisioned_throughput: required"},
+		{llmEntity(`"min_provisioned_throughput": 500, "max_provisioned_throughput": 250`), "min_provisioned_throughput: 500 must not exceed"},
+		{llmEntity(`"min_provisioned_throughput": -250, "max_provisioned_throughput": 250`), "min_provisioned_throughput: -250 must not be negative"},
+		{llmEntity(`"max_provisioned_throughput": 0`), "max_provisioned_throughput: 0 must be positive"},
+		{llmEntity(`"max_provisioned_throughput": 500, "workload_size": "Small"`), "workload_size cannot be combined"},
+		{llmEntity(`"max_provisioned_throughput": 500, "max_provisioned_concurrency": 4`), "cannot be combined with min/max_provisioned_throughput"},
 		{`{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "tabular", "entity_version": "1", "max_provisioned_throughput": 500}]}}`, "does not generate tokens"},
 	} {
 		code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", tc.body, nil)
@@ -104,7 +112,7 @@ func TestProvisionedThroughput(t *testing.T) {
 		}
 	}
 
-	body := entity(`"min_provisioned_throughput": 250, "max_provisioned_throughput": 750, "scale_to_zero_enabled": true, "throughput_chunk_size": 1`)
+	body := llmEntity(`"min_provisioned_throughput": 250, "max_provisioned_throughput": 750, "scale_to_zero_enabled": true, "throughput_chunk_size": 1`)
 	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints", body, nil); code != 200 {
 		t.Fatalf("create: %d %+v", code, e)
 	}
@@ -141,22 +149,17 @@ func (h *harness) target(t *testing.T, entity string) autoscaler.Target {
 }
 
 func TestProvisionedModelUnits(t *testing.T) {
-	h := newHarness(t, t.TempDir())
-	h.upload(t, "tabular")
-	h.uploadMLmodel(t, "llm", llmMLmodel)
-	entity := func(fields string) string {
-		return `{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "llm", "entity_version": "1", ` + fields + `}]}}`
-	}
+	h := llmHarness(t)
 	for _, tc := range []struct{ body, field string }{
-		{entity(`"provisioned_model_units": 2, "min_provisioned_throughput": 250`), "[0].provisioned_model_units cannot be combined with min_provisioned_throughput"},
-		{entity(`"provisioned_model_units": 2, "max_provisioned_throughput": 500`), "[0].provisioned_model_units cannot be combined with max_provisioned_throughput"},
-		{entity(`"provisioned_model_units": 2, "min_provisioned_concurrency": 0, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with min_provisioned_concurrency"},
-		{entity(`"provisioned_model_units": 2, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with max_provisioned_concurrency"},
-		{entity(`"provisioned_model_units": 2, "workload_size": "Small"`), "[0].provisioned_model_units cannot be combined with workload_size"},
-		{entity(`"provisioned_model_units": 0`), "[0].provisioned_model_units: 0 is out of range 1-1000"},
-		{entity(`"provisioned_model_units": 1001`), "[0].provisioned_model_units: 1001 is out of range 1-1000"},
-		{entity(`"provisioned_model_units": 2, "scale_to_zero_enabled": true`), "[0].scale_to_zero_enabled cannot be true with provisioned_model_units"},
-		{entity(`"max_provisioned_throughput": 500, "burst_scaling_enabled": true`), "[0].burst_scaling_enabled: only with provisioned_model_units"},
+		{llmEntity(`"provisioned_model_units": 2, "min_provisioned_throughput": 250`), "[0].provisioned_model_units cannot be combined with min_provisioned_throughput"},
+		{llmEntity(`"provisioned_model_units": 2, "max_provisioned_throughput": 500`), "[0].provisioned_model_units cannot be combined with max_provisioned_throughput"},
+		{llmEntity(`"provisioned_model_units": 2, "min_provisioned_concurrency": 0, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with min_provisioned_concurrency"},
+		{llmEntity(`"provisioned_model_units": 2, "max_provisioned_concurrency": 4`), "[0].provisioned_model_units cannot be combined with max_provisioned_concurrency"},
+		{llmEntity(`"provisioned_model_units": 2, "workload_size": "Small"`), "[0].provisioned_model_units cannot be combined with workload_size"},
+		{llmEntity(`"provisioned_model_units": 0`), "[0].provisioned_model_units: 0 is out of range 1-1000"},
+		{llmEntity(`"provisioned_model_units": 1001`), "[0].provisioned_model_units: 1001 is out of range 1-1000"},
+		{llmEntity(`"provisioned_model_units": 2, "scale_to_zero_enabled": true`), "[0].scale_to_zero_enabled cannot be true with provisioned_model_units"},
+		{llmEntity(`"max_provisioned_throughput": 500, "burst_scaling_enabled": true`), "[0].burst_scaling_enabled: only with provisioned_model_units"},
 		{`{"name": "e", "config": {"served_entities": [{"name": "v1", "entity_name": "tabular", "entity_version": "1", "provisioned_model_units": 1}]}}`,
 			"[0].provisioned_model_units: model tabular version 1 does not generate tokens"},
 		{`{"name": "e", "config": {"served_entities": [{"provisioned_model_units": 1, "external_model": {"name": "m", "provider": "custom", "task": "llm/v1/chat", "custom_provider_config": {"custom_provider_url": "http://h"}}}]}}`,
@@ -186,7 +189,7 @@ func TestProvisionedModelUnits(t *testing.T) {
 	// Units with burst scaling (the default): N..2N replicas on tokens; the
 	// answer and GET echo the units and the flag, not throughput bounds.
 	var created api.Endpoint
-	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", entity(`"provisioned_model_units": 2`), &created); code != 200 {
+	if code, e := h.call(t, "POST", "/api/2.0/serving-endpoints/pt", llmEntity(`"provisioned_model_units": 2`), &created); code != 200 {
 		t.Fatalf("pt create: %d %+v", code, e)
 	}
 	if created.Name != "e" || created.State.ConfigUpdate != api.ConfigInProgress || created.Config.ConfigVersion != 1 {
