@@ -110,16 +110,3 @@ func TestExternalKeySecretReference(t *testing.T) {
 		}
 	}
 }
-
-// TestExternalKeyReferenceOnRefusingDriver: a driver that refuses
-// references in environment_vars (Nomad) still takes an external model's
-// key reference, which goes to the activator, not into a job.
-func TestExternalKeyReferenceOnRefusingDriver(t *testing.T) {
-	a := newAuthHarness(t)
-	a.s.cfg.Orchestrator = refusingOrchestrator{a.orch}
-	st, b := a.do(t, "owner", "POST", "/api/2.0/serving-endpoints", `{"name": "n", "config": {"served_entities": [{"name": "gpt",
-		"external_model": {"name": "m", "provider": "openai", "task": "llm/v1/chat", "openai_config": {"openai_api_key": "{{secrets/sc/k}}"}}}]}}`)
-	if st != 200 {
-		t.Fatalf("%d %s", st, b)
-	}
-}

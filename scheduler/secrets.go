@@ -250,13 +250,6 @@ func (s *Scheduler) principalOf(creator, epID string) (secrets.Principal, bool) 
 	return secrets.Principal{}, false
 }
 
-// secretRefusers are drivers that cannot put a secret anywhere but into
-// something others read (a Nomad job's JSON): they say why, and configs
-// with references are refused at once rather than failing to deploy.
-type secretRefuser interface {
-	RefuseSecretEnv() string
-}
-
 // envRefs lists the secret references of a config's environment_vars, by
 // entity index and variable name (normalizeEntity checked their form).
 func envRefs(c *api.EndpointConfig) []envRef {
@@ -302,11 +295,6 @@ func (s *Scheduler) checkSecretRefs(r *http.Request, c *api.EndpointConfig, upda
 	st, err := s.secretStore()
 	if err != nil {
 		return invalid("%s: %s", append(refs, keys...)[0].field(), apiMessage(err))
-	}
-	// An external model's key goes to the activator, not into a job: a
-	// driver that refuses references refuses environment_vars only.
-	if rf, ok := s.cfg.Orchestrator.(secretRefuser); ok && len(refs) > 0 {
-		return invalid("%s: %s", refs[0].field(), rf.RefuseSecretEnv())
 	}
 	refs = append(refs, keys...)
 	caller := s.secretPrincipal(r)

@@ -290,21 +290,6 @@ func TestSecretReferences(t *testing.T) {
 	}
 }
 
-// refusingOrchestrator is a driver that cannot take secrets, as Nomad's.
-type refusingOrchestrator struct{ *fakeOrchestrator }
-
-func (refusingOrchestrator) RefuseSecretEnv() string { return "not on this driver" }
-
-func TestSecretReferencesRefusedByDriver(t *testing.T) {
-	a := newAuthHarness(t)
-	a.s.cfg.Orchestrator = refusingOrchestrator{a.orch}
-	st, b := a.do(t, "owner", "POST", "/api/2.0/serving-endpoints", `{"name": "n", "config": {"served_entities": [
-		{"entity_name": "m", "entity_version": "1", "environment_vars": {"K": "{{secrets/sc/k}}"}}]}}`)
-	if st != 400 || !strings.Contains(string(b), "not on this driver") || !strings.Contains(string(b), "environment_vars.K") {
-		t.Fatalf("%d %s", st, b)
-	}
-}
-
 // TestAuditEvents: each change is one event naming the caller, the route,
 // the object and how it ended; reads are not changes; refusals are
 // recorded as attempts; no event holds a token's value.

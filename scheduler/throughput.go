@@ -172,7 +172,7 @@ func throughputBounds(e *api.ServedEntity) (lo, hi int) {
 	if n := e.ProvisionedModelUnits; n != nil {
 		lo, hi = max(1, *n), max(1, *n)
 		if e.BurstScalingEnabled == nil || *e.BurstScalingEnabled {
-			hi = max(hi, min(2*hi, maxThroughputReplicas))
+			hi = min(2*hi, maxThroughputReplicas)
 		}
 		return lo, hi
 	}
