@@ -202,13 +202,7 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.Features != nil {
 		cfg.Features.notify = func() { s.Notify("") }
-		cfg.Features.attached = func(name, version string) (string, error) {
-			mv, err := cfg.Registry.Get(name, version)
-			if err != nil {
-				return "", err
-			}
-			return mv.FeatureSpec, nil
-		}
+		cfg.Features.attached = cfg.Registry.FeatureSpec
 	}
 	_, canPrune := cfg.Orchestrator.(pruner)
 	s.led = newLedger(!canPrune)

@@ -526,47 +526,61 @@ func (r *Registry) SetFeatureSpec(name, version, spec string) (*api.ModelVersion
 	if err := os.Rename(tmp, filepath.Join(p, metaFile)); err != nil {
 		return nil, r.scrub(err)
 	}
+	cp := *mv
+	r.signatures.Store(name+"\x00"+version, &cp)
 	return mv, nil
 }
 
 // Signature is a stored version's MLflow signature, nil when it has none
-// or cannot be read. A stored version never changes, so answers are
+// or cannot be read. A stored version never changes but for its feature
+// spec (which SetFeatureSpec writes through the cache), so answers are
 // cached: the route table asks on every pass, under the scheduler's lock.
 func (r *Registry) Signature(name, version string) *api.Schema {
-	if mv := r.cached(name, version); mv != nil {
+	if mv, _ := r.cached(name, version); mv != nil {
 		return mv.Signature
 	}
 	return nil
 }
 
+// FeatureSpec is the feature spec attached to a stored version, "" when
+// none is; cached as Signature is.
+func (r *Registry) FeatureSpec(name, version string) (string, error) {
+	mv, err := r.cached(name, version)
+	if err != nil {
+		return "", err
+	}
+	return mv.FeatureSpec, nil
+}
+
 // Task is the LLM task a stored version is served for (its gguf flavor's
 // task), "" for other models; cached as Signature is.
 func (r *Registry) Task(name, version string) string {
-	if mv := r.cached(name, version); mv != nil {
+	if mv, _ := r.cached(name, version); mv != nil {
 		return mv.Task
 	}
 	return ""
 }
 
-// cached is Get from memory after its first answer; nil when the version
-// cannot be read (not cached: it may not be stored yet).
-func (r *Registry) cached(name, version string) *api.ModelVersion {
+// cached is Get from memory after its first answer; a version that
+// cannot be read is not cached (it may not be stored yet). LoadOrStore:
+// a SetFeatureSpec meanwhile wins over what Get read before it.
+func (r *Registry) cached(name, version string) (*api.ModelVersion, error) {
 	key := name + "\x00" + version
 	if v, ok := r.signatures.Load(key); ok {
-		return v.(*api.ModelVersion)
+		return v.(*api.ModelVersion), nil
 	}
 	mv, err := r.Get(name, version)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	r.signatures.Store(key, mv)
-	return mv
+	v, _ := r.signatures.LoadOrStore(key, mv)
+	return v.(*api.ModelVersion), nil
 }
 
 // Flavors is a model version's MLflow flavors, nil when it is not stored;
 // cached as Signature is.
 func (r *Registry) Flavors(name, version string) []string {
-	if mv := r.cached(name, version); mv != nil {
+	if mv, _ := r.cached(name, version); mv != nil {
 		return mv.Flavors
 	}
 	return nil
