@@ -185,7 +185,12 @@ console:
 		(cd console/web && npm run build) && echo $$sum > console/dist/.sources; \
 	fi
 
+# npm (the console's packages, llama.cpp's libraries) from Debian when the
+# machine has none.
+NEED_NPM = @command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+
 console/web/node_modules/.package-lock.json: console/web/package-lock.json
+	$(NEED_NPM)
 	cd console/web && npm ci --no-audit --no-fund
 
 # What the console's browser test needs: the npm packages (playwright-core
@@ -212,6 +217,7 @@ LLAMA_DIR := bin/llama
 llama-libs: $(LLAMA_DIR)/libllama.so
 $(LLAMA_DIR)/libllama.so:
 	@dpkg -s libffi8 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libffi8)
+	$(NEED_NPM)
 	rm -rf $(LLAMA_DIR).tmp && mkdir -p $(LLAMA_DIR).tmp $(LLAMA_DIR)
 	cd $(LLAMA_DIR).tmp && npm pack --silent $(LLAMA_NPM) >/dev/null && tar xzf *.tgz
 	cp $(LLAMA_DIR).tmp/package/bins/linux-x64/*.so $(LLAMA_DIR)/
@@ -226,6 +232,7 @@ LLAMA_CUDA_NPM := @node-llama-cpp/linux-x64-cuda@3.21.1
 LLAMA_CUDA_DIR := bin/llama-cuda
 llama-cuda-libs: $(LLAMA_CUDA_DIR)/libllama.so
 $(LLAMA_CUDA_DIR)/libllama.so:
+	$(NEED_NPM)
 	rm -rf $(LLAMA_CUDA_DIR).tmp && mkdir -p $(LLAMA_CUDA_DIR).tmp $(LLAMA_CUDA_DIR)
 	cd $(LLAMA_CUDA_DIR).tmp && npm pack --silent $(LLAMA_CUDA_NPM) >/dev/null && tar xzf *.tgz
 	cp $(LLAMA_CUDA_DIR).tmp/package/bins/linux-x64-cuda/*.so $(LLAMA_CUDA_DIR)/
