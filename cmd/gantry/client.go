@@ -78,7 +78,7 @@ func modelsCmd() *cobra.Command {
 		Short: "Attach a feature spec (gantry features create-spec, POST /api/2.0/gantry/feature-specs) to a model version: its endpoints look the features up",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newClient(addr)
+			cl, err := newBoundedClient(addr)
 			if err != nil {
 				return err
 			}
@@ -94,7 +94,7 @@ func modelsCmd() *cobra.Command {
 		Short: "Detach the feature spec attached to a model version",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newClient(addr)
+			cl, err := newBoundedClient(addr)
 			if err != nil {
 				return err
 			}

@@ -19,16 +19,19 @@ import (
 )
 
 // featureAPI calls the feature-store API of the Gantry at addr with the
-// CLI's token (GANTRY_TOKEN, else the data dir's admin token).
-func featureAPI(ctx context.Context, addr, method, path string, in, out any) error {
+// CLI's token (GANTRY_TOKEN, else the data dir's admin token), within
+// timeout (0: none, for a publish, which copies the table within the
+// request).
+func featureAPI(ctx context.Context, timeout time.Duration, addr, method, path string, in, out any) error {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
-	hc := http.DefaultClient
+	hc := &http.Client{Timeout: timeout}
 	if cfg.CACert != "" {
 		var err error
 		if hc, err = api.HTTPClientWithCA(cfg.CACert); err != nil {
 			return err
 		}
+		hc.Timeout = timeout
 	}
 	var body io.Reader
 	if in != nil {
@@ -79,13 +82,13 @@ func featuresCmd() *cobra.Command {
 			var ts []api.OnlineTable
 			if len(args) == 1 {
 				var t api.OnlineTable
-				if err := featureAPI(cmd.Context(), addr, "GET", "/api/2.0/feature-store/tables/"+url.PathEscape(args[0]), nil, &t); err != nil {
+				if err := featureAPI(cmd.Context(), requestTimeout, addr, "GET", "/api/2.0/feature-store/tables/"+url.PathEscape(args[0]), nil, &t); err != nil {
 					return err
 				}
 				ts = append(ts, t)
 			} else {
 				var l api.ListOnlineTablesResponse
-				if err := featureAPI(cmd.Context(), addr, "GET", "/api/2.0/feature-store/tables", nil, &l); err != nil {
+				if err := featureAPI(cmd.Context(), requestTimeout, addr, "GET", "/api/2.0/feature-store/tables", nil, &l); err != nil {
 					return err
 				}
 				ts = l.Tables
@@ -108,7 +111,7 @@ func featuresCmd() *cobra.Command {
 			r := req
 			r.PublishSpec = spec
 			var t api.OnlineTable
-			if err := featureAPI(cmd.Context(), addr, "POST", "/api/2.0/feature-store/tables/"+url.PathEscape(args[0])+"/publish", r, &t); err != nil {
+			if err := featureAPI(cmd.Context(), 0, addr, "POST", "/api/2.0/feature-store/tables/"+url.PathEscape(args[0])+"/publish", r, &t); err != nil {
 				return err
 			}
 			return printTables(cmd.OutOrStdout(), []api.OnlineTable{t})
@@ -131,13 +134,13 @@ func featuresCmd() *cobra.Command {
 				return fmt.Errorf("--clickhouse is required: the ClickHouse that holds the labels and the feature tables")
 			}
 			var fs api.FeatureSpec
-			if err := featureAPI(ctx, addr, "GET", "/api/2.0/gantry/feature-specs/"+url.PathEscape(specName), nil, &fs); err != nil {
+			if err := featureAPI(ctx, requestTimeout, addr, "GET", "/api/2.0/gantry/feature-specs/"+url.PathEscape(specName), nil, &fs); err != nil {
 				return err
 			}
 			tables := map[string]api.OnlineTable{}
 			src := func(name string) (api.OnlineTable, bool, error) {
 				var t api.OnlineTable
-				err := featureAPI(ctx, addr, "GET", "/api/2.0/feature-store/tables/"+url.PathEscape(name), nil, &t)
+				err := featureAPI(ctx, requestTimeout, addr, "GET", "/api/2.0/feature-store/tables/"+url.PathEscape(name), nil, &t)
 				if ae, ok := err.(*api.Error); ok && ae.Code == api.ErrResourceDoesNotExist {
 					return t, false, nil
 				}
@@ -183,7 +186,7 @@ func featuresCmd() *cobra.Command {
 			if err := readJSON(specFile, &fs); err != nil {
 				return err
 			}
-			if err := featureAPI(cmd.Context(), addr, "POST", "/api/2.0/gantry/feature-specs", fs, &fs); err != nil {
+			if err := featureAPI(cmd.Context(), requestTimeout, addr, "POST", "/api/2.0/gantry/feature-specs", fs, &fs); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created feature spec %s\n", fs.Name)

@@ -18,15 +18,17 @@ import (
 // applicationId or a service principal's display name, a group's name)
 // or by SCIM id; the commands look the id up, since SCIM paths take ids.
 
-// scimTimeout bounds each request of these commands: they are small,
-// and a server that hangs must not hang the command.
-const scimTimeout = 30 * time.Second
+// requestTimeout bounds each request of the commands whose requests are
+// small (these, the feature commands'): a server that hangs must not hang
+// the command.
+const requestTimeout = 30 * time.Second
 
-// newSCIMClient is newClient whose requests each end within scimTimeout.
-func newSCIMClient(addr string) (*api.Client, error) {
+// newBoundedClient is newClient whose requests each end within
+// requestTimeout.
+func newBoundedClient(addr string) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
-	cfg.HTTPClient = &http.Client{Timeout: scimTimeout} // NewClient adds the CA's transport
+	cfg.HTTPClient = &http.Client{Timeout: requestTimeout} // NewClient adds the CA's transport
 	return api.NewClient(cfg)
 }
 
@@ -102,7 +104,7 @@ func (k principalKind) mustFind(cl *api.Client, ref string) (*api.ScimPrincipal,
 // open connects to the server at addr and finds the principal of kind k
 // that ref names: where every command on one principal starts.
 func (k principalKind) open(addr, ref string) (*api.Client, *api.ScimPrincipal, error) {
-	cl, err := newSCIMClient(addr)
+	cl, err := newBoundedClient(addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -237,7 +239,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 		Short: "List " + k.word + "s",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := newSCIMClient(addr)
+			cl, err := newBoundedClient(addr)
 			if err != nil {
 				return err
 			}
@@ -275,7 +277,7 @@ func principalsCmd(k principalKind, extra func(addr *string) []*cobra.Command) *
 	create := &cobra.Command{
 		Short: "Create a " + k.word,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := newSCIMClient(addr)
+			cl, err := newBoundedClient(addr)
 			if err != nil {
 				return err
 			}
