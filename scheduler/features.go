@@ -34,6 +34,9 @@ type FeatureStore struct {
 	// after it sees the answer.
 	routes    map[string]*api.FeatureRoute
 	resolving map[string]bool
+	// generation counts forgets: a resolve that began before the last
+	// one may have read what it replaced, and its answer is dropped.
+	generation uint64
 	// stale holds the routes a publish or a spec change moved out of
 	// routes (they may name old columns): each is still served, so that
 	// its endpoint keeps answering, until its new resolve lands.
@@ -69,18 +72,23 @@ func (fs *FeatureStore) cached(key string, pending api.FeatureRoute, resolve fun
 			fs.resolving = map[string]bool{}
 		}
 		fs.resolving[key] = true
+		gen := fs.generation
 		go func() {
 			r, final := resolve()
 			fs.mu.Lock()
 			delete(fs.resolving, key)
-			if final {
+			switch {
+			case gen != fs.generation:
+				// Forgotten meanwhile: dropped, the next miss (the pass
+				// notify asks for) resolves again.
+			case final:
 				if fs.routes == nil {
 					fs.routes = map[string]*api.FeatureRoute{}
 				}
 				fs.routes[key] = r
 				delete(fs.stale, key)
 				delete(fs.outage, key)
-			} else {
+			default:
 				if fs.outage == nil {
 					fs.outage = map[string]string{}
 				}
@@ -321,6 +329,7 @@ func (fs *FeatureStore) forget() {
 		fs.stale[k] = r
 	}
 	fs.routes = nil
+	fs.generation++
 	fs.mu.Unlock()
 }
 

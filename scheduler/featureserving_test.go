@@ -166,4 +166,22 @@ func TestFeatureRoutesNeverPause(t *testing.T) {
 		r, ok := fs.cached("k", api.FeatureRoute{}, resolve)
 		return r == fresh && ok
 	})
+
+	// A resolve that a forget overtakes may have read what the forget
+	// replaced: its answer is dropped and the next miss resolves again.
+	fs.forget()
+	release = make(chan struct{})
+	outdated := &api.FeatureRoute{Spec: "outdated"}
+	fs.cached("k", api.FeatureRoute{}, func() (*api.FeatureRoute, bool) { <-release; return outdated, true })
+	fs.forget()
+	close(release)
+	eventually.True(t, 5*time.Second, "the overtaken resolve to end", func() bool { return !fs.inFlight() })
+	again := &api.FeatureRoute{Spec: "again"}
+	if r, _ := fs.cached("k", api.FeatureRoute{}, func() (*api.FeatureRoute, bool) { return again, true }); r == outdated {
+		t.Fatal("the overtaken resolve's answer was cached")
+	}
+	eventually.True(t, 5*time.Second, "a resolve after the forget", func() bool {
+		r, ok := fs.cached("k", api.FeatureRoute{}, resolve)
+		return r == again && ok
+	})
 }
