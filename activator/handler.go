@@ -340,8 +340,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 		// Handler set deadline to its start plus Timeout.
 		forwarded = a.callExternal(ctx, ep, en, "", id, deadline.Add(-a.cfg.Timeout))
 	case en.task != "":
-		a.invokeLLM(ctx, ep, en, "", id, deadline)
-		forwarded = true
+		forwarded = a.invokeLLM(ctx, ep, en, "", id, deadline)
 	default:
 		en = a.proxy(ctx, en, served != nil, key, id, deadline)
 		forwarded = true

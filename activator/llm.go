@@ -29,20 +29,22 @@ import (
 // (they read, and may mask, its text); the worker checks it anyway. The
 // guardrails apply as they do to external entities (guardrails.go,
 // judge.go): input before a replica sees the request, output on the whole
-// answer, or chunk by chunk in relay.
-func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, deadline time.Time) {
+// answer, or chunk by chunk in relay. It reports whether the request
+// went on to a replica (and so may be mirrored to shadows): false when it
+// was refused here.
+func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity, task string, id []byte, deadline time.Time) (forwarded bool) {
 	if task != "" && task != en.task {
 		fail(ctx, api.ErrInvalidParameterValue, "endpoint %s serves %s; this path takes %s", ep.name, en.task, task)
-		return
+		return false
 	}
 	if ep.input != nil || ep.judge != nil {
 		req, err := openai.Decode(en.task, ctx.PostBody())
 		if err != nil {
 			apierr.WriteFast(ctx, err)
-			return
+			return false
 		}
 		if !guardInput(ctx, ep, req) || !a.judgeInput(ctx, ep, req, deadline) {
-			return
+			return false
 		}
 	}
 	a.proxy(ctx, en, false, stickyKey(ctx, ep), id, deadline)
@@ -52,6 +54,7 @@ func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity
 			writeGuarded(ctx, ep, body)
 		}
 	}
+	return true
 }
 
 // relay answers with the event stream in resp, event by event, after

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/eventually"
 	"github.com/valyala/fasthttp"
 )
 
@@ -169,5 +170,30 @@ func TestServedLLMGuardrails(t *testing.T) {
 		if !seen {
 			t.Errorf("no record has %s", c)
 		}
+	}
+}
+
+// TestBlockedRequestIsNotMirrored: a request that an input guardrail
+// refuses before a replica sees it goes to no shadow either; one that
+// passes goes to both.
+func TestBlockedRequestIsNotMirrored(t *testing.T) {
+	e := readyEntity("llm", startWorker(t, "llm", echoLLM).addr)
+	shadowW := startWorker(t, "shadow", echoLLM)
+	shadow := readyEntity("shadow", shadowW.addr)
+	e.Task, shadow.Task = api.TaskChat, api.TaskChat
+	url := judgeActivator(t, Config{Capture: &extRecords{}, Timeout: 5 * time.Second},
+		api.EndpointRoute{Name: "sh", Entities: []api.EntityRoute{e, shadow}, InferenceTable: "ml.sh_payload",
+			Guardrails: &api.Guardrails{Input: &api.GuardrailParameters{PII: &api.GuardrailPIIBehavior{Behavior: "BLOCK"}}},
+			Routes:     []api.Route{{ServedModelName: "llm", TrafficPercentage: 100}, {ServedModelName: "shadow", TrafficPercentage: 100, Shadow: true}}})
+	if resp, body := post(t, url+"/serving-endpoints/sh/invocations", chat("mail jane@example.com now", false)); resp.StatusCode != 400 {
+		t.Fatalf("blocked: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := post(t, url+"/serving-endpoints/sh/invocations", chat("hello", false)); resp.StatusCode != 200 {
+		t.Fatalf("clean: %d %s", resp.StatusCode, body)
+	}
+	eventually.True(t, 5*time.Second, "the clean request at the shadow", func() bool { return shadowW.hits.Load() >= 1 })
+	time.Sleep(100 * time.Millisecond) // a mirrored blocked request would have arrived by now too
+	if n := shadowW.hits.Load(); n != 1 {
+		t.Errorf("the shadow got %d requests, want only the clean one", n)
 	}
 }
