@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/openai"
 	"github.com/valyala/fasthttp"
 )
 
@@ -351,7 +352,7 @@ func upstreamError(rt *api.ExternalRoute, resp *http.Response) *Error {
 
 // upstreamStatus is upstreamError of a status and (the start of) a body.
 func upstreamStatus(rt *api.ExternalRoute, s int, b []byte) *Error {
-	msg := clip(scrub(providerMessage(b), rt.Key))
+	msg := openai.Clip(scrub(providerMessage(b), rt.Key))
 	switch {
 	case s == 429:
 		e := fail(429, true, api.ErrRequestLimitExceeded, "provider %s answered 429: %s", rt.Provider, msg)

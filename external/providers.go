@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/openai"
 )
 
 // provider translates between the unified shapes and one provider's wire
@@ -165,7 +166,7 @@ func isStreamError(data []byte) bool {
 }
 
 func streamError(data []byte) error {
-	return fmt.Errorf("the provider ended the stream with an error: %s", clip(providerMessage(data)))
+	return fmt.Errorf("the provider ended the stream with an error: %s", openai.Clip(providerMessage(data)))
 }
 
 // --- Anthropic Messages API ---
@@ -212,11 +213,11 @@ func (anthropic) request(rt *api.ExternalRoute, r *Request) (string, []byte, err
 // provider that answers one choice, with system messages pulled out.
 func chatOf(r *Request, name string) ([]Message, string, error) {
 	if r.N != nil && *r.N != 1 {
-		return nil, "", invalidf("n: %s answers one choice per request; leave n out or set it to 1", name)
+		return nil, "", openai.Invalidf("n: %s answers one choice per request; leave n out or set it to 1", name)
 	}
 	if r.Task == api.TaskCompletions {
 		if len(r.Prompt) != 1 {
-			return nil, "", invalidf("prompt: %s takes one prompt per request; send a string", name)
+			return nil, "", openai.Invalidf("prompt: %s takes one prompt per request; send a string", name)
 		}
 		return []Message{{Role: "user", Content: r.Prompt[0]}}, "", nil
 	}
@@ -230,7 +231,7 @@ func chatOf(r *Request, name string) ([]Message, string, error) {
 		msgs = append(msgs, m)
 	}
 	if len(msgs) == 0 {
-		return nil, "", invalidf("messages: %s needs a user message besides system messages", name)
+		return nil, "", openai.Invalidf("messages: %s needs a user message besides system messages", name)
 	}
 	return msgs, strings.Join(system, "\n"), nil
 }
@@ -515,7 +516,7 @@ func (s *cohereStream) event(ev Event) ([][]byte, bool, error) {
 		return [][]byte{s.chunk("", &c.Text, nil, nil)}, false, nil
 	case "message-end":
 		if e.Delta.Error != "" {
-			return nil, false, fmt.Errorf("the provider ended the stream with an error: %s", clip(e.Delta.Error))
+			return nil, false, fmt.Errorf("the provider ended the stream with an error: %s", openai.Clip(e.Delta.Error))
 		}
 		return [][]byte{s.chunk("", nil, ptr(cohereFinish(e.Delta.FinishReason)), e.Delta.Usage.usage())}, true, nil
 	}

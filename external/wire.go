@@ -1,7 +1,6 @@
 package external
 
 import (
-	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/openai"
 )
 
@@ -40,20 +39,6 @@ type Answer struct {
 	// one chat.completion or text_completion).
 	Body  []byte
 	Usage *Usage
-}
-
-// invalidf is a 400 INVALID_PARAMETER_VALUE.
-func invalidf(format string, args ...any) *api.Error {
-	return api.Errorf(api.ErrInvalidParameterValue, format, args...)
-}
-
-// clip shortens what a client sent before a message quotes it.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
 }
 
 func answerOf(a *assembler) Answer {

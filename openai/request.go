@@ -62,8 +62,8 @@ type Message struct {
 
 var roles = map[string]bool{"system": true, "user": true, "assistant": true}
 
-// invalidf is a 400 INVALID_PARAMETER_VALUE.
-func invalidf(format string, args ...any) *api.Error {
+// Invalidf is a 400 INVALID_PARAMETER_VALUE.
+func Invalidf(format string, args ...any) *api.Error {
 	return api.Errorf(api.ErrInvalidParameterValue, format, args...)
 }
 
@@ -95,7 +95,7 @@ func Decode(task string, body []byte) (*Request, error) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if !contains(allowed, k) {
-			return nil, invalidf("%s: not a field of %s requests; it takes %s (provider parameters go in extra_params)", clip(k), task, strings.Join(allowed, ", "))
+			return nil, Invalidf("%s: not a field of %s requests; it takes %s (provider parameters go in extra_params)", Clip(k), task, strings.Join(allowed, ", "))
 		}
 	}
 	r := &Request{Task: task}
@@ -115,17 +115,17 @@ func Decode(task string, body []byte) (*Request, error) {
 			r.MaxTokens, err = positiveInt(k, v)
 		case "n":
 			if r.N, err = positiveInt(k, v); err == nil && *r.N > MaxN {
-				err = invalidf("n: %d is out of range; an integer between 1 and %d", *r.N, MaxN)
+				err = Invalidf("n: %d is out of range; an integer between 1 and %d", *r.N, MaxN)
 			}
 		case "temperature":
 			var t float64
 			if err = decodeInto(k, v, &t); err == nil && (t < 0 || t > maxTemperature || math.IsNaN(t)) {
-				err = invalidf("temperature: %g is out of range; a float between 0.0 and 2.0", t)
+				err = Invalidf("temperature: %g is out of range; a float between 0.0 and 2.0", t)
 			}
 			r.Temperature = &t
 		case "stop":
 			if r.Stop, err = stringOrList(k, v); err == nil && len(r.Stop) > maxStop {
-				err = invalidf("stop: %d sequences; at most %d", len(r.Stop), maxStop)
+				err = Invalidf("stop: %d sequences; at most %d", len(r.Stop), maxStop)
 			}
 		case "stream":
 			err = decodeInto(k, v, &r.Stream)
@@ -139,7 +139,7 @@ func Decode(task string, body []byte) (*Request, error) {
 			err = decodeInto(k, v, &r.ExtraParams)
 			for p := range r.ExtraParams {
 				if reservedExtra[p] {
-					err = invalidf("extra_params.%s: set by Gantry from the unified fields; use the field itself", clip(p))
+					err = Invalidf("extra_params.%s: set by Gantry from the unified fields; use the field itself", Clip(p))
 				}
 			}
 		case "client_request_id":
@@ -154,15 +154,15 @@ func Decode(task string, body []byte) (*Request, error) {
 	switch task {
 	case api.TaskChat:
 		if len(r.Messages) == 0 {
-			return nil, invalidf("messages: required; a list of {\"role\", \"content\"}")
+			return nil, Invalidf("messages: required; a list of {\"role\", \"content\"}")
 		}
 	case api.TaskCompletions:
 		if len(r.Prompt) == 0 {
-			return nil, invalidf("prompt: required; a string or a list of strings")
+			return nil, Invalidf("prompt: required; a string or a list of strings")
 		}
 	case api.TaskEmbeddings:
 		if len(r.Input) == 0 {
-			return nil, invalidf("input: required; a string or a list of strings")
+			return nil, Invalidf("input: required; a string or a list of strings")
 		}
 	}
 	return r, nil
@@ -206,17 +206,17 @@ func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
 	}
 	var list []json.RawMessage
 	if err := json.Unmarshal(v, &list); err != nil {
-		return invalidf("messages: must be a list of {\"role\", \"content\"}")
+		return Invalidf("messages: must be a list of {\"role\", \"content\"}")
 	}
 	if len(list) > maxItems {
-		return invalidf("messages: %d messages; at most %d", len(list), maxItems)
+		return Invalidf("messages: %d messages; at most %d", len(list), maxItems)
 	}
 	for i, m := range list {
 		var msg message
 		dec := json.NewDecoder(bytes.NewReader(m))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&msg); err != nil {
-			return invalidf("messages[%d]: must be an object with role and content only", i)
+			return Invalidf("messages[%d]: must be an object with role and content only", i)
 		}
 		if err := r.addMessage(i, msg); err != nil {
 			return err
@@ -228,11 +228,11 @@ func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
 // addMessage checks messages[i] and appends it.
 func (r *Request) addMessage(i int, msg message) *api.Error {
 	if msg.Role == nil || !roles[*msg.Role] {
-		return invalidf("messages[%d].role: must be one of system, user, assistant", i)
+		return Invalidf("messages[%d].role: must be one of system, user, assistant", i)
 	}
 	content, err := messageContent(msg.Content)
 	if err != nil {
-		return invalidf("messages[%d].content: %s", i, err)
+		return Invalidf("messages[%d].content: %s", i, err)
 	}
 	r.Messages = append(r.Messages, Message{Role: *msg.Role, Content: content})
 	return nil
@@ -280,7 +280,7 @@ func messageContent(v json.RawMessage) (string, error) {
 	var b strings.Builder
 	for _, p := range parts {
 		if p.Type != "text" {
-			return "", fmt.Errorf("part type %q is not supported; only text", clip(p.Type))
+			return "", fmt.Errorf("part type %q is not supported; only text", Clip(p.Type))
 		}
 		b.WriteString(p.Text)
 	}
@@ -304,7 +304,7 @@ func decodeInto(field string, v json.RawMessage, dst any) *api.Error {
 		err = dec.Decode(dst)
 	}
 	if err != nil {
-		return invalidf("%s: %s", field, typeName(dst))
+		return Invalidf("%s: %s", field, typeName(dst))
 	}
 	return nil
 }
@@ -328,11 +328,11 @@ func typeName(dst any) string {
 func positiveInt(field string, v json.RawMessage) (*int, *api.Error) {
 	var n json.Number
 	if err := json.Unmarshal(v, &n); err != nil {
-		return nil, invalidf("%s: must be an integer", field)
+		return nil, Invalidf("%s: must be an integer", field)
 	}
 	i, err := n.Int64()
 	if err != nil || i < 1 || i > math.MaxInt32 {
-		return nil, invalidf("%s: %s is out of range; an integer of at least 1", field, clip(n.String()))
+		return nil, Invalidf("%s: %s is out of range; an integer of at least 1", field, Clip(n.String()))
 	}
 	x := int(i)
 	return &x, nil
@@ -345,10 +345,10 @@ func stringOrList(field string, v json.RawMessage) ([]string, *api.Error) {
 	}
 	var list []string
 	if err := json.Unmarshal(v, &list); err != nil {
-		return nil, invalidf("%s: must be a string or a list of strings", field)
+		return nil, Invalidf("%s: must be a string or a list of strings", field)
 	}
 	if len(list) > maxItems {
-		return nil, invalidf("%s: %d items; at most %d", field, len(list), maxItems)
+		return nil, Invalidf("%s: %d items; at most %d", field, len(list), maxItems)
 	}
 	return list, nil
 }
@@ -362,8 +362,8 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// clip shortens what a client sent before a message quotes it.
-func clip(s string) string {
+// Clip shortens what a client sent before a message quotes it.
+func Clip(s string) string {
 	const max = 64
 	if len(s) <= max {
 		return s
