@@ -200,7 +200,8 @@ func fail(status int, retryable bool, code, format string, args ...any) *Error {
 // begin checks r against the route's provider, takes a slot and sends the
 // request. The caller closes the response body and calls release.
 func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) (provider, *http.Response, func(), error) {
-	p, u, body, up, release, err := g.prepare(rt, r)
+	up := g.upstream(rt.BaseURL)
+	p, u, body, release, err := g.prepare(rt, r, up)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -227,39 +228,42 @@ func (g *Gateway) begin(ctx context.Context, rt *api.ExternalRoute, r *Request) 
 	return p, resp, release, nil
 }
 
+// headerSetter is where a provider puts its key: an http.Header or a
+// fasthttp request's header.
+type headerSetter interface{ Set(key, value string) }
+
 // prepare checks r against the route's provider, builds the provider's
-// request URL and body, and takes a slot of the provider's upstream. The
-// caller calls release.
-func (g *Gateway) prepare(rt *api.ExternalRoute, r *Request) (p provider, u string, body []byte, up *upstream, release func(), err error) {
+// request URL and body, and takes a slot of up, the provider's upstream.
+// The caller calls release.
+func (g *Gateway) prepare(rt *api.ExternalRoute, r *Request, up *upstream) (p provider, u string, body []byte, release func(), err error) {
 	var ok bool
 	p, ok = providerOf(rt.Provider)
 	if !ok {
-		return nil, "", nil, nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
+		return nil, "", nil, nil, fail(500, false, api.ErrInternal, "provider %q is not one this activator knows", rt.Provider)
 	}
 	if rt.KeyError != "" {
 		// Retryable: a fallback moves on to the next entity.
-		return nil, "", nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable, "the key of this external model cannot be used: %s", rt.KeyError)
+		return nil, "", nil, nil, fail(503, true, api.ErrTemporarilyUnavailable, "the key of this external model cannot be used: %s", rt.KeyError)
 	}
 	if r.Task != rt.Task {
-		return nil, "", nil, nil, nil, fail(400, false, api.ErrInvalidParameterValue,
+		return nil, "", nil, nil, fail(400, false, api.ErrInvalidParameterValue,
 			"this endpoint serves %s; the request is for %s", rt.Task, r.Task)
 	}
 	u, body, err = p.request(rt, r)
 	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) {
-			return nil, "", nil, nil, nil, &Error{Status: api.HTTPStatus(ae.Code), Err: ae}
+			return nil, "", nil, nil, &Error{Status: api.HTTPStatus(ae.Code), Err: ae}
 		}
-		return nil, "", nil, nil, nil, fail(500, false, api.ErrInternal, "build the %s request: %v", rt.Provider, err)
+		return nil, "", nil, nil, fail(500, false, api.ErrInternal, "build the %s request: %v", rt.Provider, err)
 	}
-	up = g.upstream(rt.BaseURL)
 	select {
 	case up.slots <- struct{}{}:
 	default:
-		return nil, "", nil, nil, nil, fail(503, true, api.ErrTemporarilyUnavailable,
+		return nil, "", nil, nil, fail(503, true, api.ErrTemporarilyUnavailable,
 			"%d requests to provider %s are in flight, this activator's limit; retry later", cap(up.slots), rt.Provider)
 	}
-	return p, u, body, up, func() { <-up.slots }, nil
+	return p, u, body, func() { <-up.slots }, nil
 }
 
 // callFast is Call on a plain HTTP/1.1 upstream's fasthttp client. ctx
@@ -272,13 +276,7 @@ func (g *Gateway) callFast(ctx context.Context, rt *api.ExternalRoute, r *Reques
 	req.SetRequestURI(u)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
-	h := http.Header{}
-	p.authorize(h, rt)
-	for k, vs := range h {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
+	p.authorize(&req.Header, rt)
 	req.SetBodyRaw(body)
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -390,7 +388,7 @@ func (g *Gateway) Call(ctx context.Context, rt *api.ExternalRoute, r *Request) (
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
 	if up := g.upstream(rt.BaseURL); up.fast != nil && !r.Stream {
-		p, u, body, up, release, err := g.prepare(rt, r)
+		p, u, body, release, err := g.prepare(rt, r, up)
 		if err != nil {
 			return Answer{}, err
 		}

@@ -3,7 +3,6 @@ package external
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 
@@ -17,7 +16,7 @@ type provider interface {
 	// request returns the URL and the JSON body of the call for r.
 	request(rt *api.ExternalRoute, r *Request) (string, []byte, error)
 	// authorize sets the credential headers.
-	authorize(h http.Header, rt *api.ExternalRoute)
+	authorize(h headerSetter, rt *api.ExternalRoute)
 	// answer translates a 2xx body into the unified answer.
 	answer(rt *api.ExternalRoute, r *Request, body []byte, now int64) (Answer, error)
 	// stream returns a translator of the provider's events into unified
@@ -120,7 +119,7 @@ func common(body map[string]any, r *Request, stopName string) {
 	}
 }
 
-func (openAI) authorize(h http.Header, rt *api.ExternalRoute) {
+func (openAI) authorize(h headerSetter, rt *api.ExternalRoute) {
 	switch {
 	case rt.Key == "":
 	case rt.APIType == "azure":
@@ -236,7 +235,7 @@ func chatOf(r *Request, name string) ([]Message, string, error) {
 	return msgs, strings.Join(system, "\n"), nil
 }
 
-func (anthropic) authorize(h http.Header, rt *api.ExternalRoute) {
+func (anthropic) authorize(h headerSetter, rt *api.ExternalRoute) {
 	h.Set("x-api-key", rt.Key)
 	h.Set("anthropic-version", anthropicVersion)
 }
@@ -396,7 +395,7 @@ func (cohere) request(rt *api.ExternalRoute, r *Request) (string, []byte, error)
 	return rt.BaseURL + "/v2/chat", b, err
 }
 
-func (cohere) authorize(h http.Header, rt *api.ExternalRoute) {
+func (cohere) authorize(h headerSetter, rt *api.ExternalRoute) {
 	h.Set("Authorization", "Bearer "+rt.Key)
 }
 
