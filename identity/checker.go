@@ -91,21 +91,39 @@ func NewChecker(snap *api.AccessSnapshot) *Checker {
 // Index is the snapshot's index.
 func (c *Checker) Index() uint64 { return c.index }
 
+// token finds the live token an Authorization header value names, or
+// says why there is none (UNAUTHENTICATED).
+func (c *Checker) token(authorization string, now time.Time) (checkedToken, *api.Error) {
+	v, err := ParseBearer(authorization)
+	if err != nil {
+		return checkedToken{}, api.Errorf(api.ErrUnauthenticated, "%v", err)
+	}
+	// HashToken's lookup without its allocations: the token's bytes and
+	// the hex digest stay on the stack (Gantry's tokens are 36 bytes),
+	// and a map index by string(bytes) copies nothing. This runs on
+	// every invocation.
+	var buf [64]byte
+	sum := sha256.Sum256(append(buf[:0], v...))
+	var key [2 * sha256.Size]byte
+	hex.Encode(key[:], sum[:])
+	t, ok := c.callers[string(key[:])]
+	if !ok {
+		return checkedToken{}, api.Errorf(api.ErrUnauthenticated, "%v", ErrUnknown)
+	}
+	if t.expiry >= 0 && now.UnixMilli() >= t.expiry {
+		return checkedToken{}, api.Errorf(api.ErrUnauthenticated, "the token expired at %s; create a new one", time.UnixMilli(t.expiry).UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
 // Component checks that the caller an Authorization header value names
 // is one of Gantry's components (or an admin) at now: the autoscaler's
 // check of load reports and pokes. The error is UNAUTHENTICATED or
 // PERMISSION_DENIED.
 func (c *Checker) Component(authorization string, now time.Time) (*Caller, *api.Error) {
-	v, err := ParseBearer(authorization)
-	if err != nil {
-		return nil, api.Errorf(api.ErrUnauthenticated, "%v", err)
-	}
-	t, ok := c.callers[HashToken(v)]
-	if !ok {
-		return nil, api.Errorf(api.ErrUnauthenticated, "%v", ErrUnknown)
-	}
-	if t.expiry >= 0 && now.UnixMilli() >= t.expiry {
-		return nil, api.Errorf(api.ErrUnauthenticated, "the token expired at %s; create a new one", time.UnixMilli(t.expiry).UTC().Format(time.RFC3339))
+	t, e := c.token(authorization, now)
+	if e != nil {
+		return nil, e
 	}
 	if !t.caller.Admin && !t.caller.Component {
 		return t.caller, api.Errorf(api.ErrPermissionDenied, "%s is neither in the %s group nor an admin; only Gantry's components report load", t.caller.Ref, ComponentsGroup)
@@ -122,24 +140,9 @@ func (c *Checker) Component(authorization string, now time.Time) (*Caller, *api.
 // authorization nor endpoint once it returns: the activator passes views
 // of a request's buffers.
 func (c *Checker) Invoke(authorization, endpoint string, now time.Time, notFound *api.Error) (*Caller, *api.Error) {
-	v, err := ParseBearer(authorization)
-	if err != nil {
-		return nil, api.Errorf(api.ErrUnauthenticated, "%v", err)
-	}
-	// HashToken's lookup without its allocations: the token's bytes and
-	// the hex digest stay on the stack (Gantry's tokens are 36 bytes),
-	// and a map index by string(bytes) copies nothing. This runs on
-	// every invocation.
-	var buf [64]byte
-	sum := sha256.Sum256(append(buf[:0], v...))
-	var key [2 * sha256.Size]byte
-	hex.Encode(key[:], sum[:])
-	t, ok := c.callers[string(key[:])]
-	if !ok {
-		return nil, api.Errorf(api.ErrUnauthenticated, "%v", ErrUnknown)
-	}
-	if t.expiry >= 0 && now.UnixMilli() >= t.expiry {
-		return nil, api.Errorf(api.ErrUnauthenticated, "the token expired at %s; create a new one", time.UnixMilli(t.expiry).UTC().Format(time.RFC3339))
+	t, e := c.token(authorization, now)
+	if e != nil {
+		return nil, e
 	}
 	d := Decide(t.caller, c.acls[endpoint], CanQuery)
 	switch {
