@@ -386,18 +386,26 @@ func (fs *FeatureStore) attachedRoute(name, version string, sig *api.Schema) (*a
 	if specName == "" {
 		return nil, true
 	}
+	return fs.resolveSpec(specName, fmt.Sprintf(", attached to model %s version %s,", name, version), sig, false)
+}
+
+// resolveSpec resolves the stored spec name against the published tables
+// and sig, for a feature-serving endpoint when serving. A failure is a
+// route with Error set (what names the spec, in its does-not-exist
+// message), final unless the online store did not answer.
+func (fs *FeatureStore) resolveSpec(name, what string, sig *api.Schema, serving bool) (*api.FeatureRoute, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	spec, ok, err := fs.Store.Spec(ctx, specName)
+	spec, ok, err := fs.Store.Spec(ctx, name)
 	if err == nil && !ok {
-		err = fmt.Errorf("feature spec %s, attached to model %s version %s, does not exist", specName, name, version)
+		err = fmt.Errorf("feature spec %s%s does not exist", name, what)
 	}
 	var r *api.FeatureRoute
 	if err == nil {
-		r, err = features.Resolve(spec, tableSource(ctx, fs.Store), sig, false)
+		r, err = features.Resolve(spec, tableSource(ctx, fs.Store), sig, serving)
 	}
 	if err != nil {
-		return &api.FeatureRoute{Spec: specName, Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
+		return &api.FeatureRoute{Spec: name, Serving: serving, Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
 	}
 	return r, true
 }
@@ -546,20 +554,7 @@ func (s *Scheduler) notASpec(ctx context.Context, name string) error {
 // not cached. ok is false while it is being resolved.
 func (fs *FeatureStore) specRoute(name string) (*api.FeatureRoute, bool) {
 	return fs.cached("spec\x00"+name, api.FeatureRoute{Spec: name, Serving: true}, func() (*api.FeatureRoute, bool) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		spec, ok, err := fs.Store.Spec(ctx, name)
-		if err == nil && !ok {
-			err = errors.New("feature spec " + name + " does not exist")
-		}
-		var r *api.FeatureRoute
-		if err == nil {
-			r, err = features.Resolve(spec, tableSource(ctx, fs.Store), nil, true)
-		}
-		if err != nil {
-			return &api.FeatureRoute{Spec: name, Serving: true, Error: err.Error()}, !errors.Is(err, onlinestore.ErrUnavailable)
-		}
-		return r, true
+		return fs.resolveSpec(name, "", nil, true)
 	})
 }
 
