@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -149,10 +150,14 @@ func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 // streams: a stream's first event carries it, and its status goes with
 // it).
 func (s *server) serveHTTPRuntime(w http.ResponseWriter, r *http.Request, hr HTTPRuntime, start time.Time) int {
-	if r.ContentLength > s.maxBody {
-		return writeAPIError(w, s.tooLarge())
+	// Read here, under readBody's deadline and bound, so that a client
+	// that trickles its body holds no runtime.
+	buf, err := s.readBody(w, r)
+	if err != nil {
+		return writeAPIError(w, err)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	defer putBuffer(buf) // the runtime is done with it when it returns
+	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
 	sw := &statusWriter{ResponseWriter: w}
 	if s.first.Load() == nil {
 		_, tokens := hr.(TokenReporter)

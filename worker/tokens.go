@@ -50,8 +50,9 @@ const TaskHeader = "X-Gantry-Task"
 // HTTPRuntime is a runtime that answers invocations from the raw request.
 type HTTPRuntime interface {
 	Runtime
-	// ServeInvocation answers one POST /invocations. r.Body is bounded by
-	// Config.MaxRequestBodySize; r.Context() ends when the client goes
+	// ServeInvocation answers one POST /invocations. r.Body is already in
+	// memory (read under the worker's deadline and bounded by
+	// Config.MaxRequestBodySize); r.Context() ends when the client goes
 	// away or the worker stops.
 	ServeInvocation(w http.ResponseWriter, r *http.Request)
 }

@@ -144,13 +144,8 @@ func (rt *Runtime) Collect(ch chan<- prometheus.Metric) {
 // ServeInvocation answers one unified request.
 func (rt *Runtime) ServeInvocation(w http.ResponseWriter, r *http.Request) {
 	start := rt.clock()
-	body, err := io.ReadAll(r.Body)
+	body, err := io.ReadAll(r.Body) // the worker read and bounded it
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			apierr.Write(w, api.Errorf(api.ErrPayloadTooLarge, "request body is over the limit of %d bytes", mbe.Limit))
-			return
-		}
 		apierr.Write(w, api.Errorf(api.ErrMalformedRequest, "read request body: %v", err))
 		return
 	}

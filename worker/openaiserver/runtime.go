@@ -151,13 +151,8 @@ type targetKey struct{}
 // ServeInvocation checks the unified request and proxies it, body as sent,
 // to the server's path for its task.
 func (r *Runtime) ServeInvocation(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(req.Body)
+	body, err := io.ReadAll(req.Body) // the worker read and bounded it
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			apierr.Write(w, api.Errorf(api.ErrPayloadTooLarge, "request body is larger than the limit of %d bytes", mbe.Limit))
-			return
-		}
 		apierr.Write(w, api.Errorf(api.ErrMalformedRequest, "read request body: %v", err))
 		return
 	}
