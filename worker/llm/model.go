@@ -183,9 +183,6 @@ func (m *Model) Close() error {
 // ErrClosed ends requests that were running when the model closed.
 var ErrClosed = errors.New("llm: the model was closed")
 
-// ContextSize is the tokens one sequence holds.
-func (m *Model) ContextSize() int { return m.nCtx }
-
 // Template is the chat template in use: the model's own, or "chatml".
 func (m *Model) Template() string { return m.template }
 

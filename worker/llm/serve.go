@@ -111,9 +111,6 @@ func OpenRuntime(dir string, flavor map[string]any, cfg Config) (*Runtime, error
 // Model is the loaded model.
 func (rt *Runtime) Model() *Model { return rt.m }
 
-// Task is what the runtime serves (api.TaskChat, ...).
-func (rt *Runtime) Task() string { return rt.task }
-
 // Close frees the model.
 func (rt *Runtime) Close() error { return rt.m.Close() }
 

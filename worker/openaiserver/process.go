@@ -112,11 +112,9 @@ func (c *child) stop(grace time.Duration) {
 
 // exitError says how the child ended, with its last line of output.
 func (c *child) exitError(when string) error {
-	status := "exited"
+	status := "exit status 0"
 	if c.err != nil {
 		status = c.err.Error()
-	} else {
-		status = "exit status 0"
 	}
 	if last := c.tail.lastLine(); last != "" {
 		return fmt.Errorf("openai_server: the server %s (%s); its last output: %s", when, status, last)
