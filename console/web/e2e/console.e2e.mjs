@@ -62,21 +62,18 @@ try {
   await page.keyboard.press('Enter');
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
 
-  // Sign in, when this Gantry requires a token (identity landed).
+  // Sign in: gantry dev requires a token and writes the admin's to its
+  // data dir (console/e2e_test.go names it).
   const tokenFile = process.env.GANTRY_TOKEN_FILE;
-  if (existsSync(tokenFile)) {
-    step('sign in');
-    await page.getByLabel('Access token').fill('not-a-token');
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.getByRole('alert').filter({ hasText: /UNAUTHENTICATED|token/i }).waitFor();
-    await page.screenshot({ path: join(shots, 'sign-in.png') });
-    await page.getByLabel('Access token').fill(readFileSync(tokenFile, 'utf8').trim());
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    assert.ok(!page.url().includes(readFileSync(tokenFile, 'utf8').trim()), 'the token must never be in the URL');
-  } else {
-    step('no admin-token file: this Gantry runs without authentication');
-    await page.getByRole('link', { name: 'Endpoints' }).click();
-  }
+  assert.ok(existsSync(tokenFile), `no admin token at GANTRY_TOKEN_FILE (${tokenFile})`);
+  step('sign in');
+  await page.getByLabel('Access token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: /UNAUTHENTICATED|token/i }).waitFor();
+  await page.screenshot({ path: join(shots, 'sign-in.png') });
+  await page.getByLabel('Access token').fill(readFileSync(tokenFile, 'utf8').trim());
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  assert.ok(!page.url().includes(readFileSync(tokenFile, 'utf8').trim()), 'the token must never be in the URL');
   await page.getByRole('heading', { name: 'Serving endpoints' }).waitFor();
   await page.getByText('No serving endpoints yet').waitFor();
 
@@ -207,8 +204,7 @@ try {
   assert.equal(await page.getByRole('columnheader', { name: 'Name' }).getAttribute('aria-sort'), 'descending');
   await page.screenshot({ path: join(shots, 'endpoints.png') });
 
-  if (existsSync(process.env.GANTRY_TOKEN_FILE)) await permissionsAndAUser();
-  else step('no authentication: permissions and a user\'s view are not tested');
+  await permissionsAndAUser();
 
   assert.equal(loads, 1, `the page loaded ${loads} times; updates must come without reloads`);
   assert.deepEqual(foreign, [], 'requests to hosts other than Gantry');
