@@ -181,12 +181,12 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	for _, n := range []int{1, 8} {
 		for _, w := range ways {
 			k := key{w.name, n}
-			fmt.Fprintf(out, "%-10s %8d %14.0f %14s\n", w.name, n, medianF(tps[k]), median(ttft[k]).Round(time.Microsecond))
+			fmt.Fprintf(out, "%-10s %8d %14.0f %14s\n", w.name, n, median(tps[k]), median(ttft[k]).Round(time.Microsecond))
 		}
 		a, wk := key{"activator", n}, key{"worker", n}
 		fmt.Fprintf(out, "activator vs worker, %d streams: throughput %+.1f %%, TTFT %+s\n", n,
-			100*(medianF(tps[a])/medianF(tps[wk])-1), (median(ttft[a]) - median(ttft[wk])).Round(time.Microsecond))
-		b.ReportMetric(100*(medianF(tps[a])/medianF(tps[wk])-1), fmt.Sprintf("throughput-%%-%d", n))
+			100*(median(tps[a])/median(tps[wk])-1), (median(ttft[a]) - median(ttft[wk])).Round(time.Microsecond))
+		b.ReportMetric(100*(median(tps[a])/median(tps[wk])-1), fmt.Sprintf("throughput-%%-%d", n))
 		b.ReportMetric(float64((median(ttft[a]) - median(ttft[wk])).Microseconds()), fmt.Sprintf("ttft-added-us-%d", n))
 	}
 	perToken := func(way string) time.Duration { return devCPU[way] / time.Duration(max(1, devTokens[way])) }
@@ -197,14 +197,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	dev.stop(b)
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func medianF(f []float64) float64 {
-	s := slices.Clone(f)
+func median[T time.Duration | float64](v []T) T {
+	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
