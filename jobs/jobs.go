@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -197,6 +198,11 @@ func (s Settings) LlamaArgs(d orchestrator.Deployment) []string {
 	}
 	if rt == RuntimeGGUFCUDA {
 		args = append(args, "--llm-gpu-layers", GPULayersAll)
+	} else if res, err := ResourcesFor(d.WorkloadSize, d.WorkloadType); err == nil {
+		// One thread per core the replica has (Render reserves them): the
+		// worker's default, half the CPUs it sees, counts the host's in a
+		// container limited by quota, and more threads than cores crawl.
+		args = append(args, "--llm-threads", strconv.Itoa(res.Cores()))
 	}
 	return args
 }
@@ -241,6 +247,10 @@ type Resources struct {
 	GPUs      int
 	GPUMemory string
 }
+
+// Cores is how many whole cores CPU makes, at 1000 MHz each: what a GGUF
+// replica on CPU reserves.
+func (r Resources) Cores() int { return max(1, r.CPU/1000) }
 
 // cpuSizes are the resources of a CPU replica by workload_size. An empty
 // size (provisioned concurrency) gets Small's.
@@ -380,6 +390,15 @@ func Render(d orchestrator.Deployment, s Settings) (*nomad.Job, error) {
 			"command": bin,
 			"args":    append(append(args, "--listen", "${NOMAD_ADDR_"+PortLabel+"}"), s.LlamaArgs(d)...),
 		}
+	}
+	if RuntimeOf(d) == RuntimeGGUF {
+		// llama.cpp's threads meet at every layer of every token, so one
+		// thread held up holds up all: on a core shared with other tasks
+		// (CPU in MHz is a share, not a core) generation slows with their
+		// load. Reserved cores are the task's alone (Nomad gives it a
+		// cpuset); BenchmarkLLMOverhead's "own core" placement measures
+		// the difference.
+		task.Resources.CPU, task.Resources.Cores = nil, new(res.Cores())
 	}
 	if res.GPUs > 0 {
 		dev := &nomad.RequestedDevice{Name: "nvidia/gpu", Count: new(uint64(res.GPUs))}

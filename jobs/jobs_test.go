@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -271,12 +272,12 @@ func TestRenderLlama(t *testing.T) {
 		gpus     uint64
 	}{
 		{"cpu docker default", ggufDeployment("CPU"), jobs.Settings{}, jobs.DefaultLLMImage,
-			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+			base + "0.0.0.0:${NOMAD_PORT_http} --llm-threads 1", jobs.RuntimeGGUF, 0},
 		{"cpu docker image", ggufDeployment("CPU"), images, "llm:1",
-			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+			base + "0.0.0.0:${NOMAD_PORT_http} --llm-threads 1", jobs.RuntimeGGUF, 0},
 		// A size-only entity (no workload_type) is a CPU one.
 		{"no workload type", ggufDeployment(""), images, "llm:1",
-			base + "0.0.0.0:${NOMAD_PORT_http}", jobs.RuntimeGGUF, 0},
+			base + "0.0.0.0:${NOMAD_PORT_http} --llm-threads 1", jobs.RuntimeGGUF, 0},
 		// The image knows its libraries: the clients' folders mean nothing
 		// in it.
 		{"gpu docker", ggufDeployment("GPU_LARGE"), func() jobs.Settings { s := images; s.LlamaCUDALibDir = "/opt/llama/cuda"; return s }(), "llm-gpu:1",
@@ -284,12 +285,12 @@ func TestRenderLlama(t *testing.T) {
 		{"multi-gpu docker default", ggufDeployment("MULTIGPU_MEDIUM"), jobs.Settings{}, jobs.DefaultLLMGPUImage,
 			base + "0.0.0.0:${NOMAD_PORT_http} --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 4},
 		{"cpu exec", ggufDeployment("CPU"), exec(jobs.DriverExec, dirs), "",
-			base + "${NOMAD_ADDR_http} --llama-lib-dir /opt/llama/cpu", jobs.RuntimeGGUF, 0},
+			base + "${NOMAD_ADDR_http} --llama-lib-dir /opt/llama/cpu --llm-threads 1", jobs.RuntimeGGUF, 0},
 		{"gpu raw_exec", ggufDeployment("GPU_SMALL"), exec(jobs.DriverRawExec, dirs), "",
 			base + "${NOMAD_ADDR_http} --llama-lib-dir /opt/llama/cuda --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 1},
 		// Unset folders leave the worker its own default on the client.
 		{"cpu exec no folder", ggufDeployment("CPU"), exec(jobs.DriverExec, jobs.Settings{}), "",
-			base + "${NOMAD_ADDR_http}", jobs.RuntimeGGUF, 0},
+			base + "${NOMAD_ADDR_http} --llm-threads 1", jobs.RuntimeGGUF, 0},
 		// The CPU build's folder never stands in for the CUDA build's.
 		{"gpu exec cpu folder only", ggufDeployment("GPU_SMALL"), exec(jobs.DriverExec, jobs.Settings{LlamaLibDir: "/opt/llama/cpu"}), "",
 			base + "${NOMAD_ADDR_http} --llm-gpu-layers -1", jobs.RuntimeGGUFCUDA, 1},
@@ -337,6 +338,52 @@ func TestRenderLlama(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A GGUF replica on CPU reserves whole cores, one per 1000 MHz of its
+// size, and runs a llama.cpp thread on each; on GPU types it keeps a
+// share of CPU in MHz (its layers run on the card).
+func TestRenderLlamaCores(t *testing.T) {
+	for _, tc := range []struct {
+		size, typ string
+		cores     int // 0: CPU in MHz
+		threads   string
+	}{
+		{"Small", "CPU", 1, "1"},
+		{"Medium", "CPU", 2, "2"},
+		{"Large", "", 4, "4"},
+		{"Small", "GPU_SMALL", 0, ""},
+	} {
+		d := ggufDeployment(tc.typ)
+		d.WorkloadSize = tc.size
+		job, err := jobs.Render(d, jobs.Settings{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task := job.TaskGroups[0].Tasks[0]
+		r := task.Resources
+		if got := deref(r.Cores); got != tc.cores || (tc.cores > 0) == (r.CPU != nil) {
+			t.Errorf("%s %s: cores %d, cpu %v; want %d cores and cpu only without them", tc.size, tc.typ, got, r.CPU, tc.cores)
+		}
+		args := toStrings(task.Config["args"])
+		threads := ""
+		if i := slices.Index(args, "--llm-threads"); i >= 0 && i+1 < len(args) {
+			threads = args[i+1]
+		}
+		if threads != tc.threads {
+			t.Errorf("%s %s: --llm-threads %q, want %q", tc.size, tc.typ, threads, tc.threads)
+		}
+		if err := nomadtest.Validate(job); err != nil {
+			t.Errorf("Nomad would refuse it: %v", err)
+		}
+	}
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 func toStrings(v any) []string {

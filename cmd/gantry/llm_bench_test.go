@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/worker/llm"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkLLMOverhead measures what the activator costs a GGUF model's
@@ -30,9 +35,20 @@ import (
 //   - activator: /serving-endpoints/{name}/invocations through gantry dev
 //     to that same worker.
 //
-// Each round runs 1 and then 8 concurrent streams per way. It prints the
-// medians over GANTRY_BENCH_ROUNDS rounds (default 7) and the ratios
-// activator/worker; it ignores b.N (run it with -benchtime 1x).
+// Each round runs 1 and then 8 concurrent streams per way, in two
+// placements:
+//
+//   - shared: every process may run on every core, as on a laptop (its
+//     rounds first, before anything was pinned). The
+//     kernel wakes a task near the task that woke it, so the activator's
+//     wakeups (one per token) often land on the core that generates and
+//     the generation waits for them;
+//   - own core: the worker alone on the last core, everything else on the
+//     others, as a Nomad client runs a replica that reserves its cores
+//     (`resources { cores = N }`, what GGUF jobs ask for).
+//
+// It prints the medians over GANTRY_BENCH_ROUNDS rounds (default 7) and
+// the ratios activator/worker; it ignores b.N (run it with -benchtime 1x).
 func BenchmarkLLMOverhead(b *testing.B) {
 	rounds := envInt("GANTRY_BENCH_ROUNDS", 7)
 	const maxTokens = 128
@@ -64,6 +80,20 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	if worker == "" {
 		b.Fatal("no replica")
 	}
+	placements := []placement{{name: "shared"}}
+	if n := runtime.NumCPU(); n >= 2 {
+		workerPID := childListening(b, dev.cmd.Process.Pid, worker)
+		own, rest := cpuSet(n-1, n), cpuSet(0, n-1)
+		placements = append(placements, placement{name: "own core", pins: map[int]*unix.CPUSet{
+			workerPID: own, dev.cmd.Process.Pid: rest, os.Getpid(): rest}})
+		for _, pid := range children(dev.cmd.Process.Pid) {
+			if pid != workerPID {
+				placements[1].pins[pid] = rest // ClickHouse, when dev runs one
+			}
+		}
+	}
+	all := cpuSet(0, runtime.NumCPU())
+	defer placements[0].apply(b, placements[1:], all)
 
 	prompt, err := direct.FormatChat([]llm.Message{{Role: "user", Content: "Once upon"}})
 	if err != nil {
@@ -131,8 +161,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	// the CPU time gantry dev's process (the activator, with the
 	// scheduler idle; not the worker, a process of its own) spent meanwhile
 	// to devCPU, and the tokens to devTokens.
-	devCPU, devTokens := map[string]time.Duration{}, map[string]int{}
-	run := func(w way, n int) (float64, time.Duration) {
+	devCPU, devTokens := map[key]time.Duration{}, map[key]int{}
+	run := func(w way, n int, at string) (float64, time.Duration) {
 		cpu0 := processCPU(b, dev.cmd.Process.Pid)
 		var wg sync.WaitGroup
 		ttfts := make([]time.Duration, n)
@@ -151,50 +181,151 @@ func BenchmarkLLMOverhead(b *testing.B) {
 		for _, t := range tokens {
 			total += t
 		}
-		devCPU[w.name] += processCPU(b, dev.cmd.Process.Pid) - cpu0
-		devTokens[w.name] += total
+		k := key{at, w.name, 0}
+		devCPU[k] += processCPU(b, dev.cmd.Process.Pid) - cpu0
+		devTokens[k] += total
 		return float64(total) / time.Since(start).Seconds(), median(ttfts)
-	}
-	type key struct {
-		way string
-		n   int
 	}
 	tps := map[key][]float64{}
 	ttft := map[key][]time.Duration{}
 	for _, w := range ways { // warm each way's connections and caches
-		run(w, 8)
+		run(w, 8, "")
 	}
 	clear(devCPU)
 	clear(devTokens)
-	for range rounds {
-		for _, n := range []int{1, 8} {
-			for _, w := range ways {
-				r, t := run(w, n)
-				tps[key{w.name, n}] = append(tps[key{w.name, n}], r)
-				ttft[key{w.name, n}] = append(ttft[key{w.name, n}], t)
+	// The placements take their rounds one after the other: a thread
+	// unpinned stays on the core it was pinned to until the kernel has a
+	// reason to move it, so "shared" after "own core" would not be shared.
+	for i, p := range placements {
+		p.apply(b, placements[:i], all)
+		for range rounds {
+			for _, n := range []int{1, 8} {
+				for _, w := range ways {
+					k := key{p.name, w.name, n}
+					r, t := run(w, n, p.name)
+					tps[k], ttft[k] = append(tps[k], r), append(ttft[k], t)
+				}
 			}
 		}
 	}
 	out := &strings.Builder{}
 	fmt.Fprintf(out, "stories260K, %d tokens per stream, greedy, medians of %d rounds\n", maxTokens, rounds)
-	fmt.Fprintf(out, "%-10s %8s %14s %14s\n", "way", "streams", "tokens/s", "TTFT")
-	for _, n := range []int{1, 8} {
-		for _, w := range ways {
-			k := key{w.name, n}
-			fmt.Fprintf(out, "%-10s %8d %14.0f %14s\n", w.name, n, median(tps[k]), median(ttft[k]).Round(time.Microsecond))
+	for _, p := range placements {
+		fmt.Fprintf(out, "\nplacement: %s\n%-10s %8s %14s %14s\n", p.name, "way", "streams", "tokens/s", "TTFT")
+		// The metrics of the shared placement keep their first names.
+		prefix := strings.ReplaceAll(p.name, " ", "-") + "-"
+		if p.name == "shared" {
+			prefix = ""
 		}
-		a, wk := key{"activator", n}, key{"worker", n}
-		fmt.Fprintf(out, "activator vs worker, %d streams: throughput %+.1f %%, TTFT %+s\n", n,
-			100*(median(tps[a])/median(tps[wk])-1), (median(ttft[a]) - median(ttft[wk])).Round(time.Microsecond))
-		b.ReportMetric(100*(median(tps[a])/median(tps[wk])-1), fmt.Sprintf("throughput-%%-%d", n))
-		b.ReportMetric(float64((median(ttft[a]) - median(ttft[wk])).Microseconds()), fmt.Sprintf("ttft-added-us-%d", n))
+		for _, n := range []int{1, 8} {
+			for _, w := range ways {
+				k := key{p.name, w.name, n}
+				fmt.Fprintf(out, "%-10s %8d %14.0f %14s\n", w.name, n, median(tps[k]), median(ttft[k]).Round(time.Microsecond))
+			}
+			a, wk := key{p.name, "activator", n}, key{p.name, "worker", n}
+			fmt.Fprintf(out, "activator vs worker, %d streams: throughput %+.1f %%, TTFT %+s\n", n,
+				100*(median(tps[a])/median(tps[wk])-1), (median(ttft[a]) - median(ttft[wk])).Round(time.Microsecond))
+			b.ReportMetric(100*(median(tps[a])/median(tps[wk])-1), fmt.Sprintf("%sthroughput-%%-%d", prefix, n))
+			b.ReportMetric(float64((median(ttft[a]) - median(ttft[wk])).Microseconds()), fmt.Sprintf("%sttft-added-us-%d", prefix, n))
+		}
+		perToken := func(way string) time.Duration {
+			return devCPU[key{p.name, way, 0}] / time.Duration(max(1, devTokens[key{p.name, way, 0}]))
+		}
+		fmt.Fprintf(out, "gantry dev's CPU per token: %s while the worker answered straight, %s through the activator\n",
+			perToken("worker"), perToken("activator"))
+		b.ReportMetric(float64((perToken("activator")-perToken("worker")).Nanoseconds())/1e3, prefix+"activator-cpu-us/token")
 	}
-	perToken := func(way string) time.Duration { return devCPU[way] / time.Duration(max(1, devTokens[way])) }
-	fmt.Fprintf(out, "gantry dev's CPU per token: %s while the worker answered straight, %s through the activator\n",
-		perToken("worker"), perToken("activator"))
-	b.ReportMetric(float64((perToken("activator")-perToken("worker")).Nanoseconds())/1e3, "activator-cpu-us/token")
 	fmt.Fprint(os.Stdout, out.String())
 	dev.stop(b)
+}
+
+// key names a series: a placement, a way and a number of streams.
+type key struct {
+	at, way string
+	n       int
+}
+
+// placement pins processes to CPUs (pins: pid to its CPUs); none means
+// each may run anywhere.
+type placement struct {
+	name string
+	pins map[int]*unix.CPUSet
+}
+
+// apply sets p's placement after any of before: it unpins what they
+// pinned (onto all), then pins p's.
+func (p placement) apply(b *testing.B, before []placement, all *unix.CPUSet) {
+	for _, q := range before {
+		for pid := range q.pins {
+			pinProcess(b, pid, all)
+		}
+	}
+	for pid, set := range p.pins {
+		pinProcess(b, pid, set)
+	}
+}
+
+// pinProcess sets the CPUs of every thread of pid; threads it starts
+// later inherit them from their creator.
+func pinProcess(b *testing.B, pid int, set *unix.CPUSet) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return // it ended: ClickHouse and the worker end with gantry dev
+	} else if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(t.Name())
+		// A thread may have ended since the listing.
+		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+			b.Fatalf("pin thread %d of %d: %v", tid, pid, err)
+		}
+	}
+}
+
+// cpuSet is the CPUs from lo up to hi (not included).
+func cpuSet(lo, hi int) *unix.CPUSet {
+	var s unix.CPUSet
+	for c := lo; c < hi; c++ {
+		s.Set(c)
+	}
+	return &s
+}
+
+// children are the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		child, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// After the command's name (in parentheses): state, then the parent.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// childListening is the child of pid started with --listen addr: a
+// replica's worker.
+func childListening(b *testing.B, pid int, addr string) int {
+	for _, c := range children(pid) {
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c))
+		args := strings.Split(string(raw), "\x00")
+		if i := slices.Index(args, "--listen"); i >= 0 && i+1 < len(args) && args[i+1] == addr {
+			return c
+		}
+	}
+	b.Fatalf("no child of %d listens on %s", pid, addr)
+	return 0
 }
 
 func median[T time.Duration | float64](v []T) T {

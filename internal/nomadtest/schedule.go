@@ -227,8 +227,9 @@ func (s *Server) place(js *jobState, tg *api.TaskGroup, index int, e *api.Evalua
 	return nil
 }
 
-// demand is what one allocation of tg takes from a node.
-type resources struct{ cpu, memoryMB, gpus int }
+// demand is what one allocation of tg takes from a node: cores are
+// reserved whole, cpu is MHz of the rest.
+type resources struct{ cpu, cores, memoryMB, gpus int }
 
 func demand(tg *api.TaskGroup) resources {
 	var r resources
@@ -237,6 +238,7 @@ func demand(tg *api.TaskGroup) resources {
 			continue
 		}
 		r.cpu += deref(t.Resources.CPU)
+		r.cores += deref(t.Resources.Cores)
 		r.memoryMB += deref(t.Resources.MemoryMB)
 		for _, d := range t.Resources.Devices {
 			r.gpus += int(deref(d.Count))
@@ -289,12 +291,16 @@ func (s *Server) exhausted(n *Node, need resources) string {
 	for _, a := range s.allocs {
 		if a.node == n && !a.terminal() {
 			used.cpu += a.need.cpu
+			used.cores += a.need.cores
 			used.memoryMB += a.need.memoryMB
 			used.gpus += a.need.gpus
 		}
 	}
+	perCore := n.CPU / n.Cores
 	switch {
-	case used.cpu+need.cpu > n.CPU:
+	case used.cores+need.cores > n.Cores:
+		return "cores"
+	case used.cpu+need.cpu > n.CPU-(used.cores+need.cores)*perCore:
 		return "cpu"
 	case used.memoryMB+need.memoryMB > n.MemoryMB:
 		return "memory"

@@ -64,8 +64,11 @@ type Node struct {
 	Datacenter string
 	NodePool   string
 	Class      string
-	// CPU (MHz) and MemoryMB are what allocations may use.
+	// CPU (MHz) and MemoryMB are what allocations may use. CPU is spread
+	// evenly over Cores (CPU/1000 when unset): a task that reserves cores
+	// takes their share of CPU, and no other task shares them.
 	CPU      int
+	Cores    int
 	MemoryMB int
 	// GPUs counts the node's nvidia/gpu instances, each with GPUMemoryMiB.
 	GPUs         int
@@ -166,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		if n.CPU == 0 {
 			n.CPU = 8000
+		}
+		if n.Cores == 0 {
+			n.Cores = max(1, n.CPU/1000)
 		}
 		if n.MemoryMB == 0 {
 			n.MemoryMB = 16384

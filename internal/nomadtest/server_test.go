@@ -449,3 +449,38 @@ func TestToken(t *testing.T) {
 		t.Errorf("wrong token: %d %q", code, body)
 	}
 }
+
+// Reserved cores are a task's alone: a node of two cores places two
+// one-core allocations, not a third, and then has no MHz left for a
+// task that shares.
+func TestReservedCores(t *testing.T) {
+	_, c := start(t, nomadtest.Config{Nodes: []nomadtest.Node{{CPU: 2000, Cores: 2}}})
+	failedOn := func(id string) map[string]int {
+		t.Helper()
+		evals, _, err := c.Jobs().Evaluations(id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evals {
+			if m := e.FailedTGAllocs["worker"]; m != nil {
+				return m.DimensionExhausted
+			}
+		}
+		return nil
+	}
+	cores := taskJob(t, "cores", 3, "")
+	cores.TaskGroups[0].Tasks[0].Resources = &api.Resources{Cores: new(1), MemoryMB: new(256)}
+	if _, _, err := c.Jobs().Register(cores, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := failedOn("cores"); got["cores"] != 1 {
+		t.Errorf("exhausted %v, want the third allocation refused on cores", got)
+	}
+	shared := taskJob(t, "shared", 1, "")
+	if _, _, err := c.Jobs().Register(shared, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := failedOn("shared"); got["cpu"] != 1 {
+		t.Errorf("exhausted %v, want a 500 MHz task refused on cpu beside two reserved cores", got)
+	}
+}
