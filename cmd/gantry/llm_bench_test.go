@@ -26,8 +26,8 @@ import (
 // BenchmarkLLMOverhead measures what the activator costs a GGUF model's
 // streams: tokens per second and time to first token of the same greedy
 // requests (stories260K, 128 tokens each) sent three ways in the same
-// run, interleaved round by round so that the machine's other load falls
-// on all three alike:
+// run, interleaved round by round (each round starting with the next way)
+// so that the machine's other load falls on all three alike:
 //
 //   - runtime: llm.Model.Generate in this process, no HTTP;
 //   - worker: the worker process's /invocations, straight (the runtime
@@ -198,9 +198,12 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	// reason to move it, so "shared" after "own core" would not be shared.
 	for i, p := range placements {
 		p.apply(b, placements[:i], all)
-		for range rounds {
+		for r := range rounds {
 			for _, n := range []int{1, 8} {
-				for _, w := range ways {
+				// Each round starts with the next way: the one that follows
+				// an idle spell of the worker's core pays its wakeup.
+				for j := range ways {
+					w := ways[(r+j)%len(ways)]
 					k := key{p.name, w.name, n}
 					r, t := run(w, n, p.name)
 					tps[k], ttft[k] = append(tps[k], r), append(ttft[k], t)
