@@ -22,23 +22,18 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/chtest"
 	"github.com/gantry/gantry/internal/eventually"
+	"github.com/gantry/gantry/internal/llamatest"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/worker/llm"
 )
 
 const storiesDir = "../../worker/llm/testdata/stories"
 
-// llamaLibDir is the llama.cpp libraries `make llama-libs` fetched.
+// llamaLibDir is the llama.cpp libraries `make llama-libs` fetched, or
+// $GANTRY_LLAMA_LIB_DIR.
 func llamaLibDir(t testing.TB) string {
 	t.Helper()
-	dir, _ := filepath.Abs("../../bin/llama")
-	if d := os.Getenv(llm.LibEnv); d != "" {
-		dir = d
-	}
-	if _, err := os.Stat(filepath.Join(dir, "libllama.so")); err != nil {
-		t.Fatalf("no llama.cpp libraries in %s: run `make llama-libs`", dir)
-	}
-	return dir
+	return llamatest.LibDir(t)
 }
 
 // llmModelDir writes a model directory for stories260K with task, and

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gantry/gantry/internal/llamatest"
 )
 
 // BenchmarkGenerate reports the runtime's tokens per second with 1 and 8
@@ -21,7 +23,7 @@ func BenchmarkGenerate(b *testing.B) {
 	}
 	layers, _ := strconv.Atoi(os.Getenv("GANTRY_LLM_GPU_LAYERS"))
 	threads, _ := strconv.Atoi(os.Getenv("GANTRY_LLM_THREADS"))
-	m, err := Open(path, Config{LibDir: libDir(b), GPULayers: layers, Threads: threads, Context: 512})
+	m, err := Open(path, Config{LibDir: llamatest.LibDir(b), GPULayers: layers, Threads: threads, Context: 512})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,34 +12,13 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/llamatest"
 )
 
 // The tests run llama.cpp for real on stories260K (llama.cpp's own CI
 // model, 1.2 MB), with the libraries `make llama-libs` puts in bin/llama.
 
 const testModel = "testdata/stories/model.gguf"
-
-func libDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv(LibEnv); d != "" {
-		return d
-	}
-	dir, _ := filepath.Abs(".")
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			d := filepath.Join(dir, "bin", "llama")
-			if !hasLib(d) {
-				t.Fatalf("no llama.cpp libraries in %s: run `make llama-libs`", d)
-			}
-			return d
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-}
 
 var (
 	shared     *Model
@@ -52,7 +31,7 @@ var (
 func model(t testing.TB) *Model {
 	t.Helper()
 	sharedOnce.Do(func() {
-		shared, sharedErr = Open(testModel, Config{LibDir: libDir(t), Threads: 1, Context: 256})
+		shared, sharedErr = Open(testModel, Config{LibDir: llamatest.LibDir(t), Threads: 1, Context: 256})
 	})
 	if sharedErr != nil {
 		t.Fatal(sharedErr)
@@ -263,7 +242,7 @@ func TestCorruptGGUF(t *testing.T) {
 	} {
 		p := filepath.Join(dir, name+".gguf")
 		os.WriteFile(p, data, 0o644)
-		_, err := Open(p, Config{LibDir: libDir(t), Threads: 1})
+		_, err := Open(p, Config{LibDir: llamatest.LibDir(t), Threads: 1})
 		if err == nil {
 			t.Fatalf("%s: Open succeeded", name)
 		}
@@ -282,7 +261,7 @@ func TestGPULayersWithoutGPU(t *testing.T) {
 	if GPU() {
 		t.Skipf("this build finds a GPU: %v", Devices())
 	}
-	_, err := Open(testModel, Config{LibDir: libDir(t), Threads: 1, Context: 256, GPULayers: -1})
+	_, err := Open(testModel, Config{LibDir: llamatest.LibDir(t), Threads: 1, Context: 256, GPULayers: -1})
 	if err == nil {
 		t.Fatal("Open with GPU layers and no GPU succeeded")
 	}
@@ -294,7 +273,7 @@ func TestGPULayersWithoutGPU(t *testing.T) {
 }
 
 func TestEmbeddings(t *testing.T) {
-	m, err := Open(testModel, Config{LibDir: libDir(t), Threads: 2, Context: 128, Embeddings: true})
+	m, err := Open(testModel, Config{LibDir: llamatest.LibDir(t), Threads: 2, Context: 128, Embeddings: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/llamatest"
 	"github.com/gantry/gantry/worker"
 )
 
 func newRuntime(t *testing.T, task string) *Runtime {
 	t.Helper()
-	rt, err := OpenRuntime("testdata/stories", map[string]any{"model_file": "model.gguf", "task": task}, Config{LibDir: libDir(t), Threads: 1, Context: 256})
+	rt, err := OpenRuntime("testdata/stories", map[string]any{"model_file": "model.gguf", "task": task}, Config{LibDir: llamatest.LibDir(t), Threads: 1, Context: 256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,22 +14,12 @@ import (
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/internal/dockertest"
 	"github.com/gantry/gantry/internal/eventually"
+	"github.com/gantry/gantry/internal/llamatest"
 	"github.com/gantry/gantry/worker/llm"
 )
 
 // stories260K, llama.cpp's CI model, as the GGUF runtime's tests serve it.
 const storiesDir = "../../../worker/llm/testdata/stories"
-
-// llamaLibDir is the CPU build `make llama-libs` fetched into bin/llama,
-// the one the LLM image is built from.
-func llamaLibDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := filepath.Abs("../../../bin/llama")
-	if _, err := os.Stat(filepath.Join(dir, "libllama.so")); err != nil {
-		t.Fatalf("no llama.cpp libraries in %s: run `make llama-libs`", dir)
-	}
-	return dir
-}
 
 // A GGUF model runs in the LLM image, which has llama.cpp's libraries and
 // libstdc++ (the scratch worker image has neither), and its greedy chat
@@ -89,7 +78,7 @@ func TestGGUFModelRunsInLLMImage(t *testing.T) {
 
 	// The same runtime, libraries and settings (the worker's defaults,
 	// one thread as on these 2 cores) in this process.
-	m, err := llm.Open(filepath.Join(dir, "model.gguf"), llm.Config{LibDir: llamaLibDir(t), Threads: 1})
+	m, err := llm.Open(filepath.Join(dir, "model.gguf"), llm.Config{LibDir: llamatest.BuildDir(t), Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
