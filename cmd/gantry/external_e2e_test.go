@@ -8,9 +8,7 @@ package main
 // inference table row is searched for the keys.
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,36 +51,6 @@ func (a *answers) ok(t *testing.T, method, path, body string) string {
 		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
 	}
 	return b
-}
-
-// streamText reads an SSE answer's chat.completion.chunk events, and says
-// whether it ended with [DONE].
-func streamText(t *testing.T, r io.Reader) (string, bool) {
-	t.Helper()
-	var text strings.Builder
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if line == "[DONE]" {
-			return text.String(), true
-		}
-		var c struct {
-			Object  string `json:"object"`
-			Choices []struct {
-				Delta struct{ Content string } `json:"delta"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal([]byte(line), &c); err != nil || c.Object != "chat.completion.chunk" {
-			t.Fatalf("event %s", line)
-		}
-		for _, ch := range c.Choices {
-			text.WriteString(ch.Delta.Content)
-		}
-	}
-	return text.String(), false
 }
 
 func TestExternalModelsEndToEnd(t *testing.T) {
@@ -181,9 +149,9 @@ func TestExternalModelsEndToEnd(t *testing.T) {
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		fmt.Fprintf(&a.all, "POST %s -> %d %v\n%s\n", c.path, resp.StatusCode, resp.Header, raw)
-		text, done := streamText(t, strings.NewReader(string(raw)))
-		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || text != c.want || !done {
-			t.Fatalf("stream %s: %d %v %q done=%v", c.path, resp.StatusCode, resp.Header, text, done)
+		s := mustChatStream(t, strings.NewReader(string(raw)))
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || s.text != c.want || !s.done {
+			t.Fatalf("stream %s: %d %v %q done=%v", c.path, resp.StatusCode, resp.Header, s.text, s.done)
 		}
 	}
 

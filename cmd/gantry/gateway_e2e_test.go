@@ -62,8 +62,8 @@ func TestGatewayGuardrailsAndUsageEndToEnd(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if text, done := streamText(t, strings.NewReader(string(raw))); text != "echo: card [CREDIT_CARD] ok" || !done || strings.Contains(string(raw), "4111") {
-		t.Fatalf("stream: %q %v %s", text, done, raw)
+	if s := mustChatStream(t, strings.NewReader(string(raw))); s.text != "echo: card [CREDIT_CARD] ok" || !s.done || strings.Contains(string(raw), "4111") {
+		t.Fatalf("stream: %q %v %s", s.text, s.done, raw)
 	}
 
 	var rows [][]string

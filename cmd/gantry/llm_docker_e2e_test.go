@@ -62,9 +62,9 @@ func TestDockerLLMEndToEnd(t *testing.T) {
 	if sresp.StatusCode != 200 || !strings.HasPrefix(sresp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("stream: %d %s", sresp.StatusCode, sresp.Header.Get("Content-Type"))
 	}
-	text, events, _, done := streamChunks(t, sresp.Body)
-	if text != want.Text || !done || events < 2 {
-		t.Errorf("stream: %q in %d events (done %v), want %q in several", text, events, done, want.Text)
+	s := mustChatStream(t, sresp.Body)
+	if s.text != want.Text || !s.done || s.events < 2 {
+		t.Errorf("stream: %q in %d events (done %v), want %q in several", s.text, s.events, s.done, want.Text)
 	}
 	t.Logf("%q", want.Text)
 	mustCLI(t, bin, addr, "endpoints", "delete", "llm-docker")

@@ -6,11 +6,9 @@ package main
 // same runtime called in this process.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,48 +84,6 @@ func chatBody(content string, maxTokens int, stream bool) string {
 	b, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": content}},
 		"max_tokens": maxTokens, "temperature": 0, "stream": stream})
 	return string(b)
-}
-
-// streamChunks reads a chat stream: the text, how many events carried
-// text, the usage of the last chunk with one, and whether [DONE] came.
-func streamChunks(t testing.TB, r io.Reader) (text string, events int, usage *api.TokenLoad, done bool) {
-	t.Helper()
-	var b strings.Builder
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if line == "[DONE]" {
-			return b.String(), events, usage, true
-		}
-		var c struct {
-			Object  string `json:"object"`
-			Choices []struct {
-				Delta struct{ Content string } `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				PromptTokens     int `json:"prompt_tokens"`
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-		}
-		if err := json.Unmarshal([]byte(line), &c); err != nil || c.Object != "chat.completion.chunk" {
-			t.Fatalf("event %s", line)
-		}
-		for _, ch := range c.Choices {
-			if ch.Delta.Content != "" {
-				events++
-			}
-			b.WriteString(ch.Delta.Content)
-		}
-		if c.Usage != nil {
-			// Prompt tokens in Queued, completion tokens in Running: a
-			// pair of ints without a type of its own.
-			usage = &api.TokenLoad{Queued: c.Usage.PromptTokens, Running: c.Usage.CompletionTokens}
-		}
-	}
-	return b.String(), events, usage, false
 }
 
 func TestLLMEndToEnd(t *testing.T) {
@@ -224,19 +180,19 @@ func TestLLMEndToEnd(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
 			t.Fatalf("status %d, content type %q", resp.StatusCode, ct)
 		}
-		text, events, usage, done := streamChunks(t, resp.Body)
+		s := mustChatStream(t, resp.Body)
 		streamID = resp.Header.Get("x-request-id")
-		sent, answered = append(sent, body), append(answered, text)
-		if text != want.Text || !done {
-			t.Fatalf("stream %q (done %v), want %q", text, done, want.Text)
+		sent, answered = append(sent, body), append(answered, s.text)
+		if s.text != want.Text || !s.done {
+			t.Fatalf("stream %q (done %v), want %q", s.text, s.done, want.Text)
 		}
 		// One event per token, unless the reader fell behind (pieces that
 		// wait are sent together): several, in any case.
-		if events < 4 {
-			t.Errorf("%d events with text for %d tokens: the answer did not stream", events, want.CompletionTokens)
+		if s.events < 4 {
+			t.Errorf("%d events with text for %d tokens: the answer did not stream", s.events, want.CompletionTokens)
 		}
-		if usage == nil || usage.Queued != len(wantPrompt) || usage.Running != want.CompletionTokens {
-			t.Errorf("stream usage %+v", usage)
+		if s.usage == nil || s.usage.Queued != len(wantPrompt) || s.usage.Running != want.CompletionTokens {
+			t.Errorf("stream usage %+v", s.usage)
 		}
 	})
 
@@ -327,7 +283,12 @@ func TestLLMEndToEnd(t *testing.T) {
 					return
 				}
 				defer resp.Body.Close()
-				got[i], _, _, _ = streamChunks(t, resp.Body)
+				s, err := readChatStream(resp.Body)
+				if err != nil {
+					t.Error(err) // not t.Fatal: this goroutine is not the test's
+					return
+				}
+				got[i] = s.text
 			})
 		}
 		close(start)
@@ -352,9 +313,9 @@ func TestLLMEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		text, _, _, done := streamChunks(t, resp.Body)
-		if resp.StatusCode != 200 || text != want.Text || !done {
-			t.Fatalf("from zero: %d %q (done %v), want %q", resp.StatusCode, text, done, want.Text)
+		s := mustChatStream(t, resp.Body)
+		if resp.StatusCode != 200 || s.text != want.Text || !s.done {
+			t.Fatalf("from zero: %d %q (done %v), want %q", resp.StatusCode, s.text, s.done, want.Text)
 		}
 	})
 

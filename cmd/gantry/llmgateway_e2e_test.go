@@ -56,7 +56,7 @@ func TestGatewayServedLLMEndToEnd(t *testing.T) {
 		resp, b := a.do(t, "POST", path, body)
 		return resp.StatusCode, b
 	}
-	streamed := func(body string) (string, bool) {
+	streamed := func(body string) chatStream {
 		t.Helper()
 		resp, err := http.Post(a.base+invocations, "application/json", strings.NewReader(body))
 		if err != nil {
@@ -66,7 +66,7 @@ func TestGatewayServedLLMEndToEnd(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("stream: %d", resp.StatusCode)
 		}
-		return streamText(t, resp.Body)
+		return mustChatStream(t, resp.Body)
 	}
 
 	t.Run("input and judge", func(t *testing.T) {
@@ -104,9 +104,9 @@ func TestGatewayServedLLMEndToEnd(t *testing.T) {
 			t.Errorf("output MASK: %d %s", code, b)
 		}
 		// 4 bytes a chunk: the address spans five of them.
-		text, done := streamed(msg("echo: mail jane@example.com now", true, ""))
-		if !done || text != "mail [EMAIL] now" {
-			t.Errorf("streamed output MASK: %q, [DONE] %v", text, done)
+		s := streamed(msg("echo: mail jane@example.com now", true, ""))
+		if !s.done || s.text != "mail [EMAIL] now" {
+			t.Errorf("streamed output MASK: %q, [DONE] %v", s.text, s.done)
 		}
 		code, b := call(chat, msg("echo: mail jane@example.com now", false, `, "model": "gw"`))
 		if code != 200 || !strings.Contains(b, "mail [EMAIL] now") {
@@ -138,7 +138,7 @@ func TestGatewayServedLLMEndToEnd(t *testing.T) {
 			if code, b := call(invocations, b1); code != 200 {
 				t.Fatalf("first call: %d %s", code, b)
 			}
-			if _, done := streamed(b2); !done {
+			if !streamed(b2).done {
 				t.Fatal("the stream did not end with [DONE]")
 			}
 			code3, b := call(chat, b3)

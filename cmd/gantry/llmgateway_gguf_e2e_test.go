@@ -63,11 +63,11 @@ func TestGatewayGGUFEndToEnd(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("stream: %d", resp.StatusCode)
 		}
-		text, done := streamText(t, resp.Body)
-		if !done {
+		s := mustChatStream(t, resp.Body)
+		if !s.done {
 			t.Fatal("the stream ended without [DONE]")
 		}
-		return text
+		return s.text
 	}
 	body := chatBody("Once upon", 32, false)
 	want := whole(body) // greedy: the same answer every time

@@ -7,8 +7,8 @@ package main
 // once), and the autoscaler sizes the entity on the tokens it reports.
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,38 +87,14 @@ func stream(url string, maxTokens int) (first, total time.Duration, text string,
 		b, _ := io.ReadAll(resp.Body)
 		return 0, 0, "", fmt.Errorf("status %d, content type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	var sb strings.Builder
-	done := false
-	for sc.Scan() {
-		line := sc.Text()
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		if first == 0 {
-			first = time.Since(start)
-		}
-		if data == "[DONE]" {
-			done = true
-			break
-		}
-		var chunk struct {
-			Choices []struct {
-				Delta struct{ Content string } `json:"delta"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
-			return 0, 0, "", fmt.Errorf("chunk %q: %v", data, err)
-		}
-		for _, c := range chunk.Choices {
-			sb.WriteString(c.Delta.Content)
-		}
+	s, err := readChatStream(resp.Body)
+	if err != nil {
+		return 0, 0, "", err
 	}
-	if !done {
-		return 0, 0, "", fmt.Errorf("the stream ended without [DONE] (%v)", sc.Err())
+	if !s.done {
+		return 0, 0, "", errors.New("the stream ended without [DONE]")
 	}
-	return first, time.Since(start), sb.String(), nil
+	return s.first.Sub(start), time.Since(start), s.text, nil
 }
 
 func TestOpenAIServerEntityE2E(t *testing.T) {
