@@ -152,12 +152,9 @@ func (s *Scheduler) provisionedSamples() []meter.Sample {
 // at zero: the floor it would have without it (Small: 4 requests at 4
 // per replica, 1). 0 when e does not scale to zero.
 func savedReplicas(e *api.ServedEntity) int {
-	if e.ScaleToZeroEnabled == nil || !*e.ScaleToZeroEnabled {
+	if !scalesToZero(e) {
 		return 0
 	}
-	off := *e
-	no := false
-	off.ScaleToZeroEnabled = &no
-	lo, _ := replicaBounds(&off)
+	lo, _ := sizedBounds(e)
 	return lo
 }

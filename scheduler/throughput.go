@@ -87,7 +87,7 @@ func normalizeUnits(e *api.ServedEntity) *api.Error {
 	if n := *e.ProvisionedModelUnits; n < 1 || n > maxThroughputReplicas {
 		return invalid("provisioned_model_units: %d is out of range 1-%d (one unit is one throughput chunk of the model, one replica)", n, maxThroughputReplicas)
 	}
-	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
+	if scalesToZero(e) {
 		return invalid("scale_to_zero_enabled cannot be true with provisioned_model_units: provisioned units are kept ready; use min_provisioned_throughput 0 to scale to zero")
 	}
 	if e.BurstScalingEnabled == nil {
@@ -165,9 +165,10 @@ func checkThroughput(i int, e *api.ServedEntity, mv *api.ModelVersion) *api.Erro
 	return nil
 }
 
-// throughputBounds are a throughput-bounded entity's replica bounds: one
-// replica per chunk, and one per provisioned model unit, with as many
-// again for burst scaling (never above maxThroughputReplicas).
+// throughputBounds are a throughput-bounded entity's replica bounds, scale
+// to zero aside: one replica per chunk, and one per provisioned model
+// unit, with as many again for burst scaling (never above
+// maxThroughputReplicas).
 func throughputBounds(e *api.ServedEntity) (lo, hi int) {
 	if n := e.ProvisionedModelUnits; n != nil {
 		lo, hi = max(1, *n), max(1, *n)
@@ -180,9 +181,5 @@ func throughputBounds(e *api.ServedEntity) (lo, hi int) {
 	if chunk <= 0 {
 		chunk = DefaultThroughputChunk
 	}
-	lo, hi = deref(e.MinProvisionedThroughput)/chunk, deref(e.MaxProvisionedThroughput)/chunk
-	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
-		lo = 0
-	}
-	return lo, max(1, hi)
+	return deref(e.MinProvisionedThroughput) / chunk, max(1, deref(e.MaxProvisionedThroughput)/chunk)
 }

@@ -210,25 +210,37 @@ func normalizeTraffic(c *api.EndpointConfig, entities map[string]bool) error {
 	return nil
 }
 
-// replicaBounds is the range of replicas an entity may run: its workload
-// size's (or provisioned) concurrency range divided by the per-replica
-// concurrency, with the floor at 0 when it may scale to zero. Small is
-// 1..1, Medium 2..4, Large 4..16.
+// replicaBounds is the range of replicas an entity may run: sizedBounds,
+// with the floor at 0 when it may scale to zero.
 func replicaBounds(e *api.ServedEntity) (lo, hi int) {
-	var clo, chi int
+	lo, hi = sizedBounds(e)
+	if scalesToZero(e) {
+		lo = 0
+	}
+	return lo, hi
+}
+
+// sizedBounds is the range of replicas an entity's size asks for, scale to
+// zero aside: its throughput bounds (throughputBounds), else its workload
+// size's (or provisioned) concurrency range divided by the per-replica
+// concurrency. Small is 1..1, Medium 2..4, Large 4..16.
+func sizedBounds(e *api.ServedEntity) (lo, hi int) {
 	if throughputBounded(e) {
 		return throughputBounds(e)
 	}
+	var clo, chi int
 	if r, ok := workloadSizes[e.WorkloadSize]; ok {
 		clo, chi = r[0], r[1]
 	} else {
 		clo, chi = deref(e.MinProvisionedConcurrency), deref(e.MaxProvisionedConcurrency)
 	}
-	if e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled {
-		clo = 0
-	}
 	c := replicaConcurrency(e)
 	return ceilDiv(clo, c), max(1, ceilDiv(chi, c))
+}
+
+// scalesToZero reports whether e may scale to zero replicas.
+func scalesToZero(e *api.ServedEntity) bool {
+	return e.ScaleToZeroEnabled != nil && *e.ScaleToZeroEnabled
 }
 
 // replicaConcurrency is how many requests one replica of e takes at once.
