@@ -46,7 +46,7 @@ func invalid(format string, args ...any) *api.Error {
 	return api.Errorf(api.ErrInvalidParameterValue, format, args...)
 }
 
-func validateName(name string) error {
+func validateName(name string) *api.Error {
 	if !nameRE.MatchString(name) {
 		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", name)
 	}
@@ -90,10 +90,7 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 		if err := normalizeExternal(e); err != nil {
 			return err
 		}
-		if !nameRE.MatchString(e.Name) {
-			return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)
-		}
-		return nil
+		return validateName(e.Name)
 	}
 	if e.EntityName == "" {
 		return invalid("entity_name: required")
@@ -106,8 +103,8 @@ func normalizeEntity(e *api.ServedEntity) *api.Error {
 			e.Name = strings.ReplaceAll(e.EntityName, ".", "-")
 		}
 	}
-	if !nameRE.MatchString(e.Name) {
-		return invalid("name: %q must be 1-63 characters of letters, digits, '-' and '_'", e.Name)
+	if err := validateName(e.Name); err != nil {
+		return err
 	}
 	provisioned := e.MinProvisionedConcurrency != nil || e.MaxProvisionedConcurrency != nil
 	if err := normalizeThroughput(e, provisioned); err != nil {
