@@ -150,55 +150,45 @@ func queryScope(r *http.Request) (string, error) {
 	return sc, nil
 }
 
-func (s *Scheduler) listSecrets(w http.ResponseWriter, r *http.Request) {
+// secretRead answers a GET on the scope ?scope= names with what fn reads
+// there as the caller.
+func secretRead[T any](s *Scheduler, w http.ResponseWriter, r *http.Request, fn func(st *secrets.Store, p secrets.Principal, scope string) (T, error)) {
 	st, err := s.secretStore()
-	var sc string
-	if err == nil {
-		sc, err = queryScope(r)
-	}
-	var out []api.SecretMetadata
-	if err == nil {
-		out, err = st.List(s.secretPrincipal(r), sc)
-	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.ListSecretsResponse{Secrets: out})
-}
-
-func (s *Scheduler) listSecretACLs(w http.ResponseWriter, r *http.Request) {
-	st, err := s.secretStore()
-	var sc string
-	if err == nil {
-		sc, err = queryScope(r)
-	}
-	var out []api.AclItem
-	if err == nil {
-		out, err = st.ACLs(s.secretPrincipal(r), sc)
-	}
+	sc, err := queryScope(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.ListAclsResponse{Items: out})
-}
-
-func (s *Scheduler) getSecretACL(w http.ResponseWriter, r *http.Request) {
-	st, err := s.secretStore()
-	var sc string
-	if err == nil {
-		sc, err = queryScope(r)
-	}
-	var out api.AclItem
-	if err == nil {
-		out, err = st.ACL(s.secretPrincipal(r), sc, r.URL.Query().Get("principal"))
-	}
+	out, err := fn(st, s.secretPrincipal(r), sc)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Scheduler) listSecrets(w http.ResponseWriter, r *http.Request) {
+	secretRead(s, w, r, func(st *secrets.Store, p secrets.Principal, scope string) (api.ListSecretsResponse, error) {
+		out, err := st.List(p, scope)
+		return api.ListSecretsResponse{Secrets: out}, err
+	})
+}
+
+func (s *Scheduler) listSecretACLs(w http.ResponseWriter, r *http.Request) {
+	secretRead(s, w, r, func(st *secrets.Store, p secrets.Principal, scope string) (api.ListAclsResponse, error) {
+		out, err := st.ACLs(p, scope)
+		return api.ListAclsResponse{Items: out}, err
+	})
+}
+
+func (s *Scheduler) getSecretACL(w http.ResponseWriter, r *http.Request) {
+	secretRead(s, w, r, func(st *secrets.Store, p secrets.Principal, scope string) (api.AclItem, error) {
+		return st.ACL(p, scope, r.URL.Query().Get("principal"))
+	})
 }
 
 // directory is what resolving as an endpoint's creator needs of the
