@@ -1,15 +1,14 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 
 	"github.com/gantry/gantry/api"
+	"github.com/gantry/gantry/internal/jsonbody"
 )
 
 // maxBody bounds the JSON bodies of the identity APIs: names and ACLs.
@@ -177,35 +176,10 @@ func what(t ObjectType) string {
 	return "serving endpoint"
 }
 
-// decode reads a JSON body strictly: API.md promises a 400 naming any
-// field Gantry does not support rather than ignoring it.
+// decode reads a JSON body strictly (jsonbody.Decode).
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return api.Errorf(api.ErrPayloadTooLarge, "request body is over %d bytes", maxBody)
-	}
-	if err != nil {
-		return api.Errorf(api.ErrMalformedRequest, "read the request body: %v", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return api.Errorf(api.ErrInvalidParameterValue, "%s: Gantry does not support this field", strings.TrimPrefix(err.Error(), "json: "))
-		case errors.As(err, &typeErr):
-			return api.Errorf(api.ErrMalformedRequest, "field %s: expected %s, got a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
-		case errors.Is(err, io.EOF):
-			return api.Errorf(api.ErrMalformedRequest, "request body is empty; send a JSON object")
-		}
-		return api.Errorf(api.ErrMalformedRequest, "request body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
-	}
-	return nil
+	_, err := jsonbody.Decode(w, r, v, maxBody)
+	return err
 }
 
 // onlyParams refuses query parameters other than allowed.

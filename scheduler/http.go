@@ -1,17 +1,14 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gantry/gantry/api"
@@ -19,6 +16,7 @@ import (
 	"github.com/gantry/gantry/guardrail"
 	"github.com/gantry/gantry/identity"
 	"github.com/gantry/gantry/internal/apierr"
+	"github.com/gantry/gantry/internal/jsonbody"
 	"github.com/gantry/gantry/loggers"
 	"github.com/gantry/gantry/ratelimit"
 	"github.com/gantry/gantry/scheduler/store"
@@ -796,37 +794,13 @@ func (s *Scheduler) routes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rt)
 }
 
-// decode reads a JSON body, refusing unknown fields: API.md promises a 400
-// naming any field Gantry does not support rather than ignoring it.
-//
-// The body is read whole (it is at most maxConfigBody) so that
-// checkJSONKeys can refuse duplicate keys and field names in another case
-// after the decode, which encoding/json accepts silently.
+// decode reads a JSON body strictly (jsonbody.Decode), then refuses
+// duplicate keys and field names in another case (checkJSONKeys), which
+// encoding/json accepts silently.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfigBody))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return api.Errorf(api.ErrPayloadTooLarge, "request body is over %d bytes", maxConfigBody)
-	}
+	b, err := jsonbody.Decode(w, r, v, maxConfigBody)
 	if err != nil {
-		return api.Errorf(api.ErrMalformedRequest, "read the request body: %v", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return invalid("%s: Gantry does not support this field", strings.TrimPrefix(err.Error(), "json: "))
-		case errors.As(err, &typeErr):
-			return api.Errorf(api.ErrMalformedRequest, "field %s: expected %s, got a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
-		case errors.Is(err, io.EOF):
-			return api.Errorf(api.ErrMalformedRequest, "request body is empty; send a JSON object")
-		}
-		return api.Errorf(api.ErrMalformedRequest, "request body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
+		return err
 	}
 	return checkJSONKeys(b, v)
 }
