@@ -140,7 +140,7 @@ func endpointsCmd() *cobra.Command {
 	clientFlags(c, &addr)
 
 	var file string
-	var wait bool
+	var wait, pt bool
 	var timeout time.Duration
 	create := &cobra.Command{
 		Use:   "create -f FILE",
@@ -155,7 +155,11 @@ func endpointsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ep, _, err := cl.Endpoints().Create(&req, nil)
+			create := cl.Endpoints().Create
+			if pt {
+				create = cl.Endpoints().CreatePt
+			}
+			ep, _, err := create(&req, nil)
 			if err != nil {
 				return err
 			}
@@ -169,6 +173,7 @@ func endpointsCmd() *cobra.Command {
 		c.Flags().StringVarP(&file, "file", "f", "", "JSON file, - for standard input")
 		c.Flags().BoolVar(&wait, "wait", false, "wait until the endpoint is READY, showing progress")
 		c.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits")
+		c.Flags().BoolVar(&pt, "pt", false, "through Databricks' provisioned-throughput route (/serving-endpoints/pt): every served entity takes provisioned_model_units")
 	}
 	waitFlags(create)
 
@@ -185,7 +190,11 @@ func endpointsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ep, _, err := cl.Endpoints().UpdateConfig(args[0], &cfg, nil)
+			update := cl.Endpoints().UpdateConfig
+			if pt {
+				update = cl.Endpoints().UpdatePtConfig
+			}
+			ep, _, err := update(args[0], &cfg, nil)
 			if err != nil {
 				return err
 			}

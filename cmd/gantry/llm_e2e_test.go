@@ -377,6 +377,26 @@ func TestLLMEndToEnd(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("the CLI's --pt goes through the provisioned-throughput routes", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "pt.json")
+		writeFile(t, p, `{"name": "llm-pt", "config": {"served_entities": [{"entity_name": "stories", "entity_version": "1", "workload_size": "Small"}]}}`)
+		if out, err := cli(t, bin, addr, "endpoints", "create", "--pt", "-f", p); err == nil || !strings.Contains(out, "provisioned_model_units: required") {
+			t.Fatalf("create --pt without units: %v\n%s", err, out)
+		}
+		writeFile(t, p, `{"name": "llm-pt", "config": {"served_entities": [{"entity_name": "stories", "entity_version": "1", "provisioned_model_units": 1, "burst_scaling_enabled": false}]}}`)
+		out := mustCLI(t, bin, addr, "endpoints", "create", "--pt", "-f", p)
+		var ep api.Endpoint
+		if err := json.Unmarshal([]byte(out), &ep); err != nil || ep.Config == nil || len(ep.Config.ServedEntities) != 1 ||
+			ep.Config.ServedEntities[0].ProvisionedModelUnits == nil || *ep.Config.ServedEntities[0].ProvisionedModelUnits != 1 {
+			t.Fatalf("create --pt answered %s (%v), want one entity of 1 unit", out, err)
+		}
+		writeFile(t, p, `{"served_entities": [{"entity_name": "stories", "entity_version": "1", "workload_size": "Small"}]}`)
+		if out, err := cli(t, bin, addr, "endpoints", "update-config", "llm-pt", "--pt", "-f", p); err == nil || !strings.Contains(out, "provisioned_model_units: required") {
+			t.Errorf("update-config --pt without units: %v\n%s", err, out)
+		}
+		mustCLI(t, bin, addr, "endpoints", "delete", "llm-pt")
+	})
 	dev.stop(t)
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,6 +111,17 @@ func buildImage() error {
 // dockerBuild builds tag from dockerfile in the context directory ctx,
 // then prunes the worker images it left untagged.
 func dockerBuild(dockerfile, tag, ctx string) error {
+	// go test runs packages in parallel processes, and another's prune
+	// would take this build's image between its build and its tag
+	// ("failed to get digest"): one build and prune at a time.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "gantry-dockertest-build.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // which releases the lock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock the image builds: %w", err)
+	}
 	// The legacy builder: Debian's docker.io has no buildx.
 	dbuild := exec.Command("docker", "build", "-q", "-f", dockerfile, "-t", tag, ctx)
 	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
