@@ -3,13 +3,13 @@ package activator
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/gantry/gantry/api"
 	"github.com/gantry/gantry/external"
 	"github.com/gantry/gantry/internal/apierr"
+	"github.com/gantry/gantry/openai"
 	"github.com/valyala/fasthttp"
 )
 
@@ -54,22 +54,22 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 	if !ok {
 		return
 	}
-	var m struct {
-		Model string `json:"model"`
-	}
-	if err := json.Unmarshal(ctx.PostBody(), &m); err != nil || m.Model == "" {
+	// Only the model is read here (scanned for, not decoded whole): the
+	// entity decodes the body.
+	var model string
+	if err := openai.DecodeMember(ctx.PostBody(), "model", &model); err != nil || model == "" {
 		fail(ctx, api.ErrInvalidParameterValue, "model: required; the name of the serving endpoint")
 		return
 	}
 	// The endpoint is in the body, so the token is checked once it is
 	// read (its size was bounded by readBody).
-	if !a.authorized(ctx, []byte(m.Model)) {
+	if !a.authorized(ctx, []byte(model)) {
 		return
 	}
-	ep := t.endpoints[m.Model]
+	ep := t.endpoints[model]
 	if ep == nil {
 		a.notFound.Inc()
-		fail(ctx, api.ErrResourceDoesNotExist, "model: endpoint %s does not exist", clip([]byte(m.Model)))
+		fail(ctx, api.ErrResourceDoesNotExist, "model: endpoint %s does not exist", clip([]byte(model)))
 		return
 	}
 	if len(ep.limits) > 0 {

@@ -1,11 +1,10 @@
 package activator
 
 import (
-	"bytes"
-	"encoding/json"
 	"time"
 
 	"github.com/gantry/gantry/loggers"
+	"github.com/gantry/gantry/openai"
 	"github.com/valyala/fasthttp"
 )
 
@@ -50,21 +49,14 @@ func (a *Activator) trackUsage(ep *endpoint, u loggers.UsageRow, request, answer
 
 // tokensOf reads the answer's usage, else estimates.
 func tokensOf(request, answer []byte) (in, out int64) {
-	var a struct {
-		Usage *struct {
-			PromptTokens     int64  `json:"prompt_tokens"`
-			CompletionTokens *int64 `json:"completion_tokens"`
-		} `json:"usage"`
+	u, err := openai.UsageOf(answer)
+	if err != nil || u == nil {
+		return int64(len(request)+1) / 4, int64(len(answer)+1) / 4
 	}
-	in, out = int64(len(request)+1)/4, int64(len(answer)+1)/4
-	if bytes.Contains(answer, []byte(`"usage"`)) && json.Unmarshal(answer, &a) == nil && a.Usage != nil {
-		in = a.Usage.PromptTokens
-		out = 0
-		if a.Usage.CompletionTokens != nil {
-			out = *a.Usage.CompletionTokens
-		}
+	if u.CompletionTokens != nil {
+		out = int64(*u.CompletionTokens)
 	}
-	return in, out
+	return int64(u.PromptTokens), out
 }
 
 // usageOf is the row of a whole answer in ctx.

@@ -135,13 +135,13 @@ func (openAI) authorize(h headerSetter, rt *api.ExternalRoute) {
 }
 
 func (openAI) answer(_ *api.ExternalRoute, r *Request, body []byte, _ int64) (Answer, error) {
-	var u struct {
-		Usage *Usage `json:"usage"`
-	}
-	if err := json.Unmarshal(body, &u); err != nil {
+	// The answer passes as it is: only its usage is read (and the whole
+	// of it checked), not decoded whole.
+	u, err := openai.UsageOf(body)
+	if err != nil {
 		return Answer{}, fmt.Errorf("the answer is not JSON")
 	}
-	return Answer{Body: body, Usage: u.Usage}, nil
+	return Answer{Body: body, Usage: u}, nil
 }
 
 func (openAI) stream(*api.ExternalRoute, *Request, int64) translator { return openAIStream{} }
