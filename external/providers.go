@@ -42,17 +42,6 @@ func providerOf(name string) (provider, bool) {
 	return nil, false
 }
 
-// merge adds extra_params to a provider body; the unified fields win, and
-// Decode refused the ones that would override them.
-func merge(body map[string]any, extra map[string]json.RawMessage) ([]byte, error) {
-	for k, v := range extra {
-		if _, set := body[k]; !set {
-			body[k] = v
-		}
-	}
-	return json.Marshal(body)
-}
-
 // --- OpenAI, Azure OpenAI and OpenAI-compatible servers ---
 
 // openAI speaks OpenAI's chat/completions, completions and embeddings,
@@ -63,29 +52,44 @@ type openAI struct{}
 func (openAI) request(rt *api.ExternalRoute, r *Request) (string, []byte, error) {
 	path := openAIPath(r.Task)
 	u := rt.BaseURL + path
-	body := map[string]any{}
-	if rt.APIType == "azure" {
+	azure := rt.APIType == "azure"
+	if azure {
 		// Azure names the deployment in the path, not the body.
 		u = rt.BaseURL + "/openai/deployments/" + url.PathEscape(rt.Deployment) + path + "?api-version=" + url.QueryEscape(rt.APIVersion)
-	} else {
-		body["model"] = rt.Model
 	}
-	switch r.Task {
-	case api.TaskChat:
-		body["messages"] = r.Messages
-	case api.TaskCompletions:
-		body["prompt"] = r.Prompt
-	case api.TaskEmbeddings:
-		body["input"] = r.Input
+	// In key order (see body).
+	w := newBody(sizeOf(r.Messages, r.Prompt, r.Input, r.Stop), r.ExtraParams)
+	if r.Task == api.TaskEmbeddings {
+		w.strings("input", r.Input)
 	}
-	common(body, r, "stop")
+	if r.MaxTokens != nil {
+		w.int("max_tokens", *r.MaxTokens)
+	}
+	if r.Task == api.TaskChat {
+		w.messages("messages", r.Messages)
+	}
+	if !azure {
+		w.string("model", rt.Model)
+	}
+	if r.N != nil {
+		w.int("n", *r.N)
+	}
+	if r.Task == api.TaskCompletions {
+		w.strings("prompt", r.Prompt)
+	}
+	if len(r.Stop) > 0 {
+		w.strings("stop", r.Stop)
+	}
 	if r.Stream {
-		body["stream"] = true
+		w.raw("stream", "true")
 		// Usage comes in a last chunk only when asked for; the record
 		// needs it whether or not the client asked.
-		body["stream_options"] = map[string]bool{"include_usage": true}
+		w.raw("stream_options", `{"include_usage":true}`)
 	}
-	b, err := merge(body, r.ExtraParams)
+	if r.Temperature != nil {
+		w.float("temperature", *r.Temperature)
+	}
+	b, err := w.bytes()
 	return u, b, err
 }
 
@@ -101,22 +105,6 @@ func openAIPath(task string) string {
 		return "/embeddings"
 	}
 	return ""
-}
-
-// common sets the sampling fields that share their name and meaning.
-func common(body map[string]any, r *Request, stopName string) {
-	if r.MaxTokens != nil {
-		body["max_tokens"] = *r.MaxTokens
-	}
-	if r.Temperature != nil {
-		body["temperature"] = *r.Temperature
-	}
-	if r.N != nil {
-		body["n"] = *r.N
-	}
-	if len(r.Stop) > 0 {
-		body[stopName] = r.Stop
-	}
 }
 
 func (openAI) authorize(h headerSetter, rt *api.ExternalRoute) {
@@ -186,25 +174,30 @@ func (anthropic) request(rt *api.ExternalRoute, r *Request) (string, []byte, err
 	if err != nil {
 		return "", nil, err
 	}
-	body := map[string]any{"model": rt.Model, "messages": msgs, "max_tokens": anthropicMaxTokens}
-	if system != "" {
-		body["system"] = system
-	}
+	maxTokens := anthropicMaxTokens
 	if r.MaxTokens != nil {
-		body["max_tokens"] = *r.MaxTokens
+		maxTokens = *r.MaxTokens
+	}
+	// In key order (see body).
+	w := newBody(sizeOf(msgs, []string{system}, r.Stop), r.ExtraParams)
+	w.int("max_tokens", maxTokens)
+	w.messages("messages", msgs)
+	w.string("model", rt.Model)
+	if len(r.Stop) > 0 {
+		w.strings("stop_sequences", r.Stop)
+	}
+	if r.Stream {
+		w.raw("stream", "true")
+	}
+	if system != "" {
+		w.string("system", system)
 	}
 	if r.Temperature != nil {
 		// Anthropic's range is 0-1 where the unified one is 0-2; halve it,
 		// as MLflow's gateway does, so that 1.0 means "default" on both.
-		body["temperature"] = *r.Temperature / 2
+		w.float("temperature", *r.Temperature/2)
 	}
-	if len(r.Stop) > 0 {
-		body["stop_sequences"] = r.Stop
-	}
-	if r.Stream {
-		body["stream"] = true
-	}
-	b, err := merge(body, r.ExtraParams)
+	b, err := w.bytes()
 	return rt.BaseURL + "/v1/messages", b, err
 }
 
@@ -372,9 +365,14 @@ func (s *anthropicStream) event(ev Event) ([][]byte, bool, error) {
 type cohere struct{}
 
 func (cohere) request(rt *api.ExternalRoute, r *Request) (string, []byte, error) {
+	// Bodies in key order (see body).
 	if r.Task == api.TaskEmbeddings {
-		body := map[string]any{"model": rt.Model, "texts": r.Input, "embedding_types": []string{"float"}, "input_type": "search_document"}
-		b, err := merge(body, r.ExtraParams)
+		w := newBody(sizeOf(nil, r.Input), r.ExtraParams)
+		w.raw("embedding_types", `["float"]`)
+		w.raw("input_type", `"search_document"`)
+		w.string("model", rt.Model)
+		w.strings("texts", r.Input)
+		b, err := w.bytes()
 		return rt.BaseURL + "/v2/embed", b, err
 	}
 	msgs, system, err := chatOf(r, "cohere")
@@ -385,13 +383,22 @@ func (cohere) request(rt *api.ExternalRoute, r *Request) (string, []byte, error)
 		// Cohere v2 takes system messages in the list.
 		msgs = append([]Message{{Role: "system", Content: system}}, msgs...)
 	}
-	body := map[string]any{"model": rt.Model, "messages": msgs}
-	common(body, r, "stop_sequences")
-	delete(body, "n")
-	if r.Stream {
-		body["stream"] = true
+	w := newBody(sizeOf(msgs, r.Stop), r.ExtraParams)
+	if r.MaxTokens != nil {
+		w.int("max_tokens", *r.MaxTokens)
 	}
-	b, err := merge(body, r.ExtraParams)
+	w.messages("messages", msgs)
+	w.string("model", rt.Model)
+	if len(r.Stop) > 0 {
+		w.strings("stop_sequences", r.Stop)
+	}
+	if r.Stream {
+		w.raw("stream", "true")
+	}
+	if r.Temperature != nil {
+		w.float("temperature", *r.Temperature)
+	}
+	b, err := w.bytes()
 	return rt.BaseURL + "/v2/chat", b, err
 }
 
