@@ -11,7 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -74,6 +74,20 @@ var fieldsOf = map[string][]string{
 	api.TaskEmbeddings:  {"input", "extra_params", "client_request_id", "usage_context", "model"},
 }
 
+// fieldNames are the fields of every task, in order: Decode decodes them
+// in this order, so that of two faults it names the same one every time.
+var fieldNames = [...]string{"client_request_id", "extra_params", "input", "max_tokens", "messages", "model",
+	"n", "prompt", "stop", "stream", "stream_options", "temperature", "usage_context"}
+
+// fieldIndex is the place of each field in fieldNames.
+var fieldIndex = func() map[string]int {
+	m := map[string]int{}
+	for i, f := range fieldNames {
+		m[f] = i
+	}
+	return m
+}()
+
 // Decode reads a unified request for task from body. Every refusal is an
 // *api.Error 400 that names the field and never quotes the body.
 func Decode(task string, body []byte) (*Request, error) {
@@ -82,27 +96,51 @@ func Decode(task string, body []byte) (*Request, error) {
 		return nil, api.Errorf(api.ErrInternal, "unknown task %q", task)
 	}
 	// Every external call comes through here, so the common case is
-	// kept cheap: one Unmarshal, which refuses trailing data too; only a
-	// body it refuses takes the Decoder, to say which fault it is.
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
-		return nil, bodyError(task, body)
-	}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !contains(allowed, k) {
-			return nil, Invalidf("%s: not a field of %s requests; it takes %s (provider parameters go in extra_params)", Clip(k), task, strings.Join(allowed, ", "))
+	// kept cheap: one scan of the body, which checks it as json.Unmarshal
+	// does and keeps each field's value, to be decoded below without a
+	// map of copies; only a body it refuses takes the Decoder, to say
+	// which fault it is. A field sent twice keeps its last value, as in a
+	// map.
+	var values [len(fieldNames)][]byte
+	var unknown string // the first in order of the keys that are not fields of task
+	refused := false
+	refuse := func(k string) {
+		if !refused || k < unknown {
+			unknown, refused = k, true
 		}
 	}
+	s := scanner{b: body}
+	s.space()
+	whole := s.object(maxDepth, func(key, value []byte) {
+		i, known := fieldIndex[string(key[1:len(key)-1])]
+		if !known {
+			// Escaped, or not a field: unescaped, as a map's key is.
+			var k string
+			json.Unmarshal(key, &k)
+			if i, known = fieldIndex[k]; !known {
+				refuse(k)
+				return
+			}
+		}
+		if !contains(allowed, fieldNames[i]) {
+			refuse(fieldNames[i])
+			return
+		}
+		values[i] = value
+	})
+	if !whole || !s.end() {
+		return nil, bodyError(task, body)
+	}
+	if refused {
+		return nil, Invalidf("%s: not a field of %s requests; it takes %s (provider parameters go in extra_params)", Clip(unknown), task, strings.Join(allowed, ", "))
+	}
 	r := &Request{Task: task}
-	var err *api.Error
-	for _, k := range keys {
-		v := raw[k]
-		switch k {
+	for i, v := range values {
+		if v == nil {
+			continue
+		}
+		var err *api.Error
+		switch k := fieldNames[i]; k {
 		case "model":
 			err = decodeInto(k, v, &r.Model)
 		case "messages":
@@ -189,6 +227,10 @@ type message struct {
 }
 
 func (r *Request) decodeMessages(v json.RawMessage) *api.Error {
+	if msgs, ok := plainMessages(v); ok {
+		r.Messages = msgs
+		return nil
+	}
 	// One Decoder for the list (unknown fields refused in every
 	// element), not one per message; a list it refuses goes through
 	// element by element below, to name the one at fault.
@@ -257,6 +299,106 @@ func plainString(v []byte) (string, bool) {
 	return string(in), true
 }
 
+// plainMessages reads messages in the shape clients send, a list of
+// objects of exactly "role" (one of roles) and "content", both plain
+// strings (plainString), without reflection; ok is false for any other
+// shape, which decodeMessages reads, and refuses, as it always has.
+func plainMessages(v []byte) (msgs []Message, ok bool) {
+	msgs = []Message{}
+	ok = plainList(v, func(s *scanner) bool {
+		m, ok := s.plainMessage()
+		msgs = append(msgs, m)
+		return ok
+	})
+	return msgs, ok
+}
+
+// plainMessage reads one message of plainMessages.
+func (s *scanner) plainMessage() (m Message, ok bool) {
+	if !s.skip('{') {
+		return m, false
+	}
+	var role, content bool
+	for {
+		s.space()
+		k := s.i
+		if !s.string() {
+			return m, false
+		}
+		key := s.b[k:s.i]
+		s.space()
+		if !s.skip(':') {
+			return m, false
+		}
+		s.space()
+		v := s.i
+		if !s.string() {
+			return m, false
+		}
+		str, plain := plainString(s.b[v:s.i])
+		switch {
+		case !plain:
+			return m, false
+		case string(key) == `"role"` && !role && roles[str]:
+			m.Role, role = str, true
+		case string(key) == `"content"` && !content:
+			m.Content, content = str, true
+		default:
+			return m, false
+		}
+		s.space()
+		if s.skip('}') {
+			return m, role && content
+		}
+		if !s.skip(',') {
+			return m, false
+		}
+	}
+}
+
+// plainStrings reads a list of plain strings (plainString) without
+// reflection; ok is false for anything else.
+func plainStrings(v []byte) (list []string, ok bool) {
+	list = []string{}
+	ok = plainList(v, func(s *scanner) bool {
+		k := s.i
+		if !s.string() {
+			return false
+		}
+		str, plain := plainString(s.b[k:s.i])
+		list = append(list, str)
+		return plain
+	})
+	return list, ok
+}
+
+// plainList reads the JSON list v, of at most maxItems elements, each
+// read by element; false if v is not such a list or element refuses one.
+func plainList(v []byte, element func(s *scanner) bool) bool {
+	s := scanner{b: v}
+	if !s.skip('[') {
+		return false
+	}
+	s.space()
+	if s.skip(']') {
+		return s.end()
+	}
+	for n := 1; n <= maxItems; n++ {
+		s.space()
+		if !element(&s) {
+			return false
+		}
+		s.space()
+		if s.skip(']') {
+			return s.end()
+		}
+		if !s.skip(',') {
+			return false
+		}
+	}
+	return false
+}
+
 // messageContent takes a string or OpenAI's list of text parts, which the
 // OpenAI SDK sends for typed messages.
 func messageContent(v json.RawMessage) (string, error) {
@@ -295,7 +437,20 @@ func decodeInto(field string, v json.RawMessage, dst any) *api.Error {
 		if *d, ok = plainString(v); !ok {
 			err = json.Unmarshal(v, d)
 		}
-	case *bool, *float64, *map[string]string, *map[string]json.RawMessage:
+	case *bool:
+		switch string(v) {
+		case "true", "false":
+			*d = v[0] == 't'
+		default:
+			err = json.Unmarshal(v, d)
+		}
+	case *float64:
+		// A number as json.Unmarshal reads one (strconv.ParseFloat).
+		var perr error
+		if *d, perr = strconv.ParseFloat(string(v), 64); perr != nil {
+			err = json.Unmarshal(v, d)
+		}
+	case *map[string]string, *map[string]json.RawMessage:
 		// No fields to refuse: Unmarshal, without a Decoder's buffer.
 		err = json.Unmarshal(v, dst)
 	default:
@@ -326,19 +481,33 @@ func typeName(dst any) string {
 }
 
 func positiveInt(field string, v json.RawMessage) (*int, *api.Error) {
-	var n json.Number
-	if err := json.Unmarshal(v, &n); err != nil {
-		return nil, Invalidf("%s: must be an integer", field)
+	// An integer as sent is read as json.Number reads it
+	// (strconv.ParseInt); json.Number takes the rest (a quoted number
+	// too) or refuses it.
+	n := string(v)
+	i, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		var num json.Number
+		if err := json.Unmarshal(v, &num); err != nil {
+			return nil, Invalidf("%s: must be an integer", field)
+		}
+		n = num.String()
+		i, err = num.Int64()
 	}
-	i, err := n.Int64()
 	if err != nil || i < 1 || i > math.MaxInt32 {
-		return nil, Invalidf("%s: %s is out of range; an integer of at least 1", field, Clip(n.String()))
+		return nil, Invalidf("%s: %s is out of range; an integer of at least 1", field, Clip(n))
 	}
 	x := int(i)
 	return &x, nil
 }
 
 func stringOrList(field string, v json.RawMessage) ([]string, *api.Error) {
+	if s, ok := plainString(v); ok {
+		return []string{s}, nil
+	}
+	if list, ok := plainStrings(v); ok {
+		return list, nil
+	}
 	var s string
 	if json.Unmarshal(v, &s) == nil {
 		return []string{s}, nil

@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,6 +53,20 @@ func TestDecodeAccepts(t *testing.T) {
 		"n": 2, "stop": "END", "stream": true, "stream_options": {"include_usage": true}, "client_request_id": "c1", "usage_context": {"team": "x"}}`)
 	if r.Messages[0].Content != "ab" || *r.N != 2 || r.Stop[0] != "END" || !r.Stream || !r.IncludeUsage || r.ClientRequestID != "c1" || r.Model != "chat" {
 		t.Errorf("decoded %+v", r)
+	}
+}
+
+// fieldNames holds the fields of every task, in order.
+func TestFieldNames(t *testing.T) {
+	if !slices.IsSorted(fieldNames[:]) {
+		t.Errorf("fieldNames are not in order: %v", fieldNames)
+	}
+	for task, fields := range fieldsOf {
+		for _, f := range fields {
+			if _, ok := fieldIndex[f]; !ok {
+				t.Errorf("%s: field %s is not in fieldNames", task, f)
+			}
+		}
 	}
 }
 
