@@ -51,6 +51,9 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	var id [32]byte
 	newRequestID(&id)
 	ctx.Response.Header.SetBytesV(headerRequestID, id[:])
+	// The task header is the activator's word to a worker (the OpenAI
+	// paths set it); a client's own would choose an invocation's task.
+	ctx.Request.Header.Del(headerTask)
 
 	// The path as sent, not ctx.Path(): fasthttp decodes that one and then
 	// removes dot segments, so /serving-endpoints/other/..%2fep/invocations

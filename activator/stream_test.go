@@ -194,6 +194,19 @@ func TestOpenAIPathToWorkerEntity(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || string(body) != "task llm/v1/embeddings" {
 		t.Errorf("embeddings: %d %s, want the worker to get the path's task", resp.StatusCode, body)
 	}
+	// The header is the activator's word to the worker, not the client's:
+	// an invocation's own never reaches it.
+	req, _ := http.NewRequest("POST", h.base+"/serving-endpoints/ep/invocations", strings.NewReader(`{"messages": [{"role": "user", "content": "hi"}]}`))
+	req.Header.Set(headerTask, api.TaskChat)
+	resp, err = h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || string(body) != "task " {
+		t.Errorf("invocations with the client's %s: %d %s, want the worker to get none", headerTask, resp.StatusCode, body)
+	}
 }
 
 // endlessWorker streams an event every 5 ms until the activator stops
