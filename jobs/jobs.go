@@ -180,7 +180,9 @@ const GPULayersAll = "-1"
 // own), and, on GPU workload types, every layer offloaded to the GPU
 // (--llm-gpu-layers -1), without which the CUDA build computes on the
 // CPU. The worker refuses GPU layers when the build it loaded finds no
-// GPU, so a GPU replica given the CPU build fails rather than crawls.
+// GPU, so a GPU replica given the CPU build fails rather than crawls. On
+// CPU workload types, one llama.cpp thread per core of the replica's
+// size (--llm-threads).
 func (s Settings) LlamaArgs(d orchestrator.Deployment) []string {
 	rt := RuntimeOf(d)
 	if rt != RuntimeGGUF && rt != RuntimeGGUFCUDA {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,10 +79,22 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	if worker == "" {
 		b.Fatal("no replica")
 	}
+	// The CPUs this process may use (taskset or a cpuset may have left it
+	// fewer than the machine's), and so may its children.
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		b.Fatal(err)
+	}
+	var cpus []int
+	for c := range len(all) * 64 {
+		if all.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
 	placements := []placement{{name: "shared"}}
-	if n := runtime.NumCPU(); n >= 2 {
+	if len(cpus) >= 2 {
 		workerPID := childListening(b, dev.cmd.Process.Pid, worker)
-		own, rest := cpuSet(n-1, n), cpuSet(0, n-1)
+		own, rest := cpuSet(cpus[len(cpus)-1:]), cpuSet(cpus[:len(cpus)-1])
 		placements = append(placements, placement{name: "own core", pins: map[int]*unix.CPUSet{
 			workerPID: own, dev.cmd.Process.Pid: rest, os.Getpid(): rest}})
 		for _, pid := range children(dev.cmd.Process.Pid) {
@@ -92,8 +103,7 @@ func BenchmarkLLMOverhead(b *testing.B) {
 			}
 		}
 	}
-	all := cpuSet(0, runtime.NumCPU())
-	defer placements[0].apply(b, placements[1:], all)
+	defer placements[0].apply(b, placements[1:], &all)
 
 	prompt, err := direct.FormatChat([]llm.Message{{Role: "user", Content: "Once upon"}})
 	if err != nil {
@@ -197,7 +207,7 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	// unpinned stays on the core it was pinned to until the kernel has a
 	// reason to move it, so "shared" after "own core" would not be shared.
 	for i, p := range placements {
-		p.apply(b, placements[:i], all)
+		p.apply(b, placements[:i], &all)
 		for r := range rounds {
 			for _, n := range []int{1, 8} {
 				// Each round starts with the next way: the one that follows
@@ -205,8 +215,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 				for j := range ways {
 					w := ways[(r+j)%len(ways)]
 					k := key{p.name, w.name, n}
-					r, t := run(w, n, p.name)
-					tps[k], ttft[k] = append(tps[k], r), append(ttft[k], t)
+					rate, first := run(w, n, p.name)
+					tps[k], ttft[k] = append(tps[k], rate), append(ttft[k], first)
 				}
 			}
 		}
@@ -242,7 +252,8 @@ func BenchmarkLLMOverhead(b *testing.B) {
 	dev.stop(b)
 }
 
-// key names a series: a placement, a way and a number of streams.
+// key names a series: a placement, a way and a number of streams (0 for
+// the CPU time and tokens of all of them).
 type key struct {
 	at, way string
 	n       int
@@ -268,28 +279,40 @@ func (p placement) apply(b *testing.B, before []placement, all *unix.CPUSet) {
 	}
 }
 
-// pinProcess sets the CPUs of every thread of pid; threads it starts
-// later inherit them from their creator.
+// pinProcess sets the CPUs of every thread of pid, listing them again
+// until a listing shows none new: a thread started meanwhile inherits its
+// creator's CPUs, which may not be set yet.
 func pinProcess(b *testing.B, pid int, set *unix.CPUSet) {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if errors.Is(err, fs.ErrNotExist) {
-		return // it ended: ClickHouse and the worker end with gantry dev
-	} else if err != nil {
-		b.Fatal(err)
-	}
-	for _, t := range tasks {
-		tid, _ := strconv.Atoi(t.Name())
-		// A thread may have ended since the listing.
-		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
-			b.Fatalf("pin thread %d of %d: %v", tid, pid, err)
+	pinned := map[string]bool{}
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if errors.Is(err, fs.ErrNotExist) {
+			return // it ended: ClickHouse and the worker end with gantry dev
+		} else if err != nil {
+			b.Fatal(err)
+		}
+		fresh := false
+		for _, t := range tasks {
+			if pinned[t.Name()] {
+				continue
+			}
+			pinned[t.Name()], fresh = true, true
+			tid, _ := strconv.Atoi(t.Name())
+			// A thread may have ended since the listing.
+			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+				b.Fatalf("pin thread %d of %d: %v", tid, pid, err)
+			}
+		}
+		if !fresh {
+			return
 		}
 	}
 }
 
-// cpuSet is the CPUs from lo up to hi (not included).
-func cpuSet(lo, hi int) *unix.CPUSet {
+// cpuSet is the set of cpus.
+func cpuSet(cpus []int) *unix.CPUSet {
 	var s unix.CPUSet
-	for c := lo; c < hi; c++ {
+	for _, c := range cpus {
 		s.Set(c)
 	}
 	return &s

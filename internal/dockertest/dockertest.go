@@ -111,10 +111,23 @@ func buildImage() error {
 // dockerBuild builds tag from dockerfile in the context directory ctx,
 // then prunes the worker images it left untagged.
 func dockerBuild(dockerfile, tag, ctx string) error {
-	// go test runs packages in parallel processes, and another's prune
-	// would take this build's image between its build and its tag
-	// ("failed to get digest"): one build and prune at a time.
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "gantry-dockertest-build.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	return locked(func() error {
+		// The legacy builder: Debian's docker.io has no buildx.
+		dbuild := exec.Command("docker", "build", "-q", "-f", dockerfile, "-t", tag, ctx)
+		dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+		if out, err := dbuild.CombinedOutput(); err != nil {
+			return fmt.Errorf("docker build: %v\n%s", err, out)
+		}
+		return nil
+	})
+}
+
+// locked runs build, then prunes the worker images left untagged, under a
+// lock across processes: go test runs packages in parallel processes, and
+// one's prune would take another's image between its build and its tag
+// ("failed to get digest").
+func locked(build func() error) error {
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "gantry-dockertest-build.lock"), os.O_CREATE|os.O_RDONLY, 0o666) // flock needs no write access: other users may share the file
 	if err != nil {
 		return err
 	}
@@ -122,11 +135,8 @@ func dockerBuild(dockerfile, tag, ctx string) error {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("lock the image builds: %w", err)
 	}
-	// The legacy builder: Debian's docker.io has no buildx.
-	dbuild := exec.Command("docker", "build", "-q", "-f", dockerfile, "-t", tag, ctx)
-	dbuild.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := dbuild.CombinedOutput(); err != nil {
-		return fmt.Errorf("docker build: %v\n%s", err, out)
+	if err := build(); err != nil {
+		return err
 	}
 	pruneWorkerImages()
 	return nil
@@ -165,11 +175,12 @@ func buildPythonImage() error {
 	}
 	defer os.RemoveAll(dir)
 	args := append([]string{filepath.Join(root, "deploy/docker/python-image.sh"), PythonImage, filepath.Join(dir, "gantry")}, PythonPackages...)
-	if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("python-image.sh: %v\n%s", err, out)
-	}
-	pruneWorkerImages()
-	return nil
+	return locked(func() error {
+		if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("python-image.sh: %v\n%s", err, out)
+		}
+		return nil
+	})
 }
 
 // LLMImage is the tag of the LLM worker image the tests build, apart

@@ -431,7 +431,7 @@ func (a *alloc) env(taskDir string) map[string]string {
 		"NOMAD_NAMESPACE":    *a.job.Namespace,
 		"NOMAD_REGION":       *a.job.Region,
 		"NOMAD_DC":           a.node.Datacenter,
-		"NOMAD_CPU_LIMIT":    strconv.Itoa(deref(a.task.Resources.CPU) + a.need.cores*a.node.CPU/a.node.Cores),
+		"NOMAD_CPU_LIMIT":    strconv.Itoa(deref(a.task.Resources.CPU) + deref(a.task.Resources.Cores)*a.node.CPU/a.node.Cores),
 		"NOMAD_MEMORY_LIMIT": strconv.Itoa(deref(a.task.Resources.MemoryMB)),
 	}
 	for label, port := range a.ports {

@@ -227,10 +227,11 @@ func (s *Server) place(js *jobState, tg *api.TaskGroup, index int, e *api.Evalua
 	return nil
 }
 
-// demand is what one allocation of tg takes from a node: cores are
+// resources are what an allocation takes from a node: cores are
 // reserved whole, cpu is MHz of the rest.
 type resources struct{ cpu, cores, memoryMB, gpus int }
 
+// demand is what one allocation of tg takes from a node.
 func demand(tg *api.TaskGroup) resources {
 	var r resources
 	for _, t := range tg.Tasks {
