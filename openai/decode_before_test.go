@@ -104,8 +104,8 @@ func decodeBefore(task string, body []byte) (*Request, error) {
 		case "extra_params":
 			err = decodeInto(k, v, &r.ExtraParams)
 			for p := range r.ExtraParams {
-				if reservedExtra[p] {
-					err = Invalidf("extra_params.%s: set by Gantry from the unified fields; use the field itself", Clip(p))
+				if field, ok := reservedExtra[p]; ok {
+					err = Invalidf("extra_params.%s: set by Gantry from the unified fields; use %s", Clip(p), field)
 				}
 			}
 		case "client_request_id":

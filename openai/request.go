@@ -176,8 +176,8 @@ func Decode(task string, body []byte) (*Request, error) {
 		case "extra_params":
 			err = decodeInto(k, v, &r.ExtraParams)
 			for p := range r.ExtraParams {
-				if reservedExtra[p] {
-					err = Invalidf("extra_params.%s: set by Gantry from the unified fields; use the field itself", Clip(p))
+				if field, ok := reservedExtra[p]; ok {
+					err = Invalidf("extra_params.%s: set by Gantry from the unified fields; use %s", Clip(p), field)
 				}
 			}
 		case "client_request_id":
@@ -216,9 +216,16 @@ func bodyError(task string, body []byte) *api.Error {
 	return api.Errorf(api.ErrMalformedRequest, "request body has data after the JSON object")
 }
 
-// reservedExtra are provider fields that the unified ones set; letting
-// extra_params override them would make the record lie about the request.
-var reservedExtra = map[string]bool{"model": true, "messages": true, "prompt": true, "input": true, "stream": true}
+// reservedExtra are provider fields that the unified ones set, each with
+// the unified field to use instead. Letting extra_params set them would
+// make the record lie about the request, and would pass text to the
+// model that input guardrails never read: Anthropic's system prompt
+// comes from system messages (when there are none, an extra "system"
+// would reach the provider unchecked), Cohere's texts from input, and its
+// older chat API's preamble, message and chat_history from messages.
+var reservedExtra = map[string]string{"model": "model", "messages": "messages", "prompt": "prompt", "input": "input",
+	"stream": "stream", "system": "messages of role system", "preamble": "messages of role system",
+	"message": "messages", "chat_history": "messages", "texts": "input"}
 
 // message is one element of messages as sent.
 type message struct {
