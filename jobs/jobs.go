@@ -153,6 +153,11 @@ type Settings struct {
 	// default on the client: GANTRY_LLAMA_LIB_DIR (raw_exec tasks get the
 	// client's environment), else llama/ beside the gantry binary.
 	LlamaLibDir, LlamaCUDALibDir string
+	// MaxCores, when set, caps a GGUF replica's llama.cpp threads: gantry's
+	// docker driver caps a container's CPU quota at its engine's CPUs, and
+	// more threads than that would crawl. Nomad jobs leave it 0: a client
+	// without the cores to reserve does not take the job.
+	MaxCores int
 }
 
 // ImageFor is the image that runs d's worker with the docker task driver
@@ -204,7 +209,11 @@ func (s Settings) LlamaArgs(d orchestrator.Deployment) []string {
 		// One thread per core the replica has (Render reserves them): the
 		// worker's default, half the CPUs it sees, counts the host's in a
 		// container limited by quota, and more threads than cores crawl.
-		args = append(args, "--llm-threads", strconv.Itoa(res.Cores()))
+		threads := res.Cores()
+		if s.MaxCores > 0 {
+			threads = min(threads, s.MaxCores)
+		}
+		args = append(args, "--llm-threads", strconv.Itoa(threads))
 	}
 	return args
 }

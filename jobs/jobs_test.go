@@ -377,6 +377,13 @@ func TestRenderLlamaCores(t *testing.T) {
 			t.Errorf("Nomad would refuse it: %v", err)
 		}
 	}
+	// The docker driver caps a container's quota, and so its threads, at
+	// its engine's CPUs.
+	d := ggufDeployment("CPU")
+	d.WorkloadSize = "Large"
+	if args := strings.Join(jobs.Settings{MaxCores: 2}.LlamaArgs(d), " "); args != "--llm-threads 2" {
+		t.Errorf("Large with at most 2 cores: args %q, want --llm-threads 2", args)
+	}
 }
 
 func deref(p *int) int {

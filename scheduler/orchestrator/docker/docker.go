@@ -245,6 +245,7 @@ func (d *Driver) settings() jobs.Settings {
 		TaskDriver: jobs.DriverDocker,
 		Image:      d.cfg.Image, PythonImage: d.cfg.PythonImage,
 		LLMImage: d.cfg.LLMImage, LLMGPUImage: d.cfg.LLMGPUImage,
+		MaxCores: d.cpus, // as resources caps the quota
 	}
 }
 
