@@ -99,8 +99,7 @@ func (a *Activator) openAI(ctx *fasthttp.RequestCtx, task string, id []byte, sta
 		// the body goes to the worker as an invocation, with the path's
 		// task, which the worker checks against what the model serves.
 		ctx.Response.Header.Set(headerServedModel, en.name)
-		ctx.Request.Header.Set(headerTask, task)
-		en = a.proxy(ctx, en, false, stickyKey(ctx, ep), id, start.Add(a.cfg.Timeout))
+		en = a.proxy(ctx, en, task, false, stickyKey(ctx, ep), id, start.Add(a.cfg.Timeout))
 		en.requests.inc(ctx.Response.StatusCode())
 	default:
 		ctx.Response.Header.Set(headerServedModel, en.name)

@@ -51,9 +51,6 @@ func (a *Activator) Handler(ctx *fasthttp.RequestCtx) {
 	var id [32]byte
 	newRequestID(&id)
 	ctx.Response.Header.SetBytesV(headerRequestID, id[:])
-	// The task header is the activator's word to a worker (the OpenAI
-	// paths set it); a client's own would choose an invocation's task.
-	ctx.Request.Header.Del(headerTask)
 
 	// The path as sent, not ctx.Path(): fasthttp decodes that one and then
 	// removes dot segments, so /serving-endpoints/other/..%2fep/invocations
@@ -345,7 +342,7 @@ func (a *Activator) invoke(ctx *fasthttp.RequestCtx, ep *endpoint, served, id []
 	case en.task != "":
 		forwarded = a.invokeLLM(ctx, ep, en, "", id, deadline)
 	default:
-		en = a.proxy(ctx, en, served != nil, key, id, deadline)
+		en = a.proxy(ctx, en, "", served != nil, key, id, deadline)
 		forwarded = true
 	}
 	en.requests.inc(ctx.Response.StatusCode())
@@ -381,7 +378,7 @@ func stickyKey(ctx *fasthttp.RequestCtx, ep *endpoint) []byte {
 // its place: the same name when pinned (the served-models path), else a
 // new pick with the same sticky key. proxy returns the entity that
 // answered.
-func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, pinned bool, key, id []byte, deadline time.Time) *entity {
+func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, task string, pinned bool, key, id []byte, deadline time.Time) *entity {
 	for moves := 0; ; moves++ {
 		r, release, ok := en.pool.breaker.Reserve(ctx)
 		if !ok {
@@ -408,7 +405,7 @@ func (a *Activator) proxy(ctx *fasthttp.RequestCtx, en *entity, pinned bool, key
 				return en
 			}
 		}
-		a.forward(ctx, en, r, release, id, deadline)
+		a.forward(ctx, en, task, r, release, id, deadline)
 		return en
 	}
 }
@@ -436,9 +433,11 @@ func (a *Activator) relocate(en *entity, pinned bool, key []byte, err error) *en
 }
 
 // forward sends the invocation to r, on a slot that release gives back, and
-// copies the answer back. A request whose connection failed (nothing was
+// copies the answer back. task, when set, tells r's worker the task of a
+// request that came by an OpenAI path (headerTask); a client's own header
+// never passes. A request whose connection failed (nothing was
 // sent) goes once more, to another replica with a free slot.
-func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, release func(), id []byte, deadline time.Time) {
+func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, task string, r *replica, release func(), id []byte, deadline time.Time) {
 	breaker := en.pool.breaker
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -465,8 +464,8 @@ func (a *Activator) forward(ctx *fasthttp.RequestCtx, en *entity, r *replica, re
 	if en.secret != nil {
 		req.Header.SetBytesV(headerWorkerSecret, en.secret)
 	}
-	if t := ctx.Request.Header.Peek(headerTask); len(t) > 0 {
-		req.Header.SetBytesV(headerTask, t)
+	if task != "" {
+		req.Header.Set(headerTask, task)
 	}
 	// By reference, not copied: the call ends before Handler returns, and
 	// ReleaseRequest drops the reference.

@@ -47,7 +47,7 @@ func (a *Activator) invokeLLM(ctx *fasthttp.RequestCtx, ep *endpoint, en *entity
 			return false
 		}
 	}
-	a.proxy(ctx, en, false, stickyKey(ctx, ep), id, deadline)
+	a.proxy(ctx, en, "", false, stickyKey(ctx, ep), id, deadline)
 	if !ctx.Response.IsBodyStream() && (ep.output != nil || ep.judge != nil) && ctx.Response.StatusCode() == fasthttp.StatusOK {
 		body := bytes.Clone(ctx.Response.Body())
 		if a.judgeOutput(ctx, ep, body, deadline) {

@@ -110,37 +110,33 @@ func (w *body) raw(k, v string) {
 }
 
 func (w *body) strings(k string, v []string) {
-	w.key(k)
-	if v == nil {
-		w.b = append(w.b, "null"...)
-		return
-	}
-	w.b = append(w.b, '[')
-	for i, s := range v {
-		if i > 0 {
-			w.b = append(w.b, ',')
-		}
-		w.b = appendString(w.b, s)
-	}
-	w.b = append(w.b, ']')
+	list(w, k, v, func(s string) { w.b = appendString(w.b, s) })
 }
 
 func (w *body) messages(k string, v []Message) {
-	w.key(k)
-	if v == nil {
-		w.b = append(w.b, "null"...)
-		return
-	}
-	w.b = append(w.b, '[')
-	for i, m := range v {
-		if i > 0 {
-			w.b = append(w.b, ',')
-		}
+	list(w, k, v, func(m Message) {
 		w.b = append(w.b, `{"role":`...)
 		w.b = appendString(w.b, m.Role)
 		w.b = append(w.b, `,"content":`...)
 		w.b = appendString(w.b, m.Content)
 		w.b = append(w.b, '}')
+	})
+}
+
+// list writes v as a JSON list, each element by elem; a nil v as null,
+// as json.Marshal writes a nil slice.
+func list[T any](w *body, k string, v []T, elem func(T)) {
+	w.key(k)
+	if v == nil {
+		w.b = append(w.b, "null"...)
+		return
+	}
+	w.b = append(w.b, '[')
+	for i, e := range v {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		elem(e)
 	}
 	w.b = append(w.b, ']')
 }
