@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -119,4 +120,23 @@ func FuzzClientRequestID(f *testing.F) {
 			t.Fatalf("ClientRequestID(%q) = %q; encoding/json finds %q", b, id, want.ID)
 		}
 	})
+}
+
+// BenchmarkClientRequestID reads the id of a scoring body of 100 rows,
+// with the id last and without one: the activator's sticky key for a
+// traffic split, and the sink's record, read it per request.
+func BenchmarkClientRequestID(b *testing.B) {
+	rows := strings.Repeat(`{"amount": 12.5, "merchant": "m-1234", "country": "FR"},`, 100)
+	for _, c := range []struct{ name, body string }{
+		{"last", `{"dataframe_records": [` + rows[:len(rows)-1] + `], "client_request_id": "req-1"}`},
+		{"none", `{"dataframe_records": [` + rows[:len(rows)-1] + `]}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			body := []byte(c.body)
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				ClientRequestID(body)
+			}
+		})
+	}
 }
